@@ -1,0 +1,28 @@
+"""The layer between the pipelines and ONNX Runtime: providers, sessions, cancellation.
+
+Pipelines open models only through ``get_session`` and run them through ``Session.run``;
+everything onnxruntime raises comes out as an ``engine.errors`` error with one sentence.
+"""
+
+from engine.runtime.cancel import CancelToken
+from engine.runtime.device import DeviceReport
+from engine.runtime.providers import available_providers, resolve_providers
+from engine.runtime.sessions import (
+    RuntimeOptions,
+    Session,
+    build_session_options,
+    clear_sessions,
+    get_session,
+)
+
+__all__ = [
+    "CancelToken",
+    "DeviceReport",
+    "RuntimeOptions",
+    "Session",
+    "available_providers",
+    "build_session_options",
+    "clear_sessions",
+    "get_session",
+    "resolve_providers",
+]

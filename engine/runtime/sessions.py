@@ -1,0 +1,363 @@
+"""ONNX Runtime sessions: created once per model file and options, run with cancellation.
+
+``get_session`` is the only way the pipelines open a model. It is lazy (nothing is created
+until a model is needed), cached by file identity *and* options (a changed provider or thread
+count never reuses a session built for the old ones), and honest about the device: every
+session carries a ``DeviceReport`` saying where it runs and why a requested GPU is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.errors import BadRequest, Cancelled, ModelError
+from engine.runtime import graph_cache
+from engine.runtime.cancel import CancelToken
+from engine.runtime.device import DeviceReport, device_report
+from engine.runtime.errors import (
+    ORT_ERRORS,
+    is_model_file_error,
+    translate_load_error,
+    translate_run_error,
+)
+from engine.runtime.providers import (
+    DISPLAY_NAMES,
+    normalize_providers,
+    ort_provider_names,
+    requested_providers,
+    resolve_providers,
+    short_provider_names,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _ort_log_severity() -> int:
+    # onnxruntime prints a red error and a yellow warning on the console whenever a GPU
+    # provider fails to start; the device report already says so in words, and every other
+    # failure reaches Python as an exception. Developers can turn the log back on.
+    try:
+        return min(4, max(0, int(os.environ.get("EASEL_ORT_LOG_SEVERITY", "4"))))
+    except ValueError:
+        return 4
+
+
+_ORT_LOG_SEVERITY = _ort_log_severity()
+
+_NUMPY_TYPES: dict[str, type] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run models: the user's providers, CPU threads, and where optimised graphs go.
+
+    ``providers`` are short names ("cuda", "cpu"), best first; empty means the default order.
+    ``cpu_threads`` 0 means every core this process may use. ``optimized_cache`` is a folder
+    the app owns (the engine keeps no user data); ``None`` turns the on-disk cache off.
+    """
+
+    providers: tuple[str, ...] = ()
+    cpu_threads: int = 0
+    optimized_cache: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Normalised here so equal settings give equal cache keys, and a bad settings file is
+        # refused when read, not at the first generation.
+        object.__setattr__(self, "providers", normalize_providers(self.providers))
+        if isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int):
+            raise BadRequest("The number of CPU threads must be a whole number.")
+        if self.cpu_threads < 0:
+            raise BadRequest("The number of CPU threads cannot be negative (0 means all cores).")
+        if self.optimized_cache is not None:
+            object.__setattr__(self, "optimized_cache", Path(self.optimized_cache))
+
+    @property
+    def thread_count(self) -> int:
+        """The number of threads a CPU session uses."""
+        if self.cpu_threads:
+            return self.cpu_threads
+        try:
+            return len(os.sched_getaffinity(0))  # honours taskset and container CPU limits
+        except AttributeError:  # not on Windows or macOS
+            return os.cpu_count() or 1
+
+
+class Session:
+    """One model file opened in onnxruntime, with the device it really runs on."""
+
+    def __init__(
+        self, inner: ort.InferenceSession, path: Path, loaded_from: Path, device: DeviceReport
+    ) -> None:
+        self._inner = inner
+        self.path = path
+        self.loaded_from = loaded_from  # the model, or its optimised copy from the cache
+        self.device = device
+        self._inputs = {node.name: node for node in inner.get_inputs()}
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [node.name for node in self._inner.get_outputs()]
+
+    def input_type(self, name: str) -> np.dtype:
+        """The numpy dtype input ``name`` takes, so callers can cast (e.g. the timestep)."""
+        node = self._inputs.get(name)
+        if node is None:
+            known = ", ".join(self._inputs)
+            raise ModelError(
+                f"The model {self.path} has no input named {name!r} (it has {known})."
+            )
+        numpy_type = _NUMPY_TYPES.get(node.type)
+        if numpy_type is None:
+            raise ModelError(
+                f"The model {self.path} takes {name!r} as {node.type}, "
+                "which the engine cannot feed."
+            )
+        return np.dtype(numpy_type)
+
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[np.ndarray]:
+        """Run the model; a ``cancel`` from another thread stops it between nodes.
+
+        Raises ``Cancelled`` when the token was cancelled before or during the call, and an
+        engine error (``GenerationFailed``, ``BadRequest``) for onnxruntime's failures.
+        """
+        # Fresh options every run: a terminate flag once set stays set.
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = _ORT_LOG_SEVERITY
+        names = list(outputs) if outputs is not None else None
+        if cancel is None:
+            return self._run(names, feeds, run_options)
+        cancel.raise_if_cancelled()
+        with cancel.on_cancel(lambda: setattr(run_options, "terminate", True)):
+            try:
+                results = self._run(names, feeds, run_options)
+            except Exception as error:
+                if cancel.cancelled:
+                    raise Cancelled("Cancelled.") from error
+                raise
+        # A cancel that came as the last node finished still wins: the caller asked to stop.
+        cancel.raise_if_cancelled()
+        return results
+
+    def _run(
+        self, names: list[str] | None, feeds: Mapping[str, np.ndarray], run_options: ort.RunOptions
+    ) -> list[np.ndarray]:
+        try:
+            return self._inner.run(names, dict(feeds), run_options)
+        except ORT_ERRORS as error:
+            if run_options.terminate:
+                raise Cancelled("Cancelled.") from error
+            device = DISPLAY_NAMES.get(self.device.in_use, self.device.in_use)
+            raise translate_run_error(error, self.path, device) from error
+
+    def __repr__(self) -> str:
+        return f"Session({self.path.name!r}, {self.device.summary})"
+
+
+_lock = threading.Lock()
+_sessions: dict[tuple, Session] = {}
+_quieted = False
+
+
+def get_session(path: Path, options: RuntimeOptions | None = None) -> Session:
+    """The session for ``path`` under ``options``, created on first use and then reused.
+
+    The cache key holds the resolved path, the sizes and times of the model and its external
+    weights (a re-exported model is a new session), the providers and the options.
+    """
+    options = options or RuntimeOptions()
+    path = Path(path).resolve()
+    try:
+        identity = graph_cache.file_identity(path)
+    except FileNotFoundError:
+        raise ModelError(f"The model file {path} is missing.") from None
+    key = (path, identity, tuple(resolve_providers(options.providers)), options)
+    with _lock:
+        session = _sessions.get(key)
+        if session is None:
+            _quiet_onnxruntime()
+            session = _open(path, options)
+            # A changed file's old session holds memory (a whole UNet) and is never used again.
+            for stale in [k for k in _sessions if k[0] == path and k[1] != identity]:
+                del _sessions[stale]
+            _sessions[key] = session
+    return session
+
+
+def clear_sessions() -> None:
+    """Forget every cached session, so their memory goes once callers drop theirs too."""
+    with _lock:
+        _sessions.clear()
+
+
+def build_session_options(
+    options: RuntimeOptions,
+    providers: Sequence[str] = ("cpu",),
+    *,
+    save_to: Path | None = None,
+    from_cache: bool = False,
+) -> ort.SessionOptions:
+    """onnxruntime's session options for ``options`` on ``providers`` (short names)."""
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = _ORT_LOG_SEVERITY
+    session_options.intra_op_num_threads = options.thread_count
+    # Spinning threads keep a core busy between ops; on few cores that starves the GUI thread
+    # and the gallery decoder for almost no speed. Off for the GPU too, where the CPU waits.
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if "directml" in providers:
+        # DirectML supports neither memory patterns nor parallel execution.
+        session_options.enable_mem_pattern = False
+    if from_cache:
+        # Already optimised for this provider and machine; doing it again only costs time.
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    else:
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if save_to is not None:
+        session_options.optimized_model_filepath = str(save_to)
+        session_options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", graph_cache.DATA_FILE
+        )
+    return session_options
+
+
+def _open(path: Path, options: RuntimeOptions) -> Session:
+    """Create a session, dropping GPU providers that fail to start until one works."""
+    requested = requested_providers(options.providers)
+    providers = resolve_providers(options.providers)
+    start_errors: dict[str, BaseException] = {}
+    while True:
+        try:
+            inner, loaded_from = _create(path, providers, options)
+            break
+        except ORT_ERRORS as error:
+            if providers == ["cpu"] or is_model_file_error(error):
+                device = DISPLAY_NAMES[providers[0]]
+                raise translate_load_error(error, path, device) from error
+            # Remembered for the device report: this provider is passed over, not hidden.
+            start_errors[providers[0]] = error
+            providers = providers[1:]
+    in_use = short_provider_names(inner.get_providers())
+    report = device_report(
+        requested, in_use, cpu_threads=options.thread_count, start_errors=start_errors
+    )
+    if report.reason:
+        # Info, not warning: the app shows the reason itself; a console copy is for developers.
+        log.info("%s", report.reason)
+    return Session(inner, path, loaded_from, report)
+
+
+def _create(
+    path: Path, providers: list[str], options: RuntimeOptions
+) -> tuple[ort.InferenceSession, Path]:
+    """A session for ``providers``, through the optimised-graph cache when there is one."""
+    entry = None
+    if options.optimized_cache is not None:
+        entry = graph_cache.cached_graph(options.optimized_cache, path, providers)
+    if entry is not None and entry.is_fresh():
+        try:
+            inner = _new_session(entry.model, providers, options, from_cache=True)
+        except ORT_ERRORS as error:
+            # A damaged cache entry must never stop a good model from loading.
+            log.warning("Rebuilding the optimised graph %s: %s", entry.folder, error)
+            entry.discard()
+        else:
+            if short_provider_names(inner.get_providers()) == providers:
+                return inner, entry.model
+            # The GPU did not start this time: that graph was optimised for it, not for the
+            # CPU. Keep the entry for when it does, and open the model itself.
+            del inner
+            entry = None
+    staging = entry.stage() if entry is not None else None
+    if staging is None:
+        return _new_session(path, providers, options), path
+    try:
+        inner = _new_session(path, providers, options, save_to=staging / graph_cache.GRAPH_FILE)
+    except ORT_ERRORS as error:
+        entry.abandon(staging)
+        if is_model_file_error(error):
+            raise
+        # Perhaps only the saving failed (a full disk): try once more without it.
+        return _new_session(path, providers, options), path
+    if short_provider_names(inner.get_providers()) == providers:
+        entry.commit(staging)
+    else:
+        # The graph was optimised for the provider that did start, not the one asked for.
+        entry.abandon(staging)
+    return inner, path
+
+
+def _new_session(
+    model: Path,
+    providers: list[str],
+    options: RuntimeOptions,
+    *,
+    save_to: Path | None = None,
+    from_cache: bool = False,
+) -> ort.InferenceSession:
+    session_options = build_session_options(
+        options, providers, save_to=save_to, from_cache=from_cache
+    )
+    names = ort_provider_names(providers)
+    with_options = [
+        (name, _provider_options(short, options))
+        for short, name in zip(providers, names, strict=True)
+    ]
+    return ort.InferenceSession(
+        str(model),
+        sess_options=session_options,
+        providers=with_options,
+        # onnxruntime's own fallback prints to stdout and retries on the CPU without telling
+        # the caller; the engine does its own, with a reason.
+        enable_fallback=0,
+    )
+
+
+def _provider_options(provider: str, options: RuntimeOptions) -> dict[str, Any]:
+    if provider == "tensorrt" and options.optimized_cache is not None:
+        # Building TensorRT engines takes minutes per model and shape; keep them.
+        engines = options.optimized_cache / f"onnxruntime-{ort.__version__}" / "tensorrt-engines"
+        return {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(engines),
+        }
+    return {}
+
+
+def _quiet_onnxruntime() -> None:
+    # The default logger is where a failed provider start is printed; it is process-wide,
+    # so it is set once, when the first model is opened, not at import.
+    global _quieted
+    if not _quieted:
+        ort.set_default_logger_severity(_ORT_LOG_SEVERITY)
+        _quieted = True
