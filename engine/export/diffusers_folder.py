@@ -1,0 +1,143 @@
+"""Export a diffusers Stable Diffusion 1.x/2.x folder to the ONNX model folder the engine runs.
+
+The layout written is the one optimum and diffusers' ONNX pipelines read (see design.md):
+model_index.json, scheduler/, tokenizer/, text_encoder/, unet/, vae_decoder/, vae_encoder/, each
+graph as ``model.onnx`` beside the component's config, plus ``easel.json``. The checksum
+manifest is the model store's job.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.description import ModelDescription
+from engine.errors import Cancelled, ModelError
+from engine.export import require_export_dependencies
+from engine.export.source import SourceModel, check_diffusers_folder, describe
+
+Progress = Callable[[str, int, int], None]
+ShouldStop = Callable[[], bool]
+
+COMPONENT_NAMES = ("text encoder", "UNet", "VAE decoder", "VAE encoder")
+ONNX_PIPELINE_CLASS = "OnnxStableDiffusionPipeline"  # what diffusers' own ONNX export writes
+
+
+def export_diffusers_folder(source: Path, destination: Path, progress: Progress | None = None,
+                            should_stop: ShouldStop | None = None, *,
+                            external_data_threshold: int | None = None) -> ModelDescription:
+    """Export the diffusers folder ``source`` into the empty folder ``destination``.
+
+    ``progress(component, number, total)`` is called as each of the four graphs starts
+    ("text encoder", 1, 4) ... ("VAE encoder", 4, 4); ``should_stop()`` is asked before each
+    and a True answer raises Cancelled. On any error ``destination`` holds a partial export:
+    the caller builds in a temporary folder and moves it into place only on success.
+    ``external_data_threshold`` (bytes) overrides when weights go to ``model.onnx.data``.
+    """
+    require_export_dependencies()
+    model = check_diffusers_folder(Path(source))
+    destination = Path(destination)
+    _check_destination(destination)
+    description = describe(model)
+    _write_configs(model, destination)
+
+    from engine.export.tokenizer import export_tokenizer
+
+    export_tokenizer(model.folder / "tokenizer", destination / "tokenizer",
+                     description.text_max_length)
+    _export_graphs(model, destination, progress, should_stop, external_data_threshold)
+    description.save(destination)
+    return description
+
+
+def _check_destination(destination: Path) -> None:
+    if not destination.is_dir() or any(destination.iterdir()):
+        raise ValueError(f"The export destination {destination} must be an empty folder.")
+
+
+def _write_configs(model: SourceModel, destination: Path) -> None:
+    for component in ("scheduler", "text_encoder", "unet", "vae_decoder", "vae_encoder"):
+        (destination / component).mkdir()
+    source = model.folder
+    shutil.copyfile(source / "scheduler" / "scheduler_config.json",
+                    destination / "scheduler" / "scheduler_config.json")
+    for exported, original in (("text_encoder", "text_encoder"), ("unet", "unet"),
+                               ("vae_decoder", "vae"), ("vae_encoder", "vae")):
+        shutil.copyfile(source / original / "config.json", destination / exported / "config.json")
+    index = _onnx_model_index(model)
+    (destination / "model_index.json").write_text(json.dumps(index, indent=2) + "\n",
+                                                  encoding="utf-8")
+
+
+def _onnx_model_index(model: SourceModel) -> dict:
+    onnx_model = ["diffusers", "OnnxRuntimeModel"]
+    return {
+        "_class_name": ONNX_PIPELINE_CLASS,
+        "_diffusers_version": model.model_index.get("_diffusers_version", "0.0.0"),
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", model.scheduler["_class_name"]],
+        "text_encoder": onnx_model,
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": onnx_model,
+        "vae_decoder": onnx_model,
+        "vae_encoder": onnx_model,
+    }
+
+
+def _export_graphs(model: SourceModel, destination: Path, progress: Progress | None,
+                   should_stop: ShouldStop | None, external_data_threshold: int | None) -> None:
+    from engine.export import graphs
+
+    threshold = external_data_threshold or graphs.EXTERNAL_DATA_THRESHOLD
+    steps = (  # (folder written, component loaded, graph wrapper, example inputs to trace)
+        ("text_encoder", "text_encoder", graphs.TextEncoderGraph, graphs.text_encoder_example),
+        ("unet", "unet", graphs.UNetGraph, graphs.unet_example),
+        ("vae_decoder", "vae", graphs.VaeDecoderGraph, graphs.vae_decoder_example),
+        ("vae_encoder", "vae", graphs.VaeEncoderGraph, graphs.vae_encoder_example),
+    )
+    for number, (folder, component, graph_class, example) in enumerate(steps, start=1):
+        if should_stop is not None and should_stop():
+            raise Cancelled("The model import was cancelled.")
+        if progress is not None:
+            progress(COMPONENT_NAMES[number - 1], number, len(steps))
+        module = _load(model, component)
+        graphs.export_graph(graph_class(module), example(module),
+                            destination / folder / "model.onnx", threshold)
+        del module  # one component in memory at a time: a real UNet is 3.4 GB
+
+
+def _load(model: SourceModel, component: str):
+    """Load one component's weights (safetensors only, never pickle, never remote code)."""
+    import torch
+
+    if component == "text_encoder":
+        from transformers import CLIPTextModel as model_class
+
+        dtype_argument = {"dtype": torch.float32}
+    else:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        model_class = UNet2DConditionModel if component == "unet" else AutoencoderKL
+        dtype_argument = {"torch_dtype": torch.float32}
+    try:
+        module, info = model_class.from_pretrained(
+            model.folder / component, use_safetensors=True, local_files_only=True,
+            variant=model.weight_variants[component], output_loading_info=True,
+            **dtype_argument,
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ModelError(f"'{model.name}' is damaged: its {component} weights cannot be read "
+                         f"({_first_line(error)}).") from None
+    if info.get("missing_keys"):
+        raise ModelError(f"'{model.name}' is damaged: its {component} weights lack "
+                         f"{len(info['missing_keys'])} tensors (such as "
+                         f"{sorted(info['missing_keys'])[0]}).")
+    return module.eval()
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

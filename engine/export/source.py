@@ -1,0 +1,226 @@
+"""Checks a diffusers Stable Diffusion folder before anything is loaded from it, and describes it.
+
+Pure JSON and file-name checks (no torch): a folder is refused with one sentence before any
+weights are read, and nothing that ships with a model is ever imported or unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.description import ModelDescription
+from engine.errors import ModelError
+
+PIPELINE_CLASS = "StableDiffusionPipeline"
+# The component each model_index.json entry must name: (library, accepted classes).
+COMPONENTS = {
+    "unet": ("diffusers", ("UNet2DConditionModel",)),
+    "vae": ("diffusers", ("AutoencoderKL",)),
+    "text_encoder": ("transformers", ("CLIPTextModel",)),
+    "tokenizer": ("transformers", ("CLIPTokenizer", "CLIPTokenizerFast")),
+    "scheduler": ("diffusers", None),  # any diffusers scheduler: only its config is copied
+}
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
+CODE_SUFFIXES = (".py", ".pyc", ".pyo")
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SCHEDULER = "dpmpp_2m_karras"
+# diffusers' AutoencoderKL default; configs written before diffusers 0.10 do not name it.
+DEFAULT_LATENT_SCALING = 0.18215
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A checked diffusers folder: its configs and how to load its weights."""
+
+    folder: Path
+    model_index: dict
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    scheduler: dict
+    weight_variants: dict[str, str | None]  # component -> diffusers "variant" ("fp16") or None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def check_diffusers_folder(folder: Path) -> SourceModel:
+    """Return the configs of a diffusers SD 1.x/2.x folder, or raise ModelError saying why not."""
+    folder = Path(folder)
+    name = folder.name
+    if not folder.is_dir():
+        raise ModelError(f"'{name}' is not a folder.")
+    _refuse_code(folder)
+    index = _read_json(folder / "model_index.json", f"'{name}' is not a diffusers model folder "
+                       f"(it has no readable model_index.json).")
+    _check_pipeline_class(index, name)
+    for component in COMPONENTS:
+        _check_component_entry(index, component, name)
+    configs = {
+        component: _read_component_config(folder, component)
+        for component in ("unet", "vae", "text_encoder", "scheduler")
+    }
+    _check_config_classes(configs, name)
+    _check_tokenizer_files(folder / "tokenizer", name)
+    variants = {component: _weight_variant(folder / component, component, name)
+                for component in WEIGHT_COMPONENTS}
+    source = SourceModel(folder=folder, model_index=index, weight_variants=variants, **configs)
+    _check_shapes_fit(source)
+    return source
+
+
+def _refuse_code(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in CODE_SUFFIXES and path.is_file():
+            relative = path.relative_to(folder).as_posix()
+            raise ModelError(f"'{folder.name}' ships Python code ({relative}); Easel never runs "
+                             f"code that comes with a model.")
+
+
+def _read_json(path: Path, missing_sentence: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelError(missing_sentence) from None
+    if not isinstance(data, dict):
+        raise ModelError(missing_sentence)
+    return data
+
+
+def _check_pipeline_class(index: dict, name: str) -> None:
+    pipeline = index.get("_class_name")
+    if isinstance(pipeline, list):  # ["module", "Class"]: a custom pipeline, i.e. code
+        raise ModelError(f"'{name}' uses a custom pipeline; Easel never runs code that comes "
+                         f"with a model.")
+    if pipeline != PIPELINE_CLASS:
+        raise ModelError(f"'{name}' is a {pipeline or 'unknown'} model, not a Stable Diffusion "
+                         f"1.x/2.x text-to-image model.")
+
+
+def _check_component_entry(index: dict, component: str, name: str) -> None:
+    library, classes = COMPONENTS[component]
+    entry = index.get(component)
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] and entry[1]):
+        raise ModelError(f"'{name}' has no {component}, so it is not a complete Stable "
+                         f"Diffusion model.")
+    if entry[0] != library or not isinstance(entry[1], str):
+        # Anything but the library's own classes would mean importing the model's code.
+        raise ModelError(f"'{name}' uses a custom {component} ({entry[0]}.{entry[1]}); Easel "
+                         f"never runs code that comes with a model.")
+    if classes is not None and entry[1] not in classes:
+        raise ModelError(f"'{name}' has a {entry[1]} {component}; Easel imports Stable "
+                         f"Diffusion 1.x/2.x models with a {classes[0]}.")
+
+
+def _read_component_config(folder: Path, component: str) -> dict:
+    file = "scheduler_config.json" if component == "scheduler" else "config.json"
+    config = _read_json(folder / component / file,
+                        f"'{folder.name}' is damaged: {component}/{file} is missing or unreadable.")
+    if "auto_map" in config:  # transformers' pointer to modelling code shipped with the model
+        raise ModelError(f"'{folder.name}' asks to run its own {component} code; Easel never "
+                         f"runs code that comes with a model.")
+    return config
+
+
+def _check_config_classes(configs: dict[str, dict], name: str) -> None:
+    expected = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL"}
+    for component, class_name in expected.items():
+        found = configs[component].get("_class_name")
+        if found != class_name:
+            raise ModelError(f"'{name}' has a {component} config for {found!r}, not for "
+                             f"{class_name}.")
+    text = configs["text_encoder"]
+    architectures = text.get("architectures") or ["CLIPTextModel"]
+    if text.get("model_type", "clip_text_model") != "clip_text_model" or \
+            architectures != ["CLIPTextModel"]:
+        raise ModelError(f"'{name}' has a text encoder that is not a CLIP text model.")
+    if not isinstance(configs["scheduler"].get("_class_name"), str):
+        raise ModelError(f"'{name}' has a scheduler config that names no scheduler.")
+
+
+def _check_tokenizer_files(folder: Path, name: str) -> None:
+    has_pair = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if not (has_pair or (folder / "tokenizer.json").is_file()):
+        raise ModelError(f"'{name}' is damaged: its tokenizer has no vocabulary files.")
+
+
+def _weight_variant(folder: Path, component: str, name: str) -> str | None:
+    """None for plain safetensors weights, "fp16" etc. when only a variant is there."""
+    stems = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+             "text_encoder": "model"}
+    stem = stems[component]
+    files = [path.name for path in folder.iterdir()] if folder.is_dir() else []
+    if f"{stem}.safetensors" in files or f"{stem}.safetensors.index.json" in files:
+        return None
+    variants = sorted(file.split(".")[-2] for file in files
+                      if file.startswith(f"{stem}.") and file.endswith(".safetensors")
+                      and file.count(".") == 2)
+    if variants:
+        return "fp32" if "fp32" in variants else variants[0]
+    if any(file.endswith(PICKLE_SUFFIXES) for file in files):
+        raise ModelError(f"'{name}' stores its {component} weights only as pickle (.bin) files; "
+                         f"Easel reads safetensors for now, and safe conversion of pickle "
+                         f"weights arrives in a later version.")
+    raise ModelError(f"'{name}' is damaged: it has no {component} weights.")
+
+
+def _check_shapes_fit(source: SourceModel) -> None:
+    latent = source.vae.get("latent_channels", 4)
+    unet_in, unet_out = source.unet.get("in_channels", 4), source.unet.get("out_channels", 4)
+    if unet_in != latent or unet_out != latent:
+        raise ModelError(f"'{source.name}' has a UNet with {unet_in} input channels for "
+                         f"{latent} latent channels (inpainting models are not supported yet).")
+    hidden = source.text_encoder.get("hidden_size")
+    if source.unet.get("cross_attention_dim") != hidden:
+        raise ModelError(f"'{source.name}' has a text encoder that does not fit its UNet.")
+    if prediction_type(source) not in PREDICTION_TYPES:
+        raise ModelError(f"'{source.name}' predicts '{prediction_type(source)}', which Easel "
+                         f"does not support for Stable Diffusion 1.x/2.x.")
+
+
+def prediction_type(source: SourceModel) -> str:
+    # SD 1.x scheduler configs predate the key; diffusers' default is epsilon.
+    return source.scheduler.get("prediction_type") or "epsilon"
+
+
+def family(source: SourceModel) -> str:
+    """"sd2" for the OpenCLIP text encoder of SD 2.x, "sd1" for OpenAI CLIP.
+
+    The text encoder is what defines SD 2: OpenCLIP ViT-H/14 uses exact GELU where OpenAI's
+    ViT-L/14 uses quick_gelu. Other signs are not decisive: SD 2.0-base predicts epsilon like
+    SD 1.x, both are 512 px and 768 px fine-tunes exist in both, and hidden sizes say nothing
+    about tiny or pruned models.
+    """
+    return "sd2" if source.text_encoder.get("hidden_act") == "gelu" else "sd1"
+
+
+def describe(source: SourceModel) -> ModelDescription:
+    vae_scale = 2 ** (len(source.vae.get("block_out_channels", (0,) * 4)) - 1)
+    height, width = _sample_size(source.unet.get("sample_size", 64))
+    return ModelDescription(
+        family=family(source),
+        latent_channels=source.vae.get("latent_channels", 4),
+        vae_scale_factor=vae_scale,
+        latent_scaling_factor=float(source.vae.get("scaling_factor") or DEFAULT_LATENT_SCALING),
+        latent_shift_factor=float(source.vae.get("shift_factor") or 0.0),
+        prediction_type=prediction_type(source),
+        default_width=width * vae_scale,
+        default_height=height * vae_scale,
+        default_steps=DEFAULT_STEPS,
+        default_guidance=DEFAULT_GUIDANCE,
+        default_scheduler=DEFAULT_SCHEDULER,
+        text_max_length=source.text_encoder.get("max_position_embeddings", 77),
+    )
+
+
+def _sample_size(sample_size: int | list[int]) -> tuple[int, int]:
+    if isinstance(sample_size, int):
+        return sample_size, sample_size
+    return int(sample_size[0]), int(sample_size[1])
