@@ -35,9 +35,14 @@ class ModelDescription:
     default_scheduler: str
     latent_shift_factor: float = 0.0
     text_max_length: int = 77
+    # Latent → RGB matrix (channels × 3) for cheap live previews; None shows raw channels.
+    preview_rgb_factors: tuple[tuple[float, float, float], ...] | None = None
     format: int = DESCRIPTION_FORMAT
 
     def __post_init__(self) -> None:
+        if self.preview_rgb_factors is not None:  # JSON gives lists; keep the dataclass hashable
+            rows = tuple(tuple(float(value) for value in row) for row in self.preview_rgb_factors)
+            object.__setattr__(self, "preview_rgb_factors", rows)
         if self.prediction_type not in PREDICTION_TYPES:
             raise ModelError(f"The model description names an unknown prediction type "
                              f"'{self.prediction_type}'.")

@@ -1,0 +1,99 @@
+"""Writing generated images: PNG with metadata other tools read, written atomically.
+
+Each PNG carries its parameters twice: an AUTOMATIC1111-style ``parameters`` text chunk (read
+by A1111, InvokeAI's importer, Civitai and most galleries) and our own ``easel`` JSON with
+everything needed to make the image again. No absolute paths, no EXIF.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from desktop.files import fsync_folder
+from engine import __version__ as engine_version
+from engine.request import GenerationParameters
+from engine.schedulers import a1111_sampler_name
+
+METADATA_FORMAT = 1
+
+
+def a1111_parameters(parameters: GenerationParameters) -> str:
+    lines = [parameters.prompt]
+    if parameters.negative_prompt:
+        lines.append(f"Negative prompt: {parameters.negative_prompt}")
+    settings = [
+        ("Steps", parameters.steps),
+        ("Sampler", a1111_sampler_name(parameters.scheduler)),
+        ("CFG scale", f"{parameters.guidance:g}"),
+        ("Seed", parameters.seed),
+        ("Size", f"{parameters.width}x{parameters.height}"),
+        ("Model hash", parameters.model_hash),
+        ("Model", parameters.model_name),
+        ("Version", f"Easel {engine_version}"),
+    ]
+    lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in settings))
+    return "\n".join(lines)
+
+
+def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
+    return {
+        "format": METADATA_FORMAT,
+        "image_id": image_id,
+        "engine_version": engine_version,
+        "operation": "text_to_image",
+        "prompt": parameters.prompt,
+        "negative_prompt": parameters.negative_prompt,
+        "width": parameters.width,
+        "height": parameters.height,
+        "steps": parameters.steps,
+        "guidance": parameters.guidance,
+        "scheduler": parameters.scheduler,
+        "seed": parameters.seed,
+        "generator": parameters.generator,
+        "model": {"name": parameters.model_name, "hash": parameters.model_hash,
+                  "family": parameters.model_family},
+    }
+
+
+def new_image_id() -> str:
+    return uuid.uuid4().hex
+
+
+def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | None,
+             image_id: str | None = None) -> Path:
+    """Write ``pixels`` to ``path`` atomically: temp file, fsync, rename, fsync the folder."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    if parameters is not None:
+        info.add_itxt("parameters", a1111_parameters(parameters))
+        metadata = easel_metadata(parameters, image_id or new_image_id())
+        info.add_itxt("easel", json.dumps(metadata, ensure_ascii=False, sort_keys=True))
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png.tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            image.save(stream, format="PNG", pnginfo=info)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    return path
+
+
+def _a1111_value(value: object) -> str:
+    text = str(value)
+    # A1111 quotes values that would break its comma-separated parser.
+    if any(character in text for character in ',:\n"'):
+        return json.dumps(text)
+    return text

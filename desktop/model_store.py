@@ -1,0 +1,135 @@
+"""The installed models: import into a temporary folder, move into place at the end.
+
+A model is either fully installed or absent: an import is built in ``.importing-*`` inside
+the store and renamed into place only when complete and checksummed, so an interrupted or
+failed import leaves nothing the app would mistake for a model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from desktop.files import fsync_folder
+from engine.description import ModelDescription
+from engine.errors import EaselError, ModelError
+from engine.manifest import verify_manifest, write_manifest
+
+ImportProgress = Callable[[str, int, int], None]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,63}")
+_IMPORTING = ".importing-"
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    family: str
+    prediction_type: str
+    size_bytes: int
+    path: Path
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_abandoned_imports()
+
+    def list(self) -> list[InstalledModel]:
+        models = []
+        for folder in sorted(self.root.iterdir(), key=lambda path: path.name.lower()):
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            try:
+                description = ModelDescription.load(folder)
+            except ModelError:
+                continue  # not ours (a stray folder); listing must not fail because of it
+            size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+            models.append(InstalledModel(folder.name, description.family,
+                                         description.prediction_type, size, folder))
+        return models
+
+    def path_of(self, name: str) -> Path:
+        folder = self.root / name
+        if _NAME.fullmatch(name) and (folder / "easel.json").is_file():
+            return folder
+        installed = ", ".join(model.name for model in self.list()) or "none"
+        raise ModelError(f"No model named '{name}' is installed (installed: {installed}); "
+                         f"add one with: easel models import FOLDER.")
+
+    def remove(self, name: str) -> None:
+        folder = self.path_of(name)
+        # Rename first so a crash half-way through leaves a hidden leftover, not a broken model.
+        doomed = self.root / f"{_IMPORTING}removed-{os.getpid()}-{name}"
+        folder.rename(doomed)
+        shutil.rmtree(doomed)
+
+    def import_diffusers_folder(self, source: Path, name: str | None = None,
+                                progress: ImportProgress | None = None,
+                                should_stop: Callable[[], bool] | None = None) -> InstalledModel:
+        source = Path(source).expanduser()
+        if not source.exists():
+            raise ModelError(f"'{source}' does not exist.")
+        if not source.is_dir():
+            raise ModelError(f"'{source.name}' is a file; Easel imports diffusers model "
+                             f"folders for now (single-file checkpoints come later).")
+        name = name or source.resolve().name
+        self._check_new_name(name)
+
+        from engine.export import require_export_dependencies
+
+        require_export_dependencies()  # one sentence if the export extra is missing
+        from engine.export.diffusers_folder import export_diffusers_folder
+
+        building = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-", dir=self.root))
+        try:
+            export_diffusers_folder(source, building, progress, should_stop)
+            write_manifest(building)
+            verify_manifest(building, full=True)
+            self._check_new_name(name)  # another import may have taken it meanwhile
+            building.rename(self.root / name)
+            fsync_folder(self.root)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        return next(model for model in self.list() if model.name == name)
+
+    def _check_new_name(self, name: str) -> None:
+        if not _NAME.fullmatch(name):
+            raise EaselError(f"'{name}' cannot be a model name: use up to 64 letters, digits, "
+                             f"spaces, dots, dashes or underscores, starting with a letter or "
+                             f"digit.")
+        if (self.root / name).exists():
+            raise EaselError(f"A model named '{name}' is already installed; choose another "
+                             f"name with --name or remove it first.")
+
+    def _remove_abandoned_imports(self) -> None:
+        """Clear what a killed import or removal left behind (only if its process is gone)."""
+        for folder in self.root.glob(f"{_IMPORTING}*"):
+            pid = _pid_in(folder.name)
+            if pid is None or not _process_alive(pid):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_in(name: str) -> int | None:
+    match = re.match(rf"{re.escape(_IMPORTING)}(?:removed-)?(\d+)-", name)
+    return int(match.group(1)) if match else None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        # On Windows os.kill(pid, 0) would send Ctrl+C, not probe: leftovers wait for the
+        # next start instead.
+        return pid == os.getpid() or os.name != "posix"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,34 @@
+"""Where Easel keeps the user's data. ``EASEL_HOME`` overrides the platform's data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from platformdirs import user_data_dir
+
+
+def data_dir() -> Path:
+    override = os.environ.get("EASEL_HOME")
+    folder = Path(override).expanduser() if override else Path(user_data_dir("Easel", False))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def models_dir() -> Path:
+    return _subfolder("models")
+
+
+def images_dir() -> Path:
+    return _subfolder("images")
+
+
+def optimized_graphs_dir() -> Path:
+    """ONNX graphs optimised for one provider, so the next start loads faster."""
+    return _subfolder("cache/optimized")
+
+
+def _subfolder(name: str) -> Path:
+    folder = data_dir() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,75 @@
+"""A loaded model folder: its description, tokenizer and lazily created ONNX sessions."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from engine.description import ModelDescription
+from engine.errors import ModelError
+from engine.manifest import manifest_hash, verify_manifest
+from engine.runtime import RuntimeOptions, Session, get_session
+from engine.tokenizer import PromptTokenizer
+
+REQUIRED_GRAPHS = ("text_encoder", "unet", "vae_decoder")
+
+
+class Model:
+    """An installed model. Cheap to create: sessions are made on first use and cached."""
+
+    def __init__(self, folder: Path, description: ModelDescription, runtime: RuntimeOptions,
+                 name: str) -> None:
+        self.folder = folder
+        self.description = description
+        self.runtime = runtime
+        self.name = name
+        self.hash = manifest_hash(folder)
+
+    @cached_property
+    def tokenizer(self) -> PromptTokenizer:
+        return PromptTokenizer(self.folder / "tokenizer", self.description.text_max_length)
+
+    @property
+    def text_encoder(self) -> Session:
+        return self._session("text_encoder")
+
+    @property
+    def unet(self) -> Session:
+        return self._session("unet")
+
+    @property
+    def vae_decoder(self) -> Session:
+        return self._session("vae_decoder")
+
+    @property
+    def vae_encoder(self) -> Session:
+        return self._session("vae_encoder")
+
+    @property
+    def preview_factors(self) -> np.ndarray | None:
+        factors = self.description.preview_rgb_factors
+        return None if factors is None else np.array(factors, dtype=np.float32)
+
+    def _session(self, component: str) -> Session:
+        path = self.folder / component / "model.onnx"
+        if not path.is_file():
+            raise ModelError(f"Model '{self.name}' has no {component.replace('_', ' ')}.")
+        return get_session(path, self.runtime)
+
+
+def load_model(folder: Path, runtime: RuntimeOptions | None = None,
+               name: str | None = None) -> Model:
+    """Open a model folder after the cheap integrity check (sizes and dates, see manifest)."""
+    folder = Path(folder)
+    name = name or folder.name
+    if not folder.is_dir():
+        raise ModelError(f"'{folder}' is not a folder, so it cannot be a model.")
+    description = ModelDescription.load(folder)  # says "not an Easel model" when absent
+    verify_manifest(folder)
+    for component in REQUIRED_GRAPHS:
+        if not (folder / component / "model.onnx").is_file():
+            raise ModelError(f"'{name}' is not a complete model: {component}/model.onnx "
+                             f"is missing.")
+    return Model(folder, description, runtime or RuntimeOptions(), name)

@@ -1,0 +1,55 @@
+"""PNG files carry their parameters twice (A1111 text and Easel JSON) and are written whole."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from desktop.image_files import a1111_parameters, save_png
+from engine.request import GenerationParameters
+
+PARAMETERS = GenerationParameters(
+    prompt="a red chair, studio light", negative_prompt="blurry", width=64, height=48,
+    steps=20, guidance=7.5, scheduler="euler_ancestral", seed=1234, model_name="tiny sd",
+    model_hash="0123456789", model_family="sd1")
+
+
+def test_png_carries_a1111_and_easel_metadata(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    path = save_png(pixels, tmp_path / "out.png", PARAMETERS, "abc123")
+    with Image.open(path) as image:
+        assert np.array_equal(np.asarray(image), pixels)
+        text = image.text
+        assert not image.getexif()
+    lines = text["parameters"].splitlines()
+    assert lines[0] == "a red chair, studio light"
+    assert lines[1] == "Negative prompt: blurry"
+    fields = dict(part.split(": ", 1) for part in lines[2].split(", "))
+    assert fields["Steps"] == "20" and fields["Seed"] == "1234" and fields["Size"] == "64x48"
+    assert fields["Sampler"] == "Euler a" and fields["CFG scale"] == "7.5"
+    assert fields["Model hash"] == "0123456789" and fields["Model"] == "tiny sd"
+    ours = json.loads(text["easel"])
+    assert ours["image_id"] == "abc123" and ours["seed"] == 1234
+    assert ours["generator"] == PARAMETERS.generator
+    assert ours["model"] == {"name": "tiny sd", "hash": "0123456789", "family": "sd1"}
+    assert "/" not in json.dumps(ours)  # no paths of the user's machine
+
+
+def test_values_that_would_break_the_a1111_parser_are_quoted():
+    from dataclasses import replace
+
+    text = a1111_parameters(replace(PARAMETERS, model_name="my, model"))
+    assert 'Model: "my, model"' in text
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    pixels = np.zeros((8, 8, 3), dtype=np.uint8)
+
+    def broken_replace(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError):
+        save_png(pixels, tmp_path / "out.png", PARAMETERS)
+    assert list(tmp_path.iterdir()) == []
