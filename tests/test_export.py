@@ -227,6 +227,29 @@ def test_export_writes_the_shared_layout(variant, onnx_folder, diffusers_folder)
         assert max(entry.version for entry in opset.opset_import if entry.domain == "") >= 17
 
 
+def test_diffusers_onnx_pipeline_reads_the_export(variant, diffusers_folder, onnx_folder):
+    """Other tools read our folders: diffusers' own ONNX pipeline gives PyTorch's pixels."""
+    import warnings
+
+    from diffusers import StableDiffusionPipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from diffusers import OnnxStableDiffusionPipeline
+
+        exported = OnnxStableDiffusionPipeline.from_pretrained(
+            onnx_folder, provider="CPUExecutionProvider")
+    reference = StableDiffusionPipeline.from_pretrained(diffusers_folder, safety_checker=None)
+    latents = np.random.default_rng(0).standard_normal((1, 4, 32, 24), dtype=np.float32)
+    settings = {"prompt": ASTRONAUT, "num_inference_steps": 3, "guidance_scale": 7.5,
+                "output_type": "np"}
+    expected = reference(latents=torch.from_numpy(latents), height=64, width=48,
+                         **settings).images
+    # diffusers' ONNX pipeline assumes 8 pixels per latent; only the latents' shape matters.
+    actual = exported(latents=latents, height=256, width=192, **settings).images
+    assert np.abs(actual - expected).max() * 255 < 0.5
+
+
 # --- the tokenizer written with each model -------------------------------------------------
 
 def _engine_tokenizer(onnx_folder: Path):
@@ -368,6 +391,55 @@ def test_refuses_pickle_only_weights(tmp_path, tiny_sd1_diffusers):
     weights.rename(weights.with_suffix(".bin"))
     sentence = _refusal(model, tmp_path)
     assert "pickle" in sentence and "later version" in sentence
+
+
+def test_refuses_a_custom_tokenizer(tmp_path, tiny_sd1_diffusers):
+    model = _copy(tiny_sd1_diffusers, tmp_path)
+    config = model / "tokenizer" / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    custom = {"AutoTokenizer": ["tokenization_mine.MyTokenizer", None]}
+    config.write_text(json.dumps({**data, "auto_map": custom}))
+    assert "never runs code" in _refusal(model, tmp_path)
+
+
+def test_refuses_damaged_weights(tmp_path, tiny_sd1_diffusers):
+    from engine.export.diffusers_folder import export_diffusers_folder
+
+    model = _copy(tiny_sd1_diffusers, tmp_path)
+    weights = model / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ModelError, match="damaged: its text_encoder weights cannot be read"):
+        export_diffusers_folder(model, tmp_path / "out")
+
+
+def test_accepts_the_hub_layout_of_sd15(tmp_path, tiny_sd1_diffusers):
+    """SD 1.5's model_index names a safety checker and feature extractor we never load."""
+    from engine.export.source import check_diffusers_folder
+
+    model = _copy(tiny_sd1_diffusers, tmp_path)
+    index = json.loads((model / "model_index.json").read_text())
+    index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                 feature_extractor=["transformers", "CLIPImageProcessor"])
+    (model / "model_index.json").write_text(json.dumps(index))
+    assert check_diffusers_folder(model).weight_variants["unet"] is None
+
+
+def test_loads_fp16_only_weights_as_float32(tmp_path, tiny_sd1_diffusers):
+    from safetensors.torch import load_file, save_file
+
+    from engine.export.diffusers_folder import _load
+    from engine.export.source import check_diffusers_folder
+
+    model = _copy(tiny_sd1_diffusers, tmp_path)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({key: value.half() for key, value in load_file(weights).items()},
+              weights.with_name("diffusion_pytorch_model.fp16.safetensors"))
+    weights.unlink()
+    source = check_diffusers_folder(model)
+    assert source.weight_variants["unet"] == "fp16"
+    assert {parameter.dtype for parameter in _load(source, "unet").parameters()} == {
+        torch.float32}
 
 
 def test_missing_exporter_says_how_to_install_it():

@@ -41,12 +41,12 @@ def export_diffusers_folder(source: Path, destination: Path, progress: Progress 
     destination = Path(destination)
     _check_destination(destination)
     description = describe(model)
-    _write_configs(model, destination)
 
     from engine.export.tokenizer import export_tokenizer
 
     export_tokenizer(model.folder / "tokenizer", destination / "tokenizer",
-                     description.text_max_length)
+                     description.text_max_length, model.text_encoder.get("vocab_size", 49408))
+    _write_configs(model, destination)
     _export_graphs(model, destination, progress, should_stop, external_data_threshold)
     description.save(destination)
     return description
@@ -113,6 +113,7 @@ def _export_graphs(model: SourceModel, destination: Path, progress: Progress | N
 def _load(model: SourceModel, component: str):
     """Load one component's weights (safetensors only, never pickle, never remote code)."""
     import torch
+    from safetensors import SafetensorError
 
     if component == "text_encoder":
         from transformers import CLIPTextModel as model_class
@@ -129,15 +130,15 @@ def _load(model: SourceModel, component: str):
             variant=model.weight_variants[component], output_loading_info=True,
             **dtype_argument,
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
-        raise ModelError(f"'{model.name}' is damaged: its {component} weights cannot be read "
-                         f"({_first_line(error)}).") from None
-    if info.get("missing_keys"):
-        raise ModelError(f"'{model.name}' is damaged: its {component} weights lack "
-                         f"{len(info['missing_keys'])} tensors (such as "
-                         f"{sorted(info['missing_keys'])[0]}).")
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
+        # The library's own message (paths, offsets) stays in the chained traceback for logs.
+        raise ModelError(f"'{model.name}' is damaged: its {component} weights cannot be "
+                         f"read.") from error
+    # Both libraries would otherwise fill missing or misshapen tensors with random values.
+    incomplete = sorted(info.get("missing_keys") or []) + sorted(
+        str(entry[0]) if isinstance(entry, tuple) else str(entry)
+        for entry in info.get("mismatched_keys") or [])
+    if incomplete:
+        raise ModelError(f"'{model.name}' is damaged: its {component} weights are incomplete "
+                         f"({incomplete[0]} is missing or has the wrong shape).")
     return module.eval()
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

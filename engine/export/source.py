@@ -149,6 +149,11 @@ def _check_tokenizer_files(folder: Path, name: str) -> None:
     has_pair = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     if not (has_pair or (folder / "tokenizer.json").is_file()):
         raise ModelError(f"'{name}' is damaged: its tokenizer has no vocabulary files.")
+    config = folder / "tokenizer_config.json"
+    if config.is_file() and "auto_map" in _read_json(
+            config, f"'{name}' is damaged: tokenizer/tokenizer_config.json is unreadable."):
+        raise ModelError(f"'{name}' asks to run its own tokenizer code; Easel never runs code "
+                         f"that comes with a model.")
 
 
 def _weight_variant(folder: Path, component: str, name: str) -> str | None:
