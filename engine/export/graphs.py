@@ -141,19 +141,24 @@ def unet_example(unet: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     factor = 2 ** unet.num_upsamplers
     height, width = factor + 1, 2 * factor + 3
     return (
-        torch.randn(1, config.in_channels, height, width),
+        _noise(1, config.in_channels, height, width),
         torch.tensor([999.0]),
-        torch.randn(1, 7, config.cross_attention_dim),
+        _noise(1, 7, config.cross_attention_dim),
     )
 
 
 def vae_decoder_example(vae: torch.nn.Module) -> tuple[torch.Tensor, ...]:
-    return (torch.randn(1, vae.config.latent_channels, 5, 7),)
+    return (_noise(1, vae.config.latent_channels, 5, 7),)
 
 
 def vae_encoder_example(vae: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    return (torch.rand(1, vae.config.in_channels, 5 * scale, 7 * scale) * 2 - 1,)
+    return (_noise(1, vae.config.in_channels, 5 * scale, 7 * scale).clamp(-1, 1),)
+
+
+def _noise(*shape: int) -> torch.Tensor:
+    # A private generator: exporting leaves the caller's global torch seed alone.
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
 # --- export and save -----------------------------------------------------------------------

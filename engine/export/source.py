@@ -137,9 +137,9 @@ def _check_config_classes(configs: dict[str, dict], name: str) -> None:
             raise ModelError(f"'{name}' has a {component} config for {found!r}, not for "
                              f"{class_name}.")
     text = configs["text_encoder"]
-    architectures = text.get("architectures") or ["CLIPTextModel"]
-    if text.get("model_type", "clip_text_model") != "clip_text_model" or \
-            architectures != ["CLIPTextModel"]:
+    is_clip = (text.get("model_type", "clip_text_model") == "clip_text_model"
+               and (text.get("architectures") or ["CLIPTextModel"]) == ["CLIPTextModel"])
+    if not is_clip:
         raise ModelError(f"'{name}' has a text encoder that is not a CLIP text model.")
     if not isinstance(configs["scheduler"].get("_class_name"), str):
         raise ModelError(f"'{name}' has a scheduler config that names no scheduler.")
