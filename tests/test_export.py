@@ -235,8 +235,10 @@ def test_diffusers_onnx_pipeline_reads_the_export(variant, diffusers_folder, onn
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        from diffusers import OnnxStableDiffusionPipeline
-
+        try:  # deprecated by diffusers after 0.43
+            from diffusers import OnnxStableDiffusionPipeline
+        except ImportError:
+            pytest.skip("this diffusers has no OnnxStableDiffusionPipeline")
         exported = OnnxStableDiffusionPipeline.from_pretrained(
             onnx_folder, provider="CPUExecutionProvider")
     reference = StableDiffusionPipeline.from_pretrained(diffusers_folder, safety_checker=None)
