@@ -117,7 +117,7 @@ def _generate(arguments: argparse.Namespace) -> int:
     pipeline.check_inputs(request)  # bad input fails before anything loads or runs
     targets = _output_paths(arguments.output, seed, arguments.count)
 
-    device = model.unet.device
+    device = model.unet.device  # loads the UNet now, so the device is known before waiting
     _say(f"running on {device.summary}")
     if device.reason:
         _say(f"warning: {device.reason}")
@@ -157,21 +157,26 @@ def _run_cancellable(job) -> GenerationResult:
     """Run in a worker thread so Ctrl+C can cancel even inside a long ONNX Runtime call."""
     cancel = CancelToken()
     outcome: dict = {}
+    # Waited on instead of Thread.join: on Python 3.11 a Ctrl+C during join() can make a later
+    # join() return while the thread still runs, and a worker still inside ONNX Runtime when
+    # the interpreter exits aborts the process.
+    finished = threading.Event()
 
     def work() -> None:
         try:
             outcome["result"] = job(cancel)
         except BaseException as error:  # handed to the main thread, re-raised there
             outcome["error"] = error
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="easel-generate", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="easel-generate", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        while not finished.wait(0.1):
+            pass
     except KeyboardInterrupt:
         cancel.cancel()
-        worker.join()
+        finished.wait()
         raise Cancelled("Cancelled.") from None
     if "error" in outcome:
         raise outcome["error"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from engine.manifest import write_manifest
 from tests import tiny_models
 
 
@@ -31,3 +33,20 @@ def tiny_sd1_onnx() -> Path:
 def tiny_sd2_onnx() -> Path:
     """``tiny_sd2_diffusers`` exported by engine.export (read-only: copy before changing)."""
     return tiny_models.tiny_onnx("sd2")
+
+
+def _installed(source: Path, destination: Path) -> Path:
+    """A copy of an exported folder with its manifest, as the model store would install it."""
+    shutil.copytree(source, destination)
+    write_manifest(destination)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def installed_tiny_sd1(tiny_sd1_onnx, tmp_path_factory) -> Path:
+    return _installed(tiny_sd1_onnx, tmp_path_factory.mktemp("models") / "tiny-sd1")
+
+
+@pytest.fixture(scope="session")
+def installed_tiny_sd2(tiny_sd2_onnx, tmp_path_factory) -> Path:
+    return _installed(tiny_sd2_onnx, tmp_path_factory.mktemp("models") / "tiny-sd2")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.description import ModelDescription
 from engine.errors import ModelError
+from engine.images import SD_LATENT_RGB_FACTORS
 
 PIPELINE_CLASS = "StableDiffusionPipeline"
 # The component each model_index.json entry must name: (library, accepted classes).
@@ -222,7 +223,15 @@ def describe(source: SourceModel) -> ModelDescription:
         default_guidance=DEFAULT_GUIDANCE,
         default_scheduler=DEFAULT_SCHEDULER,
         text_max_length=source.text_encoder.get("max_position_embeddings", 77),
+        preview_rgb_factors=_preview_factors(source.vae.get("latent_channels", 4)),
     )
+
+
+def _preview_factors(latent_channels: int) -> tuple[tuple[float, ...], ...] | None:
+    """SD 1.x / 2.x share one 4-channel VAE latent space, so one preview matrix fits both."""
+    if latent_channels != SD_LATENT_RGB_FACTORS.shape[0]:
+        return None
+    return tuple(tuple(float(value) for value in row) for row in SD_LATENT_RGB_FACTORS)
 
 
 def _sample_size(sample_size: int | list[int]) -> tuple[int, int]:

@@ -1,0 +1,153 @@
+"""The ``easel`` command end to end, on a tiny real model, in a throwaway data folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from desktop.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def installed(home, tiny_sd1_diffusers, capsys):
+    assert main(["models", "import", str(tiny_sd1_diffusers), "--name", "tiny"]) == 0
+    capsys.readouterr()
+    return "tiny"
+
+
+def generate(*extra):
+    return main(["generate", "a red chair", "--model", "tiny", "--width", "64", "--height",
+                 "48", "--steps", "3", *extra])
+
+
+def test_import_list_generate_remove(installed, home, tmp_path, capsys):
+    assert main(["models", "list"]) == 0
+    assert "tiny" in capsys.readouterr().out
+    assert (home / "models" / "tiny" / "manifest.json").is_file()
+
+    assert generate("--seed", "7", "--count", "2", "-o", str(tmp_path / "out")) == 0
+    saved = sorted((tmp_path / "out").iterdir())
+    assert [path.name.rsplit("-", 1)[1] for path in saved] == ["7.png", "8.png"]
+    with Image.open(saved[0]) as image:
+        assert image.size == (64, 48)
+        metadata = json.loads(image.text["easel"])
+        assert "Seed: 7" in image.text["parameters"]
+    assert metadata["seed"] == 7 and metadata["model"]["name"] == "tiny"
+    assert "running on CPU" in capsys.readouterr().err
+
+    assert main(["models", "remove", "tiny"]) == 0
+    assert not (home / "models" / "tiny").exists()
+
+
+def test_same_seed_same_image_and_seed_plus_i(installed, tmp_path):
+    assert generate("--seed", "5", "--count", "2", "-o", str(tmp_path / "batch.png")) == 0
+    assert generate("--seed", "6", "-o", str(tmp_path / "alone.png")) == 0
+    second_of_batch = np.asarray(Image.open(tmp_path / "batch-6.png"))
+    alone = np.asarray(Image.open(tmp_path / "alone.png"))
+    assert np.array_equal(second_of_batch, alone)
+    first = np.asarray(Image.open(tmp_path / "batch-5.png"))
+    assert not np.array_equal(first, alone)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--width", "60"], "multiple of 8"),
+        (["--steps", "0"], "at least 1"),
+        (["--guidance", "-1"], "0 or more"),
+        (["--count", "0"], "between 1 and"),
+        (["-o", "picture.jpg"], "PNG"),
+    ],
+)
+def test_bad_generation_input_is_one_sentence(installed, tmp_path, capsys, arguments,
+                                              message):
+    os.chdir(tmp_path)
+    assert generate(*arguments) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("easel: error: ") and message in error
+    assert len(error.splitlines()) == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_existing_output_is_never_overwritten(installed, tmp_path, capsys):
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"precious")
+    assert generate("-o", str(target)) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert target.read_bytes() == b"precious"
+
+
+def test_long_prompt_is_truncated_and_said(installed, tmp_path, capsys):
+    prompt = " ".join(["a very detailed painting of a lighthouse"] * 20)
+    code = main(["generate", prompt, "--model", "tiny", "--width", "64", "--height", "48",
+                 "--steps", "1", "-o", str(tmp_path / "long.png")])
+    assert code == 0
+    error = capsys.readouterr().err
+    assert "longer than the 75 tokens" in error and "left out" in error
+
+
+def test_unknown_model_and_non_model_folders(home, tmp_path, capsys):
+    assert main(["generate", "x", "--model", "missing"]) == 1
+    assert "No model named 'missing'" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    assert main(["models", "import", str(tmp_path / "notes")]) == 1
+    assert "not" in capsys.readouterr().err
+    assert main(["models", "import", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not [p for p in (home / "models").iterdir()]
+
+
+def test_duplicate_name_is_refused(installed, tiny_sd1_diffusers, capsys):
+    assert main(["models", "import", str(tiny_sd1_diffusers), "--name", "tiny"]) == 1
+    assert "already installed" in capsys.readouterr().err
+
+
+def test_interrupted_import_leaves_nothing(home, tiny_sd1_diffusers, monkeypatch):
+    from desktop.model_store import ModelStore
+
+    store = ModelStore(home / "models")
+
+    def stop_in_the_middle(stage, done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.import_diffusers_folder(tiny_sd1_diffusers, "half", stop_in_the_middle)
+    assert list((home / "models").iterdir()) == []
+
+
+def test_ctrl_c_cancels_generation_and_saves_nothing(installed, home, tmp_path):
+    """A real SIGINT to a real `easel generate` process: exit 130, no file written."""
+    output = tmp_path / "never.png"
+    command = [sys.executable, "-m", "desktop.cli", "generate", "a horse", "--model", "tiny",
+               "--width", "128", "--height", "128", "--steps", "2000", "-o", str(output)]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "EASEL_HOME": str(home)})
+    # Wait until the model runs, then interrupt as a user pressing Ctrl+C would.
+    deadline = time.monotonic() + 60
+    line = ""
+    while "running on" not in line and time.monotonic() < deadline:
+        line = process.stderr.readline()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 130, rest
+    assert "nothing was saved" in rest
+    assert not output.exists()
+    assert not list(tmp_path.glob("*.png"))
