@@ -48,7 +48,7 @@ def reference_pipeline(folder, scheduler_name):
     return pipe
 
 
-def run_diffusers(pipe, seed, guidance, steps, monkeypatch):
+def run_diffusers(pipe, seed, guidance, steps, monkeypatch, output_type="np"):
     """Feed diffusers our initial latents and, for ancestral steps, our per-step noise."""
     rng = np.random.default_rng(seed)
     channels = pipe.unet.config.in_channels
@@ -65,14 +65,28 @@ def run_diffusers(pipe, seed, guidance, steps, monkeypatch):
     with torch.no_grad():
         output = pipe(PROMPT, negative_prompt=NEGATIVE, height=HEIGHT, width=WIDTH,
                       num_inference_steps=steps, guidance_scale=guidance,
-                      latents=torch.from_numpy(latents), output_type="np")
+                      latents=torch.from_numpy(latents), output_type=output_type)
+    if output_type == "latent":
+        return output.images.numpy()
     return (output.images[0] * 255).round().astype(np.uint8)
 
 
-def run_ours(model, scheduler, seed, guidance, steps):
+def run_ours(model, scheduler, seed, guidance, steps, monkeypatch=None):
+    """Our pixels; with ``monkeypatch``, also the final latents handed to the VAE."""
+    pipeline = TextToImagePipeline(model)
+    final = {}
+    if monkeypatch is not None:
+        decode = pipeline.decode_latents
+
+        def keep_latents(latents, cancel):
+            final["latents"] = latents
+            return decode(latents, cancel)
+
+        monkeypatch.setattr(pipeline, "decode_latents", keep_latents)
     request = TextToImageRequest(PROMPT, NEGATIVE, width=WIDTH, height=HEIGHT, steps=steps,
                                  guidance=guidance, scheduler=scheduler, seed=seed)
-    return TextToImagePipeline(model)(request).images[0].pixels
+    pixels = pipeline(request).images[0].pixels
+    return (pixels, final["latents"]) if monkeypatch is not None else pixels
 
 
 @pytest.mark.slow
@@ -82,12 +96,15 @@ def run_ours(model, scheduler, seed, guidance, steps):
 def test_pixels_match_diffusers(models, family, scheduler, guidance, monkeypatch):
     diffusers_folder, model = models[family]
     steps = 6
-    ours = run_ours(model, scheduler, seed=42, guidance=guidance, steps=steps)
-    theirs = run_diffusers(reference_pipeline(diffusers_folder, scheduler), 42, guidance, steps,
-                           monkeypatch)
+    ours, our_latents = run_ours(model, scheduler, 42, guidance, steps, monkeypatch)
+    reference = reference_pipeline(diffusers_folder, scheduler)
+    theirs = run_diffusers(reference, 42, guidance, steps, monkeypatch)
     assert ours.shape == theirs.shape == (HEIGHT, WIDTH, 3)
     difference = np.abs(ours.astype(int) - theirs.astype(int))
     assert difference.max() <= 2, f"max pixel difference {difference.max()}/255"
+    # The tiny VAE flattens small errors, so the latents are compared too, much more tightly.
+    their_latents = run_diffusers(reference, 42, guidance, steps, monkeypatch, "latent")
+    np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("family", ["sd1", "sd2"])

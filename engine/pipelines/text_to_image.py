@@ -80,8 +80,8 @@ class TextToImagePipeline:
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
-        width = request.width or description.default_width
-        height = request.height or description.default_height
+        width = description.default_width if request.width is None else request.width
+        height = description.default_height if request.height is None else request.height
         steps = description.default_steps if request.steps is None else request.steps
         guidance = description.default_guidance if request.guidance is None else request.guidance
         scheduler = request.scheduler or description.default_scheduler
