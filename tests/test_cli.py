@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +24,19 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
+@pytest.fixture(scope="module")
+def home_with_model(tiny_sd1_diffusers, tmp_path_factory):
+    """A data folder where `easel models import` installed the tiny model (done once)."""
+    template = tmp_path_factory.mktemp("template") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EASEL_HOME", str(template))
+        assert main(["models", "import", str(tiny_sd1_diffusers), "--name", "tiny"]) == 0
+    return template
+
+
 @pytest.fixture
-def installed(home, tiny_sd1_diffusers, capsys):
-    assert main(["models", "import", str(tiny_sd1_diffusers), "--name", "tiny"]) == 0
-    capsys.readouterr()
+def installed(home, home_with_model):
+    shutil.copytree(home_with_model, home)
     return "tiny"
 
 
