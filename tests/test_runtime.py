@@ -381,7 +381,7 @@ def test_a_listed_cuda_that_cannot_start_is_reported_not_hidden(dense_model, tmp
     device = session.device
     assert device.requested == ("cuda",)
     assert device.in_use == "cpu"
-    assert device.reason.startswith("CUDA was requested but could not start: ")
+    assert device.reason.startswith("The GPU was not used: CUDA could not start: ")
     assert device.reason.endswith("; running on the CPU.")
     assert "is missing" in device.reason
     if not _loadable("libcublasLt.so.13"):
@@ -429,9 +429,10 @@ def test_the_reason_names_the_missing_cuda_library_and_driver(monkeypatch):
         ["cuda"], ["cpu"], cpu_threads=8, load=load, installed=["cuda", "cpu"]
     )
     assert report.reason == (
-        "CUDA was requested but could not start: the CUDA library libcublasLt.so.13 is missing "
+        "The GPU was not used: CUDA could not start: the CUDA library libcublasLt.so.13 is missing "
         f"(install the CUDA 13 runtime and cuDNN 9 that {ort.package_name} {ort.__version__} "
-        "needs) and no NVIDIA driver was found (libcuda.so.1 is missing); running on the CPU."
+        'needs, or pip install "easel[cuda]") and no NVIDIA driver was found (libcuda.so.1 is '
+        "missing); running on the CPU."
     )
     assert report.summary == "CPU (8 threads)"
 
@@ -458,7 +459,7 @@ def test_the_reason_for_other_cuda_failures(monkeypatch, missing, driver, expect
 def test_the_reason_for_a_provider_not_built_in_or_out_of_memory():
     report = device_report(["directml"], ["cpu"], cpu_threads=2, installed=["cpu"])
     assert report.reason == (
-        "DirectML was requested but could not start: this onnxruntime package was built "
+        "The GPU was not used: DirectML could not start: this onnxruntime package was built "
         "without it (it needs onnxruntime-directml, on Windows); running on the CPU."
     )
     no_memory = RuntimeError("CUDA failure 2: out of memory")
@@ -467,7 +468,7 @@ def test_the_reason_for_a_provider_not_built_in_or_out_of_memory():
         start_errors={"tensorrt": no_memory}, installed=["tensorrt", "cuda", "cpu"],
     )
     assert report.reason == (
-        "TensorRT was requested but could not start: there is not enough GPU memory for this "
+        "The GPU was not used: TensorRT could not start: there is not enough GPU memory for this "
         "model; running on CUDA."
     )
     assert report.summary == "CUDA"

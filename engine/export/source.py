@@ -58,9 +58,10 @@ def check_diffusers_folder(folder: Path) -> SourceModel:
     name = folder.name
     if not folder.is_dir():
         raise ModelError(f"'{name}' is not a folder.")
-    _refuse_code(folder)
+    # model_index.json first: a folder given by mistake (a home folder) is not walked whole.
     index = _read_json(folder / "model_index.json", f"'{name}' is not a diffusers model folder "
                        f"(it has no readable model_index.json).")
+    _refuse_code(folder)
     _check_pipeline_class(index, name)
     for component in COMPONENTS:
         _check_component_entry(index, component, name)

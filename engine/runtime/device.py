@@ -74,7 +74,7 @@ def device_report(
         cause = explain_not_started(missing[0], error=error, load=load, installed=installed)
         others = "".join(f"; {DISPLAY_NAMES[name]} did not start either" for name in missing[1:])
         reason = (
-            f"{DISPLAY_NAMES[missing[0]]} was requested but could not start: {cause}{others}; "
+            f"The GPU was not used: {DISPLAY_NAMES[missing[0]]} could not start: {cause}{others}; "
             f"running on {_running_on(current)}."
         )
     return DeviceReport(tuple(requested), current, reason, cpu_threads if current == "cpu" else 0)
@@ -163,7 +163,8 @@ def _cuda_install_hint() -> str:
     major = cuda.split(".")[0] if cuda else ""
     runtime = f"CUDA {major} runtime" if major else "CUDA runtime"
     package = f"{getattr(ort, 'package_name', 'onnxruntime-gpu')} {ort.__version__}"
-    return f"install the {runtime} and cuDNN {_CUDNN_MAJOR} that {package} needs"
+    return (f"install the {runtime} and cuDNN {_CUDNN_MAJOR} that {package} needs, "
+            f"or pip install \"easel[cuda]\"")
 
 
 def _nvidia_driver_problem(load: Loader) -> str | None:

@@ -31,6 +31,7 @@ from engine.runtime.errors import (
 )
 from engine.runtime.providers import (
     DISPLAY_NAMES,
+    load_pip_cuda_libraries,
     normalize_providers,
     ort_provider_names,
     requested_providers,
@@ -253,6 +254,8 @@ def _open(path: Path, options: RuntimeOptions) -> Session:
     """Create a session, dropping GPU providers that fail to start until one works."""
     requested = requested_providers(options.providers)
     providers = resolve_providers(options.providers)
+    if {"cuda", "tensorrt"} & set(providers):
+        load_pip_cuda_libraries()
     start_errors: dict[str, BaseException] = {}
     while True:
         try:
