@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -26,6 +27,9 @@ from engine.request import (
 )
 from engine.runtime import CancelToken
 from engine.schedulers import make_scheduler
+from engine.schedulers.base import Scheduler
+
+StepReport = Callable[[int, np.ndarray], None]
 
 MAX_SIDE = 8192
 MAX_COUNT = 100
@@ -115,7 +119,7 @@ class TextToImagePipeline:
             scheduler=scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=description.family)
 
-    def make_scheduler(self, name: str):
+    def make_scheduler(self, name: str) -> Scheduler:
         is_flow_model = self.description.prediction_type == "flow"
         if (name == "flow_euler") != is_flow_model:
             kind = "flow-matching" if is_flow_model else "diffusion"
@@ -130,9 +134,11 @@ class TextToImagePipeline:
                       cancel: CancelToken) -> tuple[np.ndarray, list[str]]:
         """Text embeddings, [negative, positive] stacked when guidance is on."""
         warnings = []
-        texts = [negative_prompt, prompt] if use_guidance else [prompt]
+        texts = {"prompt": prompt}
+        if use_guidance:
+            texts = {"negative prompt": negative_prompt, **texts}
         embeddings = []
-        for label, text in zip(("negative prompt", "prompt")[-len(texts):], texts, strict=True):
+        for label, text in texts.items():
             tokens = self.model.tokenizer(text)
             if tokens.truncated_text:
                 warnings.append(
@@ -156,8 +162,8 @@ class TextToImagePipeline:
         return drawn
 
     def denoise(self, latents: np.ndarray, prompt_embeds: np.ndarray, guidance: float,
-                use_guidance: bool, scheduler, rng: np.random.Generator,
-                report, cancel: CancelToken) -> np.ndarray:
+                use_guidance: bool, scheduler: Scheduler, rng: np.random.Generator,
+                report: StepReport, cancel: CancelToken) -> np.ndarray:
         unet = self.model.unet
         timestep_type = unet.input_type("timestep")
         batch = 2 if use_guidance else 1
