@@ -161,3 +161,17 @@ def test_ctrl_c_cancels_generation_and_saves_nothing(installed, home, tmp_path):
     assert "nothing was saved" in rest
     assert not output.exists()
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_gpu_that_cannot_start_is_said_not_hidden(installed, tmp_path, capsys):
+    """This machine's onnxruntime-gpu lists CUDA, which then cannot load its libraries."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider")
+    assert generate("--providers", "cuda,cpu", "-o", str(tmp_path / "gpu.png")) == 0
+    error = capsys.readouterr().err
+    if "running on CUDA" in error:
+        pytest.skip("CUDA really works here")
+    assert "running on CPU" in error
+    assert "warning: The GPU was not used: CUDA could not start: " in error
