@@ -91,6 +91,7 @@ class ModelStore:
             export_diffusers_folder(source, building, progress, should_stop)
             write_manifest(building)
             verify_manifest(building, full=True)
+            _make_readable(building)  # mkdtemp made it private to this user
             self._check_new_name(name)  # another import may have taken it meanwhile
             building.rename(self.root / name)
             fsync_folder(self.root)
@@ -133,3 +134,10 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _make_readable(folder: Path) -> None:
+    """Give the model folder the permissions a normal mkdir would (mode 777 less umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)

@@ -37,6 +37,7 @@ def export_diffusers_folder(source: Path, destination: Path, progress: Progress 
     ``external_data_threshold`` (bytes) overrides when weights go to ``model.onnx.data``.
     """
     require_export_dependencies()
+    _quiet_loading_bars()
     model = check_diffusers_folder(Path(source))
     destination = Path(destination)
     _check_destination(destination)
@@ -142,3 +143,13 @@ def _load(model: SourceModel, component: str):
         raise ModelError(f"'{model.name}' is damaged: its {component} weights are incomplete "
                          f"({incomplete[0]} is missing or has the wrong shape).")
     return module.eval()
+
+
+def _quiet_loading_bars() -> None:
+    """transformers and diffusers draw their own progress bars on stderr while loading
+    weights; the import reports its own progress, so theirs would only be noise."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()

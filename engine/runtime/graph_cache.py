@@ -74,11 +74,25 @@ class CachedGraph:
         return self.folder / GRAPH_FILE
 
     def is_fresh(self) -> bool:
+        stamp = self._stored_stamp()
+        stamp.pop("ran_on", None)
+        return bool(stamp) and stamp == self.stamp and self.model.is_file()
+
+    def ran_on(self) -> list[str]:
+        """The providers that actually ran when the graph was optimised.
+
+        Usually the providers asked for; on a machine whose GPU provider cannot start (the
+        common onnxruntime-gpu install without CUDA), only the CPU. The graph was optimised
+        for those, and is only reused while the same ones start.
+        """
+        return list(self._stored_stamp().get("ran_on", self.stamp["providers"]))
+
+    def _stored_stamp(self) -> dict:
         try:
             stamp = json.loads((self.folder / STAMP_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return False
-        return stamp == self.stamp and self.model.is_file()
+            return {}
+        return stamp if isinstance(stamp, dict) else {}
 
     def stage(self) -> Path | None:
         """A new private folder for onnxruntime to write into; ``None`` if it cannot be made.
@@ -95,12 +109,13 @@ class CachedGraph:
             return None
         return staging
 
-    def commit(self, staging: Path) -> None:
+    def commit(self, staging: Path, ran_on: Sequence[str]) -> None:
         if not (staging / GRAPH_FILE).is_file():
             self.abandon(staging)
             return
+        stamp = {**self.stamp, "ran_on": list(ran_on)}
         try:
-            (staging / STAMP_FILE).write_text(json.dumps(self.stamp, indent=1), encoding="utf-8")
+            (staging / STAMP_FILE).write_text(json.dumps(stamp, indent=1), encoding="utf-8")
             self.discard()
             staging.replace(self.folder)
         except OSError as error:

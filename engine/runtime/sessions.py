@@ -293,12 +293,12 @@ def _create(
             log.warning("Rebuilding the optimised graph %s: %s", entry.folder, error)
             entry.discard()
         else:
-            if short_provider_names(inner.get_providers()) == providers:
+            if short_provider_names(inner.get_providers()) == entry.ran_on():
                 return inner, entry.model
-            # The GPU did not start this time: that graph was optimised for it, not for the
-            # CPU. Keep the entry for when it does, and open the model itself.
+            # Other providers started than when the graph was optimised (a GPU that failed
+            # then works now, or the reverse): that graph does not fit them; make a new one.
             del inner
-            entry = None
+            entry.discard()
     staging = entry.stage() if entry is not None else None
     if staging is None:
         return _new_session(path, providers, options), path
@@ -310,11 +310,9 @@ def _create(
             raise
         # Perhaps only the saving failed (a full disk): try once more without it.
         return _new_session(path, providers, options), path
-    if short_provider_names(inner.get_providers()) == providers:
-        entry.commit(staging)
-    else:
-        # The graph was optimised for the provider that did start, not the one asked for.
-        entry.abandon(staging)
+    # Stored with the providers that really started: on a machine where the GPU provider
+    # cannot start, the graph is the CPU's, and it is reused as long as that stays so.
+    entry.commit(staging, short_provider_names(inner.get_providers()))
     return inner, path
 
 
