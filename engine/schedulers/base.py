@@ -28,6 +28,15 @@ FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 
 # --- Numbers computed the way torch computes them -----------------------------------------
 
+# The training noise schedule every diffusers DDPM-family scheduler defaults to.
+BETA_SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+}
+
 def torch_linspace_f32(start: float, end: float, count: int) -> np.ndarray:
     """``torch.linspace(start, end, count, dtype=torch.float32)``, bit for bit.
 

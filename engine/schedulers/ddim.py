@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.schedulers.base import (
+    BETA_SCHEDULE_DEFAULTS,
     TIMESTEP_SPACINGS,
     Scheduler,
     alphas_cumprod,
@@ -30,11 +31,7 @@ from engine.schedulers.base import (
 class DDIMScheduler(Scheduler):
     name = "ddim"
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "beta_schedule": "linear",
-        "trained_betas": None,
+        **BETA_SCHEDULE_DEFAULTS,
         "clip_sample": True,
         "set_alpha_to_one": True,
         "steps_offset": 0,

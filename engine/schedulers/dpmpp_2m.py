@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.schedulers.base import (
+    BETA_SCHEDULE_DEFAULTS,
     FINAL_SIGMAS_TYPES,
     TIMESTEP_SPACINGS,
     SigmaScheduler,
@@ -69,11 +70,7 @@ def log_snr(sigma: np.float32) -> tuple[np.float32, np.float32, np.float32]:
 class DPMPP2MScheduler(SigmaScheduler):
     name = "dpmpp_2m"
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "beta_schedule": "linear",
-        "trained_betas": None,
+        **BETA_SCHEDULE_DEFAULTS,
         "solver_order": 2,
         "prediction_type": "epsilon",
         "thresholding": False,

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engine.schedulers.base import (
+    BETA_SCHEDULE_DEFAULTS,
     FINAL_SIGMAS_TYPES,
     TIMESTEP_SPACINGS,
     SigmaScheduler,
@@ -76,11 +77,7 @@ class SigmaSpaceScheduler(SigmaScheduler):
 class EulerScheduler(SigmaSpaceScheduler):
     name = "euler"
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "beta_schedule": "linear",
-        "trained_betas": None,
+        **BETA_SCHEDULE_DEFAULTS,
         "prediction_type": "epsilon",
         "interpolation_type": "linear",
         "use_karras_sigmas": False,

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.schedulers.base import as_f32, check_steps, draw_noise, f32
+from engine.schedulers.base import BETA_SCHEDULE_DEFAULTS, as_f32, check_steps, draw_noise, f32
 from engine.schedulers.euler import SigmaSpaceScheduler, v_prediction_to_sample
 
 
@@ -27,11 +27,7 @@ def ancestral_sigmas(sigma_from: np.float32,
 class EulerAncestralScheduler(SigmaSpaceScheduler):
     name = "euler_ancestral"
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "beta_schedule": "linear",
-        "trained_betas": None,
+        **BETA_SCHEDULE_DEFAULTS,
         "prediction_type": "epsilon",
         "timestep_spacing": "linspace",
         "steps_offset": 0,
