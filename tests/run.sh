@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash installers/setup.sh --test
+# The starter model's scene tests draw Noto Color Emoji (Debian/Ubuntu: fonts-noto-color-emoji).
+if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji; } \
+    >/dev/null 2>&1 || echo "run.sh: could not install fonts-noto-color-emoji; its tests will skip" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/lint-imports
 QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest "$@"
