@@ -229,11 +229,13 @@ def _remove_model(arguments: argparse.Namespace) -> int:
 
 
 def _size(size_bytes: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size_bytes < 1000 or unit == "GB":
-            return f"{size_bytes:.0f} {unit}" if unit == "bytes" else f"{size_bytes:.1f} {unit}"
+    if size_bytes < 1000:
+        return f"{size_bytes} bytes"
+    for unit in ("KB", "MB", "GB"):
         size_bytes /= 1000
-    return ""
+        if size_bytes < 1000 or unit == "GB":
+            break
+    return f"{size_bytes:.1f} {unit}"
 
 
 def _say(message: str) -> None:

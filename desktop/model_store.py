@@ -46,12 +46,9 @@ class ModelStore:
             if folder.name.startswith(".") or not folder.is_dir():
                 continue
             try:
-                description = ModelDescription.load(folder)
+                models.append(_installed(folder))
             except ModelError:
                 continue  # not ours (a stray folder); listing must not fail because of it
-            size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-            models.append(InstalledModel(folder.name, description.family,
-                                         description.prediction_type, size, folder))
         return models
 
     def path_of(self, name: str) -> Path:
@@ -98,7 +95,7 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
-        return next(model for model in self.list() if model.name == name)
+        return _installed(self.root / name)
 
     def _check_new_name(self, name: str) -> None:
         if not _NAME.fullmatch(name):
@@ -117,6 +114,13 @@ class ModelStore:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+def _installed(folder: Path) -> InstalledModel:
+    description = ModelDescription.load(folder)
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return InstalledModel(folder.name, description.family, description.prediction_type, size,
+                          folder)
+
+
 def _pid_in(name: str) -> int | None:
     match = re.match(rf"{re.escape(_IMPORTING)}(?:removed-)?(\d+)-", name)
     return int(match.group(1)) if match else None
@@ -124,9 +128,8 @@ def _pid_in(name: str) -> int | None:
 
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid() or os.name != "posix":
-        # On Windows os.kill(pid, 0) would send Ctrl+C, not probe: leftovers wait for the
-        # next start instead.
-        return pid == os.getpid() or os.name != "posix"
+        # On Windows os.kill(pid, 0) would send Ctrl+C, not probe: leftovers stay there.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

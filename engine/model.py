@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
@@ -30,6 +31,19 @@ class Model:
     @cached_property
     def tokenizer(self) -> PromptTokenizer:
         return PromptTokenizer(self.folder / "tokenizer", self.description.text_max_length)
+
+    @cached_property
+    def scheduler_config(self) -> dict:
+        """The diffusers ``scheduler_config.json`` (read once; callers get a copy to change)."""
+        path = self.folder / "scheduler" / "scheduler_config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ModelError(f"The scheduler settings of model '{self.name}' cannot be read.") \
+                from None
+        if not isinstance(config, dict):
+            raise ModelError(f"The scheduler settings of model '{self.name}' are damaged.")
+        return config
 
     @property
     def text_encoder(self) -> Session:

@@ -7,14 +7,13 @@ them can be made again by itself.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 
-from engine.errors import BadRequest, ModelError
+from engine.errors import BadRequest
 from engine.images import to_pixels
 from engine.model import Model
 from engine.request import (
@@ -125,7 +124,7 @@ class TextToImagePipeline:
             kind = "flow-matching" if is_flow_model else "diffusion"
             raise BadRequest(f"The scheduler '{name}' does not fit a {kind} model like "
                              f"'{self.model.name}'.")
-        config = _scheduler_config(self.model)
+        config = dict(self.model.scheduler_config)
         if not is_flow_model:
             config["prediction_type"] = self.description.prediction_type
         return make_scheduler(name, config)
@@ -193,18 +192,6 @@ class TextToImagePipeline:
         (decoded,) = self.model.vae_decoder.run({"latent_sample": latents.astype(np.float32)},
                                                 ["sample"], cancel)
         return to_pixels(decoded)
-
-
-def _scheduler_config(model: Model) -> dict:
-    path = model.folder / "scheduler" / "scheduler_config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ModelError(f"The scheduler settings of model '{model.name}' cannot be read.") \
-            from None
-    if not isinstance(config, dict):
-        raise ModelError(f"The scheduler settings of model '{model.name}' are damaged.")
-    return config
 
 
 def _with_seed(parameters: GenerationParameters, seed: int) -> GenerationParameters:

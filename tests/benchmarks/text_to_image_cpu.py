@@ -124,15 +124,7 @@ def bench_easel(arguments: argparse.Namespace, latents: np.ndarray) -> Timings:
         result = pipeline(request, on_progress=lambda _: stamps.append(time.perf_counter()))
         return time.perf_counter() - begun, step_durations(stamps), result.images[0].pixels
 
-    timings.warmup_s, _, _ = run()
-    print(f"  Easel: warm-up run {timings.warmup_s:.1f} s", flush=True)
-    for number in range(arguments.runs):
-        seconds, steps, timings.pixels = run()
-        timings.runs_s.append(seconds)
-        timings.step_s.extend(steps)
-        print(f"  Easel: run {number + 1}: {seconds:.2f} s, "
-              f"median step {statistics.median(steps):.3f} s", flush=True)
-    timings.peak_rss_gb = peak_rss_gb()
+    measure(timings, "Easel", run, arguments.runs)
     clear_sessions()  # the model and pipeline hold no sessions themselves
     gc.collect()
     return timings
@@ -179,16 +171,21 @@ def bench_diffusers(arguments: argparse.Namespace, latents: np.ndarray) -> Timin
         pixels = np.round(output.images[0] * 255).clip(0, 255).astype(np.uint8)
         return seconds, step_durations(stamps), pixels
 
+    measure(timings, "diffusers", run, arguments.runs)
+    return timings
+
+
+def measure(timings: Timings, label: str, run, runs: int) -> None:
+    """One warm-up run, then ``runs`` timed runs, recorded in ``timings``."""
     timings.warmup_s, _, _ = run()
-    print(f"  diffusers: warm-up run {timings.warmup_s:.1f} s", flush=True)
-    for number in range(arguments.runs):
+    print(f"  {label}: warm-up run {timings.warmup_s:.1f} s", flush=True)
+    for number in range(runs):
         seconds, steps, timings.pixels = run()
         timings.runs_s.append(seconds)
         timings.step_s.extend(steps)
-        print(f"  diffusers: run {number + 1}: {seconds:.2f} s, "
+        print(f"  {label}: run {number + 1}: {seconds:.2f} s, "
               f"median step {statistics.median(steps):.3f} s", flush=True)
     timings.peak_rss_gb = peak_rss_gb()
-    return timings
 
 
 def report(results: list[Timings], arguments: argparse.Namespace) -> None:
