@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="make pictures from a prompt")
     generate.add_argument("prompt", help="what the picture should show")
-    generate.add_argument("--model", "-m", required=True, help="name of an installed model")
+    generate.add_argument("--model", "-m",
+                          help="name of an installed model (default: the only one installed, "
+                               "or the built-in starter model when none is)")
     generate.add_argument("--negative-prompt", "-n", default="", help="what to avoid")
     generate.add_argument("--steps", type=int, help="denoising steps (model default if unset)")
     generate.add_argument("--guidance", "--cfg", type=float,
@@ -103,10 +105,14 @@ def _runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:
                           optimized_cache=paths.optimized_graphs_dir())
 
 
+def _store() -> ModelStore:
+    return ModelStore(paths.models_dir(), paths.built_in_models_dir())
+
+
 def _generate(arguments: argparse.Namespace) -> int:
-    store = ModelStore(paths.models_dir())
-    model = load_model(store.path_of(arguments.model), _runtime_options(arguments),
-                       arguments.model)
+    store = _store()
+    name = arguments.model or store.default_model().name
+    model = load_model(store.path_of(name), _runtime_options(arguments), name)
     seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
     request = TextToImageRequest(
         prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,
@@ -200,7 +206,7 @@ def _progress_printer():
 
 
 def _import_model(arguments: argparse.Namespace) -> int:
-    store = ModelStore(paths.models_dir())
+    store = _store()
 
     def progress(stage: str, done: int, total: int) -> None:
         _say(f"[{done}/{total}] {stage}")
@@ -211,19 +217,20 @@ def _import_model(arguments: argparse.Namespace) -> int:
 
 
 def _list_models(arguments: argparse.Namespace) -> int:
-    models = ModelStore(paths.models_dir()).list()
+    models = _store().list()
     if not models:
         print("No models installed. Add one with: easel models import FOLDER")
         return 0
     width = max(len(model.name) for model in models)
     for model in models:
-        print(f"{model.name:<{width}}  {model.family:<5}  {model.prediction_type:<12}  "
-              f"{_size(model.size_bytes)}")
+        where = "  (built in)" if model.built_in else ""
+        print(f"{model.name:<{width}}  {model.family:<7}  {model.prediction_type:<12}  "
+              f"{_size(model.size_bytes)}{where}")
     return 0
 
 
 def _remove_model(arguments: argparse.Namespace) -> int:
-    ModelStore(paths.models_dir()).remove(arguments.name)
+    _store().remove(arguments.name)
     print(f"Removed '{arguments.name}'.")
     return 0
 

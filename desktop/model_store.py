@@ -32,34 +32,71 @@ class InstalledModel:
     prediction_type: str
     size_bytes: int
     path: Path
+    built_in: bool = False
 
 
 class ModelStore:
-    def __init__(self, root: Path) -> None:
+    """The user's models in ``root``, and the read-only models that ship with Easel in
+    ``built_in`` (the starter model), which cannot be removed or shadowed."""
+
+    def __init__(self, root: Path, built_in: Path | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.built_in = Path(built_in) if built_in is not None else None
         self._remove_abandoned_imports()
 
     def list(self) -> list[InstalledModel]:
+        """The user's models by name, then the built-in ones."""
+        return self._models_in(self.root) + self.built_in_models()
+
+    def built_in_models(self) -> list[InstalledModel]:
+        if self.built_in is None or not self.built_in.is_dir():
+            return []
+        return self._models_in(self.built_in, built_in=True)
+
+    @staticmethod
+    def _models_in(root: Path, built_in: bool = False) -> list[InstalledModel]:
         models = []
-        for folder in sorted(self.root.iterdir(), key=lambda path: path.name.lower()):
+        for folder in sorted(root.iterdir(), key=lambda path: path.name.lower()):
             if folder.name.startswith(".") or not folder.is_dir():
                 continue
             try:
-                models.append(_installed(folder))
+                models.append(_installed(folder, built_in))
             except ModelError:
                 continue  # not ours (a stray folder); listing must not fail because of it
         return models
 
     def path_of(self, name: str) -> Path:
-        folder = self.root / name
-        if _NAME.fullmatch(name) and (folder / "easel.json").is_file():
-            return folder
+        for root in (self.root, self.built_in):
+            if root is None:
+                continue
+            folder = root / name
+            if _NAME.fullmatch(name) and (folder / "easel.json").is_file():
+                return folder
         installed = ", ".join(model.name for model in self.list()) or "none"
         raise ModelError(f"No model named '{name}' is installed (installed: {installed}); "
                          f"add one with: easel models import FOLDER.")
 
+    def default_model(self) -> InstalledModel:
+        """The model to use when none is named: the user's only model, or with none
+        installed the built-in starter model."""
+        own = self._models_in(self.root)
+        if len(own) == 1:
+            return own[0]
+        if len(own) > 1:
+            names = ", ".join(model.name for model in own)
+            raise EaselError(f"Several models are installed ({names}); choose one with "
+                             f"--model.")
+        built_in = self.built_in_models()
+        if not built_in:
+            raise ModelError("No model is installed and the built-in starter model is "
+                             "missing; add one with: easel models import FOLDER.")
+        return built_in[0]
+
     def remove(self, name: str) -> None:
+        own = (self.root / name / "easel.json").is_file()
+        if not own and name in {model.name for model in self.built_in_models()}:
+            raise EaselError(f"'{name}' is built into Easel and cannot be removed.")
         folder = self.path_of(name)
         # Rename first so a crash half-way through leaves a hidden leftover, not a broken model.
         doomed = self.root / f"{_IMPORTING}removed-{os.getpid()}-{name}"
@@ -105,6 +142,9 @@ class ModelStore:
         if (self.root / name).exists():
             raise EaselError(f"A model named '{name}' is already installed; choose another "
                              f"name with --name or remove it first.")
+        if self.built_in is not None and (self.built_in / name).exists():
+            raise EaselError(f"'{name}' is the name of a model built into Easel; choose "
+                             f"another name with --name.")
 
     def _remove_abandoned_imports(self) -> None:
         """Clear what a killed import or removal left behind (only if its process is gone)."""
@@ -114,11 +154,11 @@ class ModelStore:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _installed(folder: Path) -> InstalledModel:
+def _installed(folder: Path, built_in: bool = False) -> InstalledModel:
     description = ModelDescription.load(folder)
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     return InstalledModel(folder.name, description.family, description.prediction_type, size,
-                          folder)
+                          folder, built_in)
 
 
 def _pid_in(name: str) -> int | None:

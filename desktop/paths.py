@@ -19,6 +19,14 @@ def models_dir() -> Path:
     return _subfolder("models")
 
 
+def built_in_models_dir() -> Path:
+    """Models that ship with Easel (the starter model), read-only, beside the code."""
+    override = os.environ.get("EASEL_BUILT_IN_MODELS")
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[1] / "resources" / "models"
+
+
 def images_dir() -> Path:
     return _subfolder("images")
 

@@ -21,6 +21,8 @@ from engine.errors import ModelError
 class TokenizedPrompt:
     ids: np.ndarray  # int64, shape (1, max_length)
     truncated_text: str  # the part of the prompt the text encoder never saw ("" if none)
+    unknown_words: tuple[str, ...] = ()  # words a word-list tokenizer does not know
+    known_word_count: int = 0  # words it knows that say something (word lists only)
 
 
 class PromptTokenizer:
@@ -40,10 +42,39 @@ class PromptTokenizer:
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self._pad_id = pad_id
+        # A word-list tokenizer (the starter model's) maps any other word to its unknown
+        # token; a byte-level BPE (CLIP's) can spell every word, so it has no unknown words.
+        model = json.loads(self._tokenizer.to_str()).get("model", {})
+        unknown = model.get("unk_token") if model.get("type") == "WordLevel" else None
+        self._unknown_id = None if unknown is None else self._tokenizer.token_to_id(unknown)
+        self.known_words: tuple[str, ...] = ()
+        if self._unknown_id is not None:
+            specials = {token.content for token in
+                        self._tokenizer.get_added_tokens_decoder().values()}
+            specials.update((unknown, pad_token))
+            # Words like "a" or "the" are known but say nothing: a prompt of only those and
+            # unknown words is refused too. The tokenizer's config lists them.
+            self._function_words = frozenset(_config_value(folder, "function_words") or ())
+            self.known_words = tuple(sorted(
+                word for word in self._tokenizer.get_vocab()
+                if word not in specials and word not in self._function_words
+                and not (word.startswith("[") and word.endswith("]"))))
 
     def __call__(self, prompt: str) -> TokenizedPrompt:
         encoding = self._tokenizer.encode(prompt)
         ids = list(encoding.ids)
+        unknown_words: list[str] = []
+        known = 0
+        if self._unknown_id is not None:
+            for token_id, special, (start, end) in zip(
+                encoding.ids, encoding.special_tokens_mask, encoding.offsets, strict=True
+            ):
+                if special:
+                    continue
+                if token_id == self._unknown_id:
+                    unknown_words.append(prompt[start:end])
+                elif self._tokenizer.id_to_token(token_id) not in self._function_words:
+                    known += 1
         truncated_text = ""
         if len(ids) > self.max_length:
             # Keep the start and the closing end-of-text token, as CLIP's tokenizer does.
@@ -51,18 +82,26 @@ class PromptTokenizer:
             truncated_text = prompt[kept_end:].strip()
             ids = ids[: self.max_length - 1] + ids[-1:]
         ids = ids + [self._pad_id] * (self.max_length - len(ids))
-        return TokenizedPrompt(np.array([ids], dtype=np.int64), truncated_text)
+        return TokenizedPrompt(np.array([ids], dtype=np.int64), truncated_text,
+                               tuple(dict.fromkeys(unknown_words)), known)
+
+
+def _config_value(folder: Path, key: str, names: tuple[str, ...] = ("tokenizer_config.json",)):
+    """``key`` from the first of the tokenizer's config files that has it, else None."""
+    for name in names:
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and key in data:
+            return data[key]
+    return None
 
 
 def _pad_token(folder: Path) -> str:
     """The pad token named by the tokenizer's config (SD 2.x uses "!")."""
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        try:
-            value = json.loads((folder / name).read_text(encoding="utf-8")).get("pad_token")
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str):
-            return value
-    return "<|endoftext|>"
+    value = _config_value(folder, "pad_token",
+                          ("special_tokens_map.json", "tokenizer_config.json"))
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else "<|endoftext|>"

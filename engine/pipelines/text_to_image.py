@@ -105,6 +105,7 @@ class TextToImagePipeline:
         if not 0 <= request.seed <= MAX_SEED - request.count:
             raise BadRequest(f"The seed must be between 0 and {MAX_SEED - request.count}.")
         self.make_scheduler(scheduler)  # an unknown name is refused before any work
+        self.check_words(request.prompt)
         if request.latents is not None:
             expected = (request.count, description.latent_channels,
                         height // description.vae_scale_factor,
@@ -117,6 +118,15 @@ class TextToImagePipeline:
             width=width, height=height, steps=steps, guidance=float(guidance),
             scheduler=scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=description.family)
+
+    def check_words(self, prompt: str) -> None:
+        """A model with a closed word list (the starter model) refuses a prompt in which it
+        knows no word, and says which words it knows."""
+        tokenizer = self.model.tokenizer
+        tokens = tokenizer(prompt)
+        if tokens.unknown_words and not tokens.known_word_count:
+            raise BadRequest(f"The model '{self.model.name}' knows none of the words in this "
+                             f"prompt; it knows only these: {', '.join(tokenizer.known_words)}.")
 
     def make_scheduler(self, name: str) -> Scheduler:
         is_flow_model = self.description.prediction_type == "flow"
@@ -144,6 +154,9 @@ class TextToImagePipeline:
                     f"The {label} is longer than the {self.description.text_max_length - 2} "
                     f"tokens the text encoder reads; this end was left out: "
                     f"\"{tokens.truncated_text}\".")
+            if tokens.unknown_words and tokens.known_word_count:
+                warnings.append(f"The model does not know these words of the {label}, so it "
+                                f"ignored them: {', '.join(tokens.unknown_words)}.")
             encoder = self.model.text_encoder
             ids = tokens.ids.astype(encoder.input_type("input_ids"))
             (hidden,) = encoder.run({"input_ids": ids}, ["last_hidden_state"], cancel)
