@@ -29,10 +29,12 @@ GRAPH_FILE = "model.onnx"
 REQUIRED_GRAPHS = ("text_encoder", "unet", "vae_decoder")
 OPTIONAL_GRAPHS = ("vae_encoder",)  # without it the model still makes images from text
 
-# model_index.json classes of the ONNX Stable Diffusion 1.x/2.x text-to-image pipelines:
-# diffusers' current and pre-0.7 names, and optimum's.
+# model_index.json classes of the ONNX Stable Diffusion 1.x/2.x pipelines whose graphs are the
+# ones text-to-image runs: diffusers' current and pre-0.7 names, and optimum's. An image-to-image
+# folder holds the same four graphs.
 ONNX_PIPELINE_CLASSES = ("OnnxStableDiffusionPipeline", "StableDiffusionOnnxPipeline",
-                         "ORTStableDiffusionPipeline")
+                         "ORTStableDiffusionPipeline", "OnnxStableDiffusionImg2ImgPipeline",
+                         "ORTStableDiffusionImg2ImgPipeline")
 # Libraries a model_index.json entry may name; any other is a module shipped with the model.
 KNOWN_LIBRARIES = ("diffusers", "transformers", "optimum", "onnxruntime")
 
@@ -85,8 +87,8 @@ def recognise_onnx_folder(folder: Path) -> OnnxFolder:
     if missing:
         raise ModelError(f"'{name}' is not a complete model: {missing[0]}/{GRAPH_FILE} "
                          f"is missing.")
+    refuse_unsafe_files(folder)  # before any file is read: a link may lead anywhere
     index = _read_model_index(folder)
-    refuse_unsafe_files(folder)
     graphs = REQUIRED_GRAPHS + tuple(component for component in OPTIONAL_GRAPHS
                                      if (folder / component / GRAPH_FILE).is_file())
     return OnnxFolder(folder, "amuse" if index is None else "optimum", index, graphs)
@@ -100,6 +102,9 @@ def _read_model_index(folder: Path) -> dict | None:
     if isinstance(pipeline, list):  # ["module", "Class"] names a pipeline shipped as code
         raise ModelError(f"'{folder.name}' uses a custom pipeline; Easel never runs code that "
                          f"comes with a model.")
+    if isinstance(pipeline, str) and "Inpaint" in pipeline:
+        raise ModelError(f"'{folder.name}' is an inpainting model; inpainting models are not "
+                         f"supported yet.")
     if pipeline not in ONNX_PIPELINE_CLASSES:
         raise ModelError(f"'{folder.name}' is a {pipeline or 'unknown'} model, not an ONNX "
                          f"Stable Diffusion 1.x/2.x text-to-image model.")
@@ -120,7 +125,7 @@ def refuse_unsafe_files(folder: Path) -> None:
         for entry in sorted(subfolders) + sorted(files):
             path = Path(directory) / entry
             relative = path.relative_to(folder).as_posix()
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
+            if path.is_symlink() and not _leads_inside(path, root):
                 raise ModelError(f"'{folder.name}' has a link that leads outside the model "
                                  f"folder ({relative}); Easel imports only the folder's own "
                                  f"files.")
@@ -132,6 +137,13 @@ def refuse_unsafe_files(folder: Path) -> None:
                 raise ModelError(f"'{folder.name}' ships a native library ({relative}); Easel "
                                  f"never runs code that comes with a model, custom operators "
                                  f"included.")
+
+
+def _leads_inside(link: Path, root: Path) -> bool:
+    try:
+        return link.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # a dangling link or a loop leads nowhere useful
+        return False
 
 
 def read_json(folder: Path, relative: str) -> dict:

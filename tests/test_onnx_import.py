@@ -18,7 +18,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from engine.errors import ModelError
+from engine.errors import Cancelled, ModelError
 from engine.export.onnx_checks import check_graph
 from engine.export.onnx_folder import import_onnx_folder
 from engine.manifest import write_manifest
@@ -103,13 +103,12 @@ def optimum_folder(tiny_sd1_onnx, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def amuse_folder(tiny_sd1_onnx, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("amuse") / "tiny-amuse"
-    shutil.copytree(tiny_sd1_onnx, folder)
+def _make_amuse_like(original: Path, folder: Path, keep_scheduler: bool = False) -> Path:
+    shutil.copytree(original, folder)
     for relative in ("easel.json", "model_index.json", "scheduler"):
         path = folder / relative
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if relative != "scheduler" or not keep_scheduler:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     for config in folder.glob("*/config.json"):
         config.unlink()
     shutil.rmtree(folder / "tokenizer")
@@ -119,6 +118,11 @@ def amuse_folder(tiny_sd1_onnx, tmp_path_factory) -> Path:
     _move_weights_out(_graph(folder, "text_encoder"), "model.onnx.data")
     (folder / "amuse_template.json").write_text("{}")
     return folder
+
+
+@pytest.fixture(scope="module")
+def amuse_folder(tiny_sd1_onnx, tmp_path_factory) -> Path:
+    return _make_amuse_like(tiny_sd1_onnx, tmp_path_factory.mktemp("amuse") / "tiny-amuse")
 
 
 def _install(source: Path, destination: Path) -> Path:
@@ -146,6 +150,11 @@ def reference_pixels(installed_tiny_sd1) -> np.ndarray:
 def _pixels(folder: Path) -> np.ndarray:
     pipeline = TextToImagePipeline(load_model(folder))
     return pipeline(TextToImageRequest("a red fox in snow", seed=7, **SMALL)).images[0].pixels
+
+
+def _copy(folder: Path, destination: Path) -> Path:
+    shutil.copytree(folder, destination)
+    return destination
 
 
 # --- imports that work ----------------------------------------------------------------------
@@ -199,6 +208,41 @@ def test_vae_encoder_conventions_give_the_same_mean(installed_tiny_sd1, installe
     noise = np.random.default_rng(1).standard_normal(mean.shape, dtype=np.float32)
     sampled = (mean + np.exp(0.5 * np.clip(log_variance, -30, 20)) * noise) * scale
     assert np.allclose(encode_image(ours, image, np.random.default_rng(1)), sampled)
+
+
+def test_sd2_without_configs_or_vocabulary_is_recognised(tiny_sd2_onnx, installed_tiny_sd2,
+                                                         tmp_path):
+    # Exact GELU in the graph says OpenCLIP (SD 2); CLIP's own files then pad with "!".
+    amuse = _make_amuse_like(tiny_sd2_onnx, tmp_path / "tiny-sd2-amuse", keep_scheduler=True)
+    installed = _install(amuse, tmp_path / "installed")
+    description = load_model(installed).description
+    assert (description.family, description.prediction_type) == ("sd2", "v_prediction")
+    assert np.array_equal(_pixels(installed), _pixels(installed_tiny_sd2))
+
+
+def test_sd2_without_scheduler_settings_is_refused(tiny_sd2_onnx, tmp_path):
+    amuse = _make_amuse_like(tiny_sd2_onnx, tmp_path / "tiny-sd2-amuse")
+    with pytest.raises(ModelError, match="predicts noise or velocity"):
+        import_onnx_folder(amuse, tmp_path / "installed")
+    assert not (tmp_path / "installed").exists()
+
+
+def test_a_tokenizer_json_alone_is_used_as_it_is(optimum_folder, installed_tiny_sd1, tmp_path):
+    folder = _copy(optimum_folder, tmp_path / "tokenizer-json-only")
+    for name in ("vocab.json", "merges.txt"):
+        (folder / "tokenizer" / name).unlink()
+    installed = _install(folder, tmp_path / "installed")
+    prompt = "a red fox in snow, " * 10  # long enough to be truncated
+    assert np.array_equal(load_model(installed).tokenizer(prompt).ids,
+                          load_model(installed_tiny_sd1).tokenizer(prompt).ids)
+
+
+def test_a_cancelled_import_leaves_nothing(optimum_folder, tmp_path):
+    answers = iter([False, True])
+    with pytest.raises(Cancelled):
+        import_onnx_folder(optimum_folder, tmp_path / "installed",
+                           should_stop=lambda: next(answers))
+    assert not (tmp_path / "installed").exists()
 
 
 def test_onnx_folders_are_told_from_diffusers_folders(tiny_sd1_onnx, tiny_sd1_diffusers):
@@ -263,10 +307,27 @@ def _renamed_input(folder: Path) -> None:
     _edit_graph(_graph(folder, "unet"), change)
 
 
-def _custom_pipeline(folder: Path) -> None:
-    index = json.loads((folder / "model_index.json").read_text())
-    index["_class_name"] = ["my_pipeline", "MyPipeline"]
-    (folder / "model_index.json").write_text(json.dumps(index))
+def _pipeline_class(name: str | list[str]) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_class_name"] = name
+        (folder / "model_index.json").write_text(json.dumps(index))
+
+    return damage
+
+
+def _half_precision_input(folder: Path) -> None:
+    def change(model: onnx.ModelProto) -> None:
+        model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+
+    _edit_graph(_graph(folder, "vae_decoder"), change)
+
+
+def _inpainting_unet(folder: Path) -> None:
+    def change(model: onnx.ModelProto) -> None:
+        model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 9
+
+    _edit_graph(_graph(folder, "unet"), change)
 
 
 REFUSALS = {
@@ -284,7 +345,12 @@ REFUSALS = {
     "missing graph": (lambda folder: _graph(folder, "unet").unlink(),
                       "unet/model.onnx is missing"),
     "wrong input name": (_renamed_input, r"needs an input the engine does not give \(latents\)"),
-    "custom pipeline": (_custom_pipeline, "uses a custom pipeline"),
+    "custom pipeline": (_pipeline_class(["my_pipeline", "MyPipeline"]),
+                        "uses a custom pipeline"),
+    "SDXL pipeline": (_pipeline_class("ORTStableDiffusionXLPipeline"),
+                      "not an ONNX Stable Diffusion 1.x/2.x"),
+    "float16 inputs": (_half_precision_input, "of type float16"),
+    "inpainting UNet": (_inpainting_unet, "inpainting model"),
     "auto_map in a config": (
         lambda folder: (folder / "text_encoder" / "config.json").write_text(
             json.dumps({"auto_map": {"AutoModel": "modeling.MyModel"}})),

@@ -180,8 +180,9 @@ def _check_external_data(model: onnx.ModelProto, graph_folder: Path, model_folde
 def _check_location(location: str, label: str) -> None:
     """Only a plain file name: no folders, no '..', no absolute or drive paths."""
     posix, windows = PurePosixPath(location), PureWindowsPath(location)
+    # A colon would name a drive or an NTFS alternate data stream on Windows.
     plain = (location not in ("", ".", "..") and len(posix.parts) == 1
-             and len(windows.parts) == 1 and not windows.drive and "\0" not in location)
+             and len(windows.parts) == 1 and not any(char in location for char in ":\0"))
     if not plain:
         raise ModelError(f"{label} points its weights at '{location}', outside its own folder; "
                          f"Easel reads weights only from files beside the graph.")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.description import ModelDescription
-from engine.errors import ExportUnavailable, ModelError
+from engine.errors import Cancelled, ExportUnavailable, ModelError
 from engine.export import UNAVAILABLE_SENTENCE
 from engine.export.onnx_checks import COMPONENT_NAMES, CheckedGraph, all_tensors, check_graph
 from engine.export.onnx_description import (
@@ -35,6 +35,7 @@ from engine.export.onnx_description import (
 from engine.onnx_folder import GRAPH_FILE, OnnxFolder, read_json, recognise_onnx_folder
 
 Progress = Callable[[str, int, int], None]
+ShouldStop = Callable[[], bool]
 
 DATA_FILE = "model.onnx.data"
 _RESOURCES = Path(__file__).resolve().parents[2] / "resources"
@@ -47,14 +48,15 @@ TOKENIZER_CONFIGS = ("tokenizer_config.json", "special_tokens_map.json")
 _DEPENDENCIES = ("onnx", "transformers")
 
 
-def import_onnx_folder(source: Path, destination: Path,
-                       progress: Progress | None = None) -> ModelDescription:
+def import_onnx_folder(source: Path, destination: Path, progress: Progress | None = None,
+                       should_stop: ShouldStop | None = None) -> ModelDescription:
     """Check the ONNX folder ``source`` and install it into ``destination``.
 
     ``destination`` must be absent or an empty folder. Any refusal (ModelError, one sentence)
     comes before anything is written; if copying fails later, ``destination`` is removed (or
     emptied, when it was given). ``progress(component, number, total)`` is called as each
-    graph is copied ("UNet", 2, 4). The checksum manifest is the model store's job.
+    graph is copied ("UNet", 2, 4); ``should_stop()`` is asked before each and a True answer
+    raises Cancelled (and cleans up). The checksum manifest is the model store's job.
     """
     _require_dependencies()
     source, destination = Path(source), Path(destination)
@@ -68,6 +70,8 @@ def import_onnx_folder(source: Path, destination: Path,
     created = _prepare(destination)
     try:
         for number, component in enumerate(folder.graphs, start=1):
+            if should_stop is not None and should_stop():
+                raise Cancelled("The model import was cancelled.")
             if progress is not None:
                 progress(COMPONENT_NAMES[component], number, len(folder.graphs))
             _install_graph(graphs[component], source, destination)
