@@ -62,10 +62,18 @@ class OnnxFolder:
 
 
 def is_onnx_model_folder(folder: Path) -> bool:
-    """True when ``folder`` has the layout of an ONNX Stable Diffusion folder (a cheap look:
-    this decides which importer to use, the importer then checks everything)."""
+    """True when ``folder`` is for this importer rather than the diffusers one: it has
+    ``unet/model.onnx`` and no model_index.json naming a PyTorch pipeline. A cheap look that
+    picks the importer; the importer then checks everything."""
     folder = Path(folder)
-    return folder.is_dir() and (folder / "unet" / GRAPH_FILE).is_file()
+    if not (folder / "unet" / GRAPH_FILE).is_file():
+        return False
+    try:
+        pipeline = json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get(
+            "_class_name")
+    except (OSError, ValueError, AttributeError):
+        return True  # Amuse folders have none; a damaged one is refused by the importer
+    return not isinstance(pipeline, str) or "Onnx" in pipeline or pipeline.startswith("ORT")
 
 
 def recognise_onnx_folder(folder: Path) -> OnnxFolder:

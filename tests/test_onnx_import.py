@@ -245,9 +245,17 @@ def test_a_cancelled_import_leaves_nothing(optimum_folder, tmp_path):
     assert not (tmp_path / "installed").exists()
 
 
-def test_onnx_folders_are_told_from_diffusers_folders(tiny_sd1_onnx, tiny_sd1_diffusers):
+def test_onnx_folders_are_told_from_diffusers_folders(tiny_sd1_onnx, tiny_sd1_diffusers,
+                                                      tmp_path):
     assert is_onnx_model_folder(tiny_sd1_onnx)
     assert not is_onnx_model_folder(tiny_sd1_diffusers)
+    # A PyTorch folder that also carries an ONNX UNet is still a diffusers folder.
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "model.onnx").write_bytes(b"")
+    assert is_onnx_model_folder(tmp_path)  # no model_index.json: Amuse
+    index = {"_class_name": "StableDiffusionPipeline"}
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    assert not is_onnx_model_folder(tmp_path)
 
 
 def test_contrib_operators_of_onnx_runtime_are_allowed(optimum_folder, tmp_path):
