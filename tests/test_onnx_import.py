@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,11 +45,13 @@ def _edit_graph(path: Path, change: Callable[[onnx.ModelProto], None]) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-def _move_weights_out(path: Path, location: str) -> None:
-    """Store the graph's weights in ``location`` beside it, as optimum does for big models."""
+def _move_weights_out(path: Path, location: str | None) -> None:
+    """Store the graph's weights in ``location`` beside it, as optimum does for big models, or
+    with None one file per tensor, as torch's exporter does above 2 GB."""
     model = onnx.load(str(path))
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=location, size_threshold=1024)
+    onnx.save_model(model, str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=location is not None, location=location,
+                    size_threshold=1024)
 
 
 def _point_weights_at(path: Path, location: str, offset: int | None = None) -> None:
@@ -100,6 +104,7 @@ def optimum_folder(tiny_sd1_onnx, tmp_path_factory) -> Path:
     index["_class_name"] = "ORTStableDiffusionPipeline"
     (folder / "model_index.json").write_text(json.dumps(index))
     _move_weights_out(_graph(folder, "unet"), "model.onnx_data")
+    _move_weights_out(_graph(folder, "vae_decoder"), None)
     return folder
 
 
@@ -180,11 +185,16 @@ def test_description_is_read_from_configs_or_graphs(installed_optimum, installed
     assert load_model(installed_amuse).description.default_width == 512
 
 
-def test_single_external_weights_file_is_renamed_to_our_layout(installed_optimum):
+def test_single_external_weights_file_is_renamed_to_our_layout(installed_optimum,
+                                                              optimum_folder):
     unet = installed_optimum / "unet"
     assert sorted(path.name for path in unet.iterdir()) == [
         "config.json", "model.onnx", "model.onnx.data"]
     assert check_graph(installed_optimum, "unet").external_files == ("model.onnx.data",)
+    # One file per tensor keeps its names.
+    per_tensor = check_graph(optimum_folder, "vae_decoder").external_files
+    assert len(per_tensor) > 1
+    assert check_graph(installed_optimum, "vae_decoder").external_files == per_tensor
 
 
 def test_only_what_the_engine_reads_is_installed(installed_amuse):
@@ -378,3 +388,12 @@ def test_refusals_say_why_in_one_sentence_and_install_nothing(case, optimum_fold
     message = str(refusal.value)
     assert message.count(". ") == 0 and message.endswith(".") and "\n" not in message
     assert not destination.exists()
+
+
+def test_the_run_time_side_loads_no_onnx_or_torch():
+    # engine.onnx_folder and engine.vae_encoding serve the app without the export extra.
+    code = ("import sys, engine.onnx_folder, engine.vae_encoding\n"
+            "print(','.join(m for m in ('onnx', 'torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
