@@ -15,7 +15,7 @@ import pytest
 
 from engine.errors import ModelError
 from tests import tiny_checkpoints
-from tests.tiny_checkpoints import read_json
+from tests.tiny_checkpoints import assert_same_weights, load_component, read_json
 
 torch = pytest.importorskip("torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
@@ -62,27 +62,6 @@ def one_sentence(error: Exception) -> str:
     sentence = str(error)
     assert sentence.endswith(".") and "\n" not in sentence
     return sentence
-
-
-def load_component(folder: Path, component: str):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL,
-               "text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}
-    model, info = classes[component].from_pretrained(
-        folder / component, local_files_only=True, use_safetensors=True,
-        output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
-    assert not info["mismatched_keys"], info
-    return model
-
-
-def assert_same_weights(converted, original) -> None:
-    expected, found = original.state_dict(), converted.state_dict()
-    assert set(found) == set(expected)
-    for key, tensor in expected.items():
-        assert torch.equal(found[key], tensor), key
 
 
 def ldm_state(variant: str, in_channels: int = 4) -> tuple[dict, dict]:

@@ -298,5 +298,29 @@ def write_tiny_checkpoint(variant: str, path: Path, in_channels: int = 4) -> Pat
     return save_checkpoint(ldm_checkpoint(variant, tiny_components(variant, in_channels)), path)
 
 
+# --- reading a converted folder back --------------------------------------------------------
+
+def load_component(folder: Path, component: str):
+    """Load a converted component as diffusers/transformers would, insisting on every tensor."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL,
+               "text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}
+    model, info = classes[component].from_pretrained(
+        folder / component, local_files_only=True, use_safetensors=True,
+        output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert not info["mismatched_keys"], info
+    return model
+
+
+def assert_same_weights(converted, original) -> None:
+    expected, found = original.state_dict(), converted.state_dict()
+    assert set(found) == set(expected)
+    for key, tensor in expected.items():
+        assert torch.equal(found[key], tensor), key
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
