@@ -3,13 +3,14 @@
 The two layouts share the folders the engine reads (``text_encoder/``, ``unet/``,
 ``vae_decoder/``, ``vae_encoder/``, ``tokenizer/``, ``scheduler/``). What differs:
 
-- optimum (and diffusers' ONNX export) writes ``model_index.json`` naming an ONNX pipeline,
-  ``tokenizer/`` with ``vocab.json`` + ``merges.txt`` (often ``tokenizer.json`` too), weights
-  above 2 GB in ``model.onnx_data`` (or ``model.onnx.data`` / ``weights.pb``), and a VAE
-  encoder giving ``latent_parameters`` (mean and log-variance, 2 x latent channels);
+- optimum writes ``model_index.json`` naming an ONNX pipeline, ``tokenizer/`` with
+  ``vocab.json`` + ``merges.txt`` (often ``tokenizer.json`` too), weights above 2 GB in
+  ``model.onnx_data``, and a VAE encoder giving ``latent_parameters`` (mean and log-variance,
+  2 x latent channels); diffusers' older ONNX script wrote ``weights.pb`` and ``latent_sample``;
 - Amuse/OnnxStack folders may have no ``model_index.json``, a tokenizer that is itself an ONNX
-  graph needing onnxruntime-extensions' custom ops (never loaded: it is left behind), and a
-  VAE encoder giving ``latent_sample`` (latent channels, already sampled or the mean).
+  graph needing onnxruntime-extensions' custom ops (never loaded: it is left behind), weights
+  in ``model.onnx.data``, and a VAE encoder giving ``latent_sample`` (latent channels, already
+  sampled or the mean).
 
 This module is plain Python (no onnx, no torch): the application can tell an ONNX folder from
 a diffusers one, and refuse unsafe files, without the export extra. Checking the graphs
@@ -56,9 +57,6 @@ class OnnxFolder:
     @property
     def name(self) -> str:
         return self.folder.name
-
-    def graph_path(self, component: str) -> Path:
-        return self.folder / component / GRAPH_FILE
 
 
 def is_onnx_model_folder(folder: Path) -> bool:

@@ -41,7 +41,8 @@ class ComponentConfigs:
 
 def describe_onnx_folder(name: str, graphs: dict[str, CheckedGraph],
                          configs: ComponentConfigs) -> ModelDescription:
-    latent_channels = _latent_channels(name, graphs)
+    latent_channels = _latent_channels(name, graphs["unet"])
+    _check_graphs_fit(name, graphs, latent_channels)
     family = model_family(graphs, configs)
     prediction = prediction_type(name, configs)
     vae_scale = _vae_scale_factor(graphs["vae_decoder"], configs.vae_decoder)
@@ -64,8 +65,7 @@ def describe_onnx_folder(name: str, graphs: dict[str, CheckedGraph],
     )
 
 
-def _latent_channels(name: str, graphs: dict[str, CheckedGraph]) -> int:
-    unet, decoder = graphs["unet"], graphs["vae_decoder"]
+def _latent_channels(name: str, unet: CheckedGraph) -> int:
     channels = unet.dim("sample", 1)
     if channels == INPAINTING_CHANNELS:
         raise ModelError(f"'{name}' is an inpainting model (its UNet takes 9 channels); "
@@ -73,6 +73,12 @@ def _latent_channels(name: str, graphs: dict[str, CheckedGraph]) -> int:
     if channels is None:
         raise ModelError(f"'{name}' has a UNet whose channel count is not fixed, so Easel "
                          f"cannot tell its latent space.")
+    return channels
+
+
+def _check_graphs_fit(name: str, graphs: dict[str, CheckedGraph], channels: int) -> None:
+    """Sizes that must agree between graphs, where the graphs fix them."""
+    unet, decoder = graphs["unet"], graphs["vae_decoder"]
     if unet.dim("out_sample", 1) not in (None, channels) or \
             decoder.dim("latent_sample", 1) not in (None, channels):
         raise ModelError(f"'{name}' has a UNet with {channels} channels that does not fit its "
@@ -81,14 +87,13 @@ def _latent_channels(name: str, graphs: dict[str, CheckedGraph]) -> int:
     if encoder is not None:
         output = "latent_parameters" if "latent_parameters" in encoder.outputs \
             else "latent_sample"
-        wanted = 2 * channels if output == "latent_parameters" else channels
+        wanted = 2 * channels if output == "latent_parameters" else channels  # mean + logvar
         if encoder.dim(output, 1) not in (None, wanted):
             raise ModelError(f"'{name}' has a VAE encoder whose {output} has "
                              f"{encoder.dim(output, 1)} channels where {wanted} fit its UNet.")
     hidden = graphs["text_encoder"].dim("last_hidden_state", 2)
-    if unet.dim("encoder_hidden_states", 2) not in (None, hidden) and hidden is not None:
+    if hidden is not None and unet.dim("encoder_hidden_states", 2) not in (None, hidden):
         raise ModelError(f"'{name}' has a text encoder that does not fit its UNet.")
-    return channels
 
 
 def model_family(graphs: dict[str, CheckedGraph], configs: ComponentConfigs) -> str:
