@@ -305,6 +305,47 @@ def test_shipped_configs_describe_the_published_sizes():
         assert (folder / "README.md").is_file()
 
 
+def test_half_precision_checkpoints_stay_half_precision(tmp_path, configs_root):
+    from engine.export.safetensors_check import check_safetensors
+
+    components, state = ldm_state("sd1")
+    half = {key: value.half() if value.is_floating_point() else value
+            for key, value in state.items()}
+    checkpoint = tiny_checkpoints.save_checkpoint(half, tmp_path / "fp16.safetensors")
+    convert(checkpoint, tmp_path, configs_root)
+    weights = tmp_path / "converted" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert {info.dtype for info in check_safetensors(weights).values()} == {"F16"}
+    unet = load_component(tmp_path / "converted", "unet")
+    expected = components["unet"].state_dict()
+    for key, tensor in unet.state_dict().items():
+        assert torch.equal(tensor, expected[key].half().to(tensor.dtype)), key
+
+
+# --- writing safetensors -------------------------------------------------------------------
+
+def test_the_streaming_writer_writes_what_safetensors_reads(tmp_path):
+    from safetensors import safe_open
+
+    from engine.export.safetensors_check import check_safetensors
+    from engine.export.safetensors_write import save_safetensors
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    tensors = {"f32": base, "f16": base.half(), "bf16": base.bfloat16(),
+               "f8": base.to(torch.float8_e4m3fn), "transposed": base.T, "slice": base[1:3],
+               "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3),
+               "ids": torch.arange(5), "mask": base > 3}
+    path = tmp_path / "written.safetensors"
+    save_safetensors(tensors, path, metadata={"format": "pt"})
+    assert set(check_safetensors(path)) == set(tensors)
+    with safe_open(str(path), framework="pt") as file:
+        assert file.metadata() == {"format": "pt"}
+        for name, tensor in tensors.items():
+            found = file.get_tensor(name)
+            assert found.dtype == tensor.dtype and torch.equal(
+                found.float() if name == "f8" else found,
+                tensor.float() if name == "f8" else tensor), name
+
+
 # --- safetensors headers -------------------------------------------------------------------
 
 def write_safetensors(path: Path, header: dict, data: bytes, length: int | None = None) -> Path:

@@ -31,11 +31,10 @@ REFUSED, UNREADABLE, NOT_A_STATE_DICT = 3, 4, 5
 # Run with ``python -I -c``: isolated mode ignores PYTHON* variables, the user's site folder and
 # the current folder, so nothing beside the checkpoint can change what this imports.
 LOAD_SCRIPT = r"""
-import pickle, sys, zipfile
+import pickle, runpy, sys, zipfile
 import torch
-from safetensors.torch import save_file
 
-source, target = sys.argv[1], sys.argv[2]
+source, target, writer = sys.argv[1:4]
 try:
     # mmap keeps a multi-gigabyte zip checkpoint out of memory; the legacy format cannot map.
     loaded = torch.load(source, map_location="cpu", weights_only=True,
@@ -48,19 +47,13 @@ if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
     loaded = loaded["state_dict"]  # Lightning/ldm training checkpoints wrap the weights
 if not isinstance(loaded, dict):
     sys.exit(5)
-tensors, storages = {}, set()
-for name, value in loaded.items():
-    if not (isinstance(name, str) and isinstance(value, torch.Tensor)):
-        continue  # step counters and the like
-    storage = value.untyped_storage().data_ptr()
-    # safetensors stores each tensor once: copy tensors that share memory with another.
-    value = value.clone() if storage in storages else value.contiguous()
-    storages.add(storage)
-    tensors[name] = value
+tensors = {name: value for name, value in loaded.items()
+           if isinstance(name, str) and isinstance(value, torch.Tensor)}  # not step counters
 if not tensors:
     sys.exit(5)
-save_file(tensors, target, metadata={"format": "pt"})
+runpy.run_path(writer)["save_safetensors"](tensors, target, {"format": "pt"})
 """
+WRITER = Path(__file__).with_name("safetensors_write.py")
 
 
 def pickle_to_safetensors(checkpoint: Path, output: Path) -> None:
@@ -72,7 +65,8 @@ def pickle_to_safetensors(checkpoint: Path, output: Path) -> None:
     if not checkpoint.is_file():
         raise ModelError(f"'{name}' does not exist.")
     result = subprocess.run(
-        [sys.executable, "-I", "-c", LOAD_SCRIPT, str(checkpoint.resolve()), str(output)],
+        [sys.executable, "-I", "-c", LOAD_SCRIPT, str(checkpoint.resolve()), str(output),
+         str(WRITER)],
         env=_loading_environment(), stdin=subprocess.DEVNULL, capture_output=True, check=False,
     )
     if result.returncode == REFUSED:

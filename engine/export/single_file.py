@@ -29,6 +29,7 @@ from engine.export.checkpoint_family import (
     detect_checkpoint,
 )
 from engine.export.safetensors_check import TensorInfo, check_safetensors
+from engine.export.safetensors_write import save_safetensors
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 CONFIGS_ROOT = RESOURCES / "configs"
@@ -297,11 +298,9 @@ def _write_folder(checkpoint: Path, destination: Path, kind: CheckpointKind,
 
 
 def _write_component(folder: Path, component: str, converted: dict, config: dict) -> None:
-    from safetensors.torch import save_file
-
     folder.mkdir()
-    tensors = {key: value.contiguous() for key, value in converted.items()}
-    save_file(tensors, str(folder / WEIGHT_FILES[component]), metadata={"format": "pt"})
+    # Weights keep the checkpoint's dtype (float16 stays float16); the exporter casts them.
+    save_safetensors(converted, folder / WEIGHT_FILES[component], metadata={"format": "pt"})
     _write_json(folder / "config.json", config)
 
 
