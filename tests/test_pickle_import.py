@@ -17,7 +17,7 @@ from tests import tiny_checkpoints
 from tests.tiny_checkpoints import assert_same_weights, load_component
 
 torch = pytest.importorskip("torch")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the network
 
 
 class Payload:

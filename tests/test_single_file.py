@@ -18,7 +18,7 @@ from tests import tiny_checkpoints
 from tests.tiny_checkpoints import assert_same_weights, load_component, read_json
 
 torch = pytest.importorskip("torch")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the network
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the network
 
 VARIANTS = ("sd1", "sd2", "sdxl")
 PREDICTIONS = {"sd1": None, "sd2": "v_prediction", "sdxl": None}
@@ -235,6 +235,42 @@ def test_other_unets_are_refused(tmp_path, configs_root):
     _, state = ldm_state("sd1", in_channels=8)  # instruct-pix2pix conditions on 8 channels
     checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "pix2pix.safetensors")
     assert "8 input channels" in refusal(checkpoint, tmp_path, configs_root)
+
+
+def test_unet_tensors_the_architecture_does_not_use_are_refused(tmp_path, configs_root):
+    _, state = ldm_state("sd1")
+    state["model.diffusion_model.input_hint_block.0.weight"] = torch.zeros(3)  # a ControlNet's
+    checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "extra.safetensors")
+    assert "its unet has 1 tensor the architecture does not use" in refusal(
+        checkpoint, tmp_path, configs_root)
+
+
+@pytest.mark.parametrize("variant, key, expected", [
+    ("sd2", "model.diffusion_model.label_emb.0.0.weight", "unCLIP"),
+    ("sdxl", "edm_mean", "Playground v2.5"),
+])
+def test_other_models_of_the_same_layout_are_refused(tmp_path, configs_root, variant, key,
+                                                     expected):
+    _, state = ldm_state(variant)
+    state[key] = torch.zeros(4, 4)
+    checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "other.safetensors")
+    assert expected in refusal(checkpoint, tmp_path, configs_root,
+                               prediction=PREDICTIONS[variant])
+
+
+def test_reading_a_header_does_not_import_torch():
+    """The model store can tell formats and families apart without the export extra."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "import engine.export.formats, engine.export.safetensors_check\n"
+              "import engine.export.checkpoint_family, engine.export.single_file\n"
+              "import engine.export.pickle_convert\n"
+              "print(sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tiny_checkpoints.tiny_models.REPO,
+                            capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
 
 
 def test_an_sdxl_refiner_is_refused(tmp_path, configs_root):

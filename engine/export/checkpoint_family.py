@@ -33,6 +33,8 @@ SDXL_CLIP_TOKENS = ("conditioner.embedders.0.transformer.text_model.embeddings."
 SDXL_OPENCLIP_TOKENS = "conditioner.embedders.1.model.token_embedding.weight"
 SDXL_REFINER_TOKENS = "conditioner.embedders.0.model.token_embedding.weight"
 SDXL_TIME_EMBEDDING = UNET_PREFIX + "label_emb.0.0.weight"
+# Playground v2.5 has SDXL's architecture but EDM noise and its own latent statistics.
+PLAYGROUND_MARKER = "edm_mean"
 # Some v-prediction fine-tunes (NoobAI-XL V-Pred, for one) mark themselves with this key.
 V_PREDICTION_MARKER = "v_pred"
 
@@ -78,15 +80,20 @@ def _family(shapes: Shapes, name: str) -> str:
     if SDXL_REFINER_TOKENS in shapes:
         raise ModelError(f"'{name}' is an SDXL refiner, which only finishes other models' "
                          f"pictures; import an SDXL base model instead.")
+    if PLAYGROUND_MARKER in shapes:
+        raise ModelError(f"'{name}' is a Playground v2.5 model, whose noise schedule Easel "
+                         f"does not support.")
     if SDXL_CLIP_TOKENS in shapes and SDXL_OPENCLIP_TOKENS in shapes:
         if SDXL_TIME_EMBEDDING not in shapes:
             raise ModelError(f"'{name}' has SDXL's text encoders but a UNet without SDXL's "
                              f"size and crop conditioning.")
         return "sdxl"
-    if SD2_TOKENS in shapes:
-        return "sd2"
-    if SD1_TOKENS in shapes:
-        return "sd1"
+    family = "sd2" if SD2_TOKENS in shapes else "sd1" if SD1_TOKENS in shapes else None
+    if family is not None and SDXL_TIME_EMBEDDING in shapes:
+        raise ModelError(f"'{name}' has a UNet conditioned on more than text (an unCLIP or "
+                         f"image-variation model), which Easel does not import.")
+    if family is not None:
+        return family
     raise ModelError(f"'{name}' has no text encoder Easel recognises, so it is not a Stable "
                      f"Diffusion 1.x, 2.x or SDXL checkpoint.")
 

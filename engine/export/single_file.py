@@ -23,6 +23,7 @@ from engine.errors import Cancelled, ModelError
 from engine.export import require_export_dependencies
 from engine.export.checkpoint_family import (
     FAMILY_NAMES,
+    UNET_PREFIX,
     CheckpointKind,
     check_family,
     choose_prediction,
@@ -175,6 +176,19 @@ def check_architecture(table: Mapping[str, TensorInfo], kind: CheckpointKind,
             raise ModelError(f"{refusal}: its {component} is incomplete.") from None
         _check_fits(converted, _expected_shapes(component, configs[component]), component,
                     refusal)
+        if component == "unet":
+            _check_no_unet_tensor_left(table, converted, refusal)
+
+
+def _check_no_unet_tensor_left(table: Mapping[str, TensorInfo], converted: dict,
+                               refusal: str) -> None:
+    """diffusers' UNet helper renames each tensor it knows and skips the rest silently; a
+    skipped one means a part of the model (an image embedding, say) would be lost."""
+    unused = sum(key.startswith(UNET_PREFIX) for key in table) - len(converted)
+    if unused:
+        tensors = "tensor" if unused == 1 else "tensors"
+        raise ModelError(f"{refusal}: its unet has {unused} {tensors} the architecture does "
+                         f"not use.")
 
 
 def _expected_shapes(component: str, config: dict) -> dict[str, tuple[int, ...]]:
