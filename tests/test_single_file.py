@@ -132,6 +132,30 @@ def test_the_exporter_accepts_the_converted_folder(variant, tmp_path, configs_ro
     assert (description.family, description.prediction_type) == (variant, "epsilon")
 
 
+@pytest.mark.slow
+def test_a_converted_checkpoint_exports_to_onnx_with_the_same_outputs(tmp_path, configs_root):
+    """The whole import path: original layout -> diffusers folder -> ONNX, outputs unchanged."""
+    ort = pytest.importorskip("onnxruntime")
+    from engine.export.diffusers_folder import export_diffusers_folder
+
+    components, state = ldm_state("sd1")
+    checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "model.safetensors")
+    convert(checkpoint, tmp_path, configs_root)
+    (tmp_path / "onnx").mkdir()
+    assert export_diffusers_folder(tmp_path / "converted", tmp_path / "onnx").family == "sd1"
+    generator = torch.Generator().manual_seed(0)
+    sample, context = torch.randn(1, 4, 16, 16, generator=generator), torch.randn(
+        1, 77, 32, generator=generator)
+    timestep = torch.tensor([500.0])
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "unet" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    (found,) = session.run(None, {"sample": sample.numpy(), "timestep": timestep.numpy(),
+                                  "encoder_hidden_states": context.numpy()})
+    with torch.no_grad():
+        expected = components["unet"](sample, timestep, context).sample.numpy()
+    assert abs(found - expected).max() < 1e-4
+
+
 def test_sd2_asks_which_prediction_type(tmp_path, configs_root):
     _, state = ldm_state("sd2")
     checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "sd21.safetensors")
