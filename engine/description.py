@@ -8,17 +8,26 @@ not a new pipeline.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
 from engine.errors import ModelError
 
 DESCRIPTION_FILE = "easel.json"
-DESCRIPTION_FORMAT = 1
+# The newest format this Easel reads. A description is written as format 1 unless it uses a
+# field that format 1 lacks, so models an older Easel can run still load there.
+DESCRIPTION_FORMAT = 2
+FORMAT_2_FIELDS = ("variant", "text_encoders", "text_hidden_state", "size_conditioning",
+                   "force_zeros_for_empty_prompt", "guidance_embedding_dim", "distillation")
 
 PredictionType = Literal["epsilon", "v_prediction", "flow"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+# What the UNet takes besides the noisy latents: nothing, or an image and a mask to repaint
+# (9 input channels), or an image to edit by instruction (8).
+VARIANTS = ("text-to-image", "inpainting", "instruct-pix2pix")
+TEXT_HIDDEN_STATES = ("last", "penultimate")
+DISTILLATIONS = ("turbo", "lcm")
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,24 @@ class ModelDescription:
     text_max_length: int = 77
     # Latent → RGB matrix (channels × 3) for cheap live previews; None shows raw channels.
     preview_rgb_factors: tuple[tuple[float, float, float], ...] | None = None
-    format: int = DESCRIPTION_FORMAT
+    variant: str = "text-to-image"
+    # SDXL reads two text encoders and joins their hidden states along the features; the
+    # second's projected pooled output goes to the UNet as ``text_embeds``.
+    text_encoders: int = 1
+    # The hidden state the UNet reads: "last" (after the final layer norm, SD 1.x / 2.x) or
+    # "penultimate" (the layer before, without that norm, SDXL).
+    text_hidden_state: str = "last"
+    # SDXL's micro-conditioning: the UNet also takes ``text_embeds`` and ``time_ids``
+    # (original size, crop corner, target size).
+    size_conditioning: bool = False
+    # An empty negative prompt is zeros rather than the encoded empty text (SDXL base).
+    force_zeros_for_empty_prompt: bool = False
+    # LCM: guidance goes into the UNet as an embedding of this size (``timestep_cond``)
+    # instead of a second, unconditioned UNet pass; 0 when the UNet has no such input.
+    guidance_embedding_dim: int = 0
+    # A few-step model: "turbo" (adversarial diffusion distillation) or "lcm"; None otherwise.
+    distillation: str | None = None
+    format: int = 1
 
     def __post_init__(self) -> None:
         if self.preview_rgb_factors is not None:  # JSON gives lists; keep the dataclass hashable
@@ -46,9 +72,26 @@ class ModelDescription:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ModelError(f"The model description names an unknown prediction type "
                              f"'{self.prediction_type}'.")
+        for name, value, allowed in (("variant", self.variant, VARIANTS),
+                                     ("text hidden state", self.text_hidden_state,
+                                      TEXT_HIDDEN_STATES),
+                                     ("distillation", self.distillation, (None, *DISTILLATIONS))):
+            if value not in allowed:
+                raise ModelError(f"The model description names an unknown {name} '{value}'.")
+        if self.text_encoders not in (1, 2):
+            raise ModelError(f"The model description names {self.text_encoders} text encoders; "
+                             f"Easel runs models with 1 or 2.")
+
+    def required_format(self) -> int:
+        """1 unless a field that format 1 lacks is set to something other than its default."""
+        defaults = {field.name: field.default for field in fields(self)
+                    if field.default is not MISSING}
+        uses_format_2 = any(getattr(self, name) != defaults[name] for name in FORMAT_2_FIELDS)
+        return 2 if uses_format_2 else 1
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        data = {**asdict(self), "format": self.required_format()}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def save(self, folder: Path) -> None:
         (Path(folder) / DESCRIPTION_FILE).write_text(self.to_json(), encoding="utf-8")

@@ -33,6 +33,11 @@ class Model:
         return PromptTokenizer(self.folder / "tokenizer", self.description.text_max_length)
 
     @cached_property
+    def tokenizer_2(self) -> PromptTokenizer:
+        """The second text encoder's tokenizer (SDXL: same words, padded with "!")."""
+        return PromptTokenizer(self.folder / "tokenizer_2", self.description.text_max_length)
+
+    @cached_property
     def scheduler_config(self) -> dict:
         """The diffusers ``scheduler_config.json`` (read once; callers get a copy to change)."""
         path = self.folder / "scheduler" / "scheduler_config.json"
@@ -48,6 +53,10 @@ class Model:
     @property
     def text_encoder(self) -> Session:
         return self._session("text_encoder")
+
+    @property
+    def text_encoder_2(self) -> Session:
+        return self._session("text_encoder_2")
 
     @property
     def unet(self) -> Session:
@@ -82,7 +91,8 @@ def load_model(folder: Path, runtime: RuntimeOptions | None = None,
         raise ModelError(f"'{folder}' is not a folder, so it cannot be a model.")
     description = ModelDescription.load(folder)  # says "not an Easel model" when absent
     verify_manifest(folder)
-    for component in REQUIRED_GRAPHS:
+    second = ("text_encoder_2",) if description.text_encoders == 2 else ()
+    for component in REQUIRED_GRAPHS + second:
         if not (folder / component / "model.onnx").is_file():
             raise ModelError(f"'{name}' is not a complete model: {component}/model.onnx "
                              f"is missing.")
