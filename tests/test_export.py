@@ -368,7 +368,7 @@ def test_refuses_other_pipelines(tmp_path, tiny_sd1_diffusers):
     model = _copy(tiny_sd1_diffusers, tmp_path)
     index = json.loads((model / "model_index.json").read_text())
     (model / "model_index.json").write_text(json.dumps(
-        {**index, "_class_name": "StableDiffusionXLPipeline"}))
+        {**index, "_class_name": "StableDiffusion3Pipeline"}))
     assert "not a Stable Diffusion 1.x/2.x" in _refusal(model, tmp_path)
 
 

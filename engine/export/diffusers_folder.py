@@ -1,9 +1,9 @@
-"""Export a diffusers Stable Diffusion 1.x/2.x folder to the ONNX model folder the engine runs.
+"""Export a diffusers Stable Diffusion 1.x/2.x/XL folder to the ONNX model folder the engine runs.
 
 The layout written is the one optimum and diffusers' ONNX pipelines read (see design.md):
 model_index.json, scheduler/, tokenizer/, text_encoder/, unet/, vae_decoder/, vae_encoder/, each
-graph as ``model.onnx`` beside the component's config, plus ``easel.json``. The checksum
-manifest is the model store's job.
+graph as ``model.onnx`` beside the component's config, plus ``easel.json``; SDXL adds
+tokenizer_2/ and text_encoder_2/. The checksum manifest is the model store's job.
 """
 
 from __future__ import annotations
@@ -16,37 +16,45 @@ from pathlib import Path
 from engine.description import ModelDescription
 from engine.errors import Cancelled, ModelError
 from engine.export import require_export_dependencies
-from engine.export.source import SourceModel, check_diffusers_folder, describe
+from engine.export.source import AUTO, SourceModel, check_diffusers_folder, describe
 
 Progress = Callable[[str, int, int], None]
 ShouldStop = Callable[[], bool]
 
-COMPONENT_NAMES = ("text encoder", "UNet", "VAE decoder", "VAE encoder")
 ONNX_PIPELINE_CLASS = "OnnxStableDiffusionPipeline"  # what diffusers' own ONNX export writes
+# diffusers has no ONNX SDXL pipeline; optimum's is this one.
+ONNX_SDXL_PIPELINE_CLASS = "ORTStableDiffusionXLPipeline"
 
 
 def export_diffusers_folder(source: Path, destination: Path, progress: Progress | None = None,
                             should_stop: ShouldStop | None = None, *,
-                            external_data_threshold: int | None = None) -> ModelDescription:
+                            external_data_threshold: int | None = None,
+                            distillation: str | None = AUTO) -> ModelDescription:
     """Export the diffusers folder ``source`` into the empty folder ``destination``.
 
-    ``progress(component, number, total)`` is called as each of the four graphs starts
-    ("text encoder", 1, 4) ... ("VAE encoder", 4, 4); ``should_stop()`` is asked before each
-    and a True answer raises Cancelled. On any error ``destination`` holds a partial export:
-    the caller builds in a temporary folder and moves it into place only on success.
-    ``external_data_threshold`` (bytes) overrides when weights go to ``model.onnx.data``.
+    ``progress(component, number, total)`` is called as each graph starts
+    ("text encoder", 1, 4) ... ("VAE encoder", 4, 4) (5 graphs for SDXL); ``should_stop()``
+    is asked before each and a True answer raises Cancelled. On any error ``destination``
+    holds a partial export: the caller builds in a temporary folder and moves it into place
+    only on success. ``external_data_threshold`` (bytes) overrides when weights go to
+    ``model.onnx.data``. ``distillation`` says what kind of few-step model this is ("turbo",
+    "lcm", or None for none) where the configs cannot tell; by default they are read.
     """
     require_export_dependencies()
     _quiet_loading_bars()
     model = check_diffusers_folder(Path(source))
     destination = Path(destination)
     _check_destination(destination)
-    description = describe(model)
+    description = describe(model, distillation)
 
     from engine.export.tokenizer import export_tokenizer
 
     export_tokenizer(model.folder / "tokenizer", destination / "tokenizer",
                      description.text_max_length, model.text_encoder.get("vocab_size", 49408))
+    if model.is_sdxl:
+        export_tokenizer(model.folder / "tokenizer_2", destination / "tokenizer_2",
+                         description.text_max_length,
+                         model.text_encoder_2.get("vocab_size", 49408))
     _write_configs(model, destination)
     _export_graphs(model, destination, progress, should_stop, external_data_threshold)
     description.save(destination)
@@ -59,13 +67,16 @@ def _check_destination(destination: Path) -> None:
 
 
 def _write_configs(model: SourceModel, destination: Path) -> None:
-    for component in ("scheduler", "text_encoder", "unet", "vae_decoder", "vae_encoder"):
+    second = ("text_encoder_2",) if model.is_sdxl else ()
+    for component in ("scheduler", "text_encoder", *second, "unet", "vae_decoder",
+                      "vae_encoder"):
         (destination / component).mkdir()
     source = model.folder
     shutil.copyfile(source / "scheduler" / "scheduler_config.json",
                     destination / "scheduler" / "scheduler_config.json")
-    for exported, original in (("text_encoder", "text_encoder"), ("unet", "unet"),
-                               ("vae_decoder", "vae"), ("vae_encoder", "vae")):
+    configs = (("text_encoder", "text_encoder"), *((name, name) for name in second),
+               ("unet", "unet"), ("vae_decoder", "vae"), ("vae_encoder", "vae"))
+    for exported, original in configs:
         shutil.copyfile(source / original / "config.json", destination / exported / "config.json")
     index = _onnx_model_index(model)
     (destination / "model_index.json").write_text(json.dumps(index, indent=2) + "\n",
@@ -74,6 +85,21 @@ def _write_configs(model: SourceModel, destination: Path) -> None:
 
 def _onnx_model_index(model: SourceModel) -> dict:
     onnx_model = ["diffusers", "OnnxRuntimeModel"]
+    if model.is_sdxl:
+        return {
+            "_class_name": ONNX_SDXL_PIPELINE_CLASS,
+            "_diffusers_version": model.model_index.get("_diffusers_version", "0.0.0"),
+            "force_zeros_for_empty_prompt": model.model_index.get(
+                "force_zeros_for_empty_prompt", True),
+            "scheduler": ["diffusers", model.scheduler["_class_name"]],
+            "text_encoder": onnx_model,
+            "text_encoder_2": onnx_model,
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": onnx_model,
+            "vae_decoder": onnx_model,
+            "vae_encoder": onnx_model,
+        }
     return {
         "_class_name": ONNX_PIPELINE_CLASS,
         "_diffusers_version": model.model_index.get("_diffusers_version", "0.0.0"),
@@ -94,17 +120,23 @@ def _export_graphs(model: SourceModel, destination: Path, progress: Progress | N
     from engine.export import graphs
 
     threshold = external_data_threshold or graphs.EXTERNAL_DATA_THRESHOLD
-    steps = (  # (folder written, component loaded, graph wrapper, example inputs to trace)
-        ("text_encoder", "text_encoder", graphs.TextEncoderGraph, graphs.text_encoder_example),
-        ("unet", "unet", graphs.UNetGraph, graphs.unet_example),
-        ("vae_decoder", "vae", graphs.VaeDecoderGraph, graphs.vae_decoder_example),
-        ("vae_encoder", "vae", graphs.VaeEncoderGraph, graphs.vae_encoder_example),
+    # SDXL reads an inner hidden state of its text encoders, so they give them all.
+    text_graph = graphs.HiddenStatesTextEncoderGraph if model.is_sdxl else graphs.TextEncoderGraph
+    second = (("second text encoder", "text_encoder_2", "text_encoder_2", text_graph,
+               graphs.text_encoder_example),) if model.is_sdxl else ()
+    steps = (  # (name shown, folder written, component loaded, graph wrapper, example inputs)
+        ("text encoder", "text_encoder", "text_encoder", text_graph,
+         graphs.text_encoder_example),
+        *second,
+        ("UNet", "unet", "unet", graphs.UNetGraph, graphs.unet_example),
+        ("VAE decoder", "vae_decoder", "vae", graphs.VaeDecoderGraph, graphs.vae_decoder_example),
+        ("VAE encoder", "vae_encoder", "vae", graphs.VaeEncoderGraph, graphs.vae_encoder_example),
     )
-    for number, (folder, component, graph_class, example) in enumerate(steps, start=1):
+    for number, (shown, folder, component, graph_class, example) in enumerate(steps, start=1):
         if should_stop is not None and should_stop():
             raise Cancelled("The model import was cancelled.")
         if progress is not None:
-            progress(COMPONENT_NAMES[number - 1], number, len(steps))
+            progress(shown, number, len(steps))
         module = _load(model, component)
         graphs.export_graph(graph_class(module), example(module),
                             destination / folder / "model.onnx", threshold)
@@ -116,9 +148,11 @@ def _load(model: SourceModel, component: str):
     import torch
     from safetensors import SafetensorError
 
-    if component == "text_encoder":
-        from transformers import CLIPTextModel as model_class
+    if component in ("text_encoder", "text_encoder_2"):
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+        model_class = CLIPTextModel if component == "text_encoder" else (
+            CLIPTextModelWithProjection)
         dtype_argument = {"dtype": torch.float32}
     else:
         from diffusers import AutoencoderKL, UNet2DConditionModel

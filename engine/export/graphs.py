@@ -55,25 +55,79 @@ class TextEncoderGraph(torch.nn.Module):
         return output.last_hidden_state, output.pooler_output
 
 
-class UNetGraph(torch.nn.Module):
-    """``sample``, ``timestep`` (float32 [batch]), ``encoder_hidden_states`` -> ``out_sample``."""
+class HiddenStatesTextEncoderGraph(torch.nn.Module):
+    """A text encoder that also gives every hidden state, for families that read an inner one
+    (SDXL reads the penultimate layer).
 
-    input_names = ("sample", "timestep", "encoder_hidden_states")
+    Outputs as optimum names them, so either tool reads the other's export: a CLIPTextModel
+    gives ``last_hidden_state``, ``pooler_output``; a CLIPTextModelWithProjection (SDXL's
+    second encoder) gives the projected ``text_embeds``, ``last_hidden_state``; then both give
+    ``hidden_states.0`` (the token embeddings) to ``hidden_states.N`` (the last layer, before
+    the final layer norm).
+    """
+
+    input_names = ("input_ids",)
+
+    def __init__(self, text_encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.projected = hasattr(text_encoder, "text_projection")
+        first = ("text_embeds", "last_hidden_state") if self.projected else (
+            "last_hidden_state", "pooler_output")
+        layers = text_encoder.config.num_hidden_layers
+        hidden = tuple(f"hidden_states.{index}" for index in range(layers + 1))
+        self.output_names = first + hidden
+        self.dynamic_axes = {
+            "input_ids": {0: "batch", 1: "sequence"},
+            **{name: {0: "batch", 1: "sequence"} for name in ("last_hidden_state", *hidden)},
+            first[0 if self.projected else 1]: {0: "batch"},
+        }
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output = self.text_encoder(input_ids=input_ids, output_hidden_states=True,
+                                   return_dict=True)
+        first = ((output.text_embeds, output.last_hidden_state) if self.projected
+                 else (output.last_hidden_state, output.pooler_output))
+        return (*first, *output.hidden_states)
+
+
+class UNetGraph(torch.nn.Module):
+    """``sample``, ``timestep`` (float32 [batch]), ``encoder_hidden_states`` -> ``out_sample``.
+
+    SDXL's UNet also takes ``text_embeds`` (the pooled text projection) and ``time_ids``
+    (original size, crop corner, target size); an LCM UNet takes ``timestep_cond`` (the
+    guidance-scale embedding). The inputs are those the UNet's config asks for.
+    """
+
     output_names = ("out_sample",)
-    dynamic_axes = {
-        "sample": {0: "batch", 2: "height", 3: "width"},
-        "timestep": {0: "batch"},
-        "encoder_hidden_states": {0: "batch", 1: "sequence"},
-        "out_sample": {0: "batch", 2: "height", 3: "width"},
-    }
 
     def __init__(self, unet: torch.nn.Module) -> None:
         super().__init__()
         self.unet = unet
+        self.added_conditions = unet_added_conditions(unet)
+        self.extra_inputs = self.added_conditions + (
+            ("timestep_cond",) if unet.config.time_cond_proj_dim else ())
+        self.input_names = ("sample", "timestep", "encoder_hidden_states", *self.extra_inputs)
+        self.dynamic_axes = {
+            "sample": {0: "batch", 2: "height", 3: "width"},
+            "timestep": {0: "batch"},
+            "encoder_hidden_states": {0: "batch", 1: "sequence"},
+            **{name: {0: "batch"} for name in self.extra_inputs},
+            "out_sample": {0: "batch", 2: "height", 3: "width"},
+        }
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
-                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+                encoder_hidden_states: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(self.extra_inputs, extra, strict=True))
+        added = {name: named[name] for name in self.added_conditions} or None
+        return self.unet(sample, timestep, encoder_hidden_states,
+                         timestep_cond=named.get("timestep_cond"), added_cond_kwargs=added,
+                         return_dict=False)[0]
+
+
+def unet_added_conditions(unet: torch.nn.Module) -> tuple[str, ...]:
+    """The ``added_cond_kwargs`` the UNet needs: SDXL's size conditioning, or none."""
+    return ("text_embeds", "time_ids") if unet.config.addition_embed_type == "text_time" else ()
 
 
 class VaeDecoderGraph(torch.nn.Module):
@@ -140,10 +194,18 @@ def unet_example(unet: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     config = unet.config
     factor = 2 ** unet.num_upsamplers
     height, width = factor + 1, 2 * factor + 3
+    extra = []
+    if unet_added_conditions(unet):
+        time_ids = 6 * config.addition_time_embed_dim
+        extra += [_noise(1, config.projection_class_embeddings_input_dim - time_ids),
+                  torch.tensor([[height * 8.0, width * 8.0, 0.0, 0.0, height * 8.0, width * 8.0]])]
+    if config.time_cond_proj_dim:
+        extra.append(_noise(1, config.time_cond_proj_dim))
     return (
         _noise(1, config.in_channels, height, width),
         torch.tensor([999.0]),
         _noise(1, 7, config.cross_attention_dim),
+        *extra,
     )
 
 

@@ -2,6 +2,14 @@
 
 Pure JSON and file-name checks (no torch): a folder is refused with one sentence before any
 weights are read, and nothing that ships with a model is ever imported or unpickled.
+
+Families: SD 1.x / 2.x (one CLIP text encoder) and SDXL (two, the second with a projection,
+and a UNet conditioned on the image size). Few-step models are recognised from their configs:
+LCM by the UNet's guidance-embedding input (``time_cond_proj_dim``) or an LCMScheduler, turbo
+(SD-Turbo, SDXL-Turbo, and alike, e.g. SDXL-Lightning) by an Euler scheduler with "trailing"
+timestep spacing. Nothing in a turbo folder says so for certain, so the importer can be told
+(``distillation`` of ``export_diffusers_folder``). Inpainting and InstructPix2Pix UNets are
+recognised by their input channels and labelled in the description.
 """
 
 from __future__ import annotations
@@ -14,16 +22,32 @@ from engine.description import ModelDescription
 from engine.errors import ModelError
 from engine.images import SD_LATENT_RGB_FACTORS
 
-PIPELINE_CLASS = "StableDiffusionPipeline"
+# The pipelines whose folders Easel imports, and whether they are SDXL ones.
+PIPELINE_CLASSES = {
+    "StableDiffusionPipeline": False,
+    "LatentConsistencyModelPipeline": False,
+    "StableDiffusionInpaintPipeline": False,
+    "StableDiffusionInstructPix2PixPipeline": False,
+    "StableDiffusionXLPipeline": True,
+    "StableDiffusionXLInpaintPipeline": True,
+    "StableDiffusionXLInstructPix2PixPipeline": True,
+}
+TOKENIZER_CLASSES = ("CLIPTokenizer", "CLIPTokenizerFast")
 # The component each model_index.json entry must name: (library, accepted classes).
 COMPONENTS = {
     "unet": ("diffusers", ("UNet2DConditionModel",)),
     "vae": ("diffusers", ("AutoencoderKL",)),
     "text_encoder": ("transformers", ("CLIPTextModel",)),
-    "tokenizer": ("transformers", ("CLIPTokenizer", "CLIPTokenizerFast")),
+    "tokenizer": ("transformers", TOKENIZER_CLASSES),
     "scheduler": ("diffusers", None),  # any diffusers scheduler: only its config is copied
 }
+SDXL_COMPONENTS = {
+    **COMPONENTS,
+    "text_encoder_2": ("transformers", ("CLIPTextModelWithProjection",)),
+    "tokenizer_2": ("transformers", TOKENIZER_CLASSES),
+}
 WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
+SDXL_WEIGHT_COMPONENTS = (*WEIGHT_COMPONENTS, "text_encoder_2")
 CODE_SUFFIXES = (".py", ".pyc", ".pyo")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -31,6 +55,15 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_SCHEDULER = "dpmpp_2m_karras"
+SDXL_DEFAULT_GUIDANCE = 5.0  # diffusers' StableDiffusionXLPipeline default
+# Few-step models, as their model cards run them: turbo in 1 step without guidance; LCM in 4
+# steps, its guidance scale going into the UNet's embedding (8 as LCM-Dreamshaper's card),
+# or off for a model without that input (an LCM-LoRA merged into an ordinary UNet).
+TURBO_STEPS = 1
+LCM_STEPS = 4
+LCM_GUIDANCE = 8.0
+AUTO = "auto"  # detect the distillation from the configs
+DISTILLATIONS = ("turbo", "lcm")
 # diffusers' AutoencoderKL default; configs written before diffusers 0.10 do not name it.
 DEFAULT_LATENT_SCALING = 0.18215
 
@@ -46,14 +79,19 @@ class SourceModel:
     text_encoder: dict
     scheduler: dict
     weight_variants: dict[str, str | None]  # component -> diffusers "variant" ("fp16") or None
+    text_encoder_2: dict | None = None  # SDXL's second text encoder (with projection)
 
     @property
     def name(self) -> str:
         return self.folder.name
 
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
 
 def check_diffusers_folder(folder: Path) -> SourceModel:
-    """Return the configs of a diffusers SD 1.x/2.x folder, or raise ModelError saying why not."""
+    """The configs of a diffusers SD 1.x/2.x/XL folder, or ModelError saying why it is refused."""
     folder = Path(folder)
     name = folder.name
     if not folder.is_dir():
@@ -62,17 +100,20 @@ def check_diffusers_folder(folder: Path) -> SourceModel:
     index = _read_json(folder / "model_index.json", f"'{name}' is not a diffusers model folder "
                        f"(it has no readable model_index.json).")
     _refuse_code(folder)
-    _check_pipeline_class(index, name)
-    for component in COMPONENTS:
-        _check_component_entry(index, component, name)
+    is_sdxl = _check_pipeline_class(index, name)
+    components = SDXL_COMPONENTS if is_sdxl else COMPONENTS
+    for component in components:
+        _check_component_entry(index, component, name, components)
+    text_encoders = ("text_encoder", "text_encoder_2") if is_sdxl else ("text_encoder",)
     configs = {
         component: _read_component_config(folder, component)
-        for component in ("unet", "vae", "text_encoder", "scheduler")
+        for component in ("unet", "vae", *text_encoders, "scheduler")
     }
     _check_config_classes(configs, name)
-    _check_tokenizer_files(folder / "tokenizer", name)
+    for tokenizer in ("tokenizer", "tokenizer_2") if is_sdxl else ("tokenizer",):
+        _check_tokenizer_files(folder / tokenizer, name)
     variants = {component: _weight_variant(folder / component, component, name)
-                for component in WEIGHT_COMPONENTS}
+                for component in (SDXL_WEIGHT_COMPONENTS if is_sdxl else WEIGHT_COMPONENTS)}
     source = SourceModel(folder=folder, model_index=index, weight_variants=variants, **configs)
     _check_shapes_fit(source)
     return source
@@ -96,18 +137,21 @@ def _read_json(path: Path, missing_sentence: str) -> dict:
     return data
 
 
-def _check_pipeline_class(index: dict, name: str) -> None:
+def _check_pipeline_class(index: dict, name: str) -> bool:
+    """Whether the folder is an SDXL one; refuses every pipeline Easel does not import."""
     pipeline = index.get("_class_name")
     if isinstance(pipeline, list):  # ["module", "Class"]: a custom pipeline, i.e. code
         raise ModelError(f"'{name}' uses a custom pipeline; Easel never runs code that comes "
                          f"with a model.")
-    if pipeline != PIPELINE_CLASS:
+    if pipeline not in PIPELINE_CLASSES:
         raise ModelError(f"'{name}' is a {pipeline or 'unknown'} model, not a Stable Diffusion "
-                         f"1.x/2.x text-to-image model.")
+                         f"1.x/2.x or XL model.")
+    return PIPELINE_CLASSES[pipeline]
 
 
-def _check_component_entry(index: dict, component: str, name: str) -> None:
-    library, classes = COMPONENTS[component]
+def _check_component_entry(index: dict, component: str, name: str,
+                           components: dict[str, tuple[str, tuple[str, ...] | None]]) -> None:
+    library, classes = components[component]
     entry = index.get(component)
     if not (isinstance(entry, list) and len(entry) == 2 and entry[0] and entry[1]):
         raise ModelError(f"'{name}' has no {component}, so it is not a complete Stable "
@@ -118,7 +162,7 @@ def _check_component_entry(index: dict, component: str, name: str) -> None:
                          f"never runs code that comes with a model.")
     if classes is not None and entry[1] not in classes:
         raise ModelError(f"'{name}' has a {entry[1]} {component}; Easel imports Stable "
-                         f"Diffusion 1.x/2.x models with a {classes[0]}.")
+                         f"Diffusion models with a {classes[0]} there.")
 
 
 def _read_component_config(folder: Path, component: str) -> dict:
@@ -138,11 +182,15 @@ def _check_config_classes(configs: dict[str, dict], name: str) -> None:
         if found != class_name:
             raise ModelError(f"'{name}' has a {component} config for {found!r}, not for "
                              f"{class_name}.")
-    text = configs["text_encoder"]
-    is_clip = (text.get("model_type", "clip_text_model") == "clip_text_model"
-               and (text.get("architectures") or ["CLIPTextModel"]) == ["CLIPTextModel"])
-    if not is_clip:
-        raise ModelError(f"'{name}' has a text encoder that is not a CLIP text model.")
+    for component, architecture in (("text_encoder", "CLIPTextModel"),
+                                     ("text_encoder_2", "CLIPTextModelWithProjection")):
+        text = configs.get(component)
+        if text is None:
+            continue
+        is_clip = (text.get("model_type", "clip_text_model") == "clip_text_model"
+                   and (text.get("architectures") or [architecture]) == [architecture])
+        if not is_clip:
+            raise ModelError(f"'{name}' has a text encoder that is not a {architecture}.")
     if not isinstance(configs["scheduler"].get("_class_name"), str):
         raise ModelError(f"'{name}' has a scheduler config that names no scheduler.")
 
@@ -161,7 +209,7 @@ def _check_tokenizer_files(folder: Path, name: str) -> None:
 def _weight_variant(folder: Path, component: str, name: str) -> str | None:
     """None for plain safetensors weights, "fp16" etc. when only a variant is there."""
     stems = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
-             "text_encoder": "model"}
+             "text_encoder": "model", "text_encoder_2": "model"}
     stem = stems[component]
     files = [path.name for path in folder.iterdir()] if folder.is_dir() else []
     if f"{stem}.safetensors" in files or f"{stem}.safetensors.index.json" in files:
@@ -181,15 +229,49 @@ def _weight_variant(folder: Path, component: str, name: str) -> str | None:
 def _check_shapes_fit(source: SourceModel) -> None:
     latent = source.vae.get("latent_channels", 4)
     unet_in, unet_out = source.unet.get("in_channels", 4), source.unet.get("out_channels", 4)
-    if unet_in != latent or unet_out != latent:
+    if unet_out != latent or variant(source) is None:
         raise ModelError(f"'{source.name}' has a UNet with {unet_in} input channels for "
-                         f"{latent} latent channels (inpainting models are not supported yet).")
+                         f"{latent} latent channels, which fits no model Easel knows.")
     hidden = source.text_encoder.get("hidden_size")
+    if source.is_sdxl:
+        hidden += source.text_encoder_2.get("hidden_size")
     if source.unet.get("cross_attention_dim") != hidden:
         raise ModelError(f"'{source.name}' has a text encoder that does not fit its UNet.")
+    _check_size_conditioning(source)
+    if source.vae.get("latents_mean") is not None or source.vae.get("latents_std") is not None:
+        raise ModelError(f"'{source.name}' has a VAE with a per-channel latent mean, which "
+                         f"Easel does not support yet.")
     if prediction_type(source) not in PREDICTION_TYPES:
         raise ModelError(f"'{source.name}' predicts '{prediction_type(source)}', which Easel "
-                         f"does not support for Stable Diffusion 1.x/2.x.")
+                         f"does not support for Stable Diffusion models.")
+
+
+def _check_size_conditioning(source: SourceModel) -> None:
+    """SDXL's UNet takes the pooled text projection and six size numbers, and only SDXL's."""
+    unet = source.unet
+    takes_sizes = unet.get("addition_embed_type") == "text_time"
+    if not source.is_sdxl:
+        if unet.get("addition_embed_type") or unet.get("class_embed_type"):
+            raise ModelError(f"'{source.name}' has a UNet with extra conditioning that Easel "
+                             f"does not know for a Stable Diffusion 1.x/2.x model.")
+        return
+    projection = source.text_encoder_2.get("projection_dim", 0)
+    expected = 6 * (unet.get("addition_time_embed_dim") or 0) + projection
+    if not takes_sizes or unet.get("projection_class_embeddings_input_dim") != expected:
+        raise ModelError(f"'{source.name}' has a UNet that does not take SDXL's size and "
+                         f"pooled-text conditioning as its text encoders give it.")
+
+
+def variant(source: SourceModel) -> str | None:
+    """What the UNet's input channels say it is (None: nothing Easel knows).
+
+    Inpainting UNets read the noisy latents, the masked picture's latents and the mask (2n + 1
+    channels); InstructPix2Pix UNets the noisy latents and the picture's latents (2n).
+    """
+    latent = source.vae.get("latent_channels", 4)
+    channels = source.unet.get("in_channels", 4)
+    return {latent: "text-to-image", 2 * latent + 1: "inpainting",
+            2 * latent: "instruct-pix2pix"}.get(channels)
 
 
 def prediction_type(source: SourceModel) -> str:
@@ -198,19 +280,44 @@ def prediction_type(source: SourceModel) -> str:
 
 
 def family(source: SourceModel) -> str:
-    """"sd2" for the OpenCLIP text encoder of SD 2.x, "sd1" for OpenAI CLIP.
+    """"sdxl" for two text encoders, else "sd2" for the OpenCLIP text encoder of SD 2.x and
+    "sd1" for OpenAI CLIP.
 
     The text encoder is what defines SD 2: OpenCLIP ViT-H/14 uses exact GELU where OpenAI's
     ViT-L/14 uses quick_gelu. Other signs are not decisive: SD 2.0-base predicts epsilon like
     SD 1.x, both are 512 px and 768 px fine-tunes exist in both, and hidden sizes say nothing
     about tiny or pruned models.
     """
+    if source.is_sdxl:
+        return "sdxl"
     return "sd2" if source.text_encoder.get("hidden_act") == "gelu" else "sd1"
 
 
-def describe(source: SourceModel) -> ModelDescription:
+def distillation(source: SourceModel) -> str | None:
+    """"lcm", "turbo" or None, as far as the configs tell (see the module notes)."""
+    scheduler = source.scheduler
+    if source.unet.get("time_cond_proj_dim") or scheduler.get("_class_name") == "LCMScheduler":
+        return "lcm"
+    euler = scheduler.get("_class_name") in ("EulerDiscreteScheduler",
+                                             "EulerAncestralDiscreteScheduler")
+    # Zero-terminal-SNR models also space their steps "trailing", but are not few-step ones.
+    if (euler and scheduler.get("timestep_spacing") == "trailing"
+            and not scheduler.get("rescale_betas_zero_snr")):
+        return "turbo"
+    return None
+
+
+def describe(source: SourceModel, distilled: str | None = AUTO) -> ModelDescription:
+    """The model's description; ``distilled`` ("turbo", "lcm" or None) overrides detection."""
+    if distilled == AUTO:
+        distilled = distillation(source)
+    if distilled not in (None, *DISTILLATIONS):
+        raise ValueError(f"Unknown distillation {distilled!r}; use one of {DISTILLATIONS} "
+                         f"or None.")
     vae_scale = 2 ** (len(source.vae.get("block_out_channels", (0,) * 4)) - 1)
     height, width = _sample_size(source.unet.get("sample_size", 64))
+    is_sdxl = source.is_sdxl
+    steps, guidance, scheduler = _defaults(source, distilled)
     return ModelDescription(
         family=family(source),
         latent_channels=source.vae.get("latent_channels", 4),
@@ -220,16 +327,39 @@ def describe(source: SourceModel) -> ModelDescription:
         prediction_type=prediction_type(source),
         default_width=width * vae_scale,
         default_height=height * vae_scale,
-        default_steps=DEFAULT_STEPS,
-        default_guidance=DEFAULT_GUIDANCE,
-        default_scheduler=DEFAULT_SCHEDULER,
+        default_steps=steps,
+        default_guidance=guidance,
+        default_scheduler=scheduler,
         text_max_length=source.text_encoder.get("max_position_embeddings", 77),
-        preview_rgb_factors=_preview_factors(source.vae.get("latent_channels", 4)),
+        preview_rgb_factors=None if is_sdxl else _preview_factors(
+            source.vae.get("latent_channels", 4)),
+        variant=variant(source),
+        text_encoders=2 if is_sdxl else 1,
+        text_hidden_state="penultimate" if is_sdxl else "last",
+        size_conditioning=is_sdxl,
+        # diffusers' SDXL pipelines default to zeros when the folder does not say.
+        force_zeros_for_empty_prompt=is_sdxl and bool(
+            source.model_index.get("force_zeros_for_empty_prompt", True)),
+        guidance_embedding_dim=int(source.unet.get("time_cond_proj_dim") or 0),
+        distillation=distilled,
     )
 
 
+def _defaults(source: SourceModel, distilled: str | None) -> tuple[int, float, str]:
+    """(steps, guidance, scheduler) a user gets without asking."""
+    if distilled == "lcm":
+        guidance = LCM_GUIDANCE if source.unet.get("time_cond_proj_dim") else 1.0
+        return LCM_STEPS, guidance, "lcm"
+    if distilled == "turbo":
+        ancestral = source.scheduler.get("_class_name") == "EulerAncestralDiscreteScheduler"
+        return TURBO_STEPS, 0.0, "euler_ancestral" if ancestral else "euler"
+    guidance = SDXL_DEFAULT_GUIDANCE if source.is_sdxl else DEFAULT_GUIDANCE
+    return DEFAULT_STEPS, guidance, DEFAULT_SCHEDULER
+
+
 def _preview_factors(latent_channels: int) -> tuple[tuple[float, ...], ...] | None:
-    """SD 1.x / 2.x share one 4-channel VAE latent space, so one preview matrix fits both."""
+    """SD 1.x / 2.x share one 4-channel VAE latent space, so one preview matrix fits both
+    (SDXL's VAE has another; its previews show the raw channels until it has its own)."""
     if latent_channels != SD_LATENT_RGB_FACTORS.shape[0]:
         return None
     return tuple(tuple(float(value) for value in row) for row in SD_LATENT_RGB_FACTORS)
