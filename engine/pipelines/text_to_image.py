@@ -3,13 +3,18 @@
 The loop reads top to bottom like diffusers': check inputs, encode the prompt, prepare the
 latents, denoise, decode. Each image of a batch is made alone from seed + i, so any one of
 them can be made again by itself.
+
+One pipeline serves every family; the model's description says what differs. SDXL
+(StableDiffusionXLPipeline) reads two text encoders and conditions the UNet on the image size
+as well; LCM models (LatentConsistencyModelPipeline) take the guidance scale as an embedding
+instead of a second UNet pass; turbo models only change the defaults (1-4 steps, no guidance).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,7 +29,7 @@ from engine.request import (
     ProgressCallback,
     TextToImageRequest,
 )
-from engine.runtime import CancelToken
+from engine.runtime import CancelToken, Session
 from engine.schedulers import make_scheduler
 from engine.schedulers.base import Scheduler
 
@@ -33,6 +38,20 @@ StepReport = Callable[[int, np.ndarray], None]
 MAX_SIDE = 8192
 MAX_COUNT = 100
 MAX_SEED = 2**63 - 1
+
+# What a model that is not a text-to-image model does, for the sentence that refuses it.
+VARIANT_PURPOSES = {
+    "inpainting": "an inpainting model, which repaints a masked part of a picture",
+    "instruct-pix2pix": "an InstructPix2Pix model, which edits a picture by instruction",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEmbeddings:
+    """The text conditioning, [negative, positive] stacked on the batch when guidance is on."""
+
+    hidden_states: np.ndarray  # (batch, tokens, features): the UNet's encoder_hidden_states
+    text_embeds: np.ndarray | None = None  # (batch, projection): SDXL's pooled text embedding
 
 
 class TextToImagePipeline:
@@ -49,11 +68,15 @@ class TextToImagePipeline:
         cancel = cancel or CancelToken()
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
-        use_guidance = parameters.guidance > 1.0  # as diffusers: guidance <= 1 means off
+        # As diffusers: guidance <= 1 means off; a model with a guidance embedding (LCM) takes
+        # the scale as an input and never runs the unconditioned pass.
+        use_guidance = parameters.guidance > 1.0 and not self.description.guidance_embedding_dim
 
-        # 2. Encode the prompt (and the negative prompt, for classifier-free guidance).
-        prompt_embeds, warnings = self.encode_prompt(
+        # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
+        # gather everything else the UNet is conditioned on.
+        embeddings, warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+        conditioning = self.prepare_conditioning(embeddings, parameters, use_guidance)
 
         images = []
         for index in range(request.count):
@@ -72,7 +95,7 @@ class TextToImagePipeline:
                     on_progress(Progress(index, request.count, step, parameters.steps,
                                          current, self.model.preview_factors))
 
-            latents = self.denoise(latents, prompt_embeds, parameters.guidance, use_guidance,
+            latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel)
 
             # 5. Decode; a NaN or black frame is a failure, never a picture.
@@ -88,6 +111,9 @@ class TextToImagePipeline:
         steps = description.default_steps if request.steps is None else request.steps
         guidance = description.default_guidance if request.guidance is None else request.guidance
         scheduler = request.scheduler or description.default_scheduler
+        if description.variant in VARIANT_PURPOSES:
+            raise BadRequest(f"'{self.model.name}' is {VARIANT_PURPOSES[description.variant]}; "
+                             f"it cannot make a picture from text alone.")
         multiple = math.lcm(8, description.vae_scale_factor)
         for side, value in (("width", width), ("height", height)):
             if not isinstance(value, int) or value <= 0 or value % multiple:
@@ -140,28 +166,84 @@ class TextToImagePipeline:
         return make_scheduler(name, config)
 
     def encode_prompt(self, prompt: str, negative_prompt: str, use_guidance: bool,
-                      cancel: CancelToken) -> tuple[np.ndarray, list[str]]:
+                      cancel: CancelToken) -> tuple[PromptEmbeddings, list[str]]:
         """Text embeddings, [negative, positive] stacked when guidance is on."""
-        warnings = []
+        warnings: list[str] = []
         texts = {"prompt": prompt}
         if use_guidance:
             texts = {"negative prompt": negative_prompt, **texts}
-        embeddings = []
+        zero_negative = use_guidance and not negative_prompt and (
+            self.description.force_zeros_for_empty_prompt)
+        encoded = {}
         for label, text in texts.items():
-            tokens = self.model.tokenizer(text)
-            if tokens.truncated_text:
-                warnings.append(
-                    f"The {label} is longer than the {self.description.text_max_length - 2} "
-                    f"tokens the text encoder reads; this end was left out: "
-                    f"\"{tokens.truncated_text}\".")
-            if tokens.unknown_words and tokens.known_word_count:
-                warnings.append(f"The model does not know these words of the {label}, so it "
-                                f"ignored them: {', '.join(tokens.unknown_words)}.")
-            encoder = self.model.text_encoder
-            ids = tokens.ids.astype(encoder.input_type("input_ids"))
-            (hidden,) = encoder.run({"input_ids": ids}, ["last_hidden_state"], cancel)
-            embeddings.append(hidden)
-        return np.concatenate(embeddings).astype(np.float32), warnings
+            if label == "negative prompt" and zero_negative:
+                continue  # SDXL was trained with zeros for "no negative prompt"
+            encoded[label] = self.encode_text(text, label, warnings, cancel)
+        if zero_negative:
+            hidden, pooled = encoded["prompt"]
+            zeros = None if pooled is None else np.zeros_like(pooled)
+            encoded = {"negative prompt": (np.zeros_like(hidden), zeros), **encoded}
+        hidden_states = np.concatenate([hidden for hidden, _ in encoded.values()])
+        text_embeds = None
+        if self.description.text_encoders == 2:
+            text_embeds = np.concatenate([pooled for _, pooled in encoded.values()])
+            text_embeds = text_embeds.astype(np.float32)
+        return PromptEmbeddings(hidden_states.astype(np.float32), text_embeds), warnings
+
+    def encode_text(self, text: str, label: str, warnings: list[str],
+                    cancel: CancelToken) -> tuple[np.ndarray, np.ndarray | None]:
+        """(hidden states, pooled projection or None) of one text, through every encoder.
+
+        With two encoders (SDXL) their hidden states are joined along the features, and the
+        second one's projected pooled output is the pooled embedding, as in diffusers.
+        """
+        tokens = self.model.tokenizer(text)
+        if tokens.truncated_text:
+            warnings.append(
+                f"The {label} is longer than the {self.description.text_max_length - 2} "
+                f"tokens the text encoder reads; this end was left out: "
+                f"\"{tokens.truncated_text}\".")
+        if tokens.unknown_words and tokens.known_word_count:
+            warnings.append(f"The model does not know these words of the {label}, so it "
+                            f"ignored them: {', '.join(tokens.unknown_words)}.")
+        hidden = self._hidden_state(self.model.text_encoder, tokens.ids, [], cancel)[0]
+        if self.description.text_encoders == 1:
+            return hidden, None
+        # The same words, tokenized again: the second tokenizer pads with its own token.
+        ids_2 = self.model.tokenizer_2(text).ids
+        hidden_2, pooled = self._hidden_state(self.model.text_encoder_2, ids_2, ["text_embeds"],
+                                              cancel)
+        return np.concatenate([hidden, hidden_2], axis=-1), pooled
+
+    def _hidden_state(self, encoder: Session, ids: np.ndarray, extra_outputs: list[str],
+                      cancel: CancelToken) -> list[np.ndarray]:
+        """The hidden state the description names, then ``extra_outputs``."""
+        if self.description.text_hidden_state == "last":
+            name = "last_hidden_state"
+        else:
+            name = penultimate_output(encoder)
+        ids = ids.astype(encoder.input_type("input_ids"))
+        return encoder.run({"input_ids": ids}, [name, *extra_outputs], cancel)
+
+    def prepare_conditioning(self, embeddings: PromptEmbeddings,
+                             parameters: GenerationParameters,
+                             use_guidance: bool) -> dict[str, np.ndarray]:
+        """Every UNet input but the latents and the timestep, batched like the latents."""
+        description = self.description
+        conditioning = {"encoder_hidden_states": embeddings.hidden_states}
+        batch = len(embeddings.hidden_states)
+        if description.size_conditioning:
+            # SDXL's micro-conditioning: the picture is uncropped and made at the size asked
+            # for: (original height, width, crop top, left, target height, width).
+            size = [parameters.height, parameters.width]
+            time_ids = np.array([size + [0, 0] + size], dtype=np.float32)
+            conditioning["text_embeds"] = embeddings.text_embeds
+            conditioning["time_ids"] = np.repeat(time_ids, batch, axis=0)
+        if description.guidance_embedding_dim:
+            embedding = guidance_scale_embedding(parameters.guidance,
+                                                 description.guidance_embedding_dim)
+            conditioning["timestep_cond"] = np.repeat(embedding, batch, axis=0)
+        return conditioning
 
     def prepare_latents(self, rng: np.random.Generator, parameters: GenerationParameters,
                         request: TextToImageRequest, index: int) -> np.ndarray:
@@ -173,7 +255,7 @@ class TextToImagePipeline:
             return np.asarray(request.latents[index : index + 1], dtype=np.float32)
         return drawn
 
-    def denoise(self, latents: np.ndarray, prompt_embeds: np.ndarray, guidance: float,
+    def denoise(self, latents: np.ndarray, conditioning: dict[str, np.ndarray], guidance: float,
                 use_guidance: bool, scheduler: Scheduler, rng: np.random.Generator,
                 report: StepReport, cancel: CancelToken) -> np.ndarray:
         unet = self.model.unet
@@ -187,7 +269,7 @@ class TextToImagePipeline:
             feeds = {
                 "sample": model_input.astype(np.float32),
                 "timestep": np.full((batch,), timestep, dtype=timestep_type),
-                "encoder_hidden_states": prompt_embeds,
+                **conditioning,
             }
             (noise_pred,) = unet.run(feeds, ["out_sample"], cancel)
             if use_guidance:
@@ -205,6 +287,36 @@ class TextToImagePipeline:
         (decoded,) = self.model.vae_decoder.run({"latent_sample": latents.astype(np.float32)},
                                                 ["sample"], cancel)
         return to_pixels(decoded)
+
+
+def penultimate_output(encoder: Session) -> str:
+    """The name of a text encoder's second-to-last hidden state.
+
+    Encoders exported for SDXL give every hidden state as ``hidden_states.0`` (the embeddings)
+    to ``hidden_states.N`` (the last layer, before the final layer norm), as optimum names them.
+    """
+    layers = sorted(int(name.rsplit(".", 1)[1]) for name in encoder.output_names
+                    if name.startswith("hidden_states.") and name.rsplit(".", 1)[1].isdigit())
+    if len(layers) < 2:
+        raise BadRequest("This model's text encoder does not give the hidden states it needs; "
+                         "import the model again with this version of Easel.")
+    return f"hidden_states.{layers[-2]}"
+
+
+def guidance_scale_embedding(guidance: float, dim: int) -> np.ndarray:
+    """LCM's guidance input: sinusoidal features of (guidance - 1) * 1000, shape (1, dim).
+
+    diffusers' get_guidance_scale_embedding (after VDM), in float32 as torch computes it.
+    """
+    half = dim // 2
+    w = np.float32(guidance - 1) * np.float32(1000.0)
+    rate = np.float32(np.log(np.float64(np.float32(10000.0)))) / np.float32(half - 1)
+    frequencies = np.exp((np.arange(half, dtype=np.float32) * -rate).astype(np.float64))
+    angles = w * frequencies.astype(np.float32)
+    embedding = np.concatenate([np.sin(angles), np.cos(angles)])
+    if dim % 2:
+        embedding = np.concatenate([embedding, np.zeros(1, dtype=np.float32)])
+    return embedding.astype(np.float32)[np.newaxis]
 
 
 def _with_seed(parameters: GenerationParameters, seed: int) -> GenerationParameters:
