@@ -156,6 +156,21 @@ def test_a_converted_checkpoint_exports_to_onnx_with_the_same_outputs(tmp_path, 
     assert abs(found - expected).max() < 1e-4
 
 
+def test_progress_and_cancel_between_components(tmp_path, configs_root):
+    from engine.errors import Cancelled
+
+    _, state = ldm_state("sdxl")
+    checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "model.safetensors")
+    reported = []
+    convert(checkpoint, tmp_path, configs_root, progress=lambda *step: reported.append(step))
+    assert reported == [("UNet", 1, 4), ("VAE", 2, 4), ("text encoder", 3, 4),
+                        ("second text encoder", 4, 4)]
+    (tmp_path / "again").mkdir()
+    with pytest.raises(Cancelled):
+        convert(checkpoint, tmp_path / "again", configs_root, should_stop=lambda: True)
+    assert list((tmp_path / "again" / "converted").iterdir()) == []
+
+
 def test_sd2_asks_which_prediction_type(tmp_path, configs_root):
     _, state = ldm_state("sd2")
     checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "sd21.safetensors")

@@ -21,6 +21,7 @@ from engine.export import require_export_dependencies
 from engine.export.single_file import (
     CONFIGS_ROOT,
     ConvertedModel,
+    Progress,
     ShouldStop,
     convert_single_file,
 )
@@ -92,7 +93,7 @@ def _loading_environment() -> dict[str, str]:
 
 def convert_pickle(checkpoint: Path, destination: Path, *, family: str | None = None,
                    prediction: str | None = None, configs_root: Path = CONFIGS_ROOT,
-                   should_stop: ShouldStop | None = None,
+                   progress: Progress | None = None, should_stop: ShouldStop | None = None,
                    scratch: Path | None = None) -> ConvertedModel:
     """Convert the pickle checkpoint into a diffusers folder in the empty ``destination``.
 
@@ -107,4 +108,4 @@ def convert_pickle(checkpoint: Path, destination: Path, *, family: str | None = 
         pickle_to_safetensors(checkpoint, converted)
         return convert_single_file(converted, destination, family=family,
                                    prediction=prediction, configs_root=configs_root,
-                                   should_stop=should_stop)
+                                   progress=progress, should_stop=should_stop)

@@ -58,6 +58,9 @@ FLOAT_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "
                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 ShouldStop = Callable[[], bool]
+Progress = Callable[[str, int, int], None]
+COMPONENT_NAMES = {"unet": "UNet", "vae": "VAE", "text_encoder": "text encoder",
+                   "text_encoder_2": "second text encoder"}
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,14 @@ class ConvertedModel:
 
 def convert_single_file(checkpoint: Path, destination: Path, *, family: str | None = None,
                         prediction: str | None = None, configs_root: Path = CONFIGS_ROOT,
+                        progress: Progress | None = None,
                         should_stop: ShouldStop | None = None) -> ConvertedModel:
     """Convert the .safetensors checkpoint into a diffusers folder in the empty ``destination``.
 
     ``family`` ("sd1", "sd2", "sdxl") is checked against the file when given; ``prediction``
-    ("epsilon", "v_prediction") is needed for SD 2.x, whose files cannot tell. A refused
+    ("epsilon", "v_prediction") is needed for SD 2.x, whose files cannot tell.
+    ``progress(component, number, total)`` is called as each component starts ("UNet", 1, 3);
+    ``should_stop()`` is asked before each and a True answer raises Cancelled. A refused
     checkpoint leaves ``destination`` empty; on a later error (cancelled, unreadable data) it
     holds a partial folder, so callers build in a temporary folder and move it on success.
     """
@@ -90,7 +96,7 @@ def convert_single_file(checkpoint: Path, destination: Path, *, family: str | No
     configs = family_configs(configs_root, kind, prediction)
     check_architecture(table, kind, configs, name)
     _check_destination(destination)
-    _write_folder(checkpoint, destination, kind, configs, should_stop)
+    _write_folder(checkpoint, destination, kind, configs, progress, should_stop)
     return ConvertedModel(folder=destination, family=kind.family, inpainting=kind.inpainting,
                           prediction=prediction)
 
@@ -289,12 +295,16 @@ def _check_destination(destination: Path) -> None:
 
 
 def _write_folder(checkpoint: Path, destination: Path, kind: CheckpointKind,
-                  configs: dict[str, dict], should_stop: ShouldStop | None) -> None:
+                  configs: dict[str, dict], progress: Progress | None,
+                  should_stop: ShouldStop | None) -> None:
     from safetensors import SafetensorError, safe_open
 
-    for component in ("unet", "vae", *TEXT_ENCODERS[kind.family]):
+    components = ("unet", "vae", *TEXT_ENCODERS[kind.family])
+    for number, component in enumerate(components, start=1):
         if should_stop is not None and should_stop():
             raise Cancelled("The model import was cancelled.")
+        if progress is not None:
+            progress(COMPONENT_NAMES[component], number, len(components))
         try:
             with safe_open(str(checkpoint), framework="pt") as file:
                 tensors = _Tensors(list(file.keys()), file.get_tensor)
