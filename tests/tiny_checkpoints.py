@@ -146,25 +146,26 @@ def _ldm_unet_key(key: str, per_block: int, up_has_attention: list[bool]) -> str
         index = int(parts[2]) * 2 if parts[1] == "resnets" else 1
         return _ldm_layer(f"middle_block.{index}", parts[1], parts[3:])
     block, kind = int(parts[1]), parts[2]
+    # Each original block is a list: [resnet] or [resnet, attention] (+ a sampler).
+    slot = 0 if kind == "resnets" else 1
     if parts[0] == "down_blocks":
         first = 1 + block * (per_block + 1)  # input_blocks.0 is conv_in
         if kind == "downsamplers":  # the last input block of a level is the downsampler
             return f"input_blocks.{first + per_block}.0.op." + ".".join(parts[5:])
-        return _ldm_layer(f"input_blocks.{first + int(parts[3])}", kind, parts[4:])
+        return _ldm_layer(f"input_blocks.{first + int(parts[3])}.{slot}", kind, parts[4:])
     first = block * (per_block + 1)
     if kind == "upsamplers":  # the upsampler joins the level's last output block
         position = 2 if up_has_attention[block] else 1
         return f"output_blocks.{first + per_block}.{position}.conv." + ".".join(parts[5:])
-    return _ldm_layer(f"output_blocks.{first + int(parts[3])}", kind, parts[4:])
+    return _ldm_layer(f"output_blocks.{first + int(parts[3])}.{slot}", kind, parts[4:])
 
 
 def _ldm_layer(prefix: str, kind: str, rest: list[str]) -> str:
     if kind == "resnets":
         name = ".".join(rest[:-1])
-        return f"{prefix}{'' if prefix.startswith('middle') else '.0'}." \
-               f"{UNET_RESNET_NAMES.get(name, name)}.{rest[-1]}"
+        return f"{prefix}.{UNET_RESNET_NAMES.get(name, name)}.{rest[-1]}"
     # Spatial transformers keep diffusers' inner names (proj_in, transformer_blocks, ...).
-    return f"{prefix}{'' if prefix.startswith('middle') else '.1'}." + ".".join(rest)
+    return f"{prefix}." + ".".join(rest)
 
 
 VAE_TOP_NAMES = {"encoder.conv_norm_out": "encoder.norm_out",

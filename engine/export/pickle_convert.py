@@ -80,8 +80,10 @@ def pickle_to_safetensors(checkpoint: Path, output: Path) -> None:
         raise ModelError(f"'{name}' holds no table of named weights, so it is not a model "
                          f"checkpoint.")
     if result.returncode != 0 or not Path(output).is_file():
+        # The process's own report stays in the chained traceback for logs.
+        details = ChildProcessError(result.stderr.decode("utf-8", "replace")[-4000:])
         raise ModelError(f"'{name}' could not be converted: the loading process failed "
-                         f"(exit status {result.returncode}).")
+                         f"(exit status {result.returncode}).") from details
 
 
 def _loading_environment() -> dict[str, str]:
