@@ -204,7 +204,7 @@ def _expected_shapes(component: str, config: dict) -> dict[str, tuple[int, ...]]
         model = _model_class(component).from_config(config) if component in ("unet", "vae") \
             else _text_model(component, config)
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    if component == "text_encoder":
+    if component.startswith("text_encoder"):
         # transformers 5 names CLIPTextModel's tensors without the "text_model." that hub
         # folders (and older readers) use; the folder is written in the hub's names.
         shapes = {_hub_text_key(key): shape for key, shape in shapes.items()}
@@ -212,7 +212,7 @@ def _expected_shapes(component: str, config: dict) -> dict[str, tuple[int, ...]]
 
 
 def _hub_text_key(key: str) -> str:
-    return key if key.startswith("text_model.") else "text_model." + key
+    return key if key.startswith(("text_model.", "text_projection.")) else "text_model." + key
 
 
 def _model_class(component: str):
