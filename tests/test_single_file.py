@@ -190,6 +190,18 @@ def test_a_v_prediction_marker_in_the_file_is_followed(tmp_path, configs_root):
     assert convert(checkpoint, tmp_path, configs_root).prediction == "v_prediction"
 
 
+@pytest.mark.parametrize("stated, expected", [("v", "v_prediction"), ("epsilon", "epsilon")])
+def test_sd2_follows_the_prediction_type_in_the_metadata(tmp_path, configs_root, stated,
+                                                         expected):
+    from safetensors.torch import save_file
+
+    _, state = ldm_state("sd2")
+    checkpoint = tmp_path / "trained.safetensors"
+    save_file({key: value.contiguous() for key, value in state.items()}, str(checkpoint),
+              metadata={"modelspec.prediction_type": stated})
+    assert convert(checkpoint, tmp_path, configs_root).prediction == expected
+
+
 def test_a_family_the_file_contradicts_is_refused(tmp_path, configs_root):
     _, state = ldm_state("sd1")
     checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "model.safetensors")
@@ -436,11 +448,16 @@ GOOD_HEADER = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
 
 
 def test_a_sound_header_gives_the_tensor_table(tmp_path):
-    from engine.export.safetensors_check import TensorInfo, check_safetensors
+    from engine.export.safetensors_check import (
+        TensorInfo,
+        check_safetensors,
+        check_safetensors_header,
+    )
 
     path = write_safetensors(tmp_path / "good.safetensors", GOOD_HEADER, bytes(16))
     assert check_safetensors(path) == {"a": TensorInfo("F32", (2,)),
                                        "b": TensorInfo("F16", (2, 2))}
+    assert check_safetensors_header(path).metadata == {"format": "pt"}
 
 
 def _entry(**changes) -> dict:

@@ -37,6 +37,10 @@ SDXL_TIME_EMBEDDING = UNET_PREFIX + "label_emb.0.0.weight"
 PLAYGROUND_MARKER = "edm_mean"
 # Some v-prediction fine-tunes (NoobAI-XL V-Pred, for one) mark themselves with this key.
 V_PREDICTION_MARKER = "v_pred"
+# Stability's ModelSpec metadata, which training tools (kohya's sd-scripts, for one) write.
+PREDICTION_METADATA = "modelspec.prediction_type"
+PREDICTION_NAMES = {"epsilon": "epsilon", "eps": "epsilon", "v": "v_prediction",
+                    "v_prediction": "v_prediction", "v-prediction": "v_prediction"}
 
 Shapes = Mapping[str, Sequence[int]]
 
@@ -58,9 +62,11 @@ class CheckpointKind:
         return FAMILY_NAMES[self.family]
 
 
-def detect_checkpoint(shapes: Shapes, name: str) -> CheckpointKind:
+def detect_checkpoint(shapes: Shapes, name: str,
+                      metadata: Mapping[str, str] | None = None) -> CheckpointKind:
     """Return the family, UNet input channels and stated prediction of the checkpoint whose
-    tensor names and shapes are ``shapes``, or raise ModelError naming what is missing."""
+    tensor names and shapes are ``shapes`` (and header ``metadata``), or raise ModelError
+    naming what is missing."""
     conv_in = shapes.get(UNET_CONV_IN)
     if conv_in is None or len(conv_in) != 4:
         raise ModelError(f"'{name}' has no Stable Diffusion UNet, so it is not a model Easel can "
@@ -72,8 +78,15 @@ def detect_checkpoint(shapes: Shapes, name: str) -> CheckpointKind:
     in_channels = int(conv_in[1])
     _check_channels(in_channels, shapes, name)
     _check_text_fits_unet(family, shapes, name)
-    prediction = "v_prediction" if V_PREDICTION_MARKER in shapes else None
-    return CheckpointKind(family=family, in_channels=in_channels, prediction=prediction)
+    return CheckpointKind(family=family, in_channels=in_channels,
+                          prediction=_stated_prediction(shapes, metadata or {}))
+
+
+def _stated_prediction(shapes: Shapes, metadata: Mapping[str, str]) -> str | None:
+    if V_PREDICTION_MARKER in shapes:
+        return "v_prediction"
+    stated = metadata.get(PREDICTION_METADATA, "").strip().lower()
+    return PREDICTION_NAMES.get(stated)  # None for anything unknown: then the user is asked
 
 
 def _family(shapes: Shapes, name: str) -> str:

@@ -36,9 +36,22 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """A checked header: the tensor table and the free-text metadata (name -> text)."""
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+
+
 def check_safetensors(path: Path) -> dict[str, TensorInfo]:
     """Return the tensor table of the .safetensors file ``path``, or raise ModelError saying why
     the file cannot be trusted; only the header is read."""
+    return check_safetensors_header(path).tensors
+
+
+def check_safetensors_header(path: Path) -> SafetensorsHeader:
+    """``check_safetensors``, keeping the header's metadata as well."""
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -49,16 +62,17 @@ def check_safetensors(path: Path) -> dict[str, TensorInfo]:
         raise ModelError(f"'{path.name}' cannot be read.") from None
     header = _parse_header(header_bytes, path.name)
     data_size = file_size - LENGTH_BYTES - header_size
-    tensors = {}
+    tensors, metadata = {}, {}
     ranges = []
     for name, entry in header.items():
         if name == "__metadata__":
             _check_metadata(entry, path.name)
+            metadata = entry
             continue
         tensors[name], byte_range = _check_entry(name, entry, data_size, path.name)
         ranges.append((*byte_range, name))
     _check_ranges_cover_data(ranges, data_size, path.name)
-    return tensors
+    return SafetensorsHeader(tensors=tensors, metadata=metadata)
 
 
 def _damaged(name: str, reason: str) -> ModelError:

@@ -29,7 +29,7 @@ from engine.export.checkpoint_family import (
     choose_prediction,
     detect_checkpoint,
 )
-from engine.export.safetensors_check import TensorInfo, check_safetensors
+from engine.export.safetensors_check import TensorInfo, check_safetensors_header
 from engine.export.safetensors_write import save_safetensors
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
@@ -89,8 +89,10 @@ def convert_single_file(checkpoint: Path, destination: Path, *, family: str | No
     require_export_dependencies()
     checkpoint, destination = Path(checkpoint), Path(destination)
     name = checkpoint.name
-    table = check_safetensors(checkpoint)
-    kind = detect_checkpoint({key: info.shape for key, info in table.items()}, name)
+    header = check_safetensors_header(checkpoint)
+    table = header.tensors
+    kind = detect_checkpoint({key: info.shape for key, info in table.items()}, name,
+                             header.metadata)
     check_family(kind, family, name)
     prediction = choose_prediction(kind, prediction, name)
     configs = family_configs(configs_root, kind, prediction)
