@@ -74,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="import, list and remove models")
     model_commands = models.add_subparsers(title="model commands", metavar="COMMAND")
-    importing = model_commands.add_parser("import", help="import a diffusers model folder")
-    importing.add_argument("source", type=Path, help="a diffusers Stable Diffusion 1.x/2.x folder")
+    importing = model_commands.add_parser("import", help="import a model folder")
+    importing.add_argument("source", type=Path,
+                           help="a Stable Diffusion 1.x/2.x folder: diffusers or ONNX "
+                                "(optimum, Amuse)")
     importing.add_argument("--name", help="name to install it under (default: folder name)")
     importing.set_defaults(run=_import_model)
     listing = model_commands.add_parser("list", help="list installed models")
@@ -211,7 +213,7 @@ def _import_model(arguments: argparse.Namespace) -> int:
     def progress(stage: str, done: int, total: int) -> None:
         _say(f"[{done}/{total}] {stage}")
 
-    model = store.import_diffusers_folder(arguments.source, arguments.name, progress)
+    model = store.import_model(arguments.source, arguments.name, progress)
     print(f"Installed '{model.name}' ({model.family}, {_size(model.size_bytes)}).")
     return 0
 

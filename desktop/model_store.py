@@ -103,26 +103,40 @@ class ModelStore:
         folder.rename(doomed)
         shutil.rmtree(doomed)
 
-    def import_diffusers_folder(self, source: Path, name: str | None = None,
-                                progress: ImportProgress | None = None,
-                                should_stop: Callable[[], bool] | None = None) -> InstalledModel:
+    def import_model(self, source: Path, name: str | None = None,
+                     progress: ImportProgress | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> InstalledModel:
+        """Install a model folder: an ONNX folder (optimum, Amuse) is checked and used as it
+        is; a diffusers folder is exported to ONNX first."""
         source = Path(source).expanduser()
         if not source.exists():
             raise ModelError(f"'{source}' does not exist.")
         if not source.is_dir():
-            raise ModelError(f"'{source.name}' is a file; Easel imports diffusers model "
-                             f"folders for now (single-file checkpoints come later).")
-        name = name or source.resolve().name
+            raise ModelError(f"'{source.name}' is a file; Easel imports diffusers and ONNX "
+                             f"model folders for now (single-file checkpoints come later).")
+        from engine.onnx_folder import is_onnx_model_folder
+
+        if is_onnx_model_folder(source):
+            from engine.export.onnx_folder import import_onnx_folder
+
+            def build(building: Path) -> None:
+                import_onnx_folder(source, building, progress, should_stop)
+        else:
+            from engine.export import require_export_dependencies
+
+            require_export_dependencies()  # one sentence if the export extra is missing
+            from engine.export.diffusers_folder import export_diffusers_folder
+
+            def build(building: Path) -> None:
+                export_diffusers_folder(source, building, progress, should_stop)
+        return self._install(name or source.resolve().name, build)
+
+    def _install(self, name: str, build: Callable[[Path], None]) -> InstalledModel:
+        """Build the model in a hidden folder, checksum it, then move it into place."""
         self._check_new_name(name)
-
-        from engine.export import require_export_dependencies
-
-        require_export_dependencies()  # one sentence if the export extra is missing
-        from engine.export.diffusers_folder import export_diffusers_folder
-
         building = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-", dir=self.root))
         try:
-            export_diffusers_folder(source, building, progress, should_stop)
+            build(building)
             write_manifest(building)
             verify_manifest(building, full=True)
             _make_readable(building)  # mkdtemp made it private to this user

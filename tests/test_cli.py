@@ -74,6 +74,17 @@ def test_same_seed_same_image_and_seed_plus_i(installed, tmp_path):
     assert not np.array_equal(first, alone)
 
 
+def test_an_onnx_folder_is_imported_as_it_is(installed, tiny_sd1_onnx, tmp_path):
+    # Our own exports are optimum-layout ONNX folders: importing one again copies the graphs
+    # (no export), and the copy makes the same picture as the model it came from.
+    assert main(["models", "import", str(tiny_sd1_onnx), "--name", "copy"]) == 0
+    assert generate("--seed", "3", "-o", str(tmp_path / "original.png")) == 0
+    assert main(["generate", "a red chair", "--model", "copy", "--width", "64", "--height",
+                 "48", "--steps", "3", "--seed", "3", "-o", str(tmp_path / "copy.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "original.png")),
+                          np.asarray(Image.open(tmp_path / "copy.png")))
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -138,7 +149,7 @@ def test_interrupted_import_leaves_nothing(home, tiny_sd1_diffusers, monkeypatch
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        store.import_diffusers_folder(tiny_sd1_diffusers, "half", stop_in_the_middle)
+        store.import_model(tiny_sd1_diffusers, "half", stop_in_the_middle)
     assert list((home / "models").iterdir()) == []
 
 

@@ -10,6 +10,8 @@ GENERATION_MODULES = [
     "engine", "engine.model", "engine.pipelines.text_to_image", "engine.runtime",
     "engine.schedulers", "engine.tokenizer", "engine.images", "engine.request",
     "engine.export",  # the package itself must stay importable without torch
+    "engine.starter.vocabulary", "engine.starter.evaluate",  # the starter model, used
+    "engine.onnx_folder", "engine.vae_encoding",  # checked ONNX folders, used as they are
     "desktop.cli", "desktop.model_store", "desktop.image_files", "desktop.paths",
 ]
 

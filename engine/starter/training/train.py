@@ -237,10 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help="checkpoint folder, kept out of git")
     parser.add_argument("--batch", type=int, default=Settings.batch)
+    parser.add_argument("--threads", type=int, default=Settings.threads,
+                        help="CPU threads (1 while other work shares the machine: torch's "
+                             "threads wait for each other when a core is taken away)")
     parser.add_argument("--export", action="store_true",
                         help="after training, write the averaged weights to resources/")
     args = parser.parse_args(argv)
-    settings = Settings(batch=args.batch)
+    settings = Settings(batch=args.batch, threads=args.threads)
     trainer = train(args.work, args.minutes, settings)
     if args.export:
         from engine.starter.training.export import export_starter
