@@ -148,3 +148,19 @@ def test_the_importer_can_be_told_what_the_configs_cannot_say(tiny_sd1_diffusers
         describe(source, "lightning")
     sd_turbo = check_diffusers_folder(tiny_models_xl.tiny_diffusers("sd-turbo"))
     assert describe(sd_turbo, None).default_steps == 25
+
+
+def test_sdxl_turbo_is_an_sdxl_with_turbo_defaults(tmp_path):
+    """SDXL-Turbo ships SDXL's folder with a trailing Euler ancestral scheduler config."""
+    import shutil
+
+    from engine.export.source import check_diffusers_folder, describe
+
+    folder = tmp_path / "sdxl-turbo"
+    shutil.copytree(tiny_models_xl.tiny_diffusers("sdxl"), folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps(tiny_models_xl.TURBO_SCHEDULER))
+    description = describe(check_diffusers_folder(folder))
+    assert (description.family, description.distillation, description.default_steps,
+            description.default_guidance, description.default_scheduler) == (
+        "sdxl", "turbo", 1, 0.0, "euler_ancestral")

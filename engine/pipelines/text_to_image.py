@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.errors import BadRequest
+from engine.errors import BadRequest, ModelError
 from engine.images import to_pixels
 from engine.model import Model
 from engine.request import (
@@ -76,7 +76,7 @@ class TextToImagePipeline:
         # gather everything else the UNet is conditioned on.
         embeddings, warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
-        conditioning = self.prepare_conditioning(embeddings, parameters, use_guidance)
+        conditioning = self.prepare_conditioning(embeddings, parameters)
 
         images = []
         for index in range(request.count):
@@ -226,8 +226,7 @@ class TextToImagePipeline:
         return encoder.run({"input_ids": ids}, [name, *extra_outputs], cancel)
 
     def prepare_conditioning(self, embeddings: PromptEmbeddings,
-                             parameters: GenerationParameters,
-                             use_guidance: bool) -> dict[str, np.ndarray]:
+                             parameters: GenerationParameters) -> dict[str, np.ndarray]:
         """Every UNet input but the latents and the timestep, batched like the latents."""
         description = self.description
         conditioning = {"encoder_hidden_states": embeddings.hidden_states}
@@ -298,7 +297,7 @@ def penultimate_output(encoder: Session) -> str:
     layers = sorted(int(name.rsplit(".", 1)[1]) for name in encoder.output_names
                     if name.startswith("hidden_states.") and name.rsplit(".", 1)[1].isdigit())
     if len(layers) < 2:
-        raise BadRequest("This model's text encoder does not give the hidden states it needs; "
+        raise ModelError("This model's text encoder does not give the hidden states it needs; "
                          "import the model again with this version of Easel.")
     return f"hidden_states.{layers[-2]}"
 
