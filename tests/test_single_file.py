@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import zipfile
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,17 @@ def one_sentence(error: Exception) -> str:
     return sentence
 
 
-def ldm_state(variant: str, in_channels: int = 4) -> tuple[dict, dict]:
+@cache
+def _tiny_model(variant: str, in_channels: int) -> tuple[dict, dict]:
     components = tiny_checkpoints.tiny_components(variant, in_channels)
     return components, tiny_checkpoints.ldm_checkpoint(variant, components)
+
+
+def ldm_state(variant: str, in_channels: int = 4) -> tuple[dict, dict]:
+    """The tiny model's components and its original-layout state dict (a copy tests may
+    change: entries are replaced, never modified in place)."""
+    components, state = _tiny_model(variant, in_channels)
+    return components, dict(state)
 
 
 # --- converting back gives the original weights --------------------------------------------
