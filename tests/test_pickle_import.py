@@ -70,7 +70,9 @@ def hostile_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
                _use_new_zipfile_serialization=False)
     plain = tmp_path / "plain.bin"
     plain.write_bytes(pickle.dumps({"state_dict": Payload(marker)}, protocol=2))
-    return {**paths, "legacy.pth": legacy, "plain.bin": plain}
+    framed = tmp_path / "framed.bin"  # protocol 4, as pickle.dump writes by default
+    framed.write_bytes(pickle.dumps({"state_dict": Payload(marker)}, protocol=4))
+    return {**paths, "legacy.pth": legacy, "plain.bin": plain, "framed.bin": framed}
 
 
 def test_the_payload_really_runs_when_unpickled_unsafely(tmp_path):
@@ -91,11 +93,11 @@ def test_pickles_with_code_are_refused_and_the_code_never_runs(tmp_path, configs
         assert detect_format(path) == "pickle", name
         sentence = refusal(path, tmp_path, configs_root)
         assert sentence.startswith(f"'{name}' ")
-        if name != "plain.bin":
+        if name != "framed.bin":
             assert "contains Python objects other than tensors, so Easel will not load it" \
                    in sentence, name
         else:  # not torch.save's format at all, yet unpickled by nothing but the safe loader
-            assert "cannot be read" in sentence or "other than tensors" in sentence
+            assert "is damaged or is not a PyTorch checkpoint" in sentence
         assert not marker.exists(), name
 
 
@@ -128,6 +130,9 @@ def test_damaged_and_empty_pickles_are_refused(tmp_path, configs_root):
     damaged.write_bytes(damaged.read_bytes()[:200])
     assert "is damaged or is not a PyTorch checkpoint" in refusal(damaged, tmp_path,
                                                                   configs_root)
+    plain = tmp_path / "plain.pkl"  # pickle.dump's framing, which torch.save never writes
+    plain.write_bytes(pickle.dumps({"w": 1.0}, protocol=4))
+    assert "is damaged or is not a PyTorch checkpoint" in refusal(plain, tmp_path, configs_root)
     counters = tmp_path / "counters.ckpt"
     torch.save({"global_step": 3}, counters)
     assert "holds no table of named weights" in refusal(counters, tmp_path, configs_root)

@@ -40,8 +40,10 @@ try:
     # mmap keeps a multi-gigabyte zip checkpoint out of memory; the legacy format cannot map.
     loaded = torch.load(source, map_location="cpu", weights_only=True,
                         mmap=zipfile.is_zipfile(source))
-except pickle.UnpicklingError:
-    sys.exit(3)
+except pickle.UnpicklingError as error:
+    # Opcodes torch.save never writes (a plain pickle's framing) mean "not a torch file";
+    # anything else the restricted unpickler refuses is an object it will not build.
+    sys.exit(4 if "Unsupported operand" in str(error) else 3)
 except Exception:
     sys.exit(4)
 if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
