@@ -267,6 +267,15 @@ def test_a_text_encoder_that_does_not_fit_the_unet_is_refused(tmp_path, configs_
                                                                 configs_root)
 
 
+def test_odd_shapes_in_the_header_are_refused_not_crashed_on(tmp_path, configs_root):
+    _, state = ldm_state("sd1")
+    for key in ("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+                "model.diffusion_model.out.2.weight"):
+        odd = {**state, key: torch.zeros(())}
+        checkpoint = tiny_checkpoints.save_checkpoint(odd, tmp_path / "odd.safetensors")
+        refusal(checkpoint, tmp_path, configs_root)
+
+
 @pytest.mark.parametrize("keep, expected", [
     ("first_stage_model.", "has no Stable Diffusion UNet"),  # a VAE file
     ("lora_unet_", "has no Stable Diffusion UNet"),

@@ -112,8 +112,7 @@ def _family(shapes: Shapes, name: str) -> str:
 
 
 def _check_channels(in_channels: int, shapes: Shapes, name: str) -> None:
-    conv_out = shapes.get(UNET_CONV_OUT)
-    if conv_out is None or conv_out[0] != TEXT_TO_IMAGE_CHANNELS:
+    if _size(shapes, UNET_CONV_OUT, 0) != TEXT_TO_IMAGE_CHANNELS:
         raise ModelError(f"'{name}' has a UNet that does not make 4-channel latents, so it is "
                          f"not a Stable Diffusion model Easel knows.")
     if in_channels not in (TEXT_TO_IMAGE_CHANNELS, INPAINTING_CHANNELS):
@@ -121,11 +120,21 @@ def _check_channels(in_channels: int, shapes: Shapes, name: str) -> None:
                          f"text-to-image (4) and inpainting (9) models.")
 
 
-def _context_width(family: str, shapes: Shapes) -> int:
+def _size(shapes: Shapes, key: str, axis: int) -> int | None:
+    """One dimension of a tensor, or None where the tensor or the dimension is missing (a
+    damaged or hostile file may give any shape)."""
+    shape = shapes.get(key)
+    if shape is None or not -len(shape) <= axis < len(shape):
+        return None
+    return int(shape[axis])
+
+
+def _context_width(family: str, shapes: Shapes) -> int | None:
     """The width of what the text encoders hand the UNet's cross-attention."""
     if family == "sdxl":  # SDXL concatenates both encoders' hidden states
-        return int(shapes[SDXL_CLIP_TOKENS][1]) + int(shapes[SDXL_OPENCLIP_TOKENS][1])
-    return int(shapes[SD2_TOKENS if family == "sd2" else SD1_TOKENS][1])
+        widths = (_size(shapes, SDXL_CLIP_TOKENS, 1), _size(shapes, SDXL_OPENCLIP_TOKENS, 1))
+        return None if None in widths else sum(widths)
+    return _size(shapes, SD2_TOKENS if family == "sd2" else SD1_TOKENS, 1)
 
 
 def _check_text_fits_unet(family: str, shapes: Shapes, name: str) -> None:
@@ -134,7 +143,8 @@ def _check_text_fits_unet(family: str, shapes: Shapes, name: str) -> None:
     if not cross_attention:
         raise ModelError(f"'{name}' has a UNet without cross-attention, so it cannot follow a "
                          f"prompt.")
-    if int(shapes[cross_attention[0]][-1]) != _context_width(family, shapes):
+    width = _context_width(family, shapes)
+    if width is None or _size(shapes, cross_attention[0], -1) != width:
         raise ModelError(f"'{name}' has a text encoder that does not fit its UNet.")
 
 

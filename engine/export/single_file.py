@@ -179,7 +179,7 @@ def check_architecture(table: Mapping[str, TensorInfo], kind: CheckpointKind,
     for component in ("unet", "vae", *TEXT_ENCODERS[kind.family]):
         try:
             converted = convert_component(component, tensors, kind, configs)
-        except (KeyError, IndexError, AttributeError, ValueError, RuntimeError):
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError):
             # diffusers' helpers index the tensors they expect without asking first.
             raise ModelError(f"{refusal}: its {component} is incomplete.") from None
         _check_fits(converted, _expected_shapes(component, configs[component]), component,
