@@ -526,6 +526,30 @@ def test_truncated_files_and_broken_json_are_refused(tmp_path):
             check_safetensors(tmp_path / name)
 
 
+def test_scrambled_headers_give_a_sentence_or_a_model_never_a_crash(tmp_path, configs_root):
+    import random
+
+    from engine.export.single_file import convert_single_file
+
+    _, state = ldm_state("sd1")
+    original = tiny_checkpoints.save_checkpoint(state, tmp_path / "model.safetensors")
+    content = original.read_bytes()
+    header_end = 8 + struct.unpack("<Q", content[:8])[0]
+    generator = random.Random(0)
+    for attempt in range(60):
+        scrambled = bytearray(content)
+        for _ in range(generator.randint(1, 4)):
+            scrambled[generator.randrange(8, header_end)] = generator.choice(b'0123456789[]{}":-')
+        path = tmp_path / "scrambled.safetensors"
+        path.write_bytes(bytes(scrambled))
+        destination = tmp_path / f"out-{attempt}"
+        destination.mkdir()
+        try:
+            convert_single_file(path, destination, configs_root=configs_root)
+        except ModelError as error:
+            one_sentence(error)
+
+
 def test_a_damaged_checkpoint_is_refused_before_conversion(tmp_path, configs_root):
     _, state = ldm_state("sd1")
     checkpoint = tiny_checkpoints.save_checkpoint(state, tmp_path / "model.safetensors")
