@@ -27,7 +27,7 @@ from engine.export.single_file import (
 )
 
 # Exit codes of the loading process, each with the sentence the user reads.
-REFUSED, UNREADABLE, NOT_A_STATE_DICT = 3, 4, 5
+REFUSED, UNREADABLE, NOT_A_STATE_DICT, OUT_OF_MEMORY = 3, 4, 5, 6
 
 # Run with ``python -I -c``: isolated mode ignores PYTHON* variables, the user's site folder and
 # the current folder, so nothing beside the checkpoint can change what this imports.
@@ -44,6 +44,8 @@ except pickle.UnpicklingError as error:
     # Opcodes torch.save never writes (a plain pickle's framing) mean "not a torch file";
     # anything else the restricted unpickler refuses is an object it will not build.
     sys.exit(4 if "Unsupported operand" in str(error) else 3)
+except MemoryError:
+    sys.exit(6)
 except Exception:
     sys.exit(4)
 if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
@@ -81,6 +83,8 @@ def pickle_to_safetensors(checkpoint: Path, output: Path) -> None:
     if result.returncode == NOT_A_STATE_DICT:
         raise ModelError(f"'{name}' holds no table of named weights, so it is not a model "
                          f"checkpoint.")
+    if result.returncode == OUT_OF_MEMORY:
+        raise ModelError(f"'{name}' is too large to load in this computer's memory.")
     if result.returncode != 0 or not Path(output).is_file():
         # The process's own report stays in the chained traceback for logs.
         details = ChildProcessError(result.stderr.decode("utf-8", "replace")[-4000:])
