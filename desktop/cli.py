@@ -76,8 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     model_commands = models.add_subparsers(title="model commands", metavar="COMMAND")
     importing = model_commands.add_parser("import", help="import a model folder")
     importing.add_argument("source", type=Path,
-                           help="a Stable Diffusion 1.x/2.x folder: diffusers or ONNX "
-                                "(optimum, Amuse)")
+                           help="a Stable Diffusion 1.x, 2.x or XL model: a diffusers or ONNX "
+                                "(optimum, Amuse) folder, a single-file .safetensors "
+                                "checkpoint, or a .ckpt/.pt/.bin file (read as plain tensors "
+                                "only)")
+    importing.add_argument("--family", choices=("sd1", "sd2", "sdxl"),
+                           help="the model family, checked against a checkpoint file")
+    importing.add_argument("--prediction", choices=("epsilon", "v_prediction"),
+                           help="what an SD 2.x checkpoint predicts (its file cannot tell)")
+    importing.add_argument("--few-step", choices=("auto", "none", "turbo", "lcm"),
+                           default="auto",
+                           help="a few-step distilled model (default: detected from its configs)")
     importing.add_argument("--name", help="name to install it under (default: folder name)")
     importing.set_defaults(run=_import_model)
     listing = model_commands.add_parser("list", help="list installed models")
@@ -213,7 +222,10 @@ def _import_model(arguments: argparse.Namespace) -> int:
     def progress(stage: str, done: int, total: int) -> None:
         _say(f"[{done}/{total}] {stage}")
 
-    model = store.import_model(arguments.source, arguments.name, progress)
+    distillation = None if arguments.few_step == "none" else arguments.few_step
+    model = store.import_model(arguments.source, arguments.name, progress,
+                               family=arguments.family, prediction=arguments.prediction,
+                               distillation=distillation)
     print(f"Installed '{model.name}' ({model.family}, {_size(model.size_bytes)}).")
     return 0
 

@@ -105,31 +105,71 @@ class ModelStore:
 
     def import_model(self, source: Path, name: str | None = None,
                      progress: ImportProgress | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> InstalledModel:
-        """Install a model folder: an ONNX folder (optimum, Amuse) is checked and used as it
-        is; a diffusers folder is exported to ONNX first."""
+                     should_stop: Callable[[], bool] | None = None, *,
+                     family: str | None = None, prediction: str | None = None,
+                     distillation: str | None = "auto") -> InstalledModel:
+        """Install a model, whatever form it comes in (told by its content, not its name):
+        an ONNX folder (optimum, Amuse) is checked and used as it is; a diffusers folder is
+        exported to ONNX; a single-file .safetensors checkpoint, or a pickle checkpoint read
+        only as plain tensors, is converted to a diffusers folder first. ``family`` and
+        ``prediction`` answer what a checkpoint file cannot tell; ``distillation`` ("turbo",
+        "lcm", None) overrides the few-step detection."""
         source = Path(source).expanduser()
         if not source.exists():
             raise ModelError(f"'{source}' does not exist.")
-        if not source.is_dir():
-            raise ModelError(f"'{source.name}' is a file; Easel imports diffusers and ONNX "
-                             f"model folders for now (single-file checkpoints come later).")
         from engine.onnx_folder import is_onnx_model_folder
 
-        if is_onnx_model_folder(source):
+        if source.is_dir() and is_onnx_model_folder(source):
             from engine.export.onnx_folder import import_onnx_folder
 
             def build(building: Path) -> None:
                 import_onnx_folder(source, building, progress, should_stop)
+
+            return self._install(name or source.resolve().name, build)
+
+        from engine.export import require_export_dependencies
+        from engine.export.formats import detect_format
+
+        kind = detect_format(source)  # one sentence for anything that is not a model
+        require_export_dependencies()  # one sentence if the export extra is missing
+        from engine.export.diffusers_folder import export_diffusers_folder
+
+        def build(building: Path) -> None:
+            if kind in ("safetensors", "pickle"):
+                converted = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-convert-",
+                                                  dir=self.root))
+                try:
+                    self._convert_checkpoint(source, kind, converted / "model", family,
+                                             prediction, progress, should_stop)
+                    export_diffusers_folder(converted / "model", building, progress,
+                                            should_stop, distillation=distillation)
+                finally:
+                    shutil.rmtree(converted, ignore_errors=True)
+            else:
+                export_diffusers_folder(source, building, progress, should_stop,
+                                        distillation=distillation)
+
+        default_name = source.resolve().name if source.is_dir() else source.stem
+        return self._install(name or default_name, build)
+
+    def _convert_checkpoint(self, source: Path, kind: str, destination: Path,
+                            family: str | None, prediction: str | None,
+                            progress: ImportProgress | None,
+                            should_stop: Callable[[], bool] | None) -> None:
+        destination.mkdir()
+        if kind == "safetensors":
+            from engine.export.single_file import convert_single_file
+
+            convert_single_file(source, destination, family=family, prediction=prediction,
+                                progress=progress, should_stop=should_stop)
         else:
-            from engine.export import require_export_dependencies
+            from engine.export.pickle_convert import convert_pickle
 
-            require_export_dependencies()  # one sentence if the export extra is missing
-            from engine.export.diffusers_folder import export_diffusers_folder
-
-            def build(building: Path) -> None:
-                export_diffusers_folder(source, building, progress, should_stop)
-        return self._install(name or source.resolve().name, build)
+            # The plain-tensor copy of the pickle is as large as the checkpoint: keep it
+            # beside the models (same disk), not in a small system temporary folder.
+            convert_pickle(source, destination, family=family, prediction=prediction,
+                           progress=progress, should_stop=should_stop,
+                           scratch=destination.parent)
 
     def _install(self, name: str, build: Callable[[Path], None]) -> InstalledModel:
         """Build the model in a hidden folder, checksum it, then move it into place."""

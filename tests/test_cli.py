@@ -131,6 +131,10 @@ def test_unknown_model_and_non_model_folders(home, tmp_path, capsys):
     assert "not" in capsys.readouterr().err
     assert main(["models", "import", str(tmp_path / "nowhere")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "photo.safetensors").write_bytes(b"\xff\xd8\xff\xe0 not weights at all")
+    assert main(["models", "import", str(tmp_path / "photo.safetensors")]) == 1
+    error = capsys.readouterr().err
+    assert "is not a model Easel can import" in error and error.count("\n") == 1
     assert not [p for p in (home / "models").iterdir()]
 
 
@@ -186,3 +190,35 @@ def test_gpu_that_cannot_start_is_said_not_hidden(installed, tmp_path, capsys):
         pytest.skip("CUDA really works here")
     assert "running on CPU" in error
     assert "warning: The GPU was not used: CUDA could not start: " in error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["safetensors", "ckpt"])
+def test_a_single_file_checkpoint_makes_the_same_picture_as_its_folder(
+        kind, installed, tmp_path, monkeypatch):
+    import functools
+
+    import torch
+
+    from engine.export import pickle_convert, single_file
+    from tests import tiny_checkpoints
+
+    # The tiny checkpoint's architecture is not SD 1.5's: convert with the tiny configs.
+    configs = tiny_checkpoints.write_configs_root(tmp_path / "configs")
+    for module, function in ((single_file, "convert_single_file"),
+                             (pickle_convert, "convert_pickle")):
+        monkeypatch.setattr(module, function,
+                            functools.partial(getattr(module, function), configs_root=configs))
+    checkpoint = tiny_checkpoints.write_tiny_checkpoint("sd1", tmp_path / "tiny.safetensors")
+    if kind == "ckpt":  # the same weights as a PyTorch pickle, named to mislead
+        from safetensors.torch import load_file
+
+        pickled = tmp_path / "tiny.safetensors.bin"
+        torch.save({"state_dict": load_file(checkpoint)}, pickled)
+        checkpoint = pickled
+    assert main(["models", "import", str(checkpoint), "--name", "single"]) == 0
+    assert generate("--seed", "4", "-o", str(tmp_path / "folder.png")) == 0
+    assert main(["generate", "a red chair", "--model", "single", "--width", "64", "--height",
+                 "48", "--steps", "3", "--seed", "4", "-o", str(tmp_path / "single.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "folder.png")),
+                          np.asarray(Image.open(tmp_path / "single.png")))
