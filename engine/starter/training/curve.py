@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
                 folder = Path(scratch) / "starter"
                 export_starter(model, config, folder, trainer_record_fields(record))
                 figures = evaluate(folder, args.count)
-            results[key] = {"hours": record["training_seconds"] / 3600,
-                            "steps": record["steps"], **figures}
+            results[key] = {**figures, "hours": record["training_seconds"] / 3600,
+                            "training_steps": record["steps"]}
             results_path.write_text(json.dumps(results, indent=2) + "\n")
         row = results[key]
-        print(f"{row['hours']:5.2f} h  step {row['steps']:6d}  "
+        print(f"{row['hours']:5.2f} h  step {row['training_steps']:6d}  "
               + "  ".join(f"{name} {row[name]:.0%}" for name in COLUMNS), flush=True)
     return 0
 

@@ -165,7 +165,7 @@ def store_half_precision(path: Path, names: set[str]) -> None:
 
 
 def export_starter(model: StarterModel, config: StarterConfig, destination: Path,
-                   record: dict, steps: int = 12, guidance: float = 4.0) -> None:
+                   record: dict, steps: int = 12, guidance: float = 2.0) -> None:
     """Write ``model`` as a complete model folder at ``destination``, replacing what is there
     only once the new folder is complete."""
     destination = Path(destination)
