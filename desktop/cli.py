@@ -23,7 +23,7 @@ from engine.model import load_model
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import GenerationResult, Progress, TextToImageRequest
 from engine.runtime import CancelToken, RuntimeOptions
-from engine.schedulers import SCHEDULER_NAMES
+from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=int, help="denoising steps (model default if unset)")
     generate.add_argument("--guidance", "--cfg", type=float,
                           help="how closely to follow the prompt (model default if unset)")
-    generate.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampling method")
+    generate.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES,
+                          help="sampling method (lcm only for LCM models)")
     generate.add_argument("--seed", type=int, help="random seed; image i uses seed + i")
     generate.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
     generate.add_argument("--height", type=int, help="height in pixels, a multiple of 8")

@@ -208,6 +208,8 @@ def test_generate_with_no_model_installed_uses_the_starter_model(tmp_path, monke
     assert main(["generate", "a zebra under the sea", "-o", str(tmp_path / "no.png")]) != 0
     message = capsys.readouterr().err
     assert "knows none of the words" in message and "avocado" in message
+    assert main(["generate", "a dog", "--scheduler", "lcm", "-o", str(tmp_path / "no.png")]) != 0
+    assert "does not fit a flow-matching model" in capsys.readouterr().err
     assert not (tmp_path / "no.png").exists()
 
 
