@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from engine.starter.scenes import sample_batch
 from engine.starter.training.network import StarterConfig, StarterModel, pixel_unshuffle
-from engine.starter.vocabulary import TEXT_MAX_LENGTH, build_tokenizer
+from engine.starter.vocabulary import TEXT_MAX_LENGTH, build_tokenizer, write_tokenizer_folder
 from engine.tokenizer import PromptTokenizer
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -66,9 +66,7 @@ class Tokens:
 
     def __init__(self, scratch: Path) -> None:
         folder = scratch / "tokenizer"
-        folder.mkdir(parents=True, exist_ok=True)
-        build_tokenizer().save(str(folder / "tokenizer.json"))
-        (folder / "special_tokens_map.json").write_text('{"pad_token": "[PAD]"}')
+        write_tokenizer_folder(folder)
         self._tokenizer = PromptTokenizer(folder, TEXT_MAX_LENGTH)
         self.vocab_size = build_tokenizer().get_vocab_size()
 
