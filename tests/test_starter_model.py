@@ -20,7 +20,7 @@ from engine.starter.objects import COLOUR_NAMES
 from engine.starter.scenes import Placed, Scene, caption, sample_scene
 from engine.starter.training.export import export_starter, read_shipped_weights
 from engine.starter.training.network import StarterConfig, StarterModel
-from engine.starter.training.train import Settings, Tokens, Trainer
+from engine.starter.training.train import BatchSource, Settings, Tokens, Trainer, make_batch
 from engine.starter.vocabulary import TEXT_MAX_LENGTH, build_tokenizer, write_tokenizer_folder
 from engine.tokenizer import PromptTokenizer
 
@@ -70,22 +70,22 @@ def test_unknown_words_are_reported_and_case_and_punctuation_ignored(tokenizer):
 def test_resumed_training_equals_unbroken_training(tmp_path):
     torch.manual_seed(0)
     settings = Settings(batch=4, warmup_steps=2)
-    tokens = Tokens(tmp_path)
+    tokens = Tokens.written_to(tmp_path)
     unbroken = Trainer(tmp_path / "a", settings, tiny_config())
     start = {k: v.clone() for k, v in unbroken.model.state_dict().items()}
     for _ in range(4):
-        unbroken.train_step(tokens)
+        unbroken.train_step(make_batch(settings, unbroken.step, tokens))
 
     first = Trainer(tmp_path / "b", settings, tiny_config())
     first.model.load_state_dict(start)
     first.ema.load_state_dict(start)
     for _ in range(2):
-        first.train_step(tokens)
+        first.train_step(make_batch(settings, first.step, tokens))
     first.save()
     second = Trainer(tmp_path / "b", settings, tiny_config())
     assert second.restore().startswith("resumed")
     for _ in range(2):
-        second.train_step(tokens)
+        second.train_step(make_batch(settings, second.step, tokens))
 
     assert second.step == 4
     for name, value in unbroken.model.state_dict().items():
@@ -94,6 +94,23 @@ def test_resumed_training_equals_unbroken_training(tmp_path):
                               atol=1e-6), name
     assert not torch.equal(unbroken.model.state_dict()["unet.conv_in.weight"],
                            start["unet.conv_in.weight"])
+
+
+def test_batches_drawn_by_workers_equal_batches_drawn_in_line(tmp_path):
+    tokens = Tokens.written_to(tmp_path)
+    settings = Settings(batch=3, workers=1)
+    source = BatchSource(settings, tmp_path / "tokenizer")
+    try:
+        # Steps 5, 6, then a jump back to 2 (a restart): each must be that step's own batch.
+        for step in (5, 6, 2):
+            drawn = source.batch(step)
+            expected = make_batch(settings, step, tokens)
+            assert torch.equal(drawn.x_t, expected.x_t), step
+            assert torch.equal(drawn.input_ids, expected.input_ids), step
+            assert torch.equal(drawn.target, expected.target), step
+    finally:
+        source.close()
+    assert not torch.equal(make_batch(settings, 5, tokens).x_t, expected.x_t)
 
 
 # --- export -----------------------------------------------------------------------------------

@@ -248,6 +248,8 @@ def model_from_checkpoint(path: Path) -> tuple[StarterModel, StarterConfig, dict
     settings = state.get("settings") or {"latent_scaling": 1.0}
     record = {"steps": state["step"], "training_seconds": round(state["seconds"], 1),
               "settings": settings, "started_from": state.get("started_from", "scratch")}
+    if state.get("history"):
+        record["history"] = state["history"]
     return model, config, record
 
 
