@@ -23,8 +23,9 @@ _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def is_temporary(name: str) -> bool:
-    """True for the temp files written here and by ``desktop.image_files.save_png``."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    """True for the temp files written here and by ``desktop.image_files.save_png``, and
+    for SQLite's companions of a temp database (``.x.tmp-journal``)."""
+    return name.startswith(".") and (name.endswith(TEMP_SUFFIX) or f"{TEMP_SUFFIX}-" in name)
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None], *,

@@ -40,11 +40,13 @@ def make_backup(connection: sqlite3.Connection, folder: Path, now: float | None 
     try:
         copy = sqlite3.connect(temporary)
         try:
+            # No journal while copying (a crash leaves only the temp file to clean up), and a
+            # rollback-journal header after, so the backup is one self-contained file.
+            copy.execute("PRAGMA journal_mode = OFF")
             connection.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
             if copy.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
                 raise sqlite3.DatabaseError("the backup copy failed its check")
-            # A rollback journal keeps the copy one self-contained file.
-            copy.execute("PRAGMA journal_mode = DELETE")
         finally:
             copy.close()
         _fsync_file(temporary)

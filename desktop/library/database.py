@@ -19,7 +19,6 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 from desktop.library.errors import LibraryError, LibraryTooNew
 
@@ -108,19 +107,17 @@ MIGRATIONS: list[str] = [_SCHEMA_1]
 
 
 def stored_version(path: Path) -> int:
-    """The schema version of the database at ``path`` (0 for none), read without writing."""
+    """The schema version of the database at ``path`` (0 for none), read from the file's
+    header without opening it: even a read-only connection would add WAL companion files
+    to a library that must be left exactly as it is. (A version raised in a WAL not yet
+    checkpointed is caught by ``migrate``, before anything is written.)"""
     if not path.exists() or path.stat().st_size == 0:
         return 0
     with open(path, "rb") as stream:
-        if stream.read(16) != _HEADER:
-            raise sqlite3.DatabaseError("file is not a database")
-    # A read-only connection: a newer library must not be touched, not even its WAL.
-    connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
-                                 timeout=BUSY_TIMEOUT_S)
-    try:
-        return connection.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        connection.close()
+        header = stream.read(100)
+    if len(header) < 100 or not header.startswith(_HEADER):
+        raise sqlite3.DatabaseError("file is not a database")
+    return int.from_bytes(header[60:64], "big", signed=True)
 
 
 def refuse_newer(version: int, path: Path) -> None:

@@ -98,11 +98,11 @@ def reconcile(connection: sqlite3.Connection, images_dir: Path, *, refresh: bool
     gone = [path for path, (_, missing) in known.items() if not missing and path not in on_disk]
     back = [path for path, (_, missing) in known.items() if missing and path in on_disk]
     with writing(connection):
-        connection.executemany("UPDATE images SET missing = 1 WHERE path = ?",
-                               [(path,) for path in gone])
-        connection.executemany("UPDATE images SET missing = 0 WHERE path = ?",
-                               [(path,) for path in back])
-    report.flagged_missing, report.found_again = len(gone), len(back)
+        # Counted by rows changed: a row that followed its moved file above is not missing.
+        report.flagged_missing = connection.executemany(
+            "UPDATE images SET missing = 1 WHERE path = ?", [(path,) for path in gone]).rowcount
+        report.found_again = connection.executemany(
+            "UPDATE images SET missing = 0 WHERE path = ?", [(path,) for path in back]).rowcount
     if refresh:
         _refresh(connection, images_dir, [(known[path][0], path) for path in sorted(on_disk)
                                           if path in known], report)
@@ -120,9 +120,9 @@ def content_id(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _scan(images_dir: Path) -> tuple[dict[str, int], list[Path]]:
-    """PNG files (relative '/' path → size) and leftover temp files under ``images_dir``."""
-    found: dict[str, int] = {}
+def _scan(images_dir: Path) -> tuple[set[str], list[Path]]:
+    """PNG files (relative '/' paths) and leftover temp files under ``images_dir``."""
+    found: set[str] = set()
     temporary: list[Path] = []
     for folder, subfolders, names in os.walk(images_dir):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
@@ -133,7 +133,7 @@ def _scan(images_dir: Path) -> tuple[dict[str, int], list[Path]]:
             if is_temporary(name):
                 temporary.append(base / name)
             elif name.lower().endswith(".png") and not name.startswith("."):
-                found[prefix + name] = 0
+                found.add(prefix + name)
     return found, temporary
 
 
@@ -149,7 +149,7 @@ def _finish_deletions(connection: sqlite3.Connection, images_dir: Path,
 
 
 def _index(connection: sqlite3.Connection, images_dir: Path, new: list[str],
-           on_disk: dict[str, int], report: ReconcileReport) -> None:
+           on_disk: set[str], report: ReconcileReport) -> None:
     for start in range(0, len(new), _BATCH):
         read = []
         for relative in new[start:start + _BATCH]:
@@ -166,7 +166,7 @@ def _index(connection: sqlite3.Connection, images_dir: Path, new: list[str],
 
 
 def _index_file(connection: sqlite3.Connection, images_dir: Path, relative: str,
-                info: ImageInfo, stat: os.stat_result, on_disk: dict[str, int]) -> bool:
+                info: ImageInfo, stat: os.stat_result, on_disk: set[str]) -> bool:
     image_id = info.image_id or content_id(images_dir / relative)
     existing = connection.execute("SELECT rowid, path FROM images WHERE id = ?",
                                   (image_id,)).fetchone()
