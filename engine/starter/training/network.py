@@ -90,7 +90,8 @@ def _copy_layer(layer: nn.Module) -> nn.Module:
 def timestep_features(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of the timestep (sigma x 1000), as in diffusers' UNets."""
     half = dim // 2
-    exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half
+    steps = torch.arange(half, dtype=torch.float32, device=timestep.device)
+    exponent = -math.log(10000.0) * steps / half
     angles = timestep.float()[:, None] * torch.exp(exponent)[None, :]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
@@ -98,8 +99,8 @@ def timestep_features(timestep: torch.Tensor, dim: int) -> torch.Tensor:
 def coordinates(x: torch.Tensor) -> torch.Tensor:
     """Two channels, x and y from -1 to 1 across the image, shaped like ``x``'s batch."""
     batch, _, height, width = x.shape
-    ys = torch.linspace(-1.0, 1.0, height, dtype=x.dtype).view(1, 1, height, 1)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=x.dtype).view(1, 1, 1, width)
+    ys = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device).view(1, 1, height, 1)
+    xs = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device).view(1, 1, 1, width)
     grid = torch.cat([xs.expand(1, 1, height, width), ys.expand(1, 1, height, width)], dim=1)
     return grid.expand(batch, 2, height, width)
 
