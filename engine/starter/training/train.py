@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import signal
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -269,7 +270,7 @@ def train(work: Path, minutes: float, settings: Settings) -> Trainer:
           f"{_device_name(trainer.device)}", flush=True)
     chunk = {"device": _device_name(trainer.device), "batch": settings.batch,
              "learning_rate": settings.learning_rate, "first_step": trainer.step,
-             "steps": 0, "seconds": 0.0}
+             "steps": 0, "seconds": 0.0, "command": _command_line()}
     trainer.history.append(chunk)
 
     stop = {"now": False}
@@ -387,11 +388,16 @@ def _device_name(device: torch.device) -> str:
     return f"{os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
+def _command_line() -> str:
+    return " ".join(["python -m engine.starter.training.train", *sys.argv[1:]])
+
+
 def _first_chunk(record: dict) -> dict:
     """The history entry for weights shipped before chunks were recorded."""
     return {"device": record.get("machine", "CPU"), "batch": record["settings"]["batch"],
             "learning_rate": record["settings"]["learning_rate"], "first_step": 0,
-            "steps": record["steps"], "seconds": record["training_seconds"]}
+            "steps": record["steps"], "seconds": record["training_seconds"],
+            "command": record.get("command", "")}
 
 
 def trainer_record(trainer: Trainer) -> dict:
@@ -411,7 +417,8 @@ def trainer_record_fields(record: dict) -> dict:
         "images_seen": sum(c["steps"] * c["batch"] for c in record["history"])
         if record.get("history")
         else record["steps"] * record["settings"].get("batch", Settings.batch),
-        "command": "python -m engine.starter.training.train --minutes 110 --export",
+        "command": "python -m engine.starter.training.train --minutes 110 --export "
+                   "(each chunk's own command is in history)",
         "data": "engine.starter.scenes.sample_batch, training split, seeded by (seed, step)",
         "machine": "; ".join(dict.fromkeys(c["device"] for c in record["history"]))
         if record.get("history")
