@@ -27,6 +27,9 @@ BUSY_TIMEOUT_S = 30.0
 _HEADER = b"SQLite format 3\x00"
 
 _SCHEMA_1 = """
+-- The rowid is the creation time in microseconds (made unique by counting up), so "newest
+-- first" is the table's own order and the full-text index's: a search for a common word
+-- reads its newest 200 matches and stops, instead of sorting every match.
 CREATE TABLE images (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,           -- the image id written in the PNG
@@ -48,11 +51,11 @@ CREATE TABLE images (
     missing INTEGER NOT NULL DEFAULT 0,
     file_size INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX images_by_time ON images (created_at);
-CREATE INDEX images_by_model ON images (model, created_at);
+CREATE INDEX images_by_model ON images (model);  -- each index ends in rowid: newest first
 CREATE INDEX images_by_seed ON images (seed);
-CREATE INDEX images_favourites ON images (created_at) WHERE favourite = 1;
+CREATE INDEX images_favourites ON images (favourite) WHERE favourite = 1;
 CREATE INDEX images_trashed ON images (trashed_at) WHERE trashed_at IS NOT NULL;
+CREATE INDEX images_missing ON images (path) WHERE missing = 1;
 CREATE INDEX images_source ON images (source_id) WHERE source_id IS NOT NULL;
 
 CREATE VIRTUAL TABLE images_text USING fts5 (

@@ -68,15 +68,30 @@ def insert_row(connection: sqlite3.Connection, image_id: str, relative_path: str
     conflict = ("DO UPDATE SET path = excluded.path, missing = 0" if replace_existing
                 else "DO NOTHING")
     cursor = connection.execute(
-        "INSERT INTO images (id, path, created_at, prompt, negative_prompt, model, model_hash, "
-        "seed, width, height, operation, source_id, origin, parameters, file_size) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "INSERT INTO images (rowid, id, path, created_at, prompt, negative_prompt, model, "
+        "model_hash, seed, width, height, operation, source_id, origin, parameters, file_size) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         f"ON CONFLICT (id) {conflict}",
-        (image_id, relative_path, created_at, info.prompt, info.negative_prompt, info.model,
+        (free_time_key(connection, created_at), image_id, relative_path, created_at,
+         info.prompt, info.negative_prompt, info.model,
          info.model_hash, info.seed, info.width, info.height, info.operation, info.source_id,
          info.origin, json.dumps(info.parameters, ensure_ascii=False, sort_keys=True),
          file_size))
     return cursor.rowcount > 0
+
+
+def time_key(created_at: float) -> int:
+    """The rowid order: creation time in microseconds."""
+    return int(created_at * 1_000_000)
+
+
+def free_time_key(connection: sqlite3.Connection, created_at: float) -> int:
+    """``time_key``, counted up past rows made in the same microsecond (inside the caller's
+    write transaction, so no other writer can take it meanwhile)."""
+    key = time_key(created_at)
+    while connection.execute("SELECT 1 FROM images WHERE rowid = ?", (key,)).fetchone():
+        key += 1
+    return key
 
 
 def update_from_file(connection: sqlite3.Connection, rowid: int, info: ImageInfo,

@@ -66,7 +66,7 @@ from desktop.library.recovery import (
     reconcile,
     restore_newest_backup,
 )
-from desktop.library.rows import COLUMNS, ImageEntry, entry_from_row, insert_row
+from desktop.library.rows import COLUMNS, ImageEntry, entry_from_row, insert_row, time_key
 from desktop.library.thumbnails import ThumbnailCache
 from engine.request import GenerationParameters
 
@@ -328,29 +328,30 @@ class Library:
                favourites: bool = False, tag: str | None = None, trash: Trash = "exclude",
                limit: int = PAGE_SIZE, cursor: str | None = None,
                offset: int = 0) -> Page:
-        """Newest first. ``text`` is matched against prompt and negative prompt, word by word
-        (the last word as a prefix, for search as you type). Page on with ``cursor``."""
+        """Newest first (by creation time). ``text`` is matched against prompt and negative
+        prompt, word by word (the last word as a prefix, for search as you type). Page on
+        with ``cursor`` (cheap at any depth) or ``offset``."""
         if not 1 <= limit <= 10_000:
             raise LibraryError("A page holds between 1 and 10000 images.")
-        where, parameters = _filters(text, model, seed, since, until, favourites, tag, trash)
+        where, parameters, tables, key = _filters(text, model, seed, since, until, favourites,
+                                                  tag, trash)
         if cursor is not None:
-            where.append("(i.created_at, i.rowid) < (?, ?)")
-            parameters.extend(_parse_cursor(cursor))
-        sql = (f"SELECT {_prefixed(COLUMNS)} FROM images AS i"
+            where.append(f"{key} < ?")
+            parameters.append(_parse_cursor(cursor))
+        sql = (f"SELECT {_prefixed(COLUMNS)} FROM {tables}"
                f"{' WHERE ' + ' AND '.join(where) if where else ''}"
-               " ORDER BY i.created_at DESC, i.rowid DESC LIMIT ? OFFSET ?")
+               f" ORDER BY {key} DESC LIMIT ? OFFSET ?")
         rows = self.connection.execute(sql, (*parameters, limit + 1, max(offset, 0))).fetchall()
         entries = [entry_from_row(row, self.images_dir) for row in rows[:limit]]
         more = len(rows) > limit
-        next_cursor = f"{entries[-1].created_at!r}:{entries[-1].rowid}" if more else None
-        return Page(entries, next_cursor)
+        return Page(entries, str(entries[-1].rowid) if more else None)
 
     @_locked
     def count(self, text: str = "", *, trash: Trash = "exclude", **filters: Any) -> int:
-        where, parameters = _filters(text, filters.get("model"), filters.get("seed"),
-                                     filters.get("since"), filters.get("until"),
-                                     filters.get("favourites", False), filters.get("tag"), trash)
-        sql = ("SELECT count(*) FROM images AS i"
+        where, parameters, tables, _ = _filters(
+            text, filters.get("model"), filters.get("seed"), filters.get("since"),
+            filters.get("until"), filters.get("favourites", False), filters.get("tag"), trash)
+        sql = (f"SELECT count(*) FROM {tables}"
                f"{' WHERE ' + ' AND '.join(where) if where else ''}")
         return self.connection.execute(sql, parameters).fetchone()[0]
 
@@ -563,15 +564,25 @@ def _write_bytes(stream: Any, data: bytes) -> None:
 
 def _filters(text: str, model: str | None, seed: int | None, since: float | None,
              until: float | None, favourites: bool, tag: str | None,
-             trash: Trash) -> tuple[list[str], list[Any]]:
+             trash: Trash) -> tuple[list[str], list[Any], str, str]:
+    """WHERE clauses and their parameters, the tables to read, and the newest-first key.
+
+    With words to find, the full-text index drives: it yields matches newest first (rowids
+    are creation times) and the query stops at the page's end.
+    """
     where: list[str] = []
     parameters: list[Any] = []
     match = fts_query(text)
     if match:
-        where.append("i.rowid IN (SELECT rowid FROM images_text WHERE images_text MATCH ?)")
+        tables = "images_text JOIN images AS i ON i.rowid = images_text.rowid"
+        key = "images_text.rowid"
+        where.append("images_text MATCH ?")
         parameters.append(match)
+    else:
+        tables, key = "images AS i", "i.rowid"
     for clause, value in (("i.model = ?", model), ("i.seed = ?", seed),
-                          ("i.created_at >= ?", since), ("i.created_at < ?", until)):
+                          (f"{key} >= ?", None if since is None else time_key(since)),
+                          (f"{key} < ?", None if until is None else time_key(until))):
         if value is not None:
             where.append(clause)
             parameters.append(value)
@@ -585,7 +596,7 @@ def _filters(text: str, model: str | None, seed: int | None, since: float | None
         where.append("i.trashed_at IS NULL")
     elif trash == "only":
         where.append("i.trashed_at IS NOT NULL")
-    return where, parameters
+    return where, parameters, tables, key
 
 
 def fts_query(text: str) -> str:
@@ -603,10 +614,9 @@ def _prefixed(columns: str) -> str:
     return ", ".join(f"i.{name.strip()}" for name in columns.split(","))
 
 
-def _parse_cursor(cursor: str) -> tuple[float, int]:
+def _parse_cursor(cursor: str) -> int:
     try:
-        created, rowid = cursor.split(":")
-        return float(created), int(rowid)
+        return int(cursor)
     except ValueError:
         raise LibraryError("That page marker is not valid; start again from the first "
                            "page.") from None
