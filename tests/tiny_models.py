@@ -161,7 +161,13 @@ def diffusers_key(variant: str) -> str:
 
 
 def onnx_key(variant: str) -> str:
-    digest = hashlib.sha256(diffusers_key(variant).encode())
+    return onnx_key_for(diffusers_key(variant))
+
+
+def onnx_key_for(diffusers_folder_key: str) -> str:
+    """The cache key of the ONNX export of the diffusers folder with that key: it changes
+    with the exporter's source and the onnx versions too."""
+    digest = hashlib.sha256(diffusers_folder_key.encode())
     _hash_files(digest, EXPORTER_SOURCE, "*.py")
     from importlib.metadata import version
 

@@ -16,12 +16,12 @@ from tests.tiny_models import (
     _TEXT_ENCODER,
     CLIP_TOKENIZER,
     CONFIGS,
-    EXPORTER_SOURCE,
     _hash_files,
     _library_versions,
     _write_hub_tokenizer,
     _write_json,
     cached_folder,
+    onnx_key_for,
 )
 
 # Scheduler configs as the families ship them.
@@ -146,12 +146,7 @@ def diffusers_key(variant: str) -> str:
 
 
 def onnx_key(variant: str) -> str:
-    digest = hashlib.sha256(diffusers_key(variant).encode())
-    _hash_files(digest, EXPORTER_SOURCE, "*.py")
-    from importlib.metadata import version
-
-    digest.update(" ".join(version(name) for name in ("onnx", "onnxscript")).encode())
-    return digest.hexdigest()[:16]
+    return onnx_key_for(diffusers_key(variant))
 
 
 def tiny_diffusers(variant: str) -> Path:
