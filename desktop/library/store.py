@@ -67,7 +67,7 @@ from desktop.library.recovery import (
     restore_newest_backup,
 )
 from desktop.library.rows import COLUMNS, ImageEntry, entry_from_row, insert_row, time_key
-from desktop.library.thumbnails import ThumbnailCache
+from desktop.library.thumbnails import DEFAULT_MAX_BYTES, ThumbnailCache
 from engine.request import GenerationParameters
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Library:
         self.backups_dir = self.folder / "backups"
         self.quarantine_dir = self.folder / "quarantine"
         self.thumbnails = ThumbnailCache(self.root / "cache" / "thumbnails",
-                                         *(() if thumbnail_bytes is None else (thumbnail_bytes,)))
+                                         thumbnail_bytes or DEFAULT_MAX_BYTES)
         self.backup_interval_s = backup_interval_s
         self.report = OpenReport()
         self._lock = threading.RLock()
