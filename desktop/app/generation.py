@@ -1,0 +1,127 @@
+"""Engine work the app runs in its worker thread: make pictures and save them, import models.
+
+Qt-free and thread-agnostic: ``desktop.app.worker`` calls these from its thread with a
+``Context`` (progress out, cancel in). It uses the engine exactly as ``easel generate`` does:
+the model store, ``load_model``, ``TextToImagePipeline``, the library's ``add_generated``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from desktop import paths
+from desktop.app.settings import Settings
+from desktop.library import ImageEntry, Library
+from desktop.model_store import InstalledModel, ModelStore
+from engine.model import Model, load_model
+from engine.pipelines.text_to_image import TextToImagePipeline
+from engine.request import GenerationResult, Progress, ProgressCallback, TextToImageRequest
+from engine.runtime import CancelToken, RuntimeOptions, clear_sessions
+
+
+class Context(Protocol):
+    """What a job gets from the worker: a cancel token and a way to report progress."""
+
+    cancel: CancelToken
+
+    def report(self, step: int, steps: int, image: int = 0, images: int = 1,
+               preview: Callable[[], np.ndarray] | None = None, stage: str = "") -> None: ...
+
+
+class Pipelines(Protocol):
+    """Runs a text-to-image request on a named model (the real engine, or a test's script)."""
+
+    def run(self, model: str, request: TextToImageRequest, on_progress: ProgressCallback,
+            cancel: CancelToken) -> GenerationResult: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Device:
+    """Where the last job ran, for the status line."""
+
+    summary: str  # "CPU (2 threads)", "CUDA"
+    reason: str | None  # why a GPU was not used, in one sentence
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """A finished generation: the saved library entries and their pixels, in batch order."""
+
+    entries: tuple[ImageEntry, ...]
+    pixels: tuple[np.ndarray, ...]
+    warnings: tuple[str, ...]
+    device: Device
+
+
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    return RuntimeOptions(providers=settings.providers, cpu_threads=settings.cpu_threads,
+                          optimized_cache=paths.optimized_graphs_dir())
+
+
+class EnginePipelines:
+    """The real engine, keeping at most ``keep_loaded`` models' sessions in memory."""
+
+    def __init__(self, store: ModelStore, runtime: RuntimeOptions, keep_loaded: int = 2) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.keep_loaded = max(1, keep_loaded)
+        self._models: OrderedDict[str, Model] = OrderedDict()  # least recently used first
+        self._new_options: tuple[RuntimeOptions, int] | None = None
+
+    def reconfigure(self, runtime: RuntimeOptions, keep_loaded: int) -> None:
+        """New settings, taken up by the next job (the worker may be mid-run now)."""
+        self._new_options = (runtime, max(1, keep_loaded))
+
+    def run(self, model: str, request: TextToImageRequest, on_progress: ProgressCallback,
+            cancel: CancelToken) -> GenerationResult:
+        if self._new_options is not None:
+            (self.runtime, self.keep_loaded), self._new_options = self._new_options, None
+            self._models.clear()  # loaded with the old options
+        pipeline = TextToImagePipeline(self._model(model))
+        pipeline.check_inputs(request)  # a bad request fails before anything loads
+        return pipeline(request, on_progress, cancel)
+
+    def _model(self, name: str) -> Model:
+        if name in self._models:
+            self._models.move_to_end(name)
+            return self._models[name]
+        model = load_model(self.store.path_of(name), self.runtime, name)
+        self._models[name] = model
+        if len(self._models) > self.keep_loaded:
+            self._models.popitem(last=False)
+            # The engine caches sessions for every model together; dropping them all frees the
+            # unloaded model's memory, and the kept models reopen theirs on next use.
+            clear_sessions()
+        return model
+
+
+def generate(pipelines: Pipelines, library: Library, model: str,
+             request: TextToImageRequest, context: Context) -> Outcome:
+    """Make the pictures and save each into the library (written whole before it is listed)."""
+
+    def on_progress(progress: Progress) -> None:
+        context.report(progress.step, progress.steps, progress.image, progress.images,
+                       progress.preview)
+
+    result = pipelines.run(model, request, on_progress, context.cancel)
+    context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
+    entries = tuple(library.add_generated(image.pixels, image.parameters)
+                    for image in result.images)
+    device = Device(result.device.summary, result.device.reason)
+    return Outcome(entries, tuple(image.pixels for image in result.images), result.warnings,
+                   device)
+
+
+def import_model(store: ModelStore, source: Path, context: Context) -> InstalledModel:
+    """The same import as ``easel models import``, stopping when the job is cancelled."""
+
+    def progress(stage: str, done: int, total: int) -> None:
+        context.report(done, max(total, 1), stage=stage)
+
+    return store.import_model(source, None, progress, lambda: context.cancel.cancelled)

@@ -1,0 +1,75 @@
+"""Starting the desktop app: settings, the one-window lock, the library, the window."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from desktop import paths
+from desktop.app import settings as settings_file
+from desktop.app.generation import EnginePipelines, runtime_options
+from desktop.app.settings import Settings
+from desktop.app.viewmodels.studio import Services, Studio
+from desktop.app.widgets.icons import icon
+from desktop.app.widgets.main_window import MainWindow
+from desktop.library import Library, LibraryError
+from desktop.library.instance import claim_window
+from desktop.model_store import ModelStore
+from engine.errors import EaselError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the window until it is closed; the exit status for the ``easel`` command."""
+    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    app.setApplicationName("Easel")
+    app.setOrganizationName("Easel")
+    app.setWindowIcon(icon("easel"))
+    loaded = settings_file.load(settings_file.default_path())
+    apply_theme(app, loaded.settings.theme)
+    if loaded.settings.data_folder and not os.environ.get("EASEL_HOME"):
+        os.environ["EASEL_HOME"] = loaded.settings.data_folder  # the environment wins
+    try:
+        window_lock = claim_window(paths.data_dir() / "library")
+    except LibraryError as error:
+        QMessageBox.information(None, "Easel", str(error))
+        return 1
+    try:
+        return _run(app, loaded.settings, loaded.message)
+    finally:
+        window_lock.close()
+
+
+def _run(app: QApplication, settings: Settings, settings_message: str | None) -> int:
+    try:
+        library = Library.open(paths.data_dir())
+        store = ModelStore(paths.models_dir(), paths.built_in_models_dir())
+    except EaselError as error:
+        QMessageBox.critical(None, "Easel", str(error))
+        return 1
+    try:
+        pipelines = EnginePipelines(store, runtime_options(settings),
+                                    settings.models_kept_loaded)
+        studio = Studio(Services(library, store, pipelines, settings,
+                                 settings_file.default_path()))
+        window = MainWindow(studio)
+        window.show()
+        for warning in [settings_message, *library.report.warnings]:
+            if warning:
+                window.show_problem(warning)
+        return app.exec()
+    finally:
+        library.close()
+
+
+def apply_theme(app: QApplication, theme: str) -> None:
+    """"system" leaves Qt following the desktop's light or dark setting (Qt 6.5+)."""
+    hints = app.styleHints()
+    if not hasattr(hints, "setColorScheme"):  # Qt before 6.8: the system's scheme only
+        return
+    scheme = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(
+        theme, Qt.ColorScheme.Unknown)
+    hints.setColorScheme(scheme)

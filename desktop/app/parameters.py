@@ -1,0 +1,148 @@
+"""What the prompt panel edits, in plain data: the form, the model choices, size presets.
+
+Qt-free: the panel's view-model holds a ``Form`` and turns it into an engine request; tests
+check the defaults and presets without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, replace
+from typing import Any
+
+from desktop.model_store import InstalledModel
+from engine.description import ModelDescription
+from engine.pipelines.text_to_image import MAX_SEED
+from engine.request import TextToImageRequest
+from engine.schedulers import SCHEDULER_NAMES
+
+ASPECTS = (("1:1", 1, 1), ("4:3", 4, 3), ("3:4", 3, 4), ("3:2", 3, 2), ("2:3", 2, 3),
+           ("16:9", 16, 9), ("9:16", 9, 16))
+BASE_SIDES = (256, 512, 768, 1024)
+MAX_SEED_SHOWN = 2**32 - 1  # new random seeds stay short enough to read and type
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """An installed model as the model picker shows it."""
+
+    name: str
+    family: str
+    size_bytes: int
+    built_in: bool
+    description: ModelDescription
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name == self.family else f"{self.name}  ({self.family})"
+
+    @property
+    def size_multiple(self) -> int:
+        return math.lcm(8, self.description.vae_scale_factor)
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    label: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Form:
+    """Everything the prompt panel shows; ``seed_locked`` keeps the seed between runs."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    guidance: float = 7.0
+    scheduler: str = "euler"
+    seed: int = 0
+    seed_locked: bool = False
+    count: int = 1
+
+
+def choice_of(model: InstalledModel) -> ModelChoice:
+    return ModelChoice(model.name, model.family, model.size_bytes, model.built_in,
+                       ModelDescription.load(model.path))
+
+
+def schedulers_for(model: ModelChoice) -> list[str]:
+    """The samplers that fit the model: flow models have their own, LCM models add theirs."""
+    description = model.description
+    if description.prediction_type == "flow":
+        return ["flow_euler"]
+    names = [name for name in SCHEDULER_NAMES if name != "flow_euler"]
+    if description.distillation == "lcm":
+        names.insert(0, "lcm")
+    if description.default_scheduler not in names:
+        names.insert(0, description.default_scheduler)
+    return names
+
+
+def size_presets(model: ModelChoice) -> list[SizePreset]:
+    """Square and common aspect ratios at the sides near the model's own (512 / 768 / 1024),
+    each rounded to a size the model takes, with about the same number of pixels."""
+    native = max(model.description.default_width, model.description.default_height)
+    sides = [side for side in BASE_SIDES if native / 1.5 <= side <= native * 1.5] or [native]
+    multiple = model.size_multiple
+    presets = []
+    for side in sides:
+        for label, across, down in ASPECTS:
+            scale = side / math.sqrt(across * down)
+            width = max(multiple, round(across * scale / multiple) * multiple)
+            height = max(multiple, round(down * scale / multiple) * multiple)
+            presets.append(SizePreset(f"{width} × {height}  ({label})", width, height))
+    return presets
+
+
+def form_for_model(form: Form, model: ModelChoice) -> Form:
+    """The model's own defaults (a turbo model starts at 1-4 steps without guidance), keeping
+    the prompt, seed and count the user already chose."""
+    description = model.description
+    return replace(form, model=model.name, width=description.default_width,
+                   height=description.default_height, steps=description.default_steps,
+                   guidance=description.default_guidance,
+                   scheduler=description.default_scheduler)
+
+
+def new_seed() -> int:
+    return secrets.randbelow(MAX_SEED_SHOWN + 1)
+
+
+def request_from(form: Form) -> TextToImageRequest:
+    return TextToImageRequest(
+        prompt=form.prompt, negative_prompt=form.negative_prompt, width=form.width,
+        height=form.height, steps=form.steps, guidance=form.guidance,
+        scheduler=form.scheduler, seed=min(max(form.seed, 0), MAX_SEED - form.count),
+        count=form.count)
+
+
+def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
+                    seed: int | None, width: int | None, height: int | None,
+                    parameters: dict[str, Any]) -> Form:
+    """"Reuse parameters": what an image was made with, written back into the form. Values
+    the image does not know (an imported picture) keep what the form had; the seed is locked
+    so the next run makes the same picture."""
+    settings = parameters.get("settings") if isinstance(parameters.get("settings"), dict) else {}
+    steps = _number(parameters.get("steps", settings.get("Steps")), int)
+    guidance = _number(parameters.get("guidance", settings.get("CFG scale")), float)
+    scheduler = parameters.get("scheduler")
+    return replace(
+        form, prompt=prompt, negative_prompt=negative_prompt, model=model or form.model,
+        seed=form.seed if seed is None else seed, seed_locked=seed is not None,
+        width=width or form.width, height=height or form.height,
+        steps=form.steps if steps is None else steps,
+        guidance=form.guidance if guidance is None else guidance,
+        scheduler=scheduler if isinstance(scheduler, str) else form.scheduler)
+
+
+def _number(value: Any, kind: type) -> Any:
+    try:
+        return None if value is None else kind(value)
+    except (TypeError, ValueError):
+        return None

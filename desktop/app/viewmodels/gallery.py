@@ -1,0 +1,194 @@
+"""The gallery as a Qt list model: virtualised over the library, thumbnails made elsewhere.
+
+Only the rows the view asks for are read, a page of ``PAGE`` at a time (the next page by
+cursor, a jump by offset), and only the pages near the view stay in memory, so a library of
+100,000 pictures costs what one screenful does. Thumbnails are requested from the worker's
+pool the first time a row is painted and arrive through ``JobRunner.image_ready``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QMimeData,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSize,
+    Qt,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import QColor, QImage, QPixmap
+
+from desktop.app.worker import JobRunner
+from desktop.library import ImageEntry, Library
+
+PAGE = 200
+PAGES_KEPT = 12
+THUMBNAILS_KEPT = 800  # about 80 MB at 160 px: several screens of a large window
+THUMB_PREFIX = "thumb:"
+EntryRole = Qt.ItemDataRole.UserRole + 1
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+class GalleryModel(QAbstractListModel):
+    changed = Signal()  # the number of pictures or the filter changed (for the count label)
+
+    def __init__(self, library: Library, runner: JobRunner, thumbnail_px: int = 160,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._library = library
+        self._runner = runner
+        self.thumbnail_size = QSize(thumbnail_px, thumbnail_px)
+        self.search_text = ""
+        self.favourites_only = False
+        self._count = 0
+        self._pages: OrderedDict[int, list[ImageEntry]] = OrderedDict()
+        self._rows: dict[str, int] = {}  # image id -> row, for the pages in memory
+        self._thumbnails: OrderedDict[str, QPixmap] = OrderedDict()
+        self._asked: set[str] = set()
+        self._placeholder = _placeholder(self.thumbnail_size, "#3a3a3a")
+        self._missing = _placeholder(self.thumbnail_size, "#5a2a2a")
+        runner.image_ready.connect(self._thumbnail_ready)
+        runner.image_failed.connect(self._thumbnail_failed)
+        self.refresh()
+
+    # Reading -------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the library again (a new picture, a deletion, another process's change)."""
+        self.beginResetModel()
+        self._pages.clear()
+        self._rows.clear()
+        self._asked.clear()
+        self._count = self._library.count(self.search_text, favourites=self.favourites_only)
+        self.endResetModel()
+        self.changed.emit()
+
+    def set_search(self, text: str) -> None:
+        self.search_text = text
+        self._runner.drop_image_requests()  # thumbnails of the old results are not wanted
+        self.refresh()
+
+    def set_favourites_only(self, on: bool) -> None:
+        self.favourites_only = on
+        self._runner.drop_image_requests()
+        self.refresh()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 (Qt's own default)
+        return 0 if parent.isValid() else self._count
+
+    def entry(self, row: int) -> ImageEntry | None:
+        if not 0 <= row < self._count:
+            return None
+        page_number, at = divmod(row, PAGE)
+        page = self._page(page_number)
+        return page[at] if at < len(page) else None
+
+    def row_of(self, image_id: str) -> int | None:
+        return self._rows.get(image_id)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        entry = self.entry(index.row()) if index.isValid() else None
+        if entry is None:
+            return None
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self._thumbnail(entry)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            size = f"{entry.width} × {entry.height}" if entry.width else ""
+            star = "★ " if entry.favourite else ""
+            prompt = entry.prompt or "(no prompt)"
+            return f"{star}{prompt}\n{entry.model}  seed {entry.seed}  {size}"
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return entry.prompt
+        if role == EntryRole:
+            return entry
+        return None
+
+    def _page(self, number: int) -> list[ImageEntry]:
+        page = self._pages.get(number)
+        if page is not None:
+            self._pages.move_to_end(number)
+            return page
+        before = self._pages.get(number - 1)
+        if before and len(before) == PAGE:  # scrolling on: the cursor is cheap at any depth
+            page = self._search(cursor=str(before[-1].rowid))
+        else:
+            page = self._search(offset=number * PAGE)
+        self._pages[number] = page
+        for at, entry in enumerate(page):
+            self._rows[entry.id] = number * PAGE + at
+        while len(self._pages) > PAGES_KEPT:
+            _, dropped = self._pages.popitem(last=False)
+            for entry in dropped:
+                self._rows.pop(entry.id, None)
+        return page
+
+    def _search(self, **where: object) -> list[ImageEntry]:
+        return self._library.search(self.search_text, favourites=self.favourites_only,
+                                    limit=PAGE, **where).entries
+
+    # Thumbnails ----------------------------------------------------------------------------
+
+    def _thumbnail(self, entry: ImageEntry) -> QPixmap:
+        pixmap = self._thumbnails.get(entry.id)
+        if pixmap is not None:
+            self._thumbnails.move_to_end(entry.id)
+            return pixmap
+        if entry.missing:
+            return self._missing
+        if entry.id not in self._asked:
+            self._asked.add(entry.id)
+            cache, image_id, path = self._library.thumbnails, entry.id, entry.path
+            self._runner.load_image(THUMB_PREFIX + entry.id, lambda: cache.get(image_id, path),
+                                    self.thumbnail_size)
+        return self._placeholder
+
+    def _thumbnail_ready(self, key: str, image: QImage) -> None:
+        if not key.startswith(THUMB_PREFIX):
+            return
+        image_id = key[len(THUMB_PREFIX):]
+        self._asked.discard(image_id)
+        self._thumbnails[image_id] = QPixmap.fromImage(image)
+        while len(self._thumbnails) > THUMBNAILS_KEPT:
+            self._thumbnails.popitem(last=False)
+        self._row_changed(image_id)
+
+    def _thumbnail_failed(self, key: str, _message: str) -> None:
+        if key.startswith(THUMB_PREFIX):
+            image_id = key[len(THUMB_PREFIX):]
+            self._thumbnails[image_id] = self._missing
+            self._row_changed(image_id)
+
+    def _row_changed(self, image_id: str) -> None:
+        row = self._rows.get(image_id)
+        if row is not None:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+    # Dragging out --------------------------------------------------------------------------
+
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        base = super().flags(index)
+        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+
+    def mimeTypes(self) -> list[str]:
+        return ["text/uri-list"]
+
+    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:
+        """The picture files themselves, so a file manager, browser or editor takes them."""
+        data = QMimeData()
+        entries = [self.entry(index.row()) for index in indexes]
+        data.setUrls([QUrl.fromLocalFile(str(entry.path)) for entry in entries
+                      if entry is not None and not entry.missing])
+        return data
+
+
+def _placeholder(size: QSize, colour: str) -> QPixmap:
+    pixmap = QPixmap(size)
+    pixmap.fill(QColor(colour))
+    return pixmap

@@ -1,0 +1,129 @@
+"""The prompt panel's state: the form, the models to pick from, and walking the history."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import QObject, Signal
+
+from desktop.app.parameters import (
+    Form,
+    ModelChoice,
+    SizePreset,
+    choice_of,
+    form_for_model,
+    form_from_image,
+    new_seed,
+    schedulers_for,
+    size_presets,
+)
+from desktop.library import ImageEntry, Library
+from desktop.model_store import ModelStore
+from engine.errors import EaselError, ModelError
+
+
+class PromptViewModel(QObject):
+    form_changed = Signal()  # the whole form was replaced (model change, reuse, history)
+    models_changed = Signal()
+
+    def __init__(self, store: ModelStore, library: Library,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._library = library
+        self.models: list[ModelChoice] = []
+        self.form = Form(seed=new_seed())
+        self._walk: list[str] = []  # the history being walked with Up/Down, newest first
+        self._walk_at = -1
+        self.reload_models()
+
+    # Models --------------------------------------------------------------------------------
+
+    def reload_models(self) -> None:
+        """Read the installed models again (after an import or removal)."""
+        choices = []
+        for model in self._store.list():
+            try:
+                choices.append(choice_of(model))
+            except ModelError:
+                continue  # listed but unreadable: the models view says why
+        self.models = choices
+        self.models_changed.emit()
+        if self.model() is None and choices:
+            self.choose_model(self._default_model_name())
+        elif not choices:
+            self.form = replace(self.form, model="")
+            self.form_changed.emit()
+
+    def _default_model_name(self) -> str:
+        try:
+            return self._store.default_model().name
+        except EaselError:  # several installed: the first, as the picker lists them
+            return self.models[0].name
+
+    def model(self) -> ModelChoice | None:
+        return next((choice for choice in self.models if choice.name == self.form.model), None)
+
+    def choose_model(self, name: str) -> None:
+        """Switch model and take its defaults (steps, guidance, size, scheduler)."""
+        choice = next((choice for choice in self.models if choice.name == name), None)
+        if choice is None or (choice.name == self.form.model):
+            return
+        self.form = form_for_model(self.form, choice)
+        self.form_changed.emit()
+
+    def schedulers(self) -> list[str]:
+        model = self.model()
+        return schedulers_for(model) if model else []
+
+    def size_presets(self) -> list[SizePreset]:
+        model = self.model()
+        return size_presets(model) if model else []
+
+    # Editing -------------------------------------------------------------------------------
+
+    def update(self, **changes: object) -> None:
+        """A field the user edited; widgets already show it, so no ``form_changed``."""
+        self.form = replace(self.form, **changes)
+
+    def new_random_seed(self) -> None:
+        self.form = replace(self.form, seed=new_seed())
+        self.form_changed.emit()
+
+    def seed_for_next_run(self) -> int:
+        """The seed this run uses: the shown one when locked, a new one otherwise (shown)."""
+        if not self.form.seed_locked:
+            self.new_random_seed()
+        return self.form.seed
+
+    def reuse(self, entry: ImageEntry, seed_only: bool = False) -> None:
+        """Fill the form with what ``entry`` was made with (or only its seed)."""
+        if seed_only:
+            if entry.seed is not None:
+                self.form = replace(self.form, seed=entry.seed, seed_locked=True)
+        else:
+            model = entry.model if any(m.name == entry.model for m in self.models) else ""
+            self.form = form_from_image(self.form, entry.prompt, entry.negative_prompt, model,
+                                        entry.seed, entry.width, entry.height, entry.parameters)
+        self.form_changed.emit()
+
+    def use_prompt(self, text: str) -> None:
+        self.form = replace(self.form, prompt=text)
+        self.form_changed.emit()
+
+    # Walking the history with Up/Down in an empty prompt box -------------------------------
+
+    def history_step(self, older: bool) -> str | None:
+        """The next older (or newer) prompt, or None at the end; starts from the newest."""
+        if self._walk_at == -1 or not self._walk:
+            self._walk = [entry.text for entry in self._library.history(limit=200)]
+        target = self._walk_at + (1 if older else -1)
+        if not 0 <= target < len(self._walk):
+            if not older:
+                self._walk_at = -1
+            return None
+        self._walk_at = target
+        return self._walk[target]
+
+    def stop_walking(self) -> None:
+        self._walk_at = -1

@@ -1,0 +1,171 @@
+"""The canvas: the current picture with zoom and pan, fit and 100 %, live previews, and a
+drop target for a source picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QDragEnterEvent,
+    QDropEvent,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPixmap,
+    QResizeEvent,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QWidget
+
+MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
+ZOOM_STEP = 1.25
+
+
+class Canvas(QWidget):
+    file_dropped = Signal(Path)
+    zoom_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setMinimumSize(200, 200)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setToolTip("Scroll to zoom, drag to move; drop a picture here to use it as the "
+                        "source image")
+        self._pixmap: QPixmap | None = None
+        self._size: tuple[int, int] | None = None  # the size to draw at (a preview's target)
+        self._smooth = True
+        self.zoom = 1.0
+        self._offset = QPointF(0, 0)  # picture centre relative to the widget centre
+        self._fitting = True  # follow the window size until the user zooms
+        self._drag_from: QPointF | None = None
+        self.hint = "Type a prompt and press Ctrl+Enter"
+
+    # What to show --------------------------------------------------------------------------
+
+    def show_image(self, image: QImage | None, draw_size: tuple[int, int] | None = None,
+                   preview: bool = False) -> None:
+        """Show ``image``, drawn at ``draw_size`` when given (a small live preview is shown at
+        the size the picture will have, so the view does not jump when it ends)."""
+        new_size = draw_size or (None if image is None else (image.width(), image.height()))
+        size_changed = new_size != self._size
+        self._pixmap = None if image is None else QPixmap.fromImage(image)
+        self._size = new_size
+        self._smooth = not preview  # a preview is blurry anyway; keep it cheap
+        if size_changed and self._fitting:
+            self.fit()
+        self.update()
+
+    @property
+    def has_image(self) -> bool:
+        return self._pixmap is not None
+
+    # Zoom and pan --------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        self._fitting = True
+        self._offset = QPointF(0, 0)
+        if self._size:
+            width, height = self._size
+            margin = 16
+            scale = min((self.width() - margin) / width, (self.height() - margin) / height)
+            self._set_zoom(min(max(scale, MIN_ZOOM), MAX_ZOOM))
+        self.update()
+
+    def actual_size(self) -> None:
+        self._fitting = False
+        self._offset = QPointF(0, 0)
+        self._set_zoom(1.0)
+
+    def zoom_by(self, factor: float, around: QPointF | None = None) -> None:
+        """Zoom keeping the point under ``around`` (the mouse) still."""
+        self._fitting = False
+        old = self.zoom
+        new = min(max(old * factor, MIN_ZOOM), MAX_ZOOM)
+        if around is not None:
+            centre = QPointF(self.width() / 2, self.height() / 2)
+            point = around - centre - self._offset
+            self._offset -= point * (new / old - 1)
+        self._set_zoom(new)
+
+    def _set_zoom(self, value: float) -> None:
+        self.zoom = value
+        self.zoom_changed.emit(value)
+        self.update()
+
+    def image_rect(self) -> QRectF:
+        if not self._size:
+            return QRectF()
+        width, height = self._size[0] * self.zoom, self._size[1] * self.zoom
+        centre = QPointF(self.width() / 2, self.height() / 2) + self._offset
+        return QRectF(centre.x() - width / 2, centre.y() - height / 2, width, height)
+
+    # Events --------------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), self.palette().window().color().darker(115))
+        if self._pixmap is None:
+            painter.setPen(QColor("#9ca3af"))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
+            return
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
+                              self._smooth and self.zoom < 1)
+        if not self._smooth:  # live previews are tiny: scale them up smoothly
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        painter.drawPixmap(self.image_rect(), self._pixmap, QRectF(self._pixmap.rect()))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        if self._fitting:
+            self.fit()
+        super().resizeEvent(event)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120
+        if steps and self._size:
+            self.zoom_by(ZOOM_STEP ** steps, event.position())
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._drag_from = event.position()
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._drag_from is not None:
+            self._fitting = False
+            self._offset += event.position() - self._drag_from
+            self._drag_from = event.position()
+            self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        self._drag_from = None
+        self.unsetCursor()
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if self._fitting:
+            self.actual_size()
+        else:
+            self.fit()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _first_local_file(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = _first_local_file(event.mimeData())
+        if path is not None:
+            event.acceptProposedAction()
+            self.file_dropped.emit(path)
+
+
+def _first_local_file(data: object) -> Path | None:
+    """The first file in a drop: from a file manager, the gallery, or a browser's saved file."""
+    if data is None or not data.hasUrls():
+        return None
+    for url in data.urls():
+        if url.isLocalFile():
+            return Path(url.toLocalFile())
+    return None

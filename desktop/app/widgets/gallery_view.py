@@ -1,0 +1,134 @@
+"""The gallery: a virtualised thumbnail grid with search, a favourites filter, multi-select,
+delete with undo, reuse, copy, open folder, and dragging pictures out."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QPoint, QSize, Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMenu,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.app.viewmodels.gallery import EntryRole
+from desktop.app.viewmodels.studio import Studio
+from desktop.app.widgets.icons import icon
+from desktop.library import ImageEntry
+
+SPACING = 6
+
+
+class GalleryView(QWidget):
+    def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.studio = studio
+        self.model = studio.gallery
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search the gallery by prompt")
+        self.search.setClearButtonEnabled(True)
+        self.favourites = QToolButton()
+        self.favourites.setIcon(icon("favourite"))
+        self.favourites.setCheckable(True)
+        self.favourites.setToolTip("Show only favourites")
+        self.count = QLabel()
+        self.grid = QListView()
+        # List mode with wrapping lays out uniform items arithmetically; icon mode would keep
+        # a rectangle per item, which is slow and large with 100,000 pictures.
+        self.grid.setViewMode(QListView.ViewMode.ListMode)
+        self.grid.setFlow(QListView.Flow.LeftToRight)
+        self.grid.setWrapping(True)
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setLayoutMode(QListView.LayoutMode.Batched)
+        self.grid.setBatchSize(500)
+        self.grid.setSpacing(SPACING)
+        size = self.model.thumbnail_size
+        self.grid.setIconSize(size)
+        self.grid.setGridSize(size + QSize(SPACING, SPACING))
+        self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.grid.setDragEnabled(True)
+        self.grid.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.grid.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.grid.verticalScrollBar().setSingleStep(size.height() // 3)
+        self.grid.setModel(self.model)
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.setToolTip("Click to show on the canvas; drag pictures out to other programs")
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.favourites)
+        top.addWidget(self.count)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.grid)
+        self.search.textChanged.connect(self.model.set_search)
+        self.favourites.toggled.connect(self.model.set_favourites_only)
+        self.model.changed.connect(self._show_count)
+        self.grid.clicked.connect(self._show)
+        self.grid.activated.connect(self._show)
+        self.grid.customContextMenuRequested.connect(self._menu)
+        self._add_shortcuts()
+        self._show_count()
+
+    def _add_shortcuts(self) -> None:
+        for keys, handler, tip in (
+                (QKeySequence.StandardKey.Delete, self.delete_selected, "Move to the trash"),
+                (QKeySequence.StandardKey.Copy, self.copy_selected, "Copy the picture"),
+                (QKeySequence("Ctrl+R"), self.reuse_selected, "Reuse parameters")):
+            action = self.grid.addAction(tip)
+            action.setShortcut(keys)
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            action.triggered.connect(handler)
+
+    def _show_count(self) -> None:
+        total = self.model.rowCount()
+        self.count.setText(f"{total:,} picture{'s' if total != 1 else ''}")
+
+    def selected(self) -> list[ImageEntry]:
+        rows = sorted(index.row() for index in self.grid.selectionModel().selectedIndexes())
+        entries = [self.model.entry(row) for row in rows]
+        return [entry for entry in entries if entry is not None]
+
+    def _show(self, index: QModelIndex) -> None:
+        entry = index.data(EntryRole)
+        if entry is not None:
+            self.studio.show_entry(entry)
+
+    def delete_selected(self) -> None:
+        self.studio.trash(self.selected())
+
+    def copy_selected(self) -> None:
+        entries = self.selected()
+        if entries:
+            self.studio.copy_entry(entries[0])
+
+    def reuse_selected(self, seed_only: bool = False) -> None:
+        entries = self.selected()
+        if entries:
+            self.studio.reuse(entries[0], seed_only)
+
+    def _menu(self, point: QPoint) -> None:
+        entries = self.selected()
+        if not entries:
+            return
+        one = entries[0]
+        favourite = not all(entry.favourite for entry in entries)
+        menu = QMenu(self)
+        menu.addAction(icon("reuse"), "Reuse parameters", self.reuse_selected)
+        menu.addAction(icon("seed"), "Reuse this image's seed",
+                       lambda: self.reuse_selected(seed_only=True))
+        menu.addAction(icon("favourite"), "Mark as favourite" if favourite else "Unmark",
+                       lambda: self.studio.set_favourite(entries, favourite))
+        menu.addAction(icon("copy"), "Copy picture", self.copy_selected)
+        menu.addAction(icon("folder"), "Open folder", lambda: QDesktopServices.openUrl(
+            QUrl.fromLocalFile(str(one.path.parent))))
+        menu.addSeparator()
+        menu.addAction(icon("trash"), "Move to trash", self.delete_selected)
+        menu.exec(self.grid.viewport().mapToGlobal(point))

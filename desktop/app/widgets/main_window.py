@@ -1,0 +1,229 @@
+"""The main window: prompt panel and history on the left, the canvas (or the welcome page)
+in the middle, the gallery on the right, the job queue below, the device in the status line."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QStackedWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.app.viewmodels.studio import Studio
+from desktop.app.widgets.canvas import Canvas
+from desktop.app.widgets.gallery_view import GalleryView
+from desktop.app.widgets.history_panel import HistoryPanel
+from desktop.app.widgets.icons import icon
+from desktop.app.widgets.models_dialog import ModelsDialog, import_model
+from desktop.app.widgets.prompt_panel import PromptPanel
+from desktop.app.widgets.queue_panel import QueuePanel
+from desktop.app.widgets.settings_dialog import SettingsDialog
+from desktop.app.widgets.welcome import WelcomePage
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.studio = studio
+        self.setWindowTitle("Easel")
+        self.setWindowIcon(icon("easel"))
+        self.resize(1280, 800)
+        self.prompt_panel = PromptPanel(studio.prompt)
+        self.history_panel = HistoryPanel(studio.history, studio.prompt)
+        self.canvas = Canvas()
+        self.welcome = WelcomePage()
+        self.gallery = GalleryView(studio)
+        self.queue = QueuePanel(studio)
+        self.device_label = QLabel()
+        self.zoom_label = QLabel("100 %")
+        self.last_problem: str | None = None  # the last sentence shown in a dialog (tests)
+        self._build()
+        self._actions()
+        self._connect()
+        self._show_device()
+        self._show_page()
+        if studio.settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(studio.settings.window_geometry.encode()))
+
+    # Building ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.prompt_panel)
+        left.addWidget(self.history_panel)
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+        self.canvas_tools = QToolBar("Canvas")
+        self.canvas_tools.setIconSize(self.canvas_tools.iconSize())
+        canvas_holder = QWidget()
+        canvas_layout = QVBoxLayout(canvas_holder)
+        canvas_layout.setContentsMargins(0, 0, 0, 0)
+        canvas_layout.addWidget(self.canvas_tools)
+        canvas_layout.addWidget(self.canvas, 1)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(canvas_holder)
+        centre = QSplitter(Qt.Orientation.Horizontal)
+        centre.addWidget(left)
+        centre.addWidget(self.pages)
+        centre.setStretchFactor(1, 1)
+        centre.setSizes([340, 900])
+        holder = QWidget()
+        layout = QHBoxLayout(holder)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(centre)
+        self.setCentralWidget(holder)
+        self.gallery_dock = self._dock("Gallery", self.gallery,
+                                       Qt.DockWidgetArea.RightDockWidgetArea)
+        self.queue_dock = self._dock("Queue", self.queue, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.resizeDocks([self.gallery_dock], [380], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.queue_dock], [120], Qt.Orientation.Vertical)
+        self.statusBar().addPermanentWidget(self.zoom_label)
+        self.statusBar().addPermanentWidget(self.device_label)
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, handler, keys: str | QKeySequence.StandardKey | None = None,  # noqa: ANN001
+                icon_name: str | None = None, tip: str | None = None) -> QAction:
+        action = QAction(text, self)
+        if icon_name:
+            action.setIcon(icon(icon_name))
+        if keys is not None:
+            action.setShortcut(QKeySequence(keys))
+        shortcut = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+        action.setToolTip(f"{tip or text} ({shortcut})" if shortcut else (tip or text))
+        action.triggered.connect(handler)
+        self.addAction(action)  # shortcuts work whichever panel has the focus
+        return action
+
+    def _actions(self) -> None:
+        studio = self.studio
+        self.generate_action = self._action("Generate", studio.generate, "Ctrl+Return",
+                                            "generate", "Make a picture from the prompt")
+        self.cancel_action = self._action("Cancel", studio.cancel_running, "Escape", "cancel",
+                                          "Stop the running job")
+        import_action = self._action("Import model…", self._import_model, "Ctrl+I", "import")
+        models_action = self._action("Manage models…", self._manage_models, None, "models")
+        settings_action = self._action("Settings…", self._settings,
+                                       QKeySequence.StandardKey.Preferences, "settings")
+        quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
+        undo_action = self._action("Undo delete", studio.undo_trash,
+                                   QKeySequence.StandardKey.Undo, "undo",
+                                   "Bring back the pictures just moved to the trash")
+        reuse_action = self._action("Reuse parameters", self.gallery.reuse_selected, None,
+                                    "reuse", "Fill the prompt panel from the selected picture")
+        seed_action = self._action("Reuse seed", lambda: self.gallery.reuse_selected(True),
+                                   None, "seed", "Use the selected picture's seed")
+        fit = self._action("Fit", self.canvas.fit, "Ctrl+0", "fit", "Fit the picture in view")
+        actual = self._action("100 %", self.canvas.actual_size, "Ctrl+1", "zoom-actual",
+                              "Show the picture pixel for pixel")
+        zoom_in = self._action("Zoom in", lambda: self.canvas.zoom_by(1.25),
+                               QKeySequence.StandardKey.ZoomIn, "zoom-in")
+        zoom_out = self._action("Zoom out", lambda: self.canvas.zoom_by(0.8),
+                                QKeySequence.StandardKey.ZoomOut, "zoom-out")
+        focus_prompt = self._action("Go to prompt", self.prompt_panel.prompt.setFocus, "Ctrl+L")
+        focus_gallery = self._action("Search gallery", self.gallery.search.setFocus, "Ctrl+F")
+        menus = self.menuBar()
+        file_menu = menus.addMenu("&File")
+        for action in (import_action, settings_action, quit_action):
+            file_menu.addAction(action)
+        edit_menu = menus.addMenu("&Edit")
+        for action in (undo_action, focus_prompt, focus_gallery):
+            edit_menu.addAction(action)
+        image_menu = menus.addMenu("&Picture")
+        for action in (self.generate_action, self.cancel_action, reuse_action, seed_action):
+            image_menu.addAction(action)
+        view_menu = menus.addMenu("&View")
+        for action in (fit, actual, zoom_in, zoom_out):
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.gallery_dock.toggleViewAction())
+        view_menu.addAction(self.queue_dock.toggleViewAction())
+        model_menu = menus.addMenu("&Models")
+        model_menu.addAction(import_action)
+        model_menu.addAction(models_action)
+        for action in (fit, actual, zoom_in, zoom_out):
+            self.canvas_tools.addAction(action)
+
+    def _connect(self) -> None:
+        studio = self.studio
+        self.prompt_panel.generate_button.clicked.connect(studio.generate)
+        self.prompt_panel.prompt.submitted.connect(studio.generate)
+        self.prompt_panel.negative.submitted.connect(studio.generate)
+        studio.canvas_changed.connect(self._show_canvas)
+        studio.device_changed.connect(self._show_device)
+        studio.welcome_changed.connect(self._show_page)
+        studio.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        studio.problem.connect(self.show_problem)
+        self.canvas.file_dropped.connect(self._dropped)
+        self.canvas.zoom_changed.connect(
+            lambda zoom: self.zoom_label.setText(f"{zoom * 100:.0f} %"))
+        self.welcome.start.connect(studio.dismiss_welcome)
+        self.welcome.import_requested.connect(self._import_model)
+
+    # Reacting ------------------------------------------------------------------------------
+
+    def _show_page(self) -> None:
+        self.pages.setCurrentIndex(0 if self.studio.show_welcome else 1)
+        if not self.studio.show_welcome:
+            self.prompt_panel.prompt.setFocus()
+
+    def _show_canvas(self) -> None:
+        studio = self.studio
+        if studio.canvas_is_preview:
+            self.canvas.show_image(studio.canvas_image, studio.preview_size, preview=True)
+        else:
+            self.canvas.show_image(studio.canvas_image)
+        self._show_page()
+
+    def _show_device(self) -> None:
+        device = self.studio.device
+        text = device.summary if device.reason is None else f"⚠ {device.summary}"
+        self.device_label.setText(text)
+        self.device_label.setToolTip(device.reason or "Where pictures are made")
+        if device.reason:
+            self.statusBar().showMessage(device.reason, 15000)
+
+    def _dropped(self, path: object) -> None:
+        self.studio.drop_file(path)
+
+    def show_problem(self, text: str) -> None:
+        """One sentence in a window-modal box that does not block the event loop."""
+        self.last_problem = text
+        box = QMessageBox(QMessageBox.Icon.Warning, "Easel", text, QMessageBox.StandardButton.Ok,
+                          self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def _import_model(self) -> None:
+        import_model(self.studio, self, folder=False)
+
+    def _manage_models(self) -> None:
+        ModelsDialog(self.studio, self).exec()
+
+    def _settings(self) -> None:
+        dialog = SettingsDialog(self.studio.settings, self)
+        if dialog.exec():
+            self.studio.apply_settings(dialog.chosen())
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        geometry = bytes(self.saveGeometry().toBase64()).decode()
+        self.studio.remember_window(geometry)
+        self.studio.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,213 @@
+"""The prompt panel: prompt, negative prompt, model, size, steps, guidance, scheduler, seed,
+number of pictures, and the Generate button."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRegularExpression, QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.app.viewmodels.prompt import PromptViewModel
+from desktop.app.widgets.icons import icon
+
+
+class PromptBox(QPlainTextEdit):
+    """A multi-line prompt: Ctrl+Enter generates; Up/Down in an empty box walk the history."""
+
+    submitted = Signal()
+    walk = Signal(bool)  # True: older
+
+    def __init__(self, placeholder: str, walks_history: bool,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText(placeholder)
+        self.setTabChangesFocus(True)
+        self._walks = walks_history
+        self.walking = False  # the text came from the history, so Up/Down go on walking
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key, modifiers = event.key(), event.modifiers()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and (
+                modifiers & Qt.KeyboardModifier.ControlModifier):
+            self.submitted.emit()
+            return
+        empty_or_walking = not self.toPlainText() or self.walking
+        if self._walks and key in (Qt.Key.Key_Up, Qt.Key.Key_Down) and empty_or_walking:
+            self.walk.emit(key == Qt.Key.Key_Up)
+            return
+        self.walking = False
+        super().keyPressEvent(event)
+
+
+class PromptPanel(QWidget):
+    def __init__(self, model: PromptViewModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.vm = model
+        self.prompt = PromptBox("What should the picture show?  (Ctrl+Enter to generate; "
+                                "Up/Down for earlier prompts)", True)
+        self.prompt.setAccessibleName("Prompt")
+        self.negative = PromptBox("What to avoid (optional)", False)
+        self.negative.setAccessibleName("Negative prompt")
+        self.negative.setMaximumHeight(70)
+        self.model_box = QComboBox()
+        self.model_box.setToolTip("The model that makes the picture; its family in brackets")
+        self.size_box = QComboBox()
+        self.size_box.setToolTip("Sizes that suit this model, in pixels")
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 200)
+        self.steps.setToolTip("More steps: more detail, more time")
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0.0, 30.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setToolTip("How closely to follow the prompt (0 or 1: off)")
+        self.scheduler = QComboBox()
+        self.scheduler.setToolTip("The sampling method")
+        self.seed = QLineEdit()
+        self.seed.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{1,18}")))
+        self.seed.setToolTip("The same seed and settings make the same picture")
+        self.seed.setAccessibleName("Seed")
+        self.seed_lock = QToolButton()
+        self.seed_lock.setCheckable(True)
+        self.seed_lock.setToolTip("Keep this seed for the next pictures (unlocked: a new "
+                                  "random seed each time)")
+        self.new_seed = QToolButton()
+        self.new_seed.setIcon(icon("dice"))
+        self.new_seed.setToolTip("New random seed")
+        self.count = QSpinBox()
+        self.count.setRange(1, 16)
+        self.count.setToolTip("How many pictures (seed, seed + 1, …)")
+        self.generate_button = QPushButton(icon("generate"), "Generate")
+        self.generate_button.setToolTip("Make the picture (Ctrl+Enter)")
+        self.generate_button.setDefault(True)
+        self._layout()
+        self._connect()
+        self._models_changed()
+
+    def _layout(self) -> None:
+        seed_row = QHBoxLayout()
+        seed_row.setContentsMargins(0, 0, 0, 0)
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.seed_lock)
+        seed_row.addWidget(self.new_seed)
+        seed_holder = QWidget()
+        seed_holder.setLayout(seed_row)
+        form = QFormLayout()
+        form.addRow("Model", self.model_box)
+        form.addRow("Size", self.size_box)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Scheduler", self.scheduler)
+        form.addRow("Seed", seed_holder)
+        form.addRow("Pictures", self.count)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Prompt"))
+        layout.addWidget(self.prompt, 2)
+        layout.addWidget(QLabel("Negative prompt"))
+        layout.addWidget(self.negative, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.generate_button)
+
+    def _connect(self) -> None:
+        vm = self.vm
+        vm.form_changed.connect(self.show_form)
+        vm.models_changed.connect(self._models_changed)
+        self.prompt.textChanged.connect(self._prompt_typed)
+        self.prompt.walk.connect(self._walk)
+        self.negative.textChanged.connect(
+            lambda: vm.update(negative_prompt=self.negative.toPlainText()))
+        self.model_box.activated.connect(
+            lambda: vm.choose_model(self.model_box.currentData()))
+        self.size_box.activated.connect(self._size_chosen)
+        self.steps.valueChanged.connect(lambda value: vm.update(steps=value))
+        self.guidance.valueChanged.connect(lambda value: vm.update(guidance=value))
+        self.scheduler.activated.connect(
+            lambda: vm.update(scheduler=self.scheduler.currentText()))
+        self.seed.textEdited.connect(lambda text: vm.update(seed=int(text or 0)))
+        self.seed_lock.toggled.connect(self._seed_locked)
+        self.new_seed.clicked.connect(vm.new_random_seed)
+        self.count.valueChanged.connect(lambda value: vm.update(count=value))
+
+    def _models_changed(self) -> None:
+        with QSignalBlocker(self.model_box):
+            self.model_box.clear()
+            for choice in self.vm.models:
+                self.model_box.addItem(choice.label, choice.name)
+                self.model_box.setItemData(self.model_box.count() - 1,
+                                           f"{choice.family} model"
+                                           + (", built in" if choice.built_in else ""),
+                                           Qt.ItemDataRole.ToolTipRole)
+        self.show_form()
+
+    def show_form(self) -> None:
+        """Show the view-model's form (after a model change, reuse or history step)."""
+        form = self.vm.form
+        widgets = (self.prompt, self.negative, self.model_box, self.size_box, self.steps,
+                   self.guidance, self.scheduler, self.seed, self.seed_lock, self.count)
+        blockers = [QSignalBlocker(widget) for widget in widgets]
+        if self.prompt.toPlainText() != form.prompt:
+            self.prompt.setPlainText(form.prompt)
+        if self.negative.toPlainText() != form.negative_prompt:
+            self.negative.setPlainText(form.negative_prompt)
+        self.model_box.setCurrentIndex(max(self.model_box.findData(form.model), 0))
+        self._fill_sizes()
+        self.steps.setValue(form.steps)
+        self.guidance.setValue(form.guidance)
+        self.scheduler.clear()
+        self.scheduler.addItems(self.vm.schedulers() or [form.scheduler])
+        self.scheduler.setCurrentText(form.scheduler)
+        self.seed.setText(str(form.seed))
+        self.seed_lock.setChecked(form.seed_locked)
+        self.seed_lock.setIcon(icon("lock" if form.seed_locked else "unlock"))
+        self.count.setValue(form.count)
+        del blockers
+
+    def _fill_sizes(self) -> None:
+        form = self.vm.form
+        self.size_box.clear()
+        presets = self.vm.size_presets()
+        for preset in presets:
+            self.size_box.addItem(preset.label, (preset.width, preset.height))
+        current = self.size_box.findData((form.width, form.height))
+        if current < 0:  # a reused picture's own size: offer it too
+            self.size_box.insertItem(0, f"{form.width} × {form.height}",
+                                     (form.width, form.height))
+            current = 0
+        self.size_box.setCurrentIndex(current)
+
+    def _size_chosen(self) -> None:
+        width, height = self.size_box.currentData()
+        self.vm.update(width=width, height=height)
+
+    def _seed_locked(self, locked: bool) -> None:
+        self.vm.update(seed_locked=locked)
+        self.seed_lock.setIcon(icon("lock" if locked else "unlock"))
+
+    def _prompt_typed(self) -> None:
+        self.vm.update(prompt=self.prompt.toPlainText())
+        if not self.prompt.walking:
+            self.vm.stop_walking()  # typed over: the next Up starts from the newest again
+
+    def _walk(self, older: bool) -> None:
+        text = self.vm.history_step(older)
+        if text is None and older:
+            return  # at the oldest: stay
+        with QSignalBlocker(self.prompt):
+            self.prompt.setPlainText(text or "")
+        self.vm.update(prompt=text or "")
+        self.prompt.walking = bool(text)
+        cursor = self.prompt.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        self.prompt.setTextCursor(cursor)

@@ -1,0 +1,88 @@
+"""Settings: provider order, data folder, metadata in copies, theme, models kept loaded."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from desktop.app.settings import Settings, with_changes
+
+# The provider orders offered, best first; the engine skips those this machine lacks and the
+# status line says why.
+PROVIDER_ORDERS = (
+    ("Best available", ()),
+    ("CPU only", ("cpu",)),
+    ("CUDA, then CPU", ("cuda", "cpu")),
+    ("TensorRT, CUDA, then CPU", ("tensorrt", "cuda", "cpu")),
+    ("DirectML, then CPU (Windows)", ("directml", "cpu")),
+    ("Core ML, then CPU (macOS)", ("coreml", "cpu")),
+)
+THEMES = (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark"))
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._settings = settings
+        self.providers = QComboBox()
+        for label, order in PROVIDER_ORDERS:
+            self.providers.addItem(label, order)
+        self.providers.setCurrentIndex(max(self.providers.findData(settings.providers), 0))
+        self.providers.setToolTip("Where pictures are made; the status line says what is used")
+        self.folder = QLineEdit(settings.data_folder or "")
+        self.folder.setPlaceholderText("the standard place for this system")
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._choose_folder)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder, 1)
+        folder_row.addWidget(browse)
+        self.metadata = QCheckBox("Put the prompt and settings in pictures dragged or copied out")
+        self.metadata.setChecked(settings.embed_metadata)
+        self.theme = QComboBox()
+        for label, name in THEMES:
+            self.theme.addItem(label, name)
+        self.theme.setCurrentIndex(max(self.theme.findData(settings.theme), 0))
+        self.kept = QSpinBox()
+        self.kept.setRange(1, 8)
+        self.kept.setValue(settings.models_kept_loaded)
+        self.kept.setToolTip("More models in memory switch faster but use more memory")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("all cores")
+        self.threads.setValue(settings.cpu_threads)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QFormLayout(self)
+        layout.addRow("Run on", self.providers)
+        layout.addRow("Data folder", folder_row)
+        layout.addRow("", self.metadata)
+        layout.addRow("Theme", self.theme)
+        layout.addRow("Models kept loaded", self.kept)
+        layout.addRow("CPU threads", self.threads)
+        layout.addRow(buttons)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Data folder", self.folder.text())
+        if folder:
+            self.folder.setText(folder)
+
+    def chosen(self) -> Settings:
+        return with_changes(
+            self._settings, providers=tuple(self.providers.currentData()),
+            data_folder=self.folder.text().strip() or None,
+            embed_metadata=self.metadata.isChecked(), theme=self.theme.currentData(),
+            models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value())
