@@ -8,6 +8,12 @@ if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji; } \
     >/dev/null 2>&1 || echo "run.sh: could not install fonts-noto-color-emoji; its tests will skip" >&2
 fi
+# The desktop app's tests run Qt offscreen; PySide6's wheel still needs these system libraries.
+if ! .venv/bin/python -c "import PySide6.QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 \
+      libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core; } \
+    >/dev/null 2>&1 || echo "run.sh: could not install Qt's system libraries; app tests will fail" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/lint-imports
 QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest "$@"
