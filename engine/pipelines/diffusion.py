@@ -1,0 +1,293 @@
+"""What every Stable Diffusion pipeline shares: the checks every request needs, prompt
+encoding, the UNet's conditioning, the denoising loop and decoding.
+
+diffusers repeats these helpers in each pipeline file ("Copied from ..."); here each task's
+pipeline subclasses ``DiffusionPipeline`` and keeps only its own steps, under diffusers'
+names, so text to image, image to image and inpainting read alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import BadRequest, ModelError
+from engine.images import to_pixels
+from engine.model import Model
+from engine.request import Progress, ProgressCallback
+from engine.runtime import CancelToken, Session
+from engine.schedulers import make_scheduler
+from engine.schedulers.base import Scheduler
+
+StepReport = Callable[[int, np.ndarray], None]
+# After a step, given (step from 1, latents), the latents to go on with (masked blending).
+AfterStep = Callable[[int, np.ndarray], np.ndarray]
+
+MAX_SIDE = 8192
+MAX_COUNT = 100
+MAX_SEED = 2**63 - 1
+
+# What a model that is not a text-to-image model does, for the sentence that refuses it.
+VARIANT_PURPOSES = {
+    "inpainting": "an inpainting model, which repaints a masked part of a picture",
+    "instruct-pix2pix": "an InstructPix2Pix model, which edits a picture by instruction",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEmbeddings:
+    """The text conditioning, [negative, positive] stacked on the batch when guidance is on."""
+
+    hidden_states: np.ndarray  # (batch, tokens, features): the UNet's encoder_hidden_states
+    text_embeds: np.ndarray | None = None  # (batch, projection): SDXL's pooled text embedding
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings every request has, with the model's defaults filled in and checked."""
+
+    steps: int
+    guidance: float
+    scheduler: str
+
+
+class DiffusionPipeline:
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.description = model.description
+
+    # --- checks -------------------------------------------------------------------------
+
+    def check_variant(self, allowed: tuple[str, ...], cannot: str) -> None:
+        """Refuse a model whose UNet takes other inputs than this task gives it."""
+        variant = self.description.variant
+        if variant not in allowed:
+            purpose = VARIANT_PURPOSES.get(variant, f"a {variant} model")
+            raise BadRequest(f"'{self.model.name}' is {purpose}; it cannot {cannot}.")
+
+    def check_settings(self, steps: int | None, guidance: float | None, scheduler: str | None,
+                       count: int, seed: int, prompt: str) -> Settings:
+        """Fill in the model's defaults and refuse what no model can do, before any work."""
+        description = self.description
+        steps = description.default_steps if steps is None else steps
+        guidance = description.default_guidance if guidance is None else guidance
+        scheduler = scheduler or description.default_scheduler
+        if not isinstance(steps, int) or steps < 1:
+            raise BadRequest(f"Steps must be at least 1 (got {steps}).")
+        if not math.isfinite(guidance) or guidance < 0:
+            raise BadRequest(f"Guidance must be a number of 0 or more (got {guidance}).")
+        if not 1 <= count <= MAX_COUNT:
+            raise BadRequest(f"The number of images must be between 1 and {MAX_COUNT} "
+                             f"(got {count}).")
+        if not 0 <= seed <= MAX_SEED - count:
+            raise BadRequest(f"The seed must be between 0 and {MAX_SEED - count}.")
+        self.make_scheduler(scheduler)  # an unknown name is refused before any work
+        self.check_words(prompt)
+        return Settings(steps, float(guidance), scheduler)
+
+    def check_words(self, prompt: str) -> None:
+        """A model with a closed word list (the starter model) refuses a prompt in which it
+        knows no word, and says which words it knows."""
+        tokenizer = self.model.tokenizer
+        tokens = tokenizer(prompt)
+        if tokens.unknown_words and not tokens.known_word_count:
+            raise BadRequest(f"The model '{self.model.name}' knows none of the words in this "
+                             f"prompt; it knows only these: {', '.join(tokenizer.known_words)}.")
+
+    def check_latent_shape(self, latents: np.ndarray | None, count: int, width: int,
+                           height: int, label: str) -> None:
+        """Explicit starting noise must have one latent image per requested image."""
+        if latents is None:
+            return
+        factor = self.description.vae_scale_factor
+        expected = (count, self.description.latent_channels, height // factor, width // factor)
+        if tuple(latents.shape) != expected:
+            raise BadRequest(f"The {label} must have shape {expected} "
+                             f"(got {tuple(latents.shape)}).")
+
+    def uses_guidance(self, guidance: float) -> bool:
+        # As diffusers: guidance <= 1 means off; a model with a guidance embedding (LCM) takes
+        # the scale as an input and never runs the unconditioned pass.
+        return guidance > 1.0 and not self.description.guidance_embedding_dim
+
+    def make_scheduler(self, name: str) -> Scheduler:
+        is_flow_model = self.description.prediction_type == "flow"
+        if (name == "flow_euler") != is_flow_model:
+            kind = "flow-matching" if is_flow_model else "diffusion"
+            raise BadRequest(f"The scheduler '{name}' does not fit a {kind} model like "
+                             f"'{self.model.name}'.")
+        config = dict(self.model.scheduler_config)
+        if not is_flow_model:
+            config["prediction_type"] = self.description.prediction_type
+        return make_scheduler(name, config)
+
+    # --- the prompt ---------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str, negative_prompt: str, use_guidance: bool,
+                      cancel: CancelToken) -> tuple[PromptEmbeddings, list[str]]:
+        """Text embeddings, [negative, positive] stacked when guidance is on."""
+        warnings: list[str] = []
+        texts = {"prompt": prompt}
+        if use_guidance:
+            texts = {"negative prompt": negative_prompt, **texts}
+        zero_negative = use_guidance and not negative_prompt and (
+            self.description.force_zeros_for_empty_prompt)
+        encoded = {}
+        for label, text in texts.items():
+            if label == "negative prompt" and zero_negative:
+                continue  # SDXL was trained with zeros for "no negative prompt"
+            encoded[label] = self.encode_text(text, label, warnings, cancel)
+        if zero_negative:
+            hidden, pooled = encoded["prompt"]
+            zeros = None if pooled is None else np.zeros_like(pooled)
+            encoded = {"negative prompt": (np.zeros_like(hidden), zeros), **encoded}
+        hidden_states = np.concatenate([hidden for hidden, _ in encoded.values()])
+        text_embeds = None
+        if self.description.text_encoders == 2:
+            text_embeds = np.concatenate([pooled for _, pooled in encoded.values()])
+            text_embeds = text_embeds.astype(np.float32)
+        return PromptEmbeddings(hidden_states.astype(np.float32), text_embeds), warnings
+
+    def encode_text(self, text: str, label: str, warnings: list[str],
+                    cancel: CancelToken) -> tuple[np.ndarray, np.ndarray | None]:
+        """(hidden states, pooled projection or None) of one text, through every encoder.
+
+        With two encoders (SDXL) their hidden states are joined along the features, and the
+        second one's projected pooled output is the pooled embedding, as in diffusers.
+        """
+        tokens = self.model.tokenizer(text)
+        if tokens.truncated_text:
+            warnings.append(
+                f"The {label} is longer than the {self.description.text_max_length - 2} "
+                f"tokens the text encoder reads; this end was left out: "
+                f"\"{tokens.truncated_text}\".")
+        if tokens.unknown_words and tokens.known_word_count:
+            warnings.append(f"The model does not know these words of the {label}, so it "
+                            f"ignored them: {', '.join(tokens.unknown_words)}.")
+        hidden = self._hidden_state(self.model.text_encoder, tokens.ids, [], cancel)[0]
+        if self.description.text_encoders == 1:
+            return hidden, None
+        # The same words, tokenized again: the second tokenizer pads with its own token.
+        ids_2 = self.model.tokenizer_2(text).ids
+        hidden_2, pooled = self._hidden_state(self.model.text_encoder_2, ids_2, ["text_embeds"],
+                                              cancel)
+        return np.concatenate([hidden, hidden_2], axis=-1), pooled
+
+    def _hidden_state(self, encoder: Session, ids: np.ndarray, extra_outputs: list[str],
+                      cancel: CancelToken) -> list[np.ndarray]:
+        """The hidden state the description names, then ``extra_outputs``."""
+        if self.description.text_hidden_state == "last":
+            name = "last_hidden_state"
+        else:
+            name = penultimate_output(encoder)
+        ids = ids.astype(encoder.input_type("input_ids"))
+        return encoder.run({"input_ids": ids}, [name, *extra_outputs], cancel)
+
+    def prepare_conditioning(self, embeddings: PromptEmbeddings, guidance: float, width: int,
+                             height: int) -> dict[str, np.ndarray]:
+        """Every UNet input but the latents and the timestep, batched like the latents."""
+        description = self.description
+        conditioning = {"encoder_hidden_states": embeddings.hidden_states}
+        batch = len(embeddings.hidden_states)
+        if description.size_conditioning:
+            # SDXL's micro-conditioning: the picture is uncropped and made at the size asked
+            # for: (original height, width, crop top, left, target height, width).
+            size = [height, width]
+            time_ids = np.array([size + [0, 0] + size], dtype=np.float32)
+            conditioning["text_embeds"] = embeddings.text_embeds
+            conditioning["time_ids"] = np.repeat(time_ids, batch, axis=0)
+        if description.guidance_embedding_dim:
+            embedding = guidance_scale_embedding(guidance, description.guidance_embedding_dim)
+            conditioning["timestep_cond"] = np.repeat(embedding, batch, axis=0)
+        return conditioning
+
+    # --- denoising and decoding ---------------------------------------------------------
+
+    def progress_reporter(self, on_progress: ProgressCallback | None, index: int, count: int,
+                          steps: int) -> StepReport:
+        """The per-step report of image ``index``, of ``steps`` steps actually run."""
+        def report(step: int, latents: np.ndarray) -> None:
+            if on_progress is not None:
+                on_progress(Progress(index, count, step, steps, latents,
+                                     self.model.preview_factors))
+
+        return report
+
+    def denoise(self, latents: np.ndarray, conditioning: dict[str, np.ndarray], guidance: float,
+                use_guidance: bool, scheduler: Scheduler, rng: np.random.Generator,
+                report: StepReport, cancel: CancelToken, *, begin: int = 0,
+                extra_channels: np.ndarray | None = None,
+                after_step: AfterStep | None = None) -> np.ndarray:
+        """Run the scheduler's timesteps from ``begin`` (image to image starts partway).
+
+        ``extra_channels`` (batched like the UNet input) are joined to the scaled latents on
+        the channel axis: an inpainting UNet reads the mask and the masked picture there.
+        ``after_step`` may replace the latents after each step (masked latent blending).
+        """
+        unet = self.model.unet
+        timestep_type = unet.input_type("timestep")
+        batch = 2 if use_guidance else 1
+        for step, timestep in enumerate(scheduler.timesteps[begin:], start=1):
+            cancel.raise_if_cancelled()
+            # Guidance runs negative and positive as one batch-2 call.
+            model_input = np.concatenate([latents] * batch)
+            model_input = scheduler.scale_model_input(model_input, timestep)
+            if extra_channels is not None:
+                model_input = np.concatenate([model_input, extra_channels], axis=1)
+            feeds = {
+                "sample": model_input.astype(np.float32),
+                "timestep": np.full((batch,), timestep, dtype=timestep_type),
+                **conditioning,
+            }
+            (noise_pred,) = unet.run(feeds, ["out_sample"], cancel)
+            if use_guidance:
+                negative, positive = noise_pred[:1], noise_pred[1:]
+                noise_pred = negative + np.float32(guidance) * (positive - negative)
+            latents = scheduler.step(noise_pred, timestep, latents, rng)
+            if after_step is not None:
+                latents = after_step(step, latents)
+            report(step, latents)
+        return latents
+
+    def decode_latents(self, latents: np.ndarray, cancel: CancelToken) -> np.ndarray:
+        """uint8 (H, W, 3) pixels; a NaN or black frame is a failure, never a picture."""
+        cancel.raise_if_cancelled()
+        description = self.description
+        latents = latents / np.float32(description.latent_scaling_factor)
+        latents = latents + np.float32(description.latent_shift_factor)
+        (decoded,) = self.model.vae_decoder.run({"latent_sample": latents.astype(np.float32)},
+                                                ["sample"], cancel)
+        return to_pixels(decoded)
+
+
+def penultimate_output(encoder: Session) -> str:
+    """The name of a text encoder's second-to-last hidden state.
+
+    Encoders exported for SDXL give every hidden state as ``hidden_states.0`` (the embeddings)
+    to ``hidden_states.N`` (the last layer, before the final layer norm), as optimum names them.
+    """
+    layers = sorted(int(name.rsplit(".", 1)[1]) for name in encoder.output_names
+                    if name.startswith("hidden_states.") and name.rsplit(".", 1)[1].isdigit())
+    if len(layers) < 2:
+        raise ModelError("This model's text encoder does not give the hidden states it needs; "
+                         "import the model again with this version of Easel.")
+    return f"hidden_states.{layers[-2]}"
+
+
+def guidance_scale_embedding(guidance: float, dim: int) -> np.ndarray:
+    """LCM's guidance input: sinusoidal features of (guidance - 1) * 1000, shape (1, dim).
+
+    diffusers' get_guidance_scale_embedding (after VDM), in float32 as torch computes it.
+    """
+    half = dim // 2
+    w = np.float32(guidance - 1) * np.float32(1000.0)
+    rate = np.float32(np.log(np.float64(np.float32(10000.0)))) / np.float32(half - 1)
+    frequencies = np.exp((np.arange(half, dtype=np.float32) * -rate).astype(np.float64))
+    angles = w * frequencies.astype(np.float32)
+    embedding = np.concatenate([np.sin(angles), np.cos(angles)])
+    if dim % 2:
+        embedding = np.concatenate([embedding, np.zeros(1, dtype=np.float32)])
+    return embedding.astype(np.float32)[np.newaxis]
