@@ -252,6 +252,19 @@ def test_delete_to_trash_and_undo(qtbot, window):
     assert grid.model().rowCount() == 1
 
 
+def test_dragging_out_gives_the_files_with_or_without_metadata(qtbot, window):
+    _generate(qtbot, window, "a tree on the right")
+    model = window.gallery.grid.model()
+    entry = model.entry(0)
+    assert [url.toLocalFile() for url in model.mimeData([model.index(0)]).urls()] == [
+        str(entry.path)]
+    window.studio.apply_settings(Settings(embed_metadata=False))
+    copy = Path(model.mimeData([model.index(0)]).urls()[0].toLocalFile())
+    assert copy != entry.path and "parameters" not in Image.open(copy).info
+    window.close()
+    assert not copy.exists()  # the drag copies go when the window closes
+
+
 def test_welcome_page_on_first_run_starts_with_the_starter_model(qtbot, window):
     assert window.pages.currentWidget() is window.welcome
     assert window.studio.prompt.form.model == "starter"

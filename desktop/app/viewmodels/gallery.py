@@ -8,7 +8,10 @@ pool the first time a row is painted and arrive through ``JobRunner.image_ready`
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 
 from PySide6.QtCore import (
     QAbstractListModel,
@@ -24,13 +27,14 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QImage, QPixmap
 
 from desktop.app.worker import JobRunner
-from desktop.library import ImageEntry, Library
+from desktop.library import ImageEntry, Library, LibraryError
 
 PAGE = 200
 PAGES_KEPT = 12
 THUMBNAILS_KEPT = 800  # about 80 MB at 160 px: several screens of a large window
 THUMB_PREFIX = "thumb:"
 EntryRole = Qt.ItemDataRole.UserRole + 1
+__all__ = ["EntryRole", "GalleryModel", "ImageEntry"]  # widgets know entries through here
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -46,6 +50,8 @@ class GalleryModel(QAbstractListModel):
         self.thumbnail_size = QSize(thumbnail_px, thumbnail_px)
         self.search_text = ""
         self.favourites_only = False
+        self.embed_metadata = True  # False: pictures dragged out carry pixels only
+        self.drag_folder: Path | None = None
         self._count = 0
         self._pages: OrderedDict[int, list[ImageEntry]] = OrderedDict()
         self._rows: dict[str, int] = {}  # image id -> row, for the pages in memory
@@ -180,12 +186,30 @@ class GalleryModel(QAbstractListModel):
         return ["text/uri-list"]
 
     def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:
-        """The picture files themselves, so a file manager, browser or editor takes them."""
+        """The picture files themselves, so a file manager, browser or editor takes them;
+        with metadata turned off, pixel-only copies made for the drag."""
         data = QMimeData()
         entries = [self.entry(index.row()) for index in indexes]
-        data.setUrls([QUrl.fromLocalFile(str(entry.path)) for entry in entries
-                      if entry is not None and not entry.missing])
+        paths = [entry.path for entry in entries if entry is not None and not entry.missing]
+        if paths and not self.embed_metadata:
+            ids = [entry.id for entry in entries if entry is not None and not entry.missing]
+            try:
+                paths = self._library.export(ids, self._drag_folder(), strip_metadata=True)
+            except (LibraryError, OSError):
+                paths = []  # no copy without metadata: better no drag than a leaky one
+        data.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
         return data
+
+    def _drag_folder(self) -> Path:
+        if self.drag_folder is None:
+            self.drag_folder = Path(tempfile.mkdtemp(prefix="easel-drag-"))
+        return self.drag_folder
+
+    def forget_drag_copies(self) -> None:
+        """Delete the copies made for drags (at close: the drops have been taken by then)."""
+        if self.drag_folder is not None:
+            shutil.rmtree(self.drag_folder, ignore_errors=True)
+            self.drag_folder = None
 
 
 def _placeholder(size: QSize, colour: str) -> QPixmap:

@@ -68,6 +68,7 @@ class Studio(QObject):
         self.history = HistoryModel(services.library, self)
         self.gallery = GalleryModel(services.library, self.runner, parent=self)
         self.jobs = JobQueueModel(self)
+        self.gallery.embed_metadata = services.settings.embed_metadata
         self.models = ModelListModel(services.store, self)
         # What the canvas shows: a finished picture (with its entry) or the running preview.
         self.canvas_image: QImage | None = None
@@ -327,6 +328,7 @@ class Studio(QObject):
         if engine_changed and hasattr(self.services.pipelines, "reconfigure"):
             self.services.pipelines.reconfigure(generation.runtime_options(new),
                                                 new.models_kept_loaded)
+        self.gallery.embed_metadata = new.embed_metadata
         if old.data_folder != new.data_folder:
             self.message.emit("The new data folder is used from the next start.")
 
@@ -341,12 +343,12 @@ class Studio(QObject):
         """Cancel the running job and wait for the worker; stop the timer."""
         self._poll.stop()
         self.runner.shutdown()
+        self.gallery.forget_drag_copies()
 
 
 def _startup_device(settings: Settings) -> str:
-    gpus = [name for name in available_providers() if name != "cpu"]
+    """Until the first picture loads a model, only what could be used is known."""
     if settings.providers == ("cpu",):
         return "CPU (chosen in the settings)"
-    where = (f"this onnxruntime has {', '.join(gpus)}" if gpus
-             else "this onnxruntime has no GPU provider")
-    return f"Device chosen at the first picture ({where})"
+    gpus = [name for name in available_providers() if name != "cpu"]
+    return "GPU or CPU: known at the first picture" if gpus else "CPU"

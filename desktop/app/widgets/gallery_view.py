@@ -17,10 +17,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.app.viewmodels.gallery import EntryRole
+from desktop.app.viewmodels.gallery import EntryRole, ImageEntry
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
-from desktop.library import ImageEntry
 
 SPACING = 6
 
