@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.images import preview_pixels
+from engine.images import PictureInput, preview_pixels
 from engine.runtime import DeviceReport
 
 # Named in every image's metadata, so a later generator can live beside this one.
@@ -33,6 +33,78 @@ class TextToImageRequest:
     latents: np.ndarray | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class ImageToImageRequest:
+    """Redraw a picture, keeping its composition: diffusers' StableDiffusionImg2ImgPipeline.
+
+    "Variations" are this request with ``count`` images and often no prompt: image i uses
+    seed + i, so any one can be made again alone. The result has the picture's size.
+    """
+
+    image: PictureInput  # uint8 (H, W, 3) pixels or a PIL image
+    prompt: str = ""
+    negative_prompt: str = ""
+    # How much to redraw, more than 0 and at most 1: the share of the steps that run, from
+    # that far along the noise schedule. 1 keeps only a trace of the picture.
+    strength: float = 0.75
+    steps: int | None = None  # the full schedule; about steps × strength of them run
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    count: int = 1
+    # Explicit starting noise, shape (count, channels, H / f, W / f) with H and W rounded up
+    # to a multiple of 8; it replaces the generator's first draw for each image, as
+    # ``TextToImageRequest.latents`` does.
+    noise: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class InpaintRequest:
+    """Repaint the masked part of a picture: diffusers' StableDiffusionInpaintPipeline, with an
+    inpainting model (9-channel UNet) or, with any other model, by masked latent blending.
+
+    Outside the mask the result is the picture's own pixels, exactly.
+    """
+
+    image: PictureInput
+    # White (128 and above in grey) = repaint, black = keep; uint8 (H, W) or (H, W, 3), bool,
+    # or a PIL image. A mask of another size is stretched to the picture's, and the result
+    # says so.
+    mask: PictureInput
+    prompt: str = ""
+    negative_prompt: str = ""
+    strength: float = 1.0  # 1: the masked part starts from pure noise
+    # Pixels inside the mask's edge over which the new picture fades in, so no seam shows.
+    feather: int = 4
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    count: int = 1
+    noise: np.ndarray | None = None  # as ImageToImageRequest.noise
+
+
+@dataclass(frozen=True, eq=False)
+class OutpaintRequest:
+    """Extend the canvas by some pixels on any side and paint the new border to fit."""
+
+    image: PictureInput
+    left: int = 0
+    top: int = 0
+    right: int = 0
+    bottom: int = 0
+    prompt: str = ""
+    negative_prompt: str = ""
+    strength: float = 1.0
+    feather: int = 4
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    count: int = 1
+    noise: np.ndarray | None = None  # as ImageToImageRequest.noise, for the larger canvas
+
+
 @dataclass(frozen=True)
 class GenerationParameters:
     """Everything needed to make one image again, as it was actually run."""
@@ -49,6 +121,12 @@ class GenerationParameters:
     model_hash: str
     model_family: str
     generator: str = GENERATOR
+    # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint") and
+    # its settings. The source picture and mask are the caller's to keep (lineage).
+    operation: str = "text_to_image"
+    strength: float | None = None
+    feather: int | None = None
+    extend: tuple[int, int, int, int] | None = None  # outpainting: left, top, right, bottom
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,214 @@
+"""Image to image and variations: picture → noised latents → a new picture, following
+diffusers' StableDiffusionImg2ImgPipeline.
+
+The picture's latents are noised to the level that ``strength`` says and denoised from
+there: check inputs, encode the prompt, preprocess the picture, set the timesteps (the first
+1 - strength of them are skipped), prepare the latents, denoise, decode.
+
+Each image i draws from default_rng(seed + i), in this order (design.md, Seeds): the starting
+noise (the same first draw as text to image), the VAE encoder's sample, then the per-step
+noise of ancestral samplers. The VAE encoder runs once per request, whatever the count;
+only its sampling is per image.
+
+Any picture size works: the picture is grown to a multiple of 8 by repeating its edge, and
+the result is cropped back, so it has the picture's size and nothing is resampled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from engine.errors import BadRequest
+from engine.images import pad_to_multiple, picture_pixels, to_sample
+from engine.model import Model
+from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
+from engine.request import (
+    GeneratedImage,
+    GenerationParameters,
+    GenerationResult,
+    ImageToImageRequest,
+    InpaintRequest,
+    OutpaintRequest,
+    ProgressCallback,
+)
+from engine.runtime import CancelToken
+from engine.schedulers.base import Scheduler
+from engine.vae_encoding import latents_from_encoder_output, vae_encoder_output
+
+# With the steps left to the model's default, a low strength gets more steps so that at least
+# one runs (a 1-step turbo model at strength 0.5 runs 1 of 2); never more than this.
+MAX_AUTOMATIC_STEPS = 1000
+
+EditRequest = ImageToImageRequest | InpaintRequest | OutpaintRequest
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """A checked edit request: its generation parameters and the working canvas."""
+
+    parameters: GenerationParameters
+    picture: np.ndarray  # uint8 (H, W, 3), the picture as given
+    multiple: int  # the canvas is padded to this multiple of pixels
+
+
+class SourceLatents:
+    """A picture's VAE encoding, run once; ``sample`` draws each image's latents from it.
+
+    ``sample`` is the picture as float32 (1, 3, H, W) in [-1, 1] (``engine.images.to_sample``).
+    """
+
+    def __init__(self, model: Model, sample: np.ndarray, cancel: CancelToken) -> None:
+        self.description = model.description
+        self.output_name = vae_encoder_output(model)
+        (self.output,) = model.vae_encoder.run({"sample": sample.astype(np.float32)},
+                                               [self.output_name], cancel)
+        factor = self.description.vae_scale_factor
+        self.shape = (1, self.description.latent_channels,
+                      sample.shape[2] // factor, sample.shape[3] // factor)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """The latents the UNet works in, shifted and scaled as the description says."""
+        latents = latents_from_encoder_output(self.output_name, self.output, rng)
+        latents = latents - np.float32(self.description.latent_shift_factor)
+        return latents * np.float32(self.description.latent_scaling_factor)
+
+
+class ImageToImagePipeline(DiffusionPipeline):
+    def __call__(
+        self,
+        request: ImageToImageRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        cancel = cancel or CancelToken()
+        # 1. Check inputs and fill in the model's defaults.
+        settings = self.check_inputs(request)
+        parameters = settings.parameters
+        use_guidance = self.guidance_needed(parameters)
+
+        # 2. Encode the prompt and gather the UNet's other conditioning.
+        canvas = pad_to_multiple(settings.picture, settings.multiple)
+        embeddings, warnings = self.encode_prompt(
+            parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+        conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
+                                                 canvas.shape[1], canvas.shape[0])
+
+        # 3. Preprocess the picture: grown to the working size and encoded once.
+        source = SourceLatents(self.model, to_sample(canvas), cancel)
+
+        images = []
+        for index in range(request.count):
+            seed = parameters.seed + index
+            rng = np.random.default_rng(seed)
+            # 4. Set the timesteps: a strength of s runs the last s of them.
+            scheduler, begin = self.get_timesteps(parameters.scheduler, parameters.steps,
+                                                  parameters.strength)
+
+            # 5. Prepare the latents: the picture's, noised to the first timestep run.
+            noise = self.prepare_noise(rng, source.shape, request.noise, index)
+            image_latents = source.sample(rng)
+            latents = scheduler.add_noise(image_latents, noise, scheduler.timesteps[begin])
+
+            # 6. Denoise.
+            report = self.progress_reporter(on_progress, index, request.count,
+                                            len(scheduler.timesteps) - begin)
+            latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
+                                   scheduler, rng, report, cancel, begin=begin)
+
+            # 7. Decode (a NaN or black frame is a failure), then crop to the picture's size.
+            pixels = self.decode_latents(latents, cancel)
+            pixels = pixels[:parameters.height, :parameters.width]
+            images.append(GeneratedImage(pixels, _with_seed(parameters, seed)))
+        return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
+
+    def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
+        self.check_variant(("text-to-image",), "redraw a whole picture (inpaint with it instead)")
+        return self.check_edit(request, "image_to_image")
+
+    def check_edit(self, request: EditRequest, operation: str) -> EditSettings:
+        """The checks every edit shares: the picture, strength, steps and the rest."""
+        self.check_vae_encoder()
+        picture = picture_pixels(request.image, MAX_SIDE)
+        strength = self.check_strength(request.strength)
+        settings = self.check_settings(request.steps, request.guidance, request.scheduler,
+                                       request.count, request.seed, request.prompt)
+        steps = self.steps_for_strength(request.steps, settings.steps, strength)
+        multiple = math.lcm(8, self.description.vae_scale_factor)
+        height, width = picture.shape[:2]
+        self.check_latent_shape(request.noise, request.count, _round_up(width, multiple),
+                                _round_up(height, multiple), "starting noise")
+        parameters = GenerationParameters(
+            prompt=request.prompt, negative_prompt=request.negative_prompt or "",
+            width=width, height=height, steps=steps, guidance=settings.guidance,
+            scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
+            model_hash=self.model.hash, model_family=self.description.family,
+            operation=operation, strength=strength)
+        return EditSettings(parameters, picture, multiple)
+
+    def check_vae_encoder(self) -> None:
+        if not (self.model.folder / "vae_encoder" / "model.onnx").is_file():
+            raise BadRequest(f"'{self.model.name}' has no VAE encoder, so it cannot start from "
+                             f"a picture; import the model again with its VAE encoder.")
+
+    @staticmethod
+    def check_strength(strength: float) -> float:
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not (
+                0 < strength <= 1):
+            raise BadRequest(f"The strength must be more than 0 and at most 1 (got {strength}); "
+                             f"0.3 changes little of the picture, 1 keeps only a trace of it.")
+        return float(strength)
+
+    @staticmethod
+    def steps_for_strength(asked: int | None, steps: int, strength: float) -> int:
+        """The schedule's length, such that ``steps × strength`` steps (at least 1) run."""
+        needed = math.ceil(1 / strength)
+        while int(needed * strength) < 1:  # 1 / strength rounded down in binary
+            needed += 1
+        if int(steps * strength) >= 1:
+            return steps
+        if asked is None and needed <= MAX_AUTOMATIC_STEPS:
+            return needed
+        if asked is None:
+            raise BadRequest(f"A strength of {strength:g} is too small to change the picture; "
+                             f"use {1 / MAX_AUTOMATIC_STEPS:g} or more.")
+        raise BadRequest(f"At strength {strength:g}, {steps} steps run none at all (steps × "
+                         f"strength must reach 1); use {needed} steps or more, or a higher "
+                         f"strength.")
+
+    def guidance_needed(self, parameters: GenerationParameters) -> bool:
+        # With no prompt and no negative prompt both halves of guidance read the same text and
+        # predict the same noise: guidance would only double the UNet's work (variations).
+        same_text = not parameters.prompt and not parameters.negative_prompt and (
+            not self.description.force_zeros_for_empty_prompt)
+        return self.uses_guidance(parameters.guidance) and not same_text
+
+    def get_timesteps(self, name: str, steps: int, strength: float) -> tuple[Scheduler, int]:
+        """A scheduler set to ``steps`` timesteps, and where in them this strength begins."""
+        scheduler = self.make_scheduler(name)
+        scheduler.set_timesteps(steps)
+        # As diffusers: int() rounds the steps run down; the scheduler starts at begin.
+        run = min(int(steps * strength), steps)
+        begin = max(steps - run, 0)
+        scheduler.set_begin_index(begin)
+        return scheduler, begin
+
+    @staticmethod
+    def prepare_noise(rng: np.random.Generator, shape: tuple[int, ...],
+                      given: np.ndarray | None, index: int) -> np.ndarray:
+        """The generator's first draw, or the caller's noise in its place (the generator still
+        advances, so the later draws stay those of the seed)."""
+        drawn = rng.standard_normal(shape, dtype=np.float32)
+        if given is not None:
+            return np.asarray(given[index : index + 1], dtype=np.float32)
+        return drawn
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _with_seed(parameters: GenerationParameters, seed: int) -> GenerationParameters:
+    return replace(parameters, seed=seed)
