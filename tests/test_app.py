@@ -132,7 +132,8 @@ def test_generate_puts_the_picture_on_the_canvas_in_the_gallery_and_history(qtbo
     assert outcome.entries[0].path.is_file()
     gallery = window.gallery.grid.model()
     assert gallery.rowCount() == 1
-    assert gallery.index(0).data(EntryRole).prompt == "a dog at the top"
+    assert gallery.entry(0).prompt == "a dog at the top"
+    qtbot.waitUntil(lambda: gallery.index(0).data(EntryRole) is not None, timeout=WAIT_MS)
     assert window.history_panel.list.model().prompt_at(0) == "a dog at the top"
     assert window.gallery.count.text() == "1 picture"
     assert window.device_label.text() == "CPU (2 threads)"

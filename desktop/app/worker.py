@@ -120,6 +120,7 @@ class JobRunner(QObject):
     cancelled = Signal(int)
     image_ready = Signal(str, QImage)  # key, picture (a thumbnail or a full decode)
     image_failed = Signal(str, str)  # key, one sentence
+    fetched = Signal(str, object)  # key, what a ``fetch`` function returned
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -215,6 +216,21 @@ class JobRunner(QObject):
 
         # Newest first: after a fast scroll, what is on screen now is made before what was.
         self._pool.start(_Task(task), next(self._priority) % 2**30)
+
+    def fetch(self, key: str, function: Callable[[], Any]) -> None:
+        """Run a quick read (a page of the gallery) on a pool thread; answered by ``fetched``
+        (or by ``image_failed`` with one sentence)."""
+
+        def task() -> None:
+            try:
+                result = function()
+            except EaselError as error:
+                self.image_failed.emit(key, str(error))
+                return
+            self.fetched.emit(key, result)
+
+        # Before any thumbnail (they need the rows), newest first.
+        self._pool.start(_Task(task), 2**30 + next(self._priority) % 2**30)
 
     def drop_image_requests(self) -> None:
         """Forget decodes not started yet (the gallery's contents changed)."""

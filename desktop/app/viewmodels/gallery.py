@@ -1,16 +1,17 @@
 """The gallery as a Qt list model: virtualised over the library, thumbnails made elsewhere.
 
-Only the rows the view asks for are read, a page of ``PAGE`` at a time (the next page by
-cursor, a jump by offset), and only the pages near the view stay in memory, so a library of
-100,000 pictures costs what one screenful does. Thumbnails are requested from the worker's
-pool the first time a row is painted and arrive through ``JobRunner.image_ready``.
+Only the rows the view asks for are read, a page of ``PAGE`` at a time, and only the pages
+near the view stay in memory, so a library of 100,000 pictures costs what one screenful does.
+Pages the view paints are read on the worker's pool (a jump deep into a big library costs
+SQLite tens of milliseconds); until one arrives its rows show placeholders. Thumbnails are
+requested the first time a row is painted and arrive through ``JobRunner.image_ready``.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 
 from PySide6.QtCore import (
@@ -31,8 +32,10 @@ from desktop.library import ImageEntry, Library, LibraryError
 
 PAGE = 200
 PAGES_KEPT = 12
+PAGES_WANTED = 8
 THUMBNAILS_KEPT = 800  # about 80 MB at 160 px: several screens of a large window
 THUMB_PREFIX = "thumb:"
+PAGE_PREFIX = "page:"
 EntryRole = Qt.ItemDataRole.UserRole + 1
 __all__ = ["EntryRole", "GalleryModel", "ImageEntry"]  # widgets know entries through here
 
@@ -59,8 +62,12 @@ class GalleryModel(QAbstractListModel):
         self._asked: set[str] = set()
         self._placeholder = _placeholder(self.thumbnail_size, "#3a3a3a")
         self._missing = _placeholder(self.thumbnail_size, "#5a2a2a")
+        self._fetching: set[int] = set()  # page numbers asked of the pool
+        self._wanted: deque[int] = deque(maxlen=PAGES_WANTED)  # the pages painted last
+        self._generation = 0  # counts refreshes, so a page read before one is not used after
         runner.image_ready.connect(self._thumbnail_ready)
         runner.image_failed.connect(self._thumbnail_failed)
+        runner.fetched.connect(self._page_fetched)
         self.refresh()
 
     # Reading -------------------------------------------------------------------------------
@@ -71,6 +78,8 @@ class GalleryModel(QAbstractListModel):
         self._pages.clear()
         self._rows.clear()
         self._asked.clear()
+        self._fetching.clear()
+        self._generation += 1
         self._count = self._library.count(self.search_text, favourites=self.favourites_only)
         self.endResetModel()
         self.changed.emit()
@@ -99,7 +108,14 @@ class GalleryModel(QAbstractListModel):
         return self._rows.get(image_id)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        entry = self.entry(index.row()) if index.isValid() else None
+        if not index.isValid() or not 0 <= index.row() < self._count:
+            return None
+        page_number, at = divmod(index.row(), PAGE)
+        page = self._pages.get(page_number)
+        if page is None:  # painting must not wait for SQLite: ask the pool, show a placeholder
+            self._fetch(page_number)
+            return self._placeholder if role == Qt.ItemDataRole.DecorationRole else None
+        entry = page[at] if at < len(page) else None
         if entry is None:
             return None
         if role == Qt.ItemDataRole.DecorationRole:
@@ -116,15 +132,56 @@ class GalleryModel(QAbstractListModel):
         return None
 
     def _page(self, number: int) -> list[ImageEntry]:
+        """A page now (read on this thread if it is not in memory: for actions on selected
+        rows, which are on screen and so almost always loaded already)."""
         page = self._pages.get(number)
         if page is not None:
             self._pages.move_to_end(number)
             return page
+        page = self._read_page(number)()
+        self._keep(number, page)
+        return page
+
+    def _read_page(self, number: int):  # noqa: ANN202 (a reader to run now or on the pool)
+        text, favourites, library = self.search_text, self.favourites_only, self._library
         before = self._pages.get(number - 1)
         if before and len(before) == PAGE:  # scrolling on: the cursor is cheap at any depth
-            page = self._search(cursor=str(before[-1].rowid))
+            where = {"cursor": str(before[-1].rowid)}
         else:
-            page = self._search(offset=number * PAGE)
+            where = {"offset": number * PAGE}
+        return lambda: library.search(text, favourites=favourites, limit=PAGE,
+                                      **where).entries
+
+    def _fetch(self, number: int) -> None:
+        self._wanted.append(number)
+        if number in self._fetching:
+            return
+        self._fetching.add(number)
+        read, wanted = self._read_page(number), self._wanted
+
+        def read_if_still_wanted() -> list[ImageEntry] | None:
+            # Dragging the scroll bar asks for pages faster than SQLite reads deep ones; a page
+            # scrolled past before its turn is skipped (the view asks again if it comes back).
+            return read() if number in wanted else None
+
+        self._runner.fetch(f"{PAGE_PREFIX}{self._generation}:{number}", read_if_still_wanted)
+
+    def _page_fetched(self, key: str, page: object) -> None:
+        if not key.startswith(PAGE_PREFIX):
+            return
+        generation, number = (int(part) for part in key[len(PAGE_PREFIX):].split(":"))
+        if generation != self._generation:
+            return  # read before a refresh: the rows may have moved
+        self._fetching.discard(number)
+        if page is None:
+            return
+        self._keep(number, page)
+        first = number * PAGE
+        last = min(first + PAGE, self._count) - 1
+        if last >= first:
+            self.dataChanged.emit(self.index(first), self.index(last))
+
+    def _keep(self, number: int, page: list[ImageEntry]) -> None:
         self._pages[number] = page
         for at, entry in enumerate(page):
             self._rows[entry.id] = number * PAGE + at
@@ -132,11 +189,6 @@ class GalleryModel(QAbstractListModel):
             _, dropped = self._pages.popitem(last=False)
             for entry in dropped:
                 self._rows.pop(entry.id, None)
-        return page
-
-    def _search(self, **where: object) -> list[ImageEntry]:
-        return self._library.search(self.search_text, favourites=self.favourites_only,
-                                    limit=PAGE, **where).entries
 
     # Thumbnails ----------------------------------------------------------------------------
 
