@@ -1,0 +1,155 @@
+"""Inpainting: repaint the masked part of a picture, following diffusers'
+StableDiffusionInpaintPipeline, for both kinds of model it runs:
+
+- an inpainting model (its UNet takes 9 channels) reads, beside the noisy latents, the mask
+  and the latents of the picture with the masked part blanked out;
+- any other model repaints by masked latent blending: after each step the unmasked part of
+  the latents is put back as the picture's own latents, noised to the next step's level.
+
+The steps: check inputs, encode the prompt, preprocess the picture and mask, set the
+timesteps, prepare the latents, prepare the mask latents, denoise, decode; then, beyond
+diffusers, the final compositing: the decoded picture is laid over the original through the
+feathered mask, so outside the mask the result is the original pixels exactly.
+
+The model sees the mask as diffusers gives it (binarized, one latent cell per
+``vae_scale_factor`` pixels, each cell masked when its top-left pixel is), so the picture
+before compositing is diffusers' own; feathering only shapes the compositing.
+
+Each image i draws from default_rng(seed + i), in this order: the starting noise, the
+picture's VAE sample (blending, or a strength below 1), the masked picture's VAE sample
+(inpainting models), then the per-step noise of ancestral samplers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from engine.errors import BadRequest
+from engine.images import composite, feathered, mask_pixels, pad_to_multiple, to_sample
+from engine.pipelines.diffusion import MAX_SIDE
+from engine.pipelines.image_to_image import EditSettings, ImageToImagePipeline, SourceLatents
+from engine.request import GeneratedImage, GenerationResult, InpaintRequest, ProgressCallback
+from engine.runtime import CancelToken
+
+MAX_FEATHER = 256
+
+
+@dataclass(frozen=True, eq=False)
+class InpaintSettings:
+    """A checked inpainting request: the edit's settings, its mask and what to tell the user."""
+
+    edit: EditSettings
+    mask: np.ndarray  # float32 (H, W) at the picture's size: 1 repaint, 0 keep
+    warnings: tuple[str, ...]
+
+
+class InpaintPipeline(ImageToImagePipeline):
+    def __call__(
+        self,
+        request: InpaintRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> GenerationResult:
+        cancel = cancel or CancelToken()
+        # 1. Check inputs and fill in the model's defaults.
+        settings = self.check_inputs(request)
+        parameters = settings.edit.parameters
+        use_guidance = self.guidance_needed(parameters)
+        inpainting_unet = self.description.variant == "inpainting"
+        full_strength = parameters.strength == 1.0
+
+        # 2. Encode the prompt and gather the UNet's other conditioning.
+        multiple = settings.edit.multiple
+        canvas = pad_to_multiple(settings.edit.picture, multiple)
+        embeddings, prompt_warnings = self.encode_prompt(
+            parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+        conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
+                                                 canvas.shape[1], canvas.shape[0])
+
+        # 3. Preprocess the picture and the mask at the working size; encode each once.
+        canvas_mask = pad_to_multiple(settings.mask, multiple)
+        sample = to_sample(canvas)
+        source = None
+        if not inpainting_unet or not full_strength:  # blending or noising needs its latents
+            source = SourceLatents(self.model, sample, cancel)
+        masked_source = None
+        if inpainting_unet:  # the masked part blanked to 0 (mid grey), as diffusers does
+            masked_source = SourceLatents(self.model, sample * (canvas_mask < 0.5), cancel)
+        latent_mask = self.prepare_mask(canvas_mask)
+        latent_shape = (1, self.description.latent_channels, *latent_mask.shape[2:])
+        weight = feathered(settings.mask, request.feather)  # for the final compositing
+        warnings = [*settings.warnings, *prompt_warnings]
+        if not latent_mask.any():
+            warnings.append(f"The mask is thinner than the model's {multiple}-pixel grid "
+                            f"everywhere, so little may change; paint it wider.")
+
+        images = []
+        for index in range(request.count):
+            seed = parameters.seed + index
+            rng = np.random.default_rng(seed)
+            # 4. Set the timesteps: a strength of s runs the last s of them.
+            scheduler, begin = self.get_timesteps(parameters.scheduler, parameters.steps,
+                                                  parameters.strength)
+            timesteps = scheduler.timesteps[begin:]
+
+            # 5. Prepare the latents: pure noise at full strength, else the noised picture.
+            noise = self.prepare_noise(rng, latent_shape, request.noise, index)
+            image_latents = None if source is None else source.sample(rng)
+            if full_strength:
+                latents = noise * np.float32(scheduler.init_noise_sigma)
+            else:
+                latents = scheduler.add_noise(image_latents, noise, timesteps[0])
+
+            # 6. Prepare the mask latents: what an inpainting UNet reads besides the latents,
+            # or, for any other model, the blending of the picture back in after each step.
+            extra_channels = after_step = None
+            if masked_source is not None:
+                extra = np.concatenate([latent_mask, masked_source.sample(rng)], axis=1)
+                extra_channels = np.concatenate([extra] * (2 if use_guidance else 1))
+            else:
+                def after_step(step: int, latents: np.ndarray, scheduler=scheduler,
+                               timesteps=timesteps, image_latents=image_latents,
+                               noise=noise) -> np.ndarray:
+                    known = image_latents
+                    if step < len(timesteps):  # noised to the level of the next step
+                        known = scheduler.add_noise(image_latents, noise, timesteps[step])
+                    return (np.float32(1) - latent_mask) * known + latent_mask * latents
+
+            # 7. Denoise.
+            report = self.progress_reporter(on_progress, index, request.count, len(timesteps))
+            latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
+                                   scheduler, rng, report, cancel, begin=begin,
+                                   extra_channels=extra_channels, after_step=after_step)
+
+            # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
+            pixels = self.decode_latents(latents, cancel)
+
+            # 9. Composite over the original through the feathered mask, at its own size:
+            # outside the mask, the original pixels exactly.
+            pixels = composite(pixels[:parameters.height, :parameters.width],
+                               settings.edit.picture, weight)
+            images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+        return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
+
+    def check_inputs(self, request: InpaintRequest) -> InpaintSettings:
+        self.check_variant(("text-to-image", "inpainting"), "repaint a masked part of a picture")
+        edit = self.check_edit(request, "inpaint")
+        feather = request.feather
+        if isinstance(feather, bool) or not isinstance(feather, int) or not (
+                0 <= feather <= MAX_FEATHER):
+            raise BadRequest(f"The feather must be a whole number of pixels from 0 to "
+                             f"{MAX_FEATHER} (got {feather}).")
+        width, height = edit.parameters.width, edit.parameters.height
+        mask, resized = mask_pixels(request.mask, width, height, MAX_SIDE)
+        if not mask.any():
+            raise BadRequest("The mask is empty: paint the part of the picture to repaint in "
+                             "white, and leave the rest black.")
+        edit = replace(edit, parameters=replace(edit.parameters, feather=feather))
+        return InpaintSettings(edit, mask, (resized,) if resized else ())
+
+    def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
+        """The mask at latent size, (1, 1, h, w): torch's nearest resize, as diffusers."""
+        factor = self.description.vae_scale_factor
+        return np.ascontiguousarray(mask[::factor, ::factor])[np.newaxis, np.newaxis]
