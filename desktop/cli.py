@@ -37,8 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     arguments = parser.parse_args(argv)
     if not hasattr(arguments, "run"):
-        parser.print_help()
-        return 0
+        return _open_window()
     try:
         return arguments.run(arguments)
     except Cancelled:
@@ -53,6 +52,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.Error as error:  # the library's database, beyond what it can repair
         _say(f"error: The library database could not be used ({error}).")
         return EXIT_ERROR
+
+
+def _open_window() -> int:
+    """``easel`` with no command opens the desktop window."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        # Qt would abort the whole process here; say it in one sentence instead.
+        print("easel: there is no screen to open the window on (neither DISPLAY nor "
+              "WAYLAND_DISPLAY is set); use the commands instead, e.g. easel generate "
+              "\"a red chair\" (easel --help lists them).", file=sys.stderr)
+        return EXIT_ERROR
+    # Imported only here: the command line stays Qt-free until a window is asked for.
+    from desktop.app import main as open_app
+
+    return open_app([])
 
 
 def _parser() -> argparse.ArgumentParser:

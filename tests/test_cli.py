@@ -222,3 +222,25 @@ def test_a_single_file_checkpoint_makes_the_same_picture_as_its_folder(
                  "48", "--steps", "3", "--seed", "4", "-o", str(tmp_path / "single.png")]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "folder.png")),
                           np.asarray(Image.open(tmp_path / "single.png")))
+
+
+# --- `easel` with no command opens the window -----------------------------------------------
+
+
+def test_no_command_without_a_screen_says_so_in_one_sentence(home, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main([]) == 1
+    error = capsys.readouterr().err
+    assert "no screen" in error and error.count("\n") == 1
+
+
+def test_no_command_opens_the_window(home, monkeypatch):
+    import desktop.app
+
+    opened = []
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(desktop.app, "main", lambda argv: opened.append(argv) or 0)
+    assert main([]) == 0
+    assert opened == [[]]
