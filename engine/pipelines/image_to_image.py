@@ -169,11 +169,11 @@ class ImageToImagePipeline(DiffusionPipeline):
             needed += 1
         if int(steps * strength) >= 1:
             return steps
-        if asked is None and needed <= MAX_AUTOMATIC_STEPS:
-            return needed
-        if asked is None:
+        if needed > MAX_AUTOMATIC_STEPS:
             raise BadRequest(f"A strength of {strength:g} is too small to change the picture; "
                              f"use {1 / MAX_AUTOMATIC_STEPS:g} or more.")
+        if asked is None:
+            return needed
         raise BadRequest(f"At strength {strength:g}, {steps} steps run none at all (steps × "
                          f"strength must reach 1); use {needed} steps or more, or a higher "
                          f"strength.")
