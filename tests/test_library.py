@@ -82,6 +82,20 @@ def test_search_is_full_text_newest_first_with_filters(library):
     assert library.count("chair") == 2
 
 
+def test_counts_agree_with_searches_whatever_the_filters_and_trash(library):
+    entries = [add(library, f"a {'red' if i % 2 else 'blue'} chair", seed=i,
+                   model_name="tiny" if i % 3 else "other") for i in range(12)]
+    library.trash([entries[1].id, entries[2].id, entries[3].id])
+    library.set_favourite([entries[3].id, entries[4].id, entries[5].id])
+    for text in ("", "red", "blue chair"):
+        for filters in ({}, {"model": "other"}, {"favourites": True}, {"seed": 4}):
+            for trash in ("exclude", "only", "include"):
+                found = library.search(text, limit=100, trash=trash, **filters).entries
+                assert library.count(text, trash=trash, **filters) == len(found), (
+                    text, filters, trash)
+    assert library.count() == 9 and library.count(trash="only") == 3
+
+
 def test_paging_by_cursor_visits_every_image_once(library):
     for index in range(25):
         add(library, f"picture {index}", seed=index, created_at=1000.0 + index // 2)

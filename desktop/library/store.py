@@ -348,6 +348,13 @@ class Library:
 
     @_locked
     def count(self, text: str = "", *, trash: Trash = "exclude", **filters: Any) -> int:
+        if trash == "exclude":
+            # "Not in the trash" has no index, so counting it reads every row (70 ms at
+            # 100,000 images); all minus the trashed ones is read from narrow indexes (1 ms).
+            return self._count(text, "include", filters) - self._count(text, "only", filters)
+        return self._count(text, trash, filters)
+
+    def _count(self, text: str, trash: Trash, filters: dict[str, Any]) -> int:
         where, parameters, tables, _ = _filters(
             text, filters.get("model"), filters.get("seed"), filters.get("since"),
             filters.get("until"), filters.get("favourites", False), filters.get("tag"), trash)
