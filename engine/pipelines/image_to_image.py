@@ -31,7 +31,6 @@ from engine.request import (
     GenerationResult,
     ImageToImageRequest,
     InpaintRequest,
-    OutpaintRequest,
     ProgressCallback,
 )
 from engine.runtime import CancelToken
@@ -42,7 +41,7 @@ from engine.vae_encoding import latents_from_encoder_output, vae_encoder_output
 # one runs (a 1-step turbo model at strength 0.5 runs 1 of 2); never more than this.
 MAX_AUTOMATIC_STEPS = 1000
 
-EditRequest = ImageToImageRequest | InpaintRequest | OutpaintRequest
+EditRequest = ImageToImageRequest | InpaintRequest
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,8 @@ class ImageToImagePipeline(DiffusionPipeline):
 
             # 7. Decode (a NaN or black frame is a failure), then crop to the picture's size.
             pixels = self.decode_latents(latents, cancel)
-            pixels = pixels[:parameters.height, :parameters.width]
-            images.append(GeneratedImage(pixels, _with_seed(parameters, seed)))
+            pixels = np.ascontiguousarray(pixels[:parameters.height, :parameters.width])
+            images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
@@ -208,7 +207,3 @@ class ImageToImagePipeline(DiffusionPipeline):
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
-
-
-def _with_seed(parameters: GenerationParameters, seed: int) -> GenerationParameters:
-    return replace(parameters, seed=seed)

@@ -28,10 +28,11 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.images import composite, feathered, mask_pixels, pad_to_multiple, to_sample
-from engine.pipelines.diffusion import MAX_SIDE
+from engine.pipelines.diffusion import MAX_SIDE, AfterStep
 from engine.pipelines.image_to_image import EditSettings, ImageToImagePipeline, SourceLatents
 from engine.request import GeneratedImage, GenerationResult, InpaintRequest, ProgressCallback
 from engine.runtime import CancelToken
+from engine.schedulers.base import Scheduler
 
 MAX_FEATHER = 256
 
@@ -106,16 +107,11 @@ class InpaintPipeline(ImageToImagePipeline):
             # or, for any other model, the blending of the picture back in after each step.
             extra_channels = after_step = None
             if masked_source is not None:
-                extra = np.concatenate([latent_mask, masked_source.sample(rng)], axis=1)
-                extra_channels = np.concatenate([extra] * (2 if use_guidance else 1))
+                extra_channels = self.prepare_mask_latents(
+                    latent_mask, masked_source.sample(rng), use_guidance)
             else:
-                def after_step(step: int, latents: np.ndarray, scheduler=scheduler,
-                               timesteps=timesteps, image_latents=image_latents,
-                               noise=noise) -> np.ndarray:
-                    known = image_latents
-                    if step < len(timesteps):  # noised to the level of the next step
-                        known = scheduler.add_noise(image_latents, noise, timesteps[step])
-                    return (np.float32(1) - latent_mask) * known + latent_mask * latents
+                after_step = self.masked_blending(scheduler, timesteps, image_latents, noise,
+                                                  latent_mask)
 
             # 7. Denoise.
             report = self.progress_reporter(on_progress, index, request.count, len(timesteps))
@@ -148,6 +144,28 @@ class InpaintPipeline(ImageToImagePipeline):
                              "white, and leave the rest black.")
         edit = replace(edit, parameters=replace(edit.parameters, feather=feather))
         return InpaintSettings(edit, mask, (resized,) if resized else ())
+
+    @staticmethod
+    def prepare_mask_latents(latent_mask: np.ndarray, masked_latents: np.ndarray,
+                             use_guidance: bool) -> np.ndarray:
+        """An inpainting UNet's extra input channels: the mask, then the masked picture's
+        latents, batched like the latents (twice with guidance)."""
+        extra = np.concatenate([latent_mask, masked_latents], axis=1)
+        return np.concatenate([extra] * (2 if use_guidance else 1))
+
+    @staticmethod
+    def masked_blending(scheduler: Scheduler, timesteps: np.ndarray, image_latents: np.ndarray,
+                        noise: np.ndarray, latent_mask: np.ndarray) -> AfterStep:
+        """diffusers' inpainting with an ordinary UNet: after each step, the unmasked part
+        becomes the picture's latents again, noised to the level of the next step (clean
+        after the last), so the model paints the masked part to fit what surrounds it."""
+        def blend(step: int, latents: np.ndarray) -> np.ndarray:
+            known = image_latents
+            if step < len(timesteps):
+                known = scheduler.add_noise(image_latents, noise, timesteps[step])
+            return (np.float32(1) - latent_mask) * known + latent_mask * latents
+
+        return blend
 
     def prepare_mask(self, mask: np.ndarray) -> np.ndarray:
         """The mask at latent size, (1, 1, h, w): torch's nearest resize, as diffusers."""
