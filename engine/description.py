@@ -8,6 +8,7 @@ not a new pipeline.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,8 @@ DESCRIPTION_FILE = "easel.json"
 # field that format 1 lacks, so models an older Easel can run still load there.
 DESCRIPTION_FORMAT = 2
 FORMAT_2_FIELDS = ("variant", "text_encoders", "text_hidden_state", "size_conditioning",
-                   "force_zeros_for_empty_prompt", "guidance_embedding_dim", "distillation")
+                   "force_zeros_for_empty_prompt", "guidance_embedding_dim", "distillation",
+                   "size_multiple")
 
 PredictionType = Literal["epsilon", "v_prediction", "flow"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
@@ -63,6 +65,9 @@ class ModelDescription:
     guidance_embedding_dim: int = 0
     # A few-step model: "turbo" (adversarial diffusion distillation) or "lcm"; None otherwise.
     distillation: str | None = None
+    # Widths and heights must be multiples of this many pixels (besides the VAE's cell): a
+    # UNet that cannot handle odd sizes between its levels says so here (the starter: 64).
+    size_multiple: int = 8
     format: int = 1
 
     def __post_init__(self) -> None:
@@ -78,9 +83,17 @@ class ModelDescription:
                                      ("distillation", self.distillation, (None, *DISTILLATIONS))):
             if value not in allowed:
                 raise ModelError(f"The model description names an unknown {name} '{value}'.")
+        if not isinstance(self.size_multiple, int) or self.size_multiple < 1:
+            raise ModelError(f"The model description names a size multiple of "
+                             f"{self.size_multiple!r}; it must be a whole number of pixels.")
         if self.text_encoders not in (1, 2):
             raise ModelError(f"The model description names {self.text_encoders} text encoders; "
                              f"Easel runs models with 1 or 2.")
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Widths and heights the model can make are multiples of this many pixels."""
+        return math.lcm(8, self.vae_scale_factor, self.size_multiple)
 
     def required_format(self) -> int:
         """1 unless a field that format 1 lacks is set to something other than its default."""

@@ -39,7 +39,7 @@ class ModelChoice:
 
     @property
     def size_multiple(self) -> int:
-        return math.lcm(8, self.description.vae_scale_factor)
+        return self.description.pixel_multiple
 
 
 @dataclass(frozen=True)

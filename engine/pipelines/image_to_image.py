@@ -135,7 +135,7 @@ class ImageToImagePipeline(DiffusionPipeline):
         settings = self.check_settings(request.steps, request.guidance, request.scheduler,
                                        request.count, request.seed, request.prompt)
         steps = self.steps_for_strength(request.steps, settings.steps, strength)
-        multiple = math.lcm(8, self.description.vae_scale_factor)
+        multiple = self.description.pixel_multiple
         height, width = picture.shape[:2]
         self.check_latent_shape(request.noise, request.count, _round_up(width, multiple),
                                 _round_up(height, multiple), "starting noise")

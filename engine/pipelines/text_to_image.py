@@ -13,7 +13,6 @@ The steps every pipeline shares live in ``engine.pipelines.diffusion``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -88,7 +87,7 @@ class TextToImagePipeline(DiffusionPipeline):
         width = description.default_width if request.width is None else request.width
         height = description.default_height if request.height is None else request.height
         self.check_variant(("text-to-image",), "make a picture from text alone")
-        multiple = math.lcm(8, description.vae_scale_factor)
+        multiple = description.pixel_multiple
         for side, value in (("width", width), ("height", height)):
             if not isinstance(value, int) or value <= 0 or value % multiple:
                 raise BadRequest(f"The {side} must be a positive multiple of {multiple} pixels "

@@ -56,6 +56,8 @@ def description(latent_scaling: float, steps: int, guidance: float) -> ModelDesc
         default_width=32 * UPSCALE, default_height=32 * UPSCALE, default_steps=steps,
         default_guidance=guidance, default_scheduler="flow_euler", text_max_length=24,
         preview_rgb_factors=tuple(tuple(row) for row in factors.tolist()),
+        # The UNet halves the latents twice and joins the skips without resizing them.
+        size_multiple=2 * UPSCALE * 4,
     )
 
 
