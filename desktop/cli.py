@@ -7,26 +7,30 @@ is left half-written (models are built aside and moved in, images are written at
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
 import sqlite3
 import sys
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from desktop import paths
+from desktop.cli_common import (
+    add_runtime_arguments,
+    model_store,
+    open_library,
+    output_paths,
+    progress_printer,
+    run_cancellable,
+    runtime_options,
+    say,
+)
 from desktop.image_files import save_png
-from desktop.library import ImageEntry, Library
-from desktop.model_store import ModelStore
+from desktop.library import ImageEntry
 from engine.errors import BadRequest, Cancelled, EaselError
 from engine.model import load_model
 from engine.pipelines.text_to_image import TextToImagePipeline
-from engine.request import GenerationResult, Progress, TextToImageRequest
-from engine.runtime import CancelToken, RuntimeOptions
+from engine.request import TextToImageRequest
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 EXIT_ERROR = 1
@@ -41,16 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return arguments.run(arguments)
     except Cancelled:
-        _say("Cancelled; nothing was saved.")
+        say("Cancelled; nothing was saved.")
         return EXIT_CANCELLED
     except KeyboardInterrupt:
-        _say("Interrupted; nothing was saved.")
+        say("Interrupted; nothing was saved.")
         return EXIT_CANCELLED
     except EaselError as error:
-        _say(f"error: {error}")
+        say(f"error: {error}")
         return EXIT_ERROR
     except sqlite3.Error as error:  # the library's database, beyond what it can repair
-        _say(f"error: The library database could not be used ({error}).")
+        say(f"error: The library database could not be used ({error}).")
         return EXIT_ERROR
 
 
@@ -94,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", "-o", type=Path,
                           help="also write a copy to this .png file name or folder (every "
                                "image is saved in the library either way)")
-    _add_runtime_arguments(generate)
+    add_runtime_arguments(generate)
     generate.set_defaults(run=_generate)
 
     models = commands.add_parser("models", help="import, list and remove models")
@@ -125,32 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--providers", default=os.environ.get("EASEL_PROVIDERS", ""),
-        help="comma-separated provider order, e.g. cuda,cpu (default: the best available; "
-             "env EASEL_PROVIDERS)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for inference (default: all cores)")
-
-
-def _runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:
-    providers = tuple(name.strip().lower() for name in arguments.providers.split(",")
-                      if name.strip())
-    if arguments.threads < 0:
-        raise BadRequest("--threads must be 0 (all cores) or more.")
-    return RuntimeOptions(providers=providers, cpu_threads=arguments.threads,
-                          optimized_cache=paths.optimized_graphs_dir())
-
-
-def _store() -> ModelStore:
-    return ModelStore(paths.models_dir(), paths.built_in_models_dir())
-
-
 def _generate(arguments: argparse.Namespace) -> int:
-    store = _store()
+    store = model_store()
     name = arguments.model or store.default_model().name
-    model = load_model(store.path_of(name), _runtime_options(arguments), name)
+    model = load_model(store.path_of(name), runtime_options(arguments), name)
     seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
     request = TextToImageRequest(
         prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,
@@ -159,17 +141,17 @@ def _generate(arguments: argparse.Namespace) -> int:
         count=arguments.count)
     pipeline = TextToImagePipeline(model)
     pipeline.check_inputs(request)  # bad input fails before anything loads or runs
-    targets = _output_paths(arguments.output, seed, arguments.count)
+    targets = output_paths(arguments.output, seed, arguments.count)
     # Opened before the work, so a library that cannot be used fails now, not after it.
-    with _open_library() as library:
+    with open_library() as library:
         device = model.unet.device  # loads the UNet now, so the device is known before waiting
-        _say(f"running on {device.summary}")
+        say(f"running on {device.summary}")
         if device.reason:
-            _say(f"warning: {device.reason}")
-        result = _run_cancellable(
-            lambda cancel: pipeline(request, _progress_printer(), cancel))
+            say(f"warning: {device.reason}")
+        result = run_cancellable(
+            lambda cancel: pipeline(request, progress_printer(), cancel))
         for warning in result.warnings:
-            _say(f"warning: {warning}")
+            say(f"warning: {warning}")
         for image, target in zip(result.images, targets, strict=True):
             entry = library.add_generated(image.pixels, image.parameters)
             if target is not None:  # the copy carries the same id as the library's image
@@ -178,83 +160,11 @@ def _generate(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _output_paths(output: Path | None, seed: int, count: int) -> list[Path | None]:
-    """Where each image's extra copy goes (None: the library only); refuses to overwrite
-    anything, before any work is done."""
-    seeds = [seed + index for index in range(count)]
-    if output is None:
-        return [None] * count
-    if output.suffix:
-        if output.suffix.lower() != ".png":
-            raise BadRequest("Easel writes PNG files: give an output name ending in .png, "
-                             "or a folder.")
-        folder = output.parent
-        names = [output.name] if count == 1 else [f"{output.stem}-{s}.png" for s in seeds]
-    else:
-        folder = output
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        names = [f"{stamp}-{s}.png" for s in seeds]
-    if folder.exists() and not folder.is_dir():
-        raise BadRequest(f"'{folder}' is a file, not a folder.")
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = [folder / name for name in names]
-    for target in targets:
-        if target.exists():
-            raise BadRequest(f"'{target}' already exists; choose another output name.")
-    return targets
-
-
-def _run_cancellable(job) -> GenerationResult:
-    """Run in a worker thread so Ctrl+C can cancel even inside a long ONNX Runtime call."""
-    cancel = CancelToken()
-    outcome: dict = {}
-    # Waited on instead of Thread.join: on Python 3.11 a Ctrl+C during join() can make a later
-    # join() return while the thread still runs, and a worker still inside ONNX Runtime when
-    # the interpreter exits aborts the process.
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["result"] = job(cancel)
-        except BaseException as error:  # handed to the main thread, re-raised there
-            outcome["error"] = error
-        finally:
-            finished.set()
-
-    threading.Thread(target=work, name="easel-generate", daemon=True).start()
-    try:
-        while not finished.wait(0.1):
-            pass
-    except KeyboardInterrupt:
-        cancel.cancel()
-        finished.wait()
-        raise Cancelled("Cancelled.") from None
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
-
-
-def _progress_printer():
-    if not sys.stderr.isatty():
-        return None
-    started = time.monotonic()
-
-    def show(progress: Progress) -> None:
-        elapsed = time.monotonic() - started
-        print(f"\rimage {progress.image + 1}/{progress.images}  "
-              f"step {progress.step}/{progress.steps}  {elapsed:.1f} s", end="",
-              file=sys.stderr, flush=True)
-        if progress.step == progress.steps and progress.image + 1 == progress.images:
-            print(file=sys.stderr)
-
-    return show
-
-
 def _import_model(arguments: argparse.Namespace) -> int:
-    store = _store()
+    store = model_store()
 
     def progress(stage: str, done: int, total: int) -> None:
-        _say(f"[{done}/{total}] {stage}")
+        say(f"[{done}/{total}] {stage}")
 
     distillation = None if arguments.few_step == "none" else arguments.few_step
     model = store.import_model(arguments.source, arguments.name, progress,
@@ -265,7 +175,7 @@ def _import_model(arguments: argparse.Namespace) -> int:
 
 
 def _list_models(arguments: argparse.Namespace) -> int:
-    models = _store().list()
+    models = model_store().list()
     if not models:
         print("No models installed. Add one with: easel models import FOLDER")
         return 0
@@ -278,7 +188,7 @@ def _list_models(arguments: argparse.Namespace) -> int:
 
 
 def _remove_model(arguments: argparse.Namespace) -> int:
-    _store().remove(arguments.name)
+    model_store().remove(arguments.name)
     print(f"Removed '{arguments.name}'.")
     return 0
 
@@ -367,17 +277,6 @@ def _add_history_commands(commands: argparse._SubParsersAction) -> None:
     prompts.set_defaults(run=lambda _: prompts.print_help() or 0)
 
 
-@contextlib.contextmanager
-def _open_library() -> Iterator[Library]:
-    library = Library.open(paths.data_dir())
-    for warning in library.report.warnings:
-        _say(f"warning: {warning}")
-    try:
-        yield library
-    finally:
-        library.close()
-
-
 def _selection_filters(arguments: argparse.Namespace) -> dict:
     return {"model": arguments.model, "seed": arguments.seed,
             "since": _date(arguments.since, "--since") if arguments.since else None,
@@ -389,7 +288,7 @@ def _selection_filters(arguments: argparse.Namespace) -> dict:
 def _gallery_list(arguments: argparse.Namespace) -> int:
     if not 1 <= arguments.limit <= 10_000 or arguments.page < 1:
         raise BadRequest("--limit takes 1 to 10000 and --page takes 1 or more.")
-    with _open_library() as library:
+    with open_library() as library:
         filters = _selection_filters(arguments)
         page = library.search(arguments.text, limit=arguments.limit,
                               offset=(arguments.page - 1) * arguments.limit, **filters)
@@ -398,7 +297,7 @@ def _gallery_list(arguments: argparse.Namespace) -> int:
         print(_entry_line(entry, arguments.paths))
     shown = f"{len(page.entries)} of {total} picture{'s' if total != 1 else ''}"
     more = (f"; next: --page {arguments.page + 1}" if page.next_cursor else "")
-    _say(f"{shown}{more}" if total else "No pictures match.")
+    say(f"{shown}{more}" if total else "No pictures match.")
     return 0
 
 
@@ -415,7 +314,7 @@ def _entry_line(entry: ImageEntry, with_path: bool) -> str:
 
 
 def _gallery_show(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         entry = library.get(arguments.id)
         tags = library.tags_of(entry.id)
         chain = library.lineage(entry.id)[1:]
@@ -440,7 +339,7 @@ def _gallery_export(arguments: argparse.Namespace) -> int:
     if not arguments.ids and not (arguments.text or selected or arguments.trash):
         raise BadRequest("Name the pictures to export by id, or select them with --search or "
                          "a filter such as --favourites.")
-    with _open_library() as library:
+    with open_library() as library:
         ids = list(arguments.ids)
         if not ids:
             ids = [entry.id for entry in library.search(arguments.text, limit=10_000,
@@ -454,7 +353,7 @@ def _gallery_export(arguments: argparse.Namespace) -> int:
 
 
 def _gallery_import(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         for path in arguments.files:
             entry = library.import_file(path)
             print(f"{entry.id[:12]}  {entry.origin:<8}  {path}")
@@ -462,25 +361,25 @@ def _gallery_import(arguments: argparse.Namespace) -> int:
 
 
 def _gallery_rebuild(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         report = library.rebuild()
         total = library.count(trash="include")
     print(f"{total} pictures in the library: {report.indexed} newly indexed, "
           f"{report.refreshed} re-read, {report.flagged_missing} with their file missing.")
     for relative in report.unreadable:
-        _say(f"warning: '{relative}' is not a readable PNG; it was left where it is.")
+        say(f"warning: '{relative}' is not a readable PNG; it was left where it is.")
     return 0
 
 
 def _gallery_favourite(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         count = library.set_favourite(arguments.ids, not arguments.off)
     print(f"{'Unmarked' if arguments.off else 'Marked'} {count} as favourite.")
     return 0
 
 
 def _gallery_tag(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         if arguments.remove:
             library.remove_tags(arguments.ids, [arguments.tag])
         else:
@@ -489,28 +388,28 @@ def _gallery_tag(arguments: argparse.Namespace) -> int:
 
 
 def _gallery_delete(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         count = library.trash(arguments.ids)
     print(f"Moved {count} to the trash (undo with: easel gallery restore ID).")
     return 0
 
 
 def _gallery_restore(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         count = library.restore(arguments.ids)
     print(f"Restored {count} from the trash.")
     return 0
 
 
 def _gallery_empty_trash(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         count = library.empty_trash()
     print(f"Deleted {count} picture{'s' if count != 1 else ''} for good.")
     return 0
 
 
 def _history_list(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         entries = library.history(arguments.search,
                                   "negative" if arguments.negative else "prompt",
                                   arguments.limit)
@@ -521,7 +420,7 @@ def _history_list(arguments: argparse.Namespace) -> int:
 
 
 def _history_pin(arguments: argparse.Namespace) -> int:
-    with _open_library() as library:
+    with open_library() as library:
         library.pin_prompt(arguments.text, arguments.pinned,
                            "negative" if arguments.negative else "prompt")
     return 0
@@ -551,10 +450,6 @@ def _size(size_bytes: int) -> str:
         if size_bytes < 1000 or unit == "GB":
             break
     return f"{size_bytes:.1f} {unit}"
-
-
-def _say(message: str) -> None:
-    print(f"easel: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

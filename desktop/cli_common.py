@@ -1,0 +1,129 @@
+"""What the ``easel`` commands share: runtime options, the model store and library, output
+names that never overwrite, cancellable runs, progress and one-sentence messages."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from desktop import paths
+from desktop.library import Library
+from desktop.model_store import ModelStore
+from engine.errors import BadRequest, Cancelled
+from engine.request import GenerationResult, Progress
+from engine.runtime import CancelToken, RuntimeOptions
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--providers", default=os.environ.get("EASEL_PROVIDERS", ""),
+        help="comma-separated provider order, e.g. cuda,cpu (default: the best available; "
+             "env EASEL_PROVIDERS)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for inference (default: all cores)")
+
+
+def runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:
+    providers = tuple(name.strip().lower() for name in arguments.providers.split(",")
+                      if name.strip())
+    if arguments.threads < 0:
+        raise BadRequest("--threads must be 0 (all cores) or more.")
+    return RuntimeOptions(providers=providers, cpu_threads=arguments.threads,
+                          optimized_cache=paths.optimized_graphs_dir())
+
+
+def model_store() -> ModelStore:
+    return ModelStore(paths.models_dir(), paths.built_in_models_dir())
+
+
+def output_paths(output: Path | None, seed: int, count: int) -> list[Path | None]:
+    """Where each image's extra copy goes (None: the library only); refuses to overwrite
+    anything, before any work is done."""
+    seeds = [seed + index for index in range(count)]
+    if output is None:
+        return [None] * count
+    if output.suffix:
+        if output.suffix.lower() != ".png":
+            raise BadRequest("Easel writes PNG files: give an output name ending in .png, "
+                             "or a folder.")
+        folder = output.parent
+        names = [output.name] if count == 1 else [f"{output.stem}-{s}.png" for s in seeds]
+    else:
+        folder = output
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        names = [f"{stamp}-{s}.png" for s in seeds]
+    if folder.exists() and not folder.is_dir():
+        raise BadRequest(f"'{folder}' is a file, not a folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [folder / name for name in names]
+    for target in targets:
+        if target.exists():
+            raise BadRequest(f"'{target}' already exists; choose another output name.")
+    return targets
+
+
+def run_cancellable(job: Callable[[CancelToken], GenerationResult]) -> GenerationResult:
+    """Run in a worker thread so Ctrl+C can cancel even inside a long ONNX Runtime call."""
+    cancel = CancelToken()
+    outcome: dict = {}
+    # Waited on instead of Thread.join: on Python 3.11 a Ctrl+C during join() can make a later
+    # join() return while the thread still runs, and a worker still inside ONNX Runtime when
+    # the interpreter exits aborts the process.
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["result"] = job(cancel)
+        except BaseException as error:  # handed to the main thread, re-raised there
+            outcome["error"] = error
+        finally:
+            finished.set()
+
+    threading.Thread(target=work, name="easel-generate", daemon=True).start()
+    try:
+        while not finished.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        cancel.cancel()
+        finished.wait()
+        raise Cancelled("Cancelled.") from None
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def progress_printer() -> Callable[[Progress], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    started = time.monotonic()
+
+    def show(progress: Progress) -> None:
+        elapsed = time.monotonic() - started
+        print(f"\rimage {progress.image + 1}/{progress.images}  "
+              f"step {progress.step}/{progress.steps}  {elapsed:.1f} s", end="",
+              file=sys.stderr, flush=True)
+        if progress.step == progress.steps and progress.image + 1 == progress.images:
+            print(file=sys.stderr)
+
+    return show
+
+
+@contextlib.contextmanager
+def open_library() -> Iterator[Library]:
+    library = Library.open(paths.data_dir())
+    for warning in library.report.warnings:
+        say(f"warning: {warning}")
+    try:
+        yield library
+    finally:
+        library.close()
+
+
+def say(message: str) -> None:
+    print(f"easel: {message}", file=sys.stderr)
