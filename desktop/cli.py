@@ -25,6 +25,7 @@ from desktop.cli_common import (
     runtime_options,
     say,
 )
+from desktop.cli_edit import add_edit_commands
 from desktop.image_files import save_png
 from desktop.library import ImageEntry
 from engine.errors import BadRequest, Cancelled, EaselError
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     removing.add_argument("name")
     removing.set_defaults(run=_remove_model)
     models.set_defaults(run=lambda _: models.print_help() or 0)
+    add_edit_commands(commands)
     _add_gallery_commands(commands)
     _add_history_commands(commands)
     return parser

@@ -36,8 +36,13 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
         ("Size", f"{parameters.width}x{parameters.height}"),
         ("Model hash", parameters.model_hash),
         ("Model", parameters.model_name),
-        ("Version", f"Easel {engine_version}"),
     ]
+    # A1111's names for the editing settings, so its readers show them too.
+    if parameters.strength is not None:
+        settings.append(("Denoising strength", f"{parameters.strength:g}"))
+    if parameters.feather is not None:
+        settings.append(("Mask blur", parameters.feather))
+    settings.append(("Version", f"Easel {engine_version}"))
     lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in settings))
     return "\n".join(lines)
 
@@ -47,7 +52,7 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         "format": METADATA_FORMAT,
         "image_id": image_id,
         "engine_version": engine_version,
-        "operation": "text_to_image",
+        "operation": parameters.operation,
         "prompt": parameters.prompt,
         "negative_prompt": parameters.negative_prompt,
         "width": parameters.width,
@@ -59,6 +64,10 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         "generator": parameters.generator,
         "model": {"name": parameters.model_name, "hash": parameters.model_hash,
                   "family": parameters.model_family},
+        # Editing settings, only where the operation has them.
+        **{name: value for name, value in (("strength", parameters.strength),
+                                           ("feather", parameters.feather),
+                                           ("extend", parameters.extend)) if value is not None},
     }
 
 

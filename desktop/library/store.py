@@ -231,9 +231,11 @@ class Library:
 
     @_locked
     def add_generated(self, pixels: np.ndarray, parameters: GenerationParameters, *,
-                      operation: str = "text_to_image", source_id: str | None = None,
+                      operation: str | None = None, source_id: str | None = None,
                       created_at: float | None = None) -> ImageEntry:
-        """Save a generated image into the library and count its prompt in the history."""
+        """Save a generated image into the library and count its prompt in the history.
+        ``operation`` defaults to the one the parameters name (text to image, inpaint…)."""
+        operation = operation or parameters.operation
         image_id = new_image_id()
         created_at = time.time() if created_at is None else created_at
         relative = self._new_path(created_at, f"{parameters.seed}-{image_id[:8]}")

@@ -1,0 +1,223 @@
+"""The ``easel`` commands that start from a picture: edit, variations, inpaint, outpaint.
+
+SOURCE is a picture file (PNG, JPEG or WEBP) or a library picture's id (its first
+characters are enough). Every result is saved in the library with the operation and, when the
+source is a library picture, the source's id, so lineage shows ("made from …").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from desktop.cli_common import (
+    add_runtime_arguments,
+    model_store,
+    open_library,
+    output_paths,
+    progress_printer,
+    run_cancellable,
+    runtime_options,
+    say,
+)
+from desktop.image_files import save_png
+from desktop.library import BadImage, Library, UnknownImage
+from desktop.library.images import load_pixels, open_image
+from engine.errors import BadRequest
+from engine.model import load_model
+from engine.pipelines.image_to_image import ImageToImagePipeline
+from engine.pipelines.inpaint import InpaintPipeline
+from engine.pipelines.outpaint import OutpaintPipeline
+from engine.request import ImageToImageRequest, InpaintRequest, OutpaintRequest
+from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
+
+
+def add_edit_commands(commands: argparse._SubParsersAction) -> None:
+    edit = commands.add_parser("edit", help="redraw a picture with a prompt (image to image)")
+    _source(edit)
+    edit.add_argument("prompt", nargs="?", default="", help="what the new picture should show")
+    _strength(edit, 0.75)
+    _common(edit)
+    edit.set_defaults(run=_image_to_image)
+
+    variations = commands.add_parser("variations", help="new pictures like a picture")
+    _source(variations)
+    variations.add_argument("--prompt", "-p", default="",
+                            help="optionally, what the variations should show")
+    _strength(variations, 0.6)
+    _common(variations, count=4)
+    variations.set_defaults(run=_image_to_image)
+
+    inpaint = commands.add_parser("inpaint", help="repaint the masked part of a picture")
+    _source(inpaint)
+    inpaint.add_argument("prompt", nargs="?", default="", help="what to paint there")
+    inpaint.add_argument("--mask", required=True, type=Path,
+                         help="a picture of the same size: white = repaint, black = keep")
+    inpaint.add_argument("--invert-mask", action="store_true",
+                         help="repaint the black part instead")
+    _strength(inpaint, 1.0)
+    _feather(inpaint)
+    _common(inpaint)
+    inpaint.set_defaults(run=_inpaint)
+
+    outpaint = commands.add_parser("outpaint", help="extend a picture past its edges")
+    _source(outpaint)
+    outpaint.add_argument("prompt", nargs="?", default="", help="what the new border shows")
+    for side in ("left", "top", "right", "bottom"):
+        outpaint.add_argument(f"--{side}", type=int, default=0, help=f"pixels added {side}")
+    outpaint.add_argument("--all", type=int, default=0, help="pixels added on every side")
+    _feather(outpaint)
+    _common(outpaint)
+    outpaint.set_defaults(run=_outpaint)
+
+
+def _source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a picture file, or a library picture's id")
+
+
+def _strength(parser: argparse.ArgumentParser, default: float) -> None:
+    parser.add_argument("--strength", type=float, default=default,
+                        help=f"how much to redraw, above 0 and at most 1 (default {default})")
+
+
+def _feather(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feather", type=int, default=4,
+                        help="pixels over which the new part fades in (default 4)")
+
+
+def _common(parser: argparse.ArgumentParser, count: int = 1) -> None:
+    parser.add_argument("--model", "-m", help="an installed model (default as for generate)")
+    parser.add_argument("--negative-prompt", "-n", default="", help="what to avoid")
+    parser.add_argument("--steps", type=int, help="steps of the full schedule")
+    parser.add_argument("--guidance", "--cfg", type=float, help="how closely to follow the "
+                        "prompt (model default if unset)")
+    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES)
+    parser.add_argument("--seed", type=int, help="random seed; picture i uses seed + i")
+    parser.add_argument("--count", type=int, default=count, help=f"pictures (default {count})")
+    parser.add_argument("--output", "-o", type=Path,
+                        help="also write a copy to this .png file name or folder")
+    add_runtime_arguments(parser)
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+
+def _image_to_image(arguments: argparse.Namespace) -> int:
+    """``edit`` and ``variations``: the same pipeline, with different defaults."""
+    return _run(arguments, ImageToImagePipeline, lambda picture, seed: ImageToImageRequest(
+        picture, arguments.prompt, strength=arguments.strength, **_settings(arguments, seed)))
+
+
+def _inpaint(arguments: argparse.Namespace) -> int:
+    mask = _open_picture(arguments.mask, "L")
+    if arguments.invert_mask:
+        mask = Image.eval(mask, lambda value: 255 - value)
+    return _run(arguments, InpaintPipeline, lambda picture, seed: InpaintRequest(
+        picture, mask, arguments.prompt, strength=arguments.strength,
+        feather=arguments.feather, **_settings(arguments, seed)))
+
+
+def _outpaint(arguments: argparse.Namespace) -> int:
+    sides = {side: getattr(arguments, side) + arguments.all
+             for side in ("left", "top", "right", "bottom")}
+    if any(value < 0 for value in sides.values()):
+        raise BadRequest("The pixels to add on a side cannot be negative.")
+    if not any(sides.values()):
+        raise BadRequest("Say how far to extend the picture, e.g. --right 128 or --all 64.")
+    return _run(arguments, OutpaintPipeline, lambda picture, seed: OutpaintRequest(
+        picture, **sides, prompt=arguments.prompt, feather=arguments.feather,
+        **_settings(arguments, seed)))
+
+
+def _settings(arguments: argparse.Namespace, seed: int) -> dict:
+    return {"negative_prompt": arguments.negative_prompt, "steps": arguments.steps,
+            "guidance": arguments.guidance, "scheduler": arguments.scheduler, "seed": seed,
+            "count": arguments.count}
+
+
+def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> int:
+    """Open the source, check the request before any model loads, run it, save the results
+    in the library (with the source's id when it has one) and any copies asked for."""
+    store = model_store()
+    name = arguments.model or store.default_model().name
+    seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
+    with open_library() as library:
+        source = _source_picture(library, arguments.source)
+        model = load_model(store.path_of(name), runtime_options(arguments), name)
+        pipeline = pipeline_class(model)
+        request = make_request(source.picture, seed)
+        pipeline.check_inputs(request)  # bad input fails before anything loads or runs
+        targets = output_paths(arguments.output, seed, arguments.count)
+        device = model.unet.device
+        say(f"running on {device.summary}")
+        if device.reason:
+            say(f"warning: {device.reason}")
+        result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
+        for warning in result.warnings:
+            say(f"warning: {warning}")
+        for image, target in zip(result.images, targets, strict=True):
+            entry = library.add_generated(image.pixels, image.parameters,
+                                          source_id=source.image_id)
+            if target is not None:  # the copy carries the same id as the library's image
+                save_png(image.pixels, target, image.parameters, entry.id)
+            print(target or entry.path)
+    return 0
+
+
+# --- the source picture -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourcePicture:
+    picture: Image.Image  # RGB
+    image_id: str | None  # the library picture it is, for lineage; None for outside files
+
+
+def _source_picture(library: Library, source: str) -> SourcePicture:
+    path = Path(source)
+    if path.is_file():
+        picture = _open_picture(path, "RGB")
+        image_id = _embedded_id(path)
+        known = image_id is not None and _in_library(library, image_id)
+        return SourcePicture(picture, image_id if known else None)
+    try:
+        entry = library.get(source)
+    except UnknownImage:
+        raise BadRequest(f"'{source}' is neither a picture file nor a picture in the "
+                         f"library.") from None
+    if entry.missing:
+        raise BadRequest(f"The file of library picture {entry.id[:12]} is missing.")
+    return SourcePicture(_open_picture(entry.path, "RGB"), entry.id)
+
+
+def _open_picture(path: Path, mode: str) -> Image.Image:
+    """A PNG, JPEG or WEBP file, fully decoded; anything else is one sentence."""
+    try:
+        with open_image(path) as image:
+            return load_pixels(image, path.name).convert(mode)
+    except BadImage as error:
+        raise BadRequest(str(error)) from None
+
+
+def _embedded_id(path: Path) -> str | None:
+    """The Easel image id a PNG carries, if it carries one."""
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {}) or {}
+            metadata = json.loads(text.get("easel", "{}"))
+    except (OSError, ValueError):
+        return None
+    image_id = metadata.get("image_id") if isinstance(metadata, dict) else None
+    return image_id if isinstance(image_id, str) else None
+
+
+def _in_library(library: Library, image_id: str) -> bool:
+    try:
+        return library.get(image_id).id == image_id
+    except UnknownImage:
+        return False
