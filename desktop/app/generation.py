@@ -1,8 +1,10 @@
 """Engine work the app runs in its worker thread: make pictures and save them, import models.
 
 Qt-free and thread-agnostic: ``desktop.app.worker`` calls these from its thread with a
-``Context`` (progress out, cancel in). It uses the engine exactly as ``easel generate`` does:
-the model store, ``load_model``, ``TextToImagePipeline``, the library's ``add_generated``.
+``Context`` (progress out, cancel in). It uses the engine exactly as ``easel generate`` and
+``easel edit`` do: the model store, ``load_model``, the pipeline for the request's kind (text
+to image, image to image, inpaint, outpaint), the library's ``add_generated`` with the
+source picture's id for lineage.
 """
 
 from __future__ import annotations
@@ -19,9 +21,21 @@ from desktop import paths
 from desktop.app.settings import Settings
 from desktop.library import ImageEntry, Library
 from desktop.model_store import InstalledModel, ModelStore
+from engine.errors import BadRequest
 from engine.model import Model, load_model
+from engine.pipelines.image_to_image import ImageToImagePipeline
+from engine.pipelines.inpaint import InpaintPipeline
+from engine.pipelines.outpaint import OutpaintPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
-from engine.request import GenerationResult, Progress, ProgressCallback, TextToImageRequest
+from engine.request import (
+    GenerationResult,
+    ImageToImageRequest,
+    InpaintRequest,
+    OutpaintRequest,
+    Progress,
+    ProgressCallback,
+    TextToImageRequest,
+)
 from engine.runtime import CancelToken, RuntimeOptions, clear_sessions
 
 
@@ -34,10 +48,21 @@ class Context(Protocol):
                preview: Callable[[], np.ndarray] | None = None, stage: str = "") -> None: ...
 
 
-class Pipelines(Protocol):
-    """Runs a text-to-image request on a named model (the real engine, or a test's script)."""
+Request = TextToImageRequest | ImageToImageRequest | InpaintRequest | OutpaintRequest
 
-    def run(self, model: str, request: TextToImageRequest, on_progress: ProgressCallback,
+# The pipeline that runs each kind of request; all take a model and share check_inputs/call.
+PIPELINE_FOR: dict[type, type] = {
+    TextToImageRequest: TextToImagePipeline,
+    ImageToImageRequest: ImageToImagePipeline,
+    InpaintRequest: InpaintPipeline,
+    OutpaintRequest: OutpaintPipeline,
+}
+
+
+class Pipelines(Protocol):
+    """Runs any request on a named model (the real engine, or a test's script)."""
+
+    def run(self, model: str, request: Request, on_progress: ProgressCallback,
             cancel: CancelToken) -> GenerationResult: ...
 
 
@@ -78,12 +103,15 @@ class EnginePipelines:
         """New settings, taken up by the next job (the worker may be mid-run now)."""
         self._new_options = (runtime, max(1, keep_loaded))
 
-    def run(self, model: str, request: TextToImageRequest, on_progress: ProgressCallback,
+    def run(self, model: str, request: Request, on_progress: ProgressCallback,
             cancel: CancelToken) -> GenerationResult:
+        pipeline_class = PIPELINE_FOR.get(type(request))
+        if pipeline_class is None:
+            raise BadRequest(f"Easel cannot run a {type(request).__name__}.")
         if self._new_options is not None:
             (self.runtime, self.keep_loaded), self._new_options = self._new_options, None
             self._models.clear()  # loaded with the old options
-        pipeline = TextToImagePipeline(self._model(model))
+        pipeline = pipeline_class(self._model(model))
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         return pipeline(request, on_progress, cancel)
 
@@ -101,9 +129,10 @@ class EnginePipelines:
         return model
 
 
-def generate(pipelines: Pipelines, library: Library, model: str,
-             request: TextToImageRequest, context: Context) -> Outcome:
-    """Make the pictures and save each into the library (written whole before it is listed)."""
+def generate(pipelines: Pipelines, library: Library, model: str, request: Request,
+             context: Context, source_id: str | None = None) -> Outcome:
+    """Make the pictures and save each into the library (written whole before it is listed),
+    with the operation the engine names and, for an edit of a library picture, its id."""
 
     def on_progress(progress: Progress) -> None:
         context.report(progress.step, progress.steps, progress.image, progress.images,
@@ -111,7 +140,7 @@ def generate(pipelines: Pipelines, library: Library, model: str,
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
-    entries = tuple(library.add_generated(image.pixels, image.parameters)
+    entries = tuple(library.add_generated(image.pixels, image.parameters, source_id=source_id)
                     for image in result.images)
     device = Device(result.device.summary, result.device.reason)
     return Outcome(entries, tuple(image.pixels for image in result.images), result.warnings,
