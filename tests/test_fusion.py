@@ -89,3 +89,15 @@ def test_folding_leaves_no_attention_shape_for_the_optimizer_to_misread(tiny_sd1
         if node.op_type == "Reshape" and producers.get(node.input[0], node).op_type == "MatMul":
             shape = producers.get(node.input[1])
             assert shape is None or shape.op_type != "Concat" or len(shape.input) != 4
+
+
+def test_cuda_fusion_runs_and_keeps_the_head_counts(tiny_sd1_onnx, tmp_path):
+    """The CUDA set (GroupNorm, NHWC convolutions...) has no CPU kernels; it must still fuse."""
+    result = fuse_unet(tiny_sd1_onnx / "unet" / "model.onnx", tmp_path / "model.onnx", "cuda")
+    assert result.fused.get("GroupNorm", 0) >= 1 and result.fused.get("NhwcConv", 0) >= 1
+    graph = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
+    attentions = [node for node in graph.graph.node
+                  if node.op_type in ("Attention", "MultiHeadAttention")]
+    assert attentions
+    for node in attentions:
+        assert [attribute.i for attribute in node.attribute if attribute.name == "num_heads"] == [8]

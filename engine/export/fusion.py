@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +194,6 @@ class _Quiet:
         self._levels: dict[str, int] = {}
 
     def __enter__(self) -> None:
-        import os
-
         self._tqdm = os.environ.get("TQDM_DISABLE")
         os.environ["TQDM_DISABLE"] = "1"
         for name in self._names:
@@ -203,8 +202,6 @@ class _Quiet:
             logger.setLevel(logging.WARNING)
 
     def __exit__(self, *exc: object) -> None:
-        import os
-
         if self._tqdm is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:
