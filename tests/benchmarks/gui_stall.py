@@ -9,7 +9,7 @@ the event loop could not answer (a stall). Two runs, each printing the longest s
 
 1. generation: ``--jobs`` pictures from the built-in starter model (real engine, CPU), queued
    at once, with live previews, saving into the library and refreshing the gallery;
-2. gallery: a library of ``--images`` pictures (built once with desktop.library.benchmark and
+2. gallery: a library of ``--images`` pictures (built once with tests.benchmarks.library_speed and
    reused), scrolled smoothly down for half the time and dragged to random places for the
    rest, with every thumbnail made on the worker's pool as rows come into view.
 
@@ -126,7 +126,7 @@ def measure_generation(app: QApplication, jobs: int) -> str:
 
 def measure_gallery(app: QApplication, root: Path, images: int, scroll_s: float) -> str:
     if not (root / "library").is_dir():
-        from desktop.library.benchmark import build
+        from tests.benchmarks.library_speed import build
 
         print(f"building a library of {images:,} pictures in {root} (once)…", flush=True)
         build(root, images)

@@ -1,6 +1,6 @@
 """Library benchmark on a large synthetic library (a script, not a timed test).
 
-    python -m desktop.library.benchmark /tmp/easel-bench --images 100000 [--rebuild]
+    python -m tests.benchmarks.library_speed /tmp/easel-bench --images 100000 [--rebuild]
 
 Builds (once; reused when the folder exists) a library of tiny PNGs with real metadata and
 rows, then prints: start-up time (quick_check + reconcile), search p50/p95, one page of 200,
