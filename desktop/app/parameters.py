@@ -64,6 +64,9 @@ class Form:
     seed: int = 0
     seed_locked: bool = False
     count: int = 1
+    # How much Variations, Edit and Inpaint redraw of the source picture (more than 0, at
+    # most 1); text to image ignores it.
+    strength: float = 0.75
 
 
 def choice_of(model: InstalledModel) -> ModelChoice:
@@ -118,8 +121,13 @@ def request_from(form: Form) -> TextToImageRequest:
     return TextToImageRequest(
         prompt=form.prompt, negative_prompt=form.negative_prompt, width=form.width,
         height=form.height, steps=form.steps, guidance=form.guidance,
-        scheduler=form.scheduler, seed=min(max(form.seed, 0), MAX_SEED - form.count),
-        count=form.count)
+        scheduler=form.scheduler, seed=batch_seed(form), count=form.count)
+
+
+def batch_seed(form: Form) -> int:
+    """The form's seed, kept low enough that the batch's last image (seed + count - 1) is a
+    valid seed too."""
+    return min(max(form.seed, 0), MAX_SEED - form.count)
 
 
 def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,

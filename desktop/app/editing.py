@@ -1,0 +1,131 @@
+"""Editing a source picture, in plain data: opening the source, the four requests, lineage.
+
+Qt-free: the studio opens sources on the worker's pool with ``open_source`` and turns the
+prompt panel's form into an engine request with the ``*_request`` functions; tests check
+them without a display. The engine checks every request again before it runs; the checks
+here are the ones worth answering before a job is even queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from desktop.app.parameters import Form, batch_seed
+from desktop.library import Library, UnknownImage
+from desktop.library.images import load_pixels, open_image
+from desktop.library.metadata import read_info
+from engine.request import ImageToImageRequest, InpaintRequest, OutpaintRequest
+
+FEATHER = 4  # the engine's default: enough to hide the seam at a mask's edge
+NO_SOURCE = ("There is no source picture: drop one on the canvas or choose one in the "
+             "gallery (Use as source) first.")
+EMPTY_MASK = ("The mask is empty: turn on the mask tool and paint over the part of the "
+              "picture to repaint first.")
+NO_EDIT_PROMPT = ("Type what the edited picture should show in the prompt first "
+                  "(Variations need no prompt).")
+NO_SIDES = "Say how many pixels to add on at least one side of the picture."
+
+# How the gallery names what a picture was made from, by the operation the engine records.
+# Edit and Variations are both image to image (as in ``easel edit`` / ``easel variations``).
+MADE_FROM = {"image_to_image": "variation of", "inpaint": "inpainted from",
+             "outpaint": "extended from"}
+
+
+@dataclass(frozen=True, eq=False)
+class SourcePicture:
+    """The picture the editing actions start from."""
+
+    pixels: np.ndarray  # uint8 (H, W, 3), exactly as the file decodes
+    name: str  # for messages and the queue: the file's name, or "#1a2b3c"
+    image_id: str | None  # the library picture it is (lineage); None for an outside file
+
+    @property
+    def size(self) -> tuple[int, int]:
+        height, width = self.pixels.shape[:2]
+        return width, height
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Pixels to add on each side when outpainting."""
+
+    left: int = 0
+    top: int = 0
+    right: int = 0
+    bottom: int = 0
+
+    def grown(self, width: int, height: int) -> tuple[int, int]:
+        return width + self.left + self.right, height + self.top + self.bottom
+
+
+def open_source(path: Path, library: Library, image_id: str | None = None) -> SourcePicture:
+    """Decode a picture fully (on a pool thread: it may be large). ``image_id`` is the
+    library picture it is; an outside PNG counts as one when it carries an Easel image id
+    the library knows (a picture dragged out of the gallery and back, say)."""
+    path = Path(path)
+    with open_image(path) as image:
+        picture = load_pixels(image, path.name)
+        text = {key: value for key, value in getattr(picture, "text", {}).items()
+                if isinstance(value, str)}
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
+    if image_id is None:
+        embedded = read_info(text, (pixels.shape[1], pixels.shape[0])).image_id
+        image_id = embedded if embedded and _in_library(library, embedded) else None
+    return SourcePicture(pixels, f"#{image_id[:6]}" if image_id else path.name, image_id)
+
+
+def _in_library(library: Library, image_id: str) -> bool:
+    try:
+        return library.get(image_id).id == image_id
+    except UnknownImage:
+        return False
+
+
+# The requests --------------------------------------------------------------------------------
+
+
+def variations_request(form: Form, source: SourcePicture) -> ImageToImageRequest:
+    """``form.count`` new pictures like the source, each with its own seed; the prompt, if
+    any, steers them."""
+    return ImageToImageRequest(source.pixels, form.prompt, **_shared(form),
+                               strength=form.strength)
+
+
+def edit_request(form: Form, source: SourcePicture) -> ImageToImageRequest:
+    """The source redrawn to match the prompt (a prompt is needed: ``NO_EDIT_PROMPT``)."""
+    return variations_request(form, source)
+
+
+def inpaint_request(form: Form, source: SourcePicture, mask: np.ndarray) -> InpaintRequest:
+    """Repaint the mask's white part; outside it the result is the source, exactly."""
+    return InpaintRequest(source.pixels, mask, form.prompt, **_shared(form),
+                          strength=form.strength, feather=FEATHER)
+
+
+def outpaint_request(form: Form, source: SourcePicture, sides: Sides) -> OutpaintRequest:
+    """The source on a larger canvas, the new border painted to fit (from pure noise: the
+    border holds nothing worth keeping)."""
+    return OutpaintRequest(source.pixels, sides.left, sides.top, sides.right, sides.bottom,
+                           form.prompt, **_shared(form), strength=1.0, feather=FEATHER)
+
+
+def _shared(form: Form) -> dict:
+    return {"negative_prompt": form.negative_prompt, "steps": form.steps,
+            "guidance": form.guidance, "scheduler": form.scheduler,
+            "seed": batch_seed(form), "count": form.count}
+
+
+def mask_is_empty(mask: np.ndarray) -> bool:
+    """As the engine reads a mask: 128 and above repaints."""
+    return not bool((mask >= 128).any())
+
+
+def made_from(operation: str, source_id: str | None) -> str | None:
+    """"variation of #1a2b3c" for the gallery; None for a picture made from text."""
+    words = MADE_FROM.get(operation)
+    if words is None:
+        return None
+    return f"{words} #{source_id[:6]}" if source_id else f"{words} an outside picture"
