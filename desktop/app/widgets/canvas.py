@@ -1,11 +1,12 @@
-"""The canvas: the current picture with zoom and pan, fit and 100 %, live previews, and a
-drop target for a source picture."""
+"""The canvas: the current picture with zoom and pan, fit and 100 %, live previews, a drop
+target for a source picture, and the mask tool (painting over the source, shown as a
+translucent overlay)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QDragEnterEvent,
@@ -14,14 +15,20 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPaintEvent,
+    QPen,
     QPixmap,
     QResizeEvent,
     QWheelEvent,
 )
 from PySide6.QtWidgets import QWidget
 
+from desktop.app.viewmodels.mask import MaskModel
+
 MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 ZOOM_STEP = 1.25
+MASK_COLOUR = QColor(255, 40, 90)  # shown at MASK_OPACITY over the picture
+MASK_OPACITY = 0.5
+DEFAULT_TIP = "Scroll to zoom, drag to move; drop a picture here to use it as the source image"
 
 
 class Canvas(QWidget):
@@ -33,8 +40,7 @@ class Canvas(QWidget):
         self.setAcceptDrops(True)
         self.setMinimumSize(200, 200)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setToolTip("Scroll to zoom, drag to move; drop a picture here to use it as the "
-                        "source image")
+        self.setToolTip(DEFAULT_TIP)
         self._pixmap: QPixmap | None = None
         self._size: tuple[int, int] | None = None  # the size to draw at (a preview's target)
         self._smooth = True
@@ -43,6 +49,11 @@ class Canvas(QWidget):
         self._fitting = True  # follow the window size until the user zooms
         self._drag_from: QPointF | None = None
         self.hint = "Type a prompt and press Ctrl+Enter"
+        self._mask: MaskModel | None = None
+        self._mask_overlay: QPixmap | None = None  # made again only when the mask changes
+        self.mask_editing = False
+        self._painting = False
+        self._pointer: QPointF | None = None  # where the brush outline is drawn
 
     # What to show --------------------------------------------------------------------------
 
@@ -62,6 +73,45 @@ class Canvas(QWidget):
     @property
     def has_image(self) -> bool:
         return self._pixmap is not None
+
+    # The mask tool -------------------------------------------------------------------------
+
+    def set_mask(self, mask: MaskModel) -> None:
+        self._mask = mask
+        mask.changed.connect(self._mask_changed)
+        mask.tool_changed.connect(self.update)
+
+    def set_mask_editing(self, on: bool) -> None:
+        """Show the mask over the picture and paint it with the left button (the middle
+        button still moves the picture)."""
+        self.mask_editing = on
+        self._painting = False
+        self.setMouseTracking(on)  # for the brush outline
+        if on:
+            self.setCursor(Qt.CursorShape.CrossCursor)
+            self.setToolTip("Paint over the part to repaint ([ and ] change the brush size); "
+                            "the middle button moves the picture")
+            self._mask_changed()
+        else:
+            self.unsetCursor()
+            self.setToolTip(DEFAULT_TIP)
+            self._mask_overlay = None
+            self.update()
+
+    def picture_point(self, position: QPointF) -> QPointF:
+        """A widget position in the picture's own pixels."""
+        rect = self.image_rect()
+        return QPointF((position.x() - rect.x()) / self.zoom, (position.y() - rect.y()) / self.zoom)
+
+    def _mask_changed(self) -> None:
+        if not self.mask_editing or self._mask is None or self._mask.image.isNull():
+            return
+        mask = self._mask.image
+        overlay = QImage(mask.size(), QImage.Format.Format_ARGB32_Premultiplied)
+        overlay.fill(MASK_COLOUR)
+        overlay.setAlphaChannel(mask)  # white (repaint) shows, black (keep) is clear
+        self._mask_overlay = QPixmap.fromImage(overlay)
+        self.update()
 
     # Zoom and pan --------------------------------------------------------------------------
 
@@ -117,6 +167,23 @@ class Canvas(QWidget):
         if not self._smooth:  # live previews are tiny: scale them up smoothly
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
         painter.drawPixmap(self.image_rect(), self._pixmap, QRectF(self._pixmap.rect()))
+        if self.mask_editing:
+            self._paint_mask(painter)
+
+    def _paint_mask(self, painter: QPainter) -> None:
+        if self._mask_overlay is not None:
+            painter.setOpacity(MASK_OPACITY)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)  # crisp
+            painter.drawPixmap(self.image_rect(), self._mask_overlay,
+                               QRectF(self._mask_overlay.rect()))
+            painter.setOpacity(1.0)
+        if self._pointer is not None and self._mask is not None:
+            radius = self._mask.brush_size * self.zoom / 2
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            for colour, width in ((QColor(0, 0, 0, 160), 3), (QColor("white"), 1)):
+                painter.setPen(QPen(colour, width))  # seen on light and dark pictures alike
+                painter.drawEllipse(self._pointer, radius, radius)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         if self._fitting:
@@ -129,22 +196,45 @@ class Canvas(QWidget):
             self.zoom_by(ZOOM_STEP ** steps, event.position())
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        if event.button() == Qt.MouseButton.LeftButton:
+        button = event.button()
+        if self.mask_editing and button == Qt.MouseButton.LeftButton and self._mask is not None:
+            self._painting = True
+            self._mask.begin_stroke(self.picture_point(event.position()))
+        elif button in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton):
             self._drag_from = event.position()
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        if self._drag_from is not None:
+        if self.mask_editing:
+            self._pointer = event.position()
+            self.update()
+        if self._painting and self._mask is not None:
+            self._mask.extend_stroke(self.picture_point(event.position()))
+        elif self._drag_from is not None:
             self._fitting = False
             self._offset += event.position() - self._drag_from
             self._drag_from = event.position()
             self.update()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._painting and self._mask is not None:
+            self._mask.end_stroke()
+        self._painting = False
         self._drag_from = None
-        self.unsetCursor()
+        if self.mask_editing:
+            self.setCursor(Qt.CursorShape.CrossCursor)
+        else:
+            self.unsetCursor()
+
+    def leaveEvent(self, event: QEvent) -> None:
+        self._pointer = None
+        self.update()
+        super().leaveEvent(event)
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if self.mask_editing:
+            self.mousePressEvent(event)  # a quick second dab, not a zoom change
+            return
         if self._fitting:
             self.actual_size()
         else:
