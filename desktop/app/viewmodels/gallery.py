@@ -27,6 +27,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QImage, QPixmap
 
+from desktop.app.editing import made_from
 from desktop.app.worker import JobRunner
 from desktop.library import ImageEntry, Library, LibraryError
 
@@ -124,7 +125,9 @@ class GalleryModel(QAbstractListModel):
             size = f"{entry.width} × {entry.height}" if entry.width else ""
             star = "★ " if entry.favourite else ""
             prompt = entry.prompt or "(no prompt)"
-            return f"{star}{prompt}\n{entry.model}  seed {entry.seed}  {size}"
+            lineage = made_from(entry.operation, entry.source_id)
+            return (f"{star}{prompt}\n{entry.model}  seed {entry.seed}  {size}"
+                    + (f"\n{lineage}" if lineage else ""))
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return entry.prompt
         if role == EntryRole:

@@ -1,26 +1,30 @@
 """The app's view-model: one object the main window binds to, owning the smaller ones.
 
-It turns the user's actions (generate, cancel, reuse, delete, drop a file, import a model)
-into library calls and worker jobs, and the worker's events back into state the widgets show.
+It turns the user's actions (generate, edit the source picture, cancel, reuse, delete, drop
+a file, import a model) into library calls and worker jobs, and the worker's events back into
+state the widgets show.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
 
-from desktop.app import generation
+from desktop.app import editing, generation
 from desktop.app import settings as settings_file
+from desktop.app.editing import SourcePicture
 from desktop.app.generation import Device, Outcome, Pipelines
 from desktop.app.parameters import request_from
 from desktop.app.settings import Settings
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
+from desktop.app.viewmodels.mask import MaskModel
 from desktop.app.viewmodels.models import ModelListModel
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
@@ -52,6 +56,7 @@ class Studio(QObject):
     problem = Signal(str)  # a sentence the user must see (a dialog)
     canvas_changed = Signal()
     source_changed = Signal()
+    mask_editing_changed = Signal()
     device_changed = Signal()
     progress_changed = Signal()  # the running job's progress (or none left)
     welcome_changed = Signal()
@@ -75,8 +80,18 @@ class Studio(QObject):
         self.canvas_entry: ImageEntry | None = None
         self.canvas_is_preview = False
         self.preview_size: tuple[int, int] | None = None  # the running job's picture size
-        self.source_image: QImage | None = None  # the dropped picture, for the editing tools
+        # The picture the editing actions start from (dropped, or chosen in the gallery).
+        self.source: SourcePicture | None = None
+        self.source_image: QImage | None = None
         self.source_path: Path | None = None
+        self.canvas_is_source = False  # the canvas shows the source (the mask can be painted)
+        self.mask = MaskModel(self)  # kept at the source's size
+        self.mask_editing = False
+        self.outpaint_sides = editing.Sides(right=128)  # the outpaint dialog's last values
+        self._source_loads = 0  # counts source loads, so only the latest one is used
+        self._after_source: Callable[[], object] | None = None  # a gallery action's next step
+        self._pending_entry: ImageEntry | None = None  # the library picture being loaded
+        self._source_entry: ImageEntry | None = None  # the library picture the source is
         self.progress: JobProgress | None = None
         self.device = Device(_startup_device(services.settings), None)
         self.welcome_dismissed = False
@@ -88,6 +103,7 @@ class Studio(QObject):
         self.runner.cancelled.connect(self._job_cancelled)
         self.runner.image_ready.connect(self._image_ready)
         self.runner.image_failed.connect(self._image_failed)
+        self.runner.fetched.connect(self._fetched)
         # Another process (an `easel generate`) may add pictures meanwhile.
         self._poll = QTimer(self)
         self._poll.setInterval(LIBRARY_POLL_MS)
@@ -129,6 +145,99 @@ class Studio(QObject):
             self.dismiss_welcome()
         return job_id
 
+    # Editing the source picture ------------------------------------------------------------
+
+    def variations(self) -> int | None:
+        """Queue ``count`` new pictures like the source (the prompt, if any, steers them)."""
+        return self._edit("Variations", editing.variations_request)
+
+    def edit(self) -> int | None:
+        """Queue the source redrawn to match the prompt, by the form's strength."""
+        if not self.prompt.form.prompt.strip() and self._ready_to_edit():
+            self.problem.emit(editing.NO_EDIT_PROMPT)
+            return None
+        return self._edit("Edit", editing.edit_request)
+
+    def inpaint(self) -> int | None:
+        """Queue a repaint of the masked part of the source (the rest stays exactly)."""
+        if self._ready_to_edit() and self.mask.is_empty():
+            self.problem.emit(editing.EMPTY_MASK)
+            return None
+        job_id = self._edit("Inpaint", editing.inpaint_request, self.mask.pixels())
+        if job_id is not None:
+            self.set_mask_editing(False)  # so the preview and the result show
+        return job_id
+
+    def outpaint(self, sides: editing.Sides) -> int | None:
+        """Queue the source extended by ``sides`` pixels, the new border painted to fit."""
+        if self._ready_to_edit() and not any(
+                (sides.left, sides.top, sides.right, sides.bottom)):
+            self.problem.emit(editing.NO_SIDES)
+            return None
+        job_id = self._edit("Outpaint", editing.outpaint_request, sides)
+        if job_id is not None:
+            self.outpaint_sides = sides
+            self.set_mask_editing(False)
+        return job_id
+
+    def _ready_to_edit(self) -> bool:
+        """Whether the checks every edit shares would pass (so an action's own check speaks
+        only when it is the one thing wrong)."""
+        return self.prompt.model() is not None and self.source is not None
+
+    def _edit(self, title: str, make_request: Callable[..., generation.Request],
+              *extra: object) -> int | None:
+        if self.prompt.model() is None:
+            self.problem.emit("There is no model to edit with; import one first "
+                              "(Models › Import model…).")
+            return None
+        source = self.source
+        if source is None:
+            self.problem.emit(editing.NO_SOURCE)
+            return None
+        form = replace(self.prompt.form, seed=self.prompt.seed_for_next_run())
+        request = make_request(form, source, *extra)
+        size = source.size
+        if isinstance(request, generation.OutpaintRequest):
+            size = extra[0].grown(*size)
+        work = functools.partial(generation.generate, self.services.pipelines, self.library,
+                                 form.model, request, source_id=source.image_id)
+        job_id = self.runner.submit(work)
+        count = f" ×{form.count}" if form.count > 1 else ""
+        self.jobs.add(JobRow(job_id, f"{title}{count} of {source.name}", "generate",
+                             extra={"size": size}))
+        return job_id
+
+    def set_mask_editing(self, on: bool) -> None:
+        """Turn the mask tool on (the canvas shows the source to paint on) or off."""
+        if on and self.source is None:
+            self.problem.emit(editing.NO_SOURCE)
+            self.mask_editing_changed.emit()  # a toggled button goes back off
+            return
+        if on == self.mask_editing:
+            return
+        self.mask_editing = on
+        if on and not self.canvas_is_source:
+            self.show_source()
+        self.mask_editing_changed.emit()
+
+    def show_source(self) -> None:
+        """Show the source picture on the canvas."""
+        if self.source_image is None:
+            return
+        self.canvas_image = self.source_image
+        self.canvas_entry = self._source_entry
+        self.canvas_is_preview = False
+        self.canvas_is_source = True
+        self.canvas_changed.emit()
+
+    def undo(self) -> None:
+        """Ctrl+Z: the last mask stroke while the mask tool is on, else the last delete."""
+        if self.mask_editing and self.mask.can_undo:
+            self.mask.undo()
+        else:
+            self.undo_trash()
+
     def cancel(self, job_id: int) -> None:
         self.runner.cancel(job_id)
 
@@ -149,10 +258,11 @@ class Studio(QObject):
         self.jobs.set_progress(job_id, progress)
         self.progress = progress
         self.progress_changed.emit()
-        if progress.preview is not None:
+        if progress.preview is not None and not self.mask_editing:  # never under the brush
             self.canvas_image = progress.preview
             self.canvas_entry = None
             self.canvas_is_preview = True
+            self.canvas_is_source = False
             self.canvas_changed.emit()
 
     def _job_finished(self, job_id: int, result: object) -> None:
@@ -167,10 +277,12 @@ class Studio(QObject):
             self.message.emit("Done.")
 
     def _show_outcome(self, outcome: Outcome) -> None:
-        self.canvas_image = qimage_from_pixels(outcome.pixels[-1])
-        self.canvas_entry = outcome.entries[-1]
-        self.canvas_is_preview = False
-        self.canvas_changed.emit()
+        if not self.mask_editing:  # the result waits in the gallery while the user paints
+            self.canvas_image = qimage_from_pixels(outcome.pixels[-1])
+            self.canvas_entry = outcome.entries[-1]
+            self.canvas_is_preview = False
+            self.canvas_is_source = False
+            self.canvas_changed.emit()
         if outcome.device != self.device:
             self.device = outcome.device
             self.device_changed.emit()
@@ -206,13 +318,17 @@ class Studio(QObject):
             self.canvas_image, self.canvas_is_preview = None, False
             if self.canvas_entry is not None:
                 self.show_entry(self.canvas_entry)
+            elif self.source_image is not None:
+                self.show_source()  # an edit stopped: back to what it started from
             self.canvas_changed.emit()
 
     # The gallery's actions -----------------------------------------------------------------
 
     def show_entry(self, entry: ImageEntry) -> None:
         """Show a gallery picture on the canvas (decoded off the GUI thread)."""
+        self.set_mask_editing(False)  # the mask belongs to the source, not to this picture
         self.canvas_entry = entry
+        self.canvas_is_source = False
         path = entry.path
         self.runner.load_image(FULL_PREFIX + entry.id, lambda: path)
 
@@ -264,34 +380,90 @@ class Studio(QObject):
 
     def drop_file(self, path: Path) -> bool:
         """Make a dropped picture the source image; anything else is refused in one sentence
-        and changes nothing. The header check is quick; the full decode runs off-thread."""
+        and changes nothing. The header check is quick; the full decode runs off-thread. A
+        PNG carrying the id of a library picture keeps that id, for lineage."""
         try:
             open_image(Path(path)).close()
         except EaselError as error:
             self.problem.emit(str(error))
             return False
-        self.runner.load_image(SOURCE_PREFIX + str(path), lambda: Path(path))
+        self._load_source(Path(path), None, None)
         return True
+
+    def use_as_source(self, entry: ImageEntry | None = None,
+                      then: Callable[[], object] | None = None) -> bool:
+        """Make a library picture (the canvas's, if none is given) the source, keeping its
+        id for lineage; ``then`` runs once it is decoded (a gallery menu's action)."""
+        entry = entry or (None if self.canvas_is_preview else self.canvas_entry)
+        if entry is None:
+            self.problem.emit("Choose a picture in the gallery (or drop one on the canvas) "
+                              "to use as the source.")
+            return False
+        if entry.missing:
+            self.problem.emit(f"The file of picture #{entry.id[:6]} is missing, so it cannot "
+                              "be the source.")
+            return False
+        self._load_source(entry.path, entry.id, then, entry)
+        return True
+
+    def variations_of(self, entry: ImageEntry) -> None:
+        """The gallery's "Variations": that picture becomes the source, then variations."""
+        self.use_as_source(entry, self.variations)
+
+    def edit_of(self, entry: ImageEntry) -> None:
+        """The gallery's "Edit": that picture becomes the source, then it is redrawn."""
+        if not self.prompt.form.prompt.strip():
+            self.problem.emit(editing.NO_EDIT_PROMPT)
+            return
+        self.use_as_source(entry, self.edit)
+
+    def _load_source(self, path: Path, image_id: str | None,
+                     then: Callable[[], object] | None, entry: ImageEntry | None = None) -> None:
+        self._source_loads += 1
+        self._after_source = then
+        self._pending_entry = entry
+        library = self.library
+        self.runner.fetch(f"{SOURCE_PREFIX}{self._source_loads}:{path}",
+                          lambda: editing.open_source(path, library, image_id))
+
+    def _fetched(self, key: str, result: object) -> None:
+        if not key.startswith(SOURCE_PREFIX) or not isinstance(result, SourcePicture):
+            return
+        number, path = key[len(SOURCE_PREFIX):].split(":", 1)
+        if int(number) != self._source_loads:
+            return  # another picture was dropped or chosen since
+        self.source = result
+        self.source_image = qimage_from_pixels(result.pixels)
+        self.source_path = Path(path)
+        self._source_entry = self._pending_entry
+        self.mask.reset(*result.size)
+        if self.show_welcome:
+            self.dismiss_welcome()  # the user has started: the canvas shows the source
+        self.show_source()
+        self.source_changed.emit()
+        self.message.emit(f"Picture #{result.image_id[:6]} is the source now."
+                          if result.image_id else f"'{result.name}' is the source now.")
+        then, self._after_source = self._after_source, None
+        if then is not None:
+            then()
 
     def _image_ready(self, key: str, image: QImage) -> None:
         if key.startswith(FULL_PREFIX):
             entry = self.canvas_entry
-            if entry is not None and key == FULL_PREFIX + entry.id and not self.canvas_is_preview:
+            if (entry is not None and key == FULL_PREFIX + entry.id and not self.canvas_is_preview
+                    and not self.canvas_is_source):
                 self.canvas_image = image
                 self.canvas_changed.emit()
         elif key.startswith(COPY_PREFIX):
             QGuiApplication.clipboard().setImage(image)
             self.message.emit("Picture copied.")
-        elif key.startswith(SOURCE_PREFIX):
-            self.source_image = image
-            self.source_path = Path(key[len(SOURCE_PREFIX):])
-            self.source_changed.emit()
-            self.message.emit(f"'{self.source_path.name}' is the source image.")
 
     def _image_failed(self, key: str, message: str) -> None:
         if key.startswith(SOURCE_PREFIX):
-            name = Path(key[len(SOURCE_PREFIX):]).name
-            self.problem.emit(f"'{name}' is damaged or incomplete and cannot be read.")
+            number = key[len(SOURCE_PREFIX):].split(":", 1)[0]
+            if int(number) == self._source_loads:
+                self._after_source = None
+                self.problem.emit(message)  # the source stays what it was
         elif key.startswith((FULL_PREFIX, COPY_PREFIX)):
             self.problem.emit(message)
 

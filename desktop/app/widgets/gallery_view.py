@@ -1,5 +1,6 @@
 """The gallery: a virtualised thumbnail grid with search, a favourites filter, multi-select,
-delete with undo, reuse, copy, open folder, and dragging pictures out."""
+delete with undo, reuse, copy, open folder, dragging pictures out, and the editing actions
+(use as source, variations, edit)."""
 
 from __future__ import annotations
 
@@ -114,12 +115,24 @@ class GalleryView(QWidget):
             self.studio.reuse(entries[0], seed_only)
 
     def _menu(self, point: QPoint) -> None:
+        menu = self.context_menu()
+        if menu is not None:
+            menu.exec(self.grid.viewport().mapToGlobal(point))
+            menu.deleteLater()
+
+    def context_menu(self) -> QMenu | None:
+        """The menu for the selected pictures (None when none is selected)."""
         entries = self.selected()
         if not entries:
-            return
+            return None
         one = entries[0]
         favourite = not all(entry.favourite for entry in entries)
         menu = QMenu(self)
+        menu.addAction(icon("source"), "Use as source", lambda: self.studio.use_as_source(one))
+        menu.addAction(icon("variations"), "Variations",
+                       lambda: self.studio.variations_of(one))
+        menu.addAction(icon("edit"), "Edit with the prompt", lambda: self.studio.edit_of(one))
+        menu.addSeparator()
         menu.addAction(icon("reuse"), "Reuse parameters", self.reuse_selected)
         menu.addAction(icon("seed"), "Reuse this image's seed",
                        lambda: self.reuse_selected(seed_only=True))
@@ -130,4 +143,4 @@ class GalleryView(QWidget):
             QUrl.fromLocalFile(str(one.path.parent))))
         menu.addSeparator()
         menu.addAction(icon("trash"), "Move to trash", self.delete_selected)
-        menu.exec(self.grid.viewport().mapToGlobal(point))
+        return menu

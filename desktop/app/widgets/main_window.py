@@ -1,16 +1,18 @@
 """The main window: prompt panel and history on the left, the canvas (or the welcome page)
-in the middle, the gallery on the right, the job queue below, the device in the status line."""
+in the middle with the editing and mask tools above it, the gallery on the right, the job
+queue below, the device in the status line."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSpinBox,
     QSplitter,
     QStackedWidget,
     QToolBar,
@@ -18,12 +20,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.app.viewmodels.mask import MAX_BRUSH, MIN_BRUSH
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.canvas import Canvas
 from desktop.app.widgets.gallery_view import GalleryView
 from desktop.app.widgets.history_panel import HistoryPanel
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.models_dialog import ModelsDialog, import_model
+from desktop.app.widgets.outpaint_dialog import OutpaintDialog
 from desktop.app.widgets.prompt_panel import PromptPanel
 from desktop.app.widgets.queue_panel import QueuePanel
 from desktop.app.widgets.settings_dialog import SettingsDialog
@@ -40,6 +44,9 @@ class MainWindow(QMainWindow):
         self.prompt_panel = PromptPanel(studio.prompt)
         self.history_panel = HistoryPanel(studio.history, studio.prompt)
         self.canvas = Canvas()
+        self.canvas.set_mask(studio.mask)
+        self.source_label = QLabel()
+        self.brush_size = QSpinBox()
         self.welcome = WelcomePage()
         self.gallery = GalleryView(studio)
         self.queue = QueuePanel(studio)
@@ -64,10 +71,20 @@ class MainWindow(QMainWindow):
         left.setStretchFactor(1, 2)
         self.canvas_tools = QToolBar("Canvas")
         self.canvas_tools.setIconSize(self.canvas_tools.iconSize())
+        self.edit_tools = QToolBar("Editing")
+        self.edit_tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.mask_tools = QToolBar("Mask")
+        self.mask_tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.mask_tools.setVisible(False)  # only while the mask tool is on
+        top_row = QHBoxLayout()
+        top_row.setContentsMargins(0, 0, 0, 0)
+        top_row.addWidget(self.edit_tools, 1)
+        top_row.addWidget(self.canvas_tools)
         canvas_holder = QWidget()
         canvas_layout = QVBoxLayout(canvas_holder)
         canvas_layout.setContentsMargins(0, 0, 0, 0)
-        canvas_layout.addWidget(self.canvas_tools)
+        canvas_layout.addLayout(top_row)
+        canvas_layout.addWidget(self.mask_tools)
         canvas_layout.addWidget(self.canvas, 1)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
@@ -123,9 +140,9 @@ class MainWindow(QMainWindow):
         settings_action = self._action("Settings…", self._settings,
                                        QKeySequence.StandardKey.Preferences, "settings")
         quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
-        undo_action = self._action("Undo delete", studio.undo_trash,
-                                   QKeySequence.StandardKey.Undo, "undo",
-                                   "Bring back the pictures just moved to the trash")
+        undo_action = self._action("Undo", studio.undo, QKeySequence.StandardKey.Undo, "undo",
+                                   "Undo the last mask stroke while painting a mask, else "
+                                   "bring back the pictures just moved to the trash")
         reuse_action = self._action("Reuse parameters", self.gallery.reuse_selected, None,
                                     "reuse", "Fill the prompt panel from the selected picture")
         seed_action = self._action("Reuse seed", lambda: self.gallery.reuse_selected(True),
@@ -139,6 +156,7 @@ class MainWindow(QMainWindow):
                                 QKeySequence.StandardKey.ZoomOut, "zoom-out")
         focus_prompt = self._action("Go to prompt", self.prompt_panel.prompt.setFocus, "Ctrl+L")
         focus_gallery = self._action("Search gallery", self.gallery.search.setFocus, "Ctrl+F")
+        editing = self._editing_actions()
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
         for action in (import_action, settings_action, quit_action):
@@ -147,7 +165,13 @@ class MainWindow(QMainWindow):
         for action in (undo_action, focus_prompt, focus_gallery):
             edit_menu.addAction(action)
         image_menu = menus.addMenu("&Picture")
-        for action in (self.generate_action, self.cancel_action, reuse_action, seed_action):
+        for action in (self.generate_action, self.cancel_action):
+            image_menu.addAction(action)
+        image_menu.addSeparator()
+        for action in editing:
+            image_menu.addAction(action)
+        image_menu.addSeparator()
+        for action in (reuse_action, seed_action):
             image_menu.addAction(action)
         view_menu = menus.addMenu("&View")
         for action in (fit, actual, zoom_in, zoom_out):
@@ -161,8 +185,79 @@ class MainWindow(QMainWindow):
         for action in (fit, actual, zoom_in, zoom_out):
             self.canvas_tools.addAction(action)
 
+    def _editing_actions(self) -> list[QAction]:
+        """Actions on the source picture (menu and toolbar) and the mask tool's own."""
+        studio = self.studio
+        self.use_source_action = self._action(
+            "Use as source", lambda: studio.use_as_source(), None, "source",
+            "Make the picture on the canvas the source for the editing actions")
+        self.variations_action = self._action(
+            "Variations", studio.variations, "Ctrl+Shift+V", "variations",
+            "New pictures like the source, as many as 'Pictures' says (the prompt is optional)")
+        self.edit_action = self._action(
+            "Edit", studio.edit, "Ctrl+Shift+E", "edit",
+            "Redraw the source to match the prompt; Strength says how much")
+        self.inpaint_action = self._action(
+            "Inpaint", studio.inpaint, "Ctrl+Shift+I", "inpaint",
+            "Repaint the masked part of the source; the rest stays exactly as it is")
+        self.outpaint_action = self._action(
+            "Outpaint…", self._outpaint, "Ctrl+Shift+O", "outpaint",
+            "Extend the source past its edges")
+        self.mask_action = self._action(
+            "Mask tool", studio.set_mask_editing, "Ctrl+M", "mask",
+            "Paint the part of the source to repaint")
+        self.mask_action.setCheckable(True)
+        mask = studio.mask
+        self.brush_action = self._action("Brush", lambda: mask.set_erasing(False), "B", "brush",
+                                         "Paint the part to repaint")
+        self.eraser_action = self._action("Eraser", lambda: mask.set_erasing(True), "E",
+                                          "eraser", "Take part of the mask away")
+        group = QActionGroup(self)
+        for action in (self.brush_action, self.eraser_action):
+            action.setCheckable(True)
+            group.addAction(action)
+        self.brush_action.setChecked(True)
+        self.brush_size.setRange(MIN_BRUSH, MAX_BRUSH)
+        self.brush_size.setSuffix(" px")
+        self.brush_size.setValue(mask.brush_size)
+        self.brush_size.setToolTip("Brush size in picture pixels ([ smaller, ] bigger)")
+        self.brush_size.setAccessibleName("Brush size")
+        smaller = self._action("Smaller brush", lambda: mask.set_brush_size(
+            round(mask.brush_size / 1.25)), "[")
+        bigger = self._action("Bigger brush", lambda: mask.set_brush_size(
+            max(round(mask.brush_size * 1.25), mask.brush_size + 1)), "]")
+        self.undo_stroke_action = self._action("Undo stroke", mask.undo, None, "undo",
+                                               "Take back the last change to the mask")
+        self.invert_action = self._action("Invert", mask.invert, "Ctrl+Shift+X", "invert",
+                                          "Repaint everything but the painted part")
+        self.clear_action = self._action("Clear", mask.clear, None, "clear",
+                                         "Clear the mask")
+        for action in (self.brush_action, self.eraser_action, smaller, bigger):
+            # Single keys belong to the canvas, so typing a prompt never switches tools.
+            self.removeAction(action)
+            self.canvas.addAction(action)
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.edit_tools.addWidget(self.source_label)
+        for action in (self.use_source_action, self.variations_action, self.edit_action,
+                       self.inpaint_action, self.outpaint_action, self.mask_action):
+            self.edit_tools.addAction(action)
+        for action in (self.brush_action, self.eraser_action):
+            self.mask_tools.addAction(action)
+        self.mask_tools.addWidget(self.brush_size)
+        for action in (self.undo_stroke_action, self.invert_action, self.clear_action):
+            self.mask_tools.addAction(action)
+        return [self.use_source_action, self.variations_action, self.edit_action,
+                self.inpaint_action, self.outpaint_action, self.mask_action]
+
     def _connect(self) -> None:
         studio = self.studio
+        studio.source_changed.connect(self._show_source)
+        studio.mask_editing_changed.connect(self._show_mask_editing)
+        studio.mask.tool_changed.connect(self._show_mask_tool)
+        studio.mask.changed.connect(self._show_mask_tool)
+        self.brush_size.valueChanged.connect(studio.mask.set_brush_size)
+        self._show_source()
+        self._show_mask_tool()
         self.prompt_panel.generate_button.clicked.connect(studio.generate)
         self.prompt_panel.prompt.submitted.connect(studio.generate)
         self.prompt_panel.negative.submitted.connect(studio.generate)
@@ -199,6 +294,47 @@ class MainWindow(QMainWindow):
         self.device_label.setToolTip(device.reason or "Where pictures are made")
         if device.reason:
             self.statusBar().showMessage(device.reason, 15000)
+
+    def _show_source(self) -> None:
+        source = self.studio.source
+        if source is None:
+            self.source_label.setText("  No source picture  ")
+            self.source_label.setToolTip("Drop a picture on the canvas, or choose one in the "
+                                         "gallery (Use as source)")
+        else:
+            width, height = source.size
+            self.source_label.setText(f"  Source: {source.name}  {width} × {height}  ")
+            self.source_label.setToolTip("The picture Variations, Edit, Inpaint and Outpaint "
+                                         "start from")
+
+    def _show_mask_editing(self) -> None:
+        on = self.studio.mask_editing
+        self.mask_action.setChecked(on)
+        self.mask_tools.setVisible(on)
+        self.canvas.set_mask_editing(on)
+        if on:
+            self.canvas.setFocus()  # for the single-key tool shortcuts
+
+    def _show_mask_tool(self) -> None:
+        mask = self.studio.mask
+        (self.eraser_action if mask.erasing else self.brush_action).setChecked(True)
+        if self.brush_size.value() != mask.brush_size:
+            self.brush_size.setValue(mask.brush_size)
+        self.undo_stroke_action.setEnabled(mask.can_undo)
+
+    def _outpaint(self) -> None:
+        """Ask for the sides (the dialog opens without blocking), then queue the outpaint."""
+        studio = self.studio
+        if studio.source is None:
+            studio.outpaint(studio.outpaint_sides)  # says, in one sentence, what is missing
+            return
+        model = studio.prompt.model()
+        dialog = OutpaintDialog(studio.source.size, studio.outpaint_sides,
+                                model.size_multiple if model else 64, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: studio.outpaint(dialog.sides()))
+        self.outpaint_dialog = dialog  # for tests
+        dialog.open()
 
     def _dropped(self, path: object) -> None:
         self.studio.drop_file(path)

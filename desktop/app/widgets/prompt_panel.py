@@ -1,5 +1,5 @@
 """The prompt panel: prompt, negative prompt, model, size, steps, guidance, scheduler, seed,
-number of pictures, and the Generate button."""
+number of pictures, strength (for the editing actions), and the Generate button."""
 
 from __future__ import annotations
 
@@ -88,7 +88,14 @@ class PromptPanel(QWidget):
         self.new_seed.setToolTip("New random seed")
         self.count = QSpinBox()
         self.count.setRange(1, 16)
-        self.count.setToolTip("How many pictures (seed, seed + 1, …)")
+        self.count.setToolTip("How many pictures (seed, seed + 1, …); also how many "
+                              "variations")
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.05, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setToolTip("How much Variations, Edit and Inpaint redraw the source "
+                                 "picture: low keeps it close, 1 keeps only a trace")
+        self.strength.setAccessibleName("Strength")
         self.generate_button = QPushButton(icon("generate"), "Generate")
         self.generate_button.setToolTip("Make the picture (Ctrl+Enter)")
         self.generate_button.setDefault(True)
@@ -112,6 +119,7 @@ class PromptPanel(QWidget):
         form.addRow("Scheduler", self.scheduler)
         form.addRow("Seed", seed_holder)
         form.addRow("Pictures", self.count)
+        form.addRow("Strength", self.strength)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Prompt"))
         layout.addWidget(self.prompt, 2)
@@ -139,6 +147,7 @@ class PromptPanel(QWidget):
         self.seed_lock.toggled.connect(self._seed_locked)
         self.new_seed.clicked.connect(vm.new_random_seed)
         self.count.valueChanged.connect(lambda value: vm.update(count=value))
+        self.strength.valueChanged.connect(lambda value: vm.update(strength=value))
 
     def _models_changed(self) -> None:
         with QSignalBlocker(self.model_box):
@@ -155,7 +164,8 @@ class PromptPanel(QWidget):
         """Show the view-model's form (after a model change, reuse or history step)."""
         form = self.vm.form
         widgets = (self.prompt, self.negative, self.model_box, self.size_box, self.steps,
-                   self.guidance, self.scheduler, self.seed, self.seed_lock, self.count)
+                   self.guidance, self.scheduler, self.seed, self.seed_lock, self.count,
+                   self.strength)
         blockers = [QSignalBlocker(widget) for widget in widgets]
         if self.prompt.toPlainText() != form.prompt:
             self.prompt.setPlainText(form.prompt)
@@ -172,6 +182,7 @@ class PromptPanel(QWidget):
         self.seed_lock.setChecked(form.seed_locked)
         self.seed_lock.setIcon(icon("lock" if form.seed_locked else "unlock"))
         self.count.setValue(form.count)
+        self.strength.setValue(form.strength)
         del blockers
 
     def _fill_sizes(self) -> None:
