@@ -3,6 +3,9 @@
 The fake makes a picture in ``steps`` steps of ``step_s`` seconds, checks the cancel token
 between steps as the real pipeline does, and records what it ran, so queue order and
 cancellation can be checked without timing the real model (tests/test_app_starter.py runs it).
+For the editing requests it keeps the engine's promises the app relies on: the result has the
+source's size (grown when outpainting) and, when inpainting, the source's pixels outside the
+mask.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QDialogButtonBox
 
+from desktop.app import editing
 from desktop.app import settings as settings_file
+from desktop.app.editing import Sides
 from desktop.app.parameters import ModelChoice, form_for_model, size_presets
 from desktop.app.settings import Settings
 from desktop.app.viewmodels.gallery import EntryRole
+from desktop.app.viewmodels.mask import MAX_BRUSH, MaskModel
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library
@@ -32,6 +39,9 @@ from engine.request import (
     GeneratedImage,
     GenerationParameters,
     GenerationResult,
+    ImageToImageRequest,
+    InpaintRequest,
+    OutpaintRequest,
     Progress,
     TextToImageRequest,
 )
@@ -48,13 +58,15 @@ class ScriptedPipelines:
     def __init__(self, step_s: float = 0.005) -> None:
         self.step_s = step_s
         self.ran: list[str] = []  # prompts, in the order they started
+        self.requests: list[object] = []
         self.steps_done = 0
         self.cancel_seen_at_step: int | None = None
         self.gate = threading.Event()  # cleared: the next job waits before its first step
         self.gate.set()
 
-    def run(self, model, request: TextToImageRequest, on_progress, cancel) -> GenerationResult:
+    def run(self, model, request, on_progress, cancel) -> GenerationResult:
         self.ran.append(request.prompt)
+        self.requests.append(request)
         self.gate.wait(10)
         steps = request.steps or 4
         images = []
@@ -67,13 +79,31 @@ class ScriptedPipelines:
                 self.steps_done += 1
                 latents = np.full((1, 3, 8, 8), step / steps, dtype=np.float32)
                 on_progress(Progress(index, request.count, step, steps, latents))
-            pixels = np.full((request.height, request.width, 3), 40 + 20 * index, np.uint8)
+            pixels, operation = _fake_picture(request, 40 + 20 * index)
+            height, width = pixels.shape[:2]
             parameters = GenerationParameters(
-                request.prompt, request.negative_prompt, request.width, request.height, steps,
+                request.prompt, request.negative_prompt, width, height, steps,
                 request.guidance, request.scheduler, request.seed + index, model, "0" * 16,
-                "starter")
+                "starter", operation=operation, strength=getattr(request, "strength", None))
             images.append(GeneratedImage(pixels, parameters))
         return GenerationResult(tuple(images), (), DeviceReport(("cpu",), "cpu", None, 2))
+
+
+def _fake_picture(request, level: int) -> tuple[np.ndarray, str]:
+    """A flat picture of the request's size; an edit's keeps the source outside its mask."""
+    if isinstance(request, TextToImageRequest):
+        return np.full((request.height, request.width, 3), level, np.uint8), "text_to_image"
+    source = np.asarray(request.image, dtype=np.uint8)
+    flat = np.full_like(source, level)
+    if isinstance(request, ImageToImageRequest):
+        return flat, "image_to_image"
+    if isinstance(request, InpaintRequest):
+        keep = np.asarray(request.mask)[..., np.newaxis] < 128
+        return np.where(keep, source, flat), "inpaint"
+    assert isinstance(request, OutpaintRequest)
+    grown = np.pad(source, ((request.top, request.bottom), (request.left, request.right),
+                            (0, 0)), constant_values=level)
+    return grown, "outpaint"
 
 
 @pytest.fixture
@@ -333,3 +363,210 @@ def test_settings_round_trip_and_damaged_file(tmp_path):
     assert "damaged" in settings_file.load(path).message
     path.write_text('{"schema": 99}')
     assert "newer Easel" in settings_file.load(path).message and path.exists()
+
+
+# Editing the source picture -----------------------------------------------------------------
+
+
+def _picture_file(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    """A picture with different pixels everywhere, so a changed pixel shows."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x * y) % 256], -1).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _make_source(qtbot, window: MainWindow, path: Path) -> None:
+    with qtbot.waitSignal(window.studio.source_changed, timeout=WAIT_MS):
+        assert _drop(window.canvas, path)
+
+
+def _finish(qtbot, studio: Studio, trigger) -> object:
+    with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
+        trigger()
+    return done.args[0]
+
+
+def _tooltip(studio: Studio, row: int) -> str:
+    gallery = studio.gallery
+    gallery.refresh()
+    gallery.entry(row)  # reads the page now, as a view about to paint would
+    return gallery.index(row).data(Qt.ItemDataRole.ToolTipRole)
+
+
+def test_variations_of_a_dropped_picture_are_linked_to_it(qtbot, window, pipelines, tmp_path):
+    studio = window.studio
+    original = _generate(qtbot, window, "a dog at the top").entries[0]
+    # Dragged out of the gallery and dropped back: the id in the PNG keeps the lineage.
+    dragged = tmp_path / "dragged.png"
+    dragged.write_bytes(original.path.read_bytes())
+    _make_source(qtbot, window, dragged)
+    assert studio.source.image_id == original.id
+    assert studio.canvas_is_source and window.canvas.has_image
+    assert window.source_label.text().strip().startswith(f"Source: #{original.id[:6]}")
+    studio.prompt.update(prompt="", count=3)
+    previews = []
+    studio.canvas_changed.connect(lambda: previews.append(studio.canvas_is_preview))
+    outcome = _finish(qtbot, studio, window.variations_action.trigger)
+    assert True in previews and not studio.canvas_is_preview
+    request = pipelines.requests[-1]
+    assert isinstance(request, ImageToImageRequest) and request.count == 3
+    assert request.strength == studio.prompt.form.strength
+    assert np.array_equal(request.image, np.asarray(Image.open(dragged).convert("RGB")))
+    assert len(outcome.entries) == 3
+    assert {(e.operation, e.source_id) for e in outcome.entries} == {
+        ("image_to_image", original.id)}
+    assert studio.gallery.rowCount() == 4
+    assert f"variation of #{original.id[:6]}" in _tooltip(studio, 0)
+
+    # A picture from elsewhere has no library id to link to, and says so.
+    _make_source(qtbot, window, _picture_file(tmp_path / "photo.png"))
+    assert studio.source.image_id is None
+    studio.prompt.update(count=1)
+    outcome = _finish(qtbot, studio, studio.variations)
+    assert outcome.entries[0].source_id is None
+    assert "variation of an outside picture" in _tooltip(studio, 0)
+
+
+def test_paint_a_mask_and_inpaint_changes_only_the_masked_part(qtbot, window, pipelines,
+                                                              tmp_path):
+    studio, canvas = window.studio, window.canvas
+    source_file = _picture_file(tmp_path / "photo.png")
+    _make_source(qtbot, window, source_file)
+    window.mask_action.trigger()
+    assert studio.mask_editing and window.mask_tools.isVisible() and canvas.mask_editing
+    studio.mask.set_brush_size(8)
+    assert window.brush_size.value() == 8
+
+    def at(x: float, y: float) -> QPoint:
+        rect = canvas.image_rect()
+        return QPoint(round(rect.x() + x * canvas.zoom), round(rect.y() + y * canvas.zoom))
+
+    def stroke(*points: tuple[float, float]) -> None:
+        qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=at(*points[0]))
+        for point in points[1:]:
+            qtbot.mouseMove(canvas, at(*point))
+        qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=at(*points[-1]))
+
+    stroke((10, 10), (30, 10), (30, 30))
+    mask = studio.mask.pixels()
+    assert mask.shape == (48, 64)  # the picture's size, whatever the zoom
+    assert mask[10, 20] == 255 and mask[20, 30] == 255 and mask[40, 60] == 0
+    painted = mask.copy()
+    window.eraser_action.trigger()
+    stroke((20, 10))
+    assert studio.mask.pixels()[10, 20] == 0
+    qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo a stroke
+    assert np.array_equal(studio.mask.pixels(), painted)
+    outcome = _finish(qtbot, studio, window.inpaint_action.trigger)
+    assert not studio.mask_editing and not window.mask_tools.isVisible()
+    request = pipelines.requests[-1]
+    assert isinstance(request, InpaintRequest) and np.array_equal(request.mask, painted)
+    entry = outcome.entries[0]
+    assert entry.operation == "inpaint" and (entry.width, entry.height) == (64, 48)
+    result = np.asarray(Image.open(entry.path).convert("RGB"))
+    source = np.asarray(Image.open(source_file).convert("RGB"))
+    keep = painted < 128
+    assert np.array_equal(result[keep], source[keep])
+    assert not np.array_equal(result[~keep], source[~keep])
+    # The mask stays for another try, and shows over the source again.
+    window.mask_action.trigger()
+    assert studio.canvas_is_source and np.array_equal(studio.mask.pixels(), painted)
+
+
+def test_mask_brush_eraser_invert_clear_and_undo(qtbot):
+    mask = MaskModel()
+    mask.reset(13, 6)  # an odd width: Qt pads each line, the pixels must not show it
+    assert mask.pixels().shape == (6, 13) and mask.is_empty() and not mask.can_undo
+    mask.set_brush_size(3)
+    mask.begin_stroke(QPointF(2, 2))
+    mask.extend_stroke(QPointF(8, 2))
+    mask.end_stroke()
+    assert mask.pixels()[2, 2:9].min() == 255 and mask.pixels()[5, 12] == 0
+    assert set(np.unique(mask.pixels())) <= {0, 255}  # plainly in or out
+    mask.invert()
+    assert mask.pixels()[2, 5] == 0 and mask.pixels()[5, 12] == 255
+    mask.clear()
+    assert mask.is_empty()
+    mask.undo()
+    mask.undo()
+    assert mask.pixels()[2, 5] == 255 and mask.pixels()[5, 12] == 0
+    mask.undo()
+    assert mask.is_empty() and not mask.can_undo
+    mask.set_brush_size(10_000)
+    assert mask.brush_size == MAX_BRUSH
+
+
+def test_outpaint_grows_the_picture(qtbot, window, pipelines, tmp_path):
+    studio = window.studio
+    _make_source(qtbot, window, _picture_file(tmp_path / "photo.png"))
+    window.outpaint_action.trigger()
+    dialog = window.outpaint_dialog
+    for box in dialog.boxes.values():
+        box.setValue(0)
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    assert not ok.isEnabled()  # nothing to add
+    dialog.boxes["right"].setValue(32)
+    dialog.boxes["top"].setValue(16)
+    assert "96 × 64" in dialog.result_size.text()
+    outcome = _finish(qtbot, studio, ok.click)
+    entry = outcome.entries[0]
+    assert (entry.operation, entry.width, entry.height) == ("outpaint", 96, 64)
+    assert (studio.canvas_image.width(), studio.canvas_image.height()) == (96, 64)
+    request = pipelines.requests[-1]
+    assert (request.left, request.top, request.right, request.bottom) == (0, 16, 32, 0)
+    assert studio.outpaint_sides == Sides(top=16, right=32)  # offered again next time
+
+
+def test_gallery_context_menu_makes_variations_of_a_picture(qtbot, window, pipelines):
+    studio = window.studio
+    first = _generate(qtbot, window, "the moon on the left").entries[0]
+    grid = window.gallery.grid
+    grid.setCurrentIndex(grid.model().index(0))
+    menu = window.gallery.context_menu()
+    variations = next(action for action in menu.actions() if action.text() == "Variations")
+    studio.prompt.update(count=2)
+    outcome = _finish(qtbot, studio, variations.trigger)  # loads the source, then queues
+    assert studio.source.image_id == first.id
+    assert [entry.source_id for entry in outcome.entries] == [first.id, first.id]
+    assert isinstance(pipelines.requests[-1], ImageToImageRequest)
+
+
+def test_bad_editing_input_gets_one_sentence_and_changes_nothing(qtbot, window, pipelines,
+                                                                 tmp_path):
+    studio = window.studio
+    form = studio.prompt.form
+    for trigger in (window.variations_action.trigger, window.edit_action.trigger,
+                    window.inpaint_action.trigger, window.outpaint_action.trigger,
+                    window.mask_action.trigger, window.use_source_action.trigger):
+        window.last_problem = None
+        trigger()
+        assert window.last_problem is not None and "\n" not in window.last_problem
+        assert window.last_problem in (editing.NO_SOURCE, (
+            "Choose a picture in the gallery (or drop one on the canvas) to use as the source."))
+    assert not window.mask_action.isChecked() and not studio.mask_editing
+    _make_source(qtbot, window, _picture_file(tmp_path / "photo.png"))
+    window.inpaint_action.trigger()
+    assert window.last_problem == editing.EMPTY_MASK
+    window.edit_action.trigger()
+    assert window.last_problem == editing.NO_EDIT_PROMPT
+    studio.outpaint(Sides())
+    assert window.last_problem == editing.NO_SIDES
+    assert studio.jobs.rowCount() == 0 and pipelines.requests == []
+    assert studio.prompt.form == form  # not even a new seed
+    assert studio.gallery.rowCount() == 0
+
+
+def test_cancelling_an_edit_saves_nothing_and_shows_the_source_again(qtbot, window,
+                                                                     pipelines, tmp_path):
+    pipelines.step_s = 0.05
+    studio = window.studio
+    _make_source(qtbot, window, _picture_file(tmp_path / "photo.png"))
+    studio.prompt.update(steps=100)
+    studio.variations()
+    qtbot.waitUntil(lambda: studio.canvas_is_preview, timeout=WAIT_MS)
+    with qtbot.waitSignal(studio.runner.cancelled, timeout=WAIT_MS):
+        studio.cancel_running()
+    assert studio.gallery.rowCount() == 0
+    assert studio.canvas_is_source and studio.canvas_image is studio.source_image
