@@ -105,6 +105,58 @@ class OutpaintRequest:
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise, for the larger canvas
 
 
+@dataclass(frozen=True, eq=False)
+class InstructPix2PixRequest:
+    """Edit a picture by an instruction ("make it winter") with an InstructPix2Pix model:
+    diffusers' StableDiffusionInstructPix2PixPipeline. The result has the picture's size.
+
+    Two guidances: ``guidance`` pulls towards the instruction, ``image_guidance`` towards the
+    picture (higher keeps more of it). As in diffusers, both are off unless guidance is above
+    1 and image guidance at least 1.
+    """
+
+    image: PictureInput
+    instruction: str
+    guidance: float | None = None
+    image_guidance: float = 1.5
+    negative_prompt: str = ""
+    steps: int | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    count: int = 1
+    # Explicit starting noise, as ``ImageToImageRequest.noise``.
+    noise: np.ndarray | None = None
+
+
+# A layout region: (x, y, width, height) in pixels from the top-left corner, and its prompt.
+Region = tuple[tuple[int, int, int, int], str]
+
+
+@dataclass(frozen=True, eq=False)
+class RegionsRequest:
+    """Text to image with layout regions: a global prompt for the whole canvas and boxes,
+    each with its own prompt ("a moon" top left, "a horse" bottom right).
+
+    At each step the UNet predicts the noise for every prompt; inside a box, that box's
+    prediction is averaged in with ``region_weight`` against the global prompt's 1
+    (MultiDiffusion's region-based generation).
+    """
+
+    prompt: str
+    regions: tuple[Region, ...] | list[Region]
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    # How much a region's prompt outweighs the global prompt inside its box.
+    region_weight: float = 4.0
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int = 0
+    count: int = 1
+    latents: np.ndarray | None = None  # as TextToImageRequest.latents
+
+
 @dataclass(frozen=True)
 class GenerationParameters:
     """Everything needed to make one image again, as it was actually run."""
@@ -121,12 +173,17 @@ class GenerationParameters:
     model_hash: str
     model_family: str
     generator: str = GENERATOR
-    # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint") and
-    # its settings. The source picture and mask are the caller's to keep (lineage).
+    # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
+    # "instruct_pix2pix", "regions") and its settings. The source picture and mask are the
+    # caller's to keep (lineage).
     operation: str = "text_to_image"
     strength: float | None = None
     feather: int | None = None
     extend: tuple[int, int, int, int] | None = None  # outpainting: left, top, right, bottom
+    image_guidance: float | None = None  # InstructPix2Pix: how closely to keep the picture
+    # Layout regions: each box (x, y, width, height) with its prompt, and their weight.
+    regions: tuple[Region, ...] | None = None
+    region_weight: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

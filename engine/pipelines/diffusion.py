@@ -25,6 +25,9 @@ from engine.schedulers.base import Scheduler
 StepReport = Callable[[int, np.ndarray], None]
 # After a step, given (step from 1, latents), the latents to go on with (masked blending).
 AfterStep = Callable[[int, np.ndarray], np.ndarray]
+# Given the UNet's prediction for its whole batch, the one noise prediction the scheduler steps
+# with: InstructPix2Pix's three-way guidance, layout regions' per-pixel average.
+CombinePrediction = Callable[[np.ndarray], np.ndarray]
 
 MAX_SIDE = 8192
 MAX_COUNT = 100
@@ -220,16 +223,24 @@ class DiffusionPipeline:
                 use_guidance: bool, scheduler: Scheduler, rng: np.random.Generator,
                 report: StepReport, cancel: CancelToken, *, begin: int = 0,
                 extra_channels: np.ndarray | None = None,
-                after_step: AfterStep | None = None) -> np.ndarray:
+                after_step: AfterStep | None = None,
+                combine: CombinePrediction | None = None,
+                unet_batch: int | None = None) -> np.ndarray:
         """Run the scheduler's timesteps from ``begin`` (image to image starts partway).
 
         ``extra_channels`` (batched like the UNet input) are joined to the scaled latents on
         the channel axis: an inpainting UNet reads the mask and the masked picture there.
         ``after_step`` may replace the latents after each step (masked latent blending).
+        ``combine`` replaces classifier-free guidance: the UNet then runs the latents once per
+        row of the conditioning, and ``combine`` turns its whole prediction into one.
+        ``unet_batch`` caps the samples of one UNet call, so many prompts never need more
+        memory than that many.
         """
         unet = self.model.unet
         timestep_type = unet.input_type("timestep")
         batch = 2 if use_guidance else 1
+        if combine is not None:
+            batch = len(conditioning["encoder_hidden_states"])
         for step, timestep in enumerate(scheduler.timesteps[begin:], start=1):
             cancel.raise_if_cancelled()
             # Guidance runs negative and positive as one batch-2 call.
@@ -242,8 +253,10 @@ class DiffusionPipeline:
                 "timestep": np.full((batch,), timestep, dtype=timestep_type),
                 **conditioning,
             }
-            (noise_pred,) = unet.run(feeds, ["out_sample"], cancel)
-            if use_guidance:
+            noise_pred = self.predict_noise(feeds, unet_batch or batch, cancel)
+            if combine is not None:
+                noise_pred = combine(noise_pred)
+            elif use_guidance:
                 negative, positive = noise_pred[:1], noise_pred[1:]
                 noise_pred = negative + np.float32(guidance) * (positive - negative)
             latents = scheduler.step(noise_pred, timestep, latents, rng)
@@ -251,6 +264,18 @@ class DiffusionPipeline:
                 latents = after_step(step, latents)
             report(step, latents)
         return latents
+
+    def predict_noise(self, feeds: dict[str, np.ndarray], most: int,
+                      cancel: CancelToken) -> np.ndarray:
+        """The UNet's output for a batch of inputs, run ``most`` samples at a time."""
+        batch = len(feeds["sample"])
+        if batch <= most:
+            return self.model.unet.run(feeds, ["out_sample"], cancel)[0]
+        parts = [self.model.unet.run({name: value[start:start + most]
+                                      for name, value in feeds.items()}, ["out_sample"],
+                                     cancel)[0]
+                 for start in range(0, batch, most)]
+        return np.concatenate(parts)
 
     def decode_latents(self, latents: np.ndarray, cancel: CancelToken) -> np.ndarray:
         """uint8 (H, W, 3) pixels; a NaN or black frame is a failure, never a picture."""
