@@ -9,7 +9,7 @@ what a stroke covers.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QObject, QPointF, QRect, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 
 MAX_UNDO = 30  # a 1024 × 1024 mask is 1 MB, so 30 steps cost at most about 30 MB
@@ -19,7 +19,9 @@ PAINT, KEEP = 255, 0
 
 
 class MaskModel(QObject):
-    changed = Signal()  # the mask's pixels (or its size) changed
+    # The part of the mask that changed, in picture pixels; an empty QRect: all of it (or
+    # its size). A stroke reports only what it touched, so a large mask redraws quickly.
+    changed = Signal(QRect)
     tool_changed = Signal()  # brush or eraser, or the brush size
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -38,7 +40,7 @@ class MaskModel(QObject):
         self.image.fill(KEEP)
         self._undo.clear()
         self._last = None
-        self.changed.emit()
+        self.changed.emit(QRect())
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -64,19 +66,19 @@ class MaskModel(QObject):
             return  # nothing to clear: no undo step for it either
         self._remember()
         self.image.fill(KEEP)
-        self.changed.emit()
+        self.changed.emit(QRect())
 
     def invert(self) -> None:
         if self.image.isNull():
             return
         self._remember()
         self.image.invertPixels()
-        self.changed.emit()
+        self.changed.emit(QRect())
 
     def undo(self) -> None:
         if self._undo:
             self.image = self._undo.pop()
-            self.changed.emit()
+            self.changed.emit(QRect())
 
     def _remember(self) -> None:
         self._undo.append(self.image.copy())
@@ -127,4 +129,6 @@ class MaskModel(QObject):
                                 Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
             painter.drawLine(start, end)
         painter.end()
-        self.changed.emit()
+        reach = self.brush_size / 2 + 2
+        self.changed.emit(QRectF(start, end).normalized().adjusted(
+            -reach, -reach, reach, reach).toAlignedRect())

@@ -71,20 +71,24 @@ class MainWindow(QMainWindow):
         left.setStretchFactor(1, 2)
         self.canvas_tools = QToolBar("Canvas")
         self.canvas_tools.setIconSize(self.canvas_tools.iconSize())
+        # Two rows, so everything fits above a narrow canvas (a 1280 px window leaves ~540 px):
+        # the actions on the source with their names; the mask's tools (while it is on) and
+        # the view's, mostly as icons.
         self.edit_tools = QToolBar("Editing")
         self.edit_tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.mask_tools = QToolBar("Mask")
-        self.mask_tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.mask_tools.setVisible(False)  # only while the mask tool is on
-        top_row = QHBoxLayout()
-        top_row.setContentsMargins(0, 0, 0, 0)
-        top_row.addWidget(self.edit_tools, 1)
-        top_row.addWidget(self.canvas_tools)
+        second_row = QHBoxLayout()
+        second_row.setContentsMargins(0, 0, 0, 0)
+        second_row.addWidget(self.mask_tools)
+        second_row.addStretch(1)
+        second_row.addWidget(self.canvas_tools)
         canvas_holder = QWidget()
         canvas_layout = QVBoxLayout(canvas_holder)
         canvas_layout.setContentsMargins(0, 0, 0, 0)
-        canvas_layout.addLayout(top_row)
-        canvas_layout.addWidget(self.mask_tools)
+        canvas_layout.setSpacing(0)
+        canvas_layout.addWidget(self.edit_tools)
+        canvas_layout.addLayout(second_row)
         canvas_layout.addWidget(self.canvas, 1)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
@@ -104,6 +108,7 @@ class MainWindow(QMainWindow):
         self.queue_dock = self._dock("Queue", self.queue, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.gallery_dock], [380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.queue_dock], [120], Qt.Orientation.Vertical)
+        self.statusBar().addPermanentWidget(self.source_label)
         self.statusBar().addPermanentWidget(self.zoom_label)
         self.statusBar().addPermanentWidget(self.device_label)
 
@@ -237,24 +242,35 @@ class MainWindow(QMainWindow):
             self.removeAction(action)
             self.canvas.addAction(action)
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        self.edit_tools.addWidget(self.source_label)
         for action in (self.use_source_action, self.variations_action, self.edit_action,
                        self.inpaint_action, self.outpaint_action, self.mask_action):
             self.edit_tools.addAction(action)
+        self._icon_only(self.edit_tools, self.use_source_action)
         for action in (self.brush_action, self.eraser_action):
             self.mask_tools.addAction(action)
+            self._with_text(self.mask_tools, action)
         self.mask_tools.addWidget(self.brush_size)
         for action in (self.undo_stroke_action, self.invert_action, self.clear_action):
             self.mask_tools.addAction(action)
         return [self.use_source_action, self.variations_action, self.edit_action,
                 self.inpaint_action, self.outpaint_action, self.mask_action]
 
+    @staticmethod
+    def _icon_only(toolbar: QToolBar, action: QAction) -> None:
+        toolbar.widgetForAction(action).setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonIconOnly)
+
+    @staticmethod
+    def _with_text(toolbar: QToolBar, action: QAction) -> None:
+        toolbar.widgetForAction(action).setToolButtonStyle(
+            Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+
     def _connect(self) -> None:
         studio = self.studio
         studio.source_changed.connect(self._show_source)
         studio.mask_editing_changed.connect(self._show_mask_editing)
         studio.mask.tool_changed.connect(self._show_mask_tool)
-        studio.mask.changed.connect(self._show_mask_tool)
+        studio.mask.changed.connect(lambda _area: self._show_mask_tool())
         self.brush_size.valueChanged.connect(studio.mask.set_brush_size)
         self._show_source()
         self._show_mask_tool()
@@ -298,12 +314,12 @@ class MainWindow(QMainWindow):
     def _show_source(self) -> None:
         source = self.studio.source
         if source is None:
-            self.source_label.setText("  No source picture  ")
+            self.source_label.setText("No source picture")
             self.source_label.setToolTip("Drop a picture on the canvas, or choose one in the "
                                          "gallery (Use as source)")
         else:
             width, height = source.size
-            self.source_label.setText(f"  Source: {source.name}  {width} × {height}  ")
+            self.source_label.setText(f"Source: {source.name}  {width} × {height}")
             self.source_label.setToolTip("The picture Variations, Edit, Inpaint and Outpaint "
                                          "start from")
 
