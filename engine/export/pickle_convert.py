@@ -48,8 +48,12 @@ except MemoryError:
     sys.exit(6)
 except Exception:
     sys.exit(4)
-if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-    loaded = loaded["state_dict"]  # Lightning/ldm training checkpoints wrap the weights
+# Lightning/ldm training checkpoints wrap the weights in "state_dict"; BasicSR's (Real-ESRGAN's
+# .pth files) in "params_ema", the averaged weights it releases, or "params".
+for wrapper in ("state_dict", "params_ema", "params"):
+    if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+        loaded = loaded[wrapper]
+        break
 if not isinstance(loaded, dict):
     sys.exit(5)
 tensors = {name: value for name, value in loaded.items()
