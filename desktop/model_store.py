@@ -19,10 +19,12 @@ from desktop.files import fsync_folder
 from engine.description import ModelDescription
 from engine.errors import EaselError, ModelError
 from engine.manifest import verify_manifest, write_manifest
+from engine.upscale.description import UpscalerDescription, is_upscaler_folder
 
 ImportProgress = Callable[[str, int, int], None]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,63}")
 _IMPORTING = ".importing-"
+DIFFUSION, UPSCALER = "diffusion", "upscaler"  # the kinds of model folder
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class InstalledModel:
     size_bytes: int
     path: Path
     built_in: bool = False
+    # "diffusion" (makes pictures) or "upscaler" (enlarges them; its family says its scale).
+    kind: str = DIFFUSION
 
 
 class ModelStore:
@@ -46,8 +50,30 @@ class ModelStore:
         self._remove_abandoned_imports()
 
     def list(self) -> list[InstalledModel]:
-        """The user's models by name, then the built-in ones."""
+        """The user's models that make pictures, by name, then the built-in ones (upscalers
+        are listed by ``upscalers``)."""
         return self._models_in(self.root) + self.built_in_models()
+
+    def upscalers(self) -> list[InstalledModel]:
+        """The installed upscalers, by name."""
+        found = []
+        for folder in sorted(self.root.iterdir(), key=lambda path: path.name.lower()):
+            if folder.name.startswith(".") or not is_upscaler_folder(folder):
+                continue
+            try:
+                found.append(_installed_upscaler(folder))
+            except ModelError:
+                continue  # a damaged description: listing must not fail because of it
+        return found
+
+    def upscaler_path(self, name: str) -> Path:
+        """The folder of the installed upscaler ``name``."""
+        folder = self.root / name
+        if _NAME.fullmatch(name) and is_upscaler_folder(folder):
+            return folder
+        installed = ", ".join(model.name for model in self.upscalers()) or "none"
+        raise ModelError(f"No upscaler named '{name}' is installed (installed: {installed}); "
+                         f"add one with: easel models import FILE.")
 
     def built_in_models(self) -> list[InstalledModel]:
         if self.built_in is None or not self.built_in.is_dir():
@@ -66,12 +92,17 @@ class ModelStore:
                 continue  # not ours (a stray folder); listing must not fail because of it
         return models
 
-    def path_of(self, name: str) -> Path:
+    def path_of(self, name: str, kind: str | None = DIFFUSION) -> Path:
+        """The folder of model ``name``: one that makes pictures, or with ``kind`` None any
+        installed model, upscalers included."""
         for root in (self.root, self.built_in):
             if root is None:
                 continue
             folder = root / name
             if _NAME.fullmatch(name) and (folder / "easel.json").is_file():
+                if kind == DIFFUSION and is_upscaler_folder(folder):
+                    raise ModelError(f"'{name}' is an upscaler, not a model that makes "
+                                     f"pictures; use it with: easel upscale --model {name}.")
                 return folder
         installed = ", ".join(model.name for model in self.list()) or "none"
         raise ModelError(f"No model named '{name}' is installed (installed: {installed}); "
@@ -97,7 +128,7 @@ class ModelStore:
         own = (self.root / name / "easel.json").is_file()
         if not own and name in {model.name for model in self.built_in_models()}:
             raise EaselError(f"'{name}' is built into Easel and cannot be removed.")
-        folder = self.path_of(name)
+        folder = self.path_of(name, kind=None)
         # Rename first so a crash half-way through leaves a hidden leftover, not a broken model.
         doomed = self.root / f"{_IMPORTING}removed-{os.getpid()}-{name}"
         folder.rename(doomed)
@@ -132,6 +163,12 @@ class ModelStore:
 
         kind = detect_format(source)  # one sentence for anything that is not a model
         require_export_dependencies()  # one sentence if the export extra is missing
+        default_name = source.resolve().name if source.is_dir() else source.stem
+        if _is_upscaler(source, kind):
+            from engine.export.upscaler import import_upscaler
+
+            return self._install(name or default_name, lambda building: import_upscaler(
+                source, building, progress, should_stop), describe=_installed_upscaler)
         from engine.export.diffusers_folder import export_diffusers_folder
 
         def build(building: Path) -> None:
@@ -149,7 +186,6 @@ class ModelStore:
                 export_diffusers_folder(source, building, progress, should_stop,
                                         distillation=distillation)
 
-        default_name = source.resolve().name if source.is_dir() else source.stem
         return self._install(name or default_name, build)
 
     def _convert_checkpoint(self, source: Path, kind: str, destination: Path,
@@ -171,7 +207,8 @@ class ModelStore:
                            progress=progress, should_stop=should_stop,
                            scratch=destination.parent)
 
-    def _install(self, name: str, build: Callable[[Path], None]) -> InstalledModel:
+    def _install(self, name: str, build: Callable[[Path], object],
+                 describe: Callable[[Path], InstalledModel] | None = None) -> InstalledModel:
         """Build the model in a hidden folder, checksum it, then move it into place."""
         self._check_new_name(name)
         building = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-", dir=self.root))
@@ -186,7 +223,7 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
-        return _installed(self.root / name)
+        return (describe or _installed)(self.root / name)
 
     def _check_new_name(self, name: str) -> None:
         if not _NAME.fullmatch(name):
@@ -206,6 +243,20 @@ class ModelStore:
             pid = _pid_in(folder.name)
             if pid is None or not _process_alive(pid):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_upscaler(source: Path, kind: str) -> bool:
+    """Told by content: an ONNX upscaler, or a checkpoint whose tensor names are a
+    super-resolution network's."""
+    from engine.export.formats import ONNX_UPSCALER, looks_like_upscaler
+
+    return kind == ONNX_UPSCALER or looks_like_upscaler(source, kind)
+
+
+def _installed_upscaler(folder: Path) -> InstalledModel:
+    description = UpscalerDescription.load(folder)
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return InstalledModel(folder.name, description.summary, "", size, folder, kind=UPSCALER)
 
 
 def _installed(folder: Path, built_in: bool = False) -> InstalledModel:
