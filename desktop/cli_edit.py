@@ -1,4 +1,5 @@
-"""The ``easel`` commands that start from a picture: edit, variations, inpaint, outpaint.
+"""The ``easel`` editing commands: edit, variations, inpaint, outpaint and instruct start from
+a picture; regions lays out a new one.
 
 SOURCE is a picture file (PNG, JPEG or WEBP) or a library picture's id (its first
 characters are enough). Every result is saved in the library with the operation and, when the
@@ -32,8 +33,17 @@ from engine.errors import BadRequest
 from engine.model import load_model
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.pipelines.inpaint import InpaintPipeline
+from engine.pipelines.instruct_pix2pix import InstructPix2PixPipeline
 from engine.pipelines.outpaint import OutpaintPipeline
-from engine.request import ImageToImageRequest, InpaintRequest, OutpaintRequest
+from engine.pipelines.regions import RegionsPipeline
+from engine.request import (
+    ImageToImageRequest,
+    InpaintRequest,
+    InstructPix2PixRequest,
+    OutpaintRequest,
+    Region,
+    RegionsRequest,
+)
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 
@@ -74,6 +84,29 @@ def add_edit_commands(commands: argparse._SubParsersAction) -> None:
     _feather(outpaint)
     _common(outpaint)
     outpaint.set_defaults(run=_outpaint)
+
+    instruct = commands.add_parser("instruct", help="change a picture as an instruction says "
+                                   "(an InstructPix2Pix model)")
+    _source(instruct)
+    instruct.add_argument("instruction", help='how to change it, e.g. "make it winter"')
+    instruct.add_argument("--image-guidance", type=float, default=1.5,
+                          help="how closely to keep the picture (default 1.5)")
+    _common(instruct)
+    instruct.set_defaults(run=_instruct)
+
+    regions = commands.add_parser("regions", help="make a picture with prompts for boxes on "
+                                  "it (layout regions)")
+    regions.add_argument("prompt", help="what the whole picture shows")
+    regions.add_argument("--region", "-r", action="append", default=[], metavar="X,Y,W,H:PROMPT",
+                         help="a box in pixels from the top-left corner and what it shows; "
+                              "repeat for more boxes")
+    regions.add_argument("--region-weight", type=float, default=RegionsRequest.region_weight,
+                         help="how much a box's prompt outweighs the global one inside it "
+                              f"(default {RegionsRequest.region_weight:g})")
+    regions.add_argument("--width", "-W", type=int, help="width in pixels (model default)")
+    regions.add_argument("--height", "-H", type=int, help="height in pixels (model default)")
+    _common(regions)
+    regions.set_defaults(run=_regions)
 
 
 def _source(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +167,34 @@ def _outpaint(arguments: argparse.Namespace) -> int:
         **_settings(arguments, seed)))
 
 
+def _instruct(arguments: argparse.Namespace) -> int:
+    return _run(arguments, InstructPix2PixPipeline, lambda picture, seed: InstructPix2PixRequest(
+        picture, arguments.instruction, image_guidance=arguments.image_guidance,
+        **_settings(arguments, seed)))
+
+
+def _regions(arguments: argparse.Namespace) -> int:
+    if not arguments.region:
+        raise BadRequest('Give at least one region, e.g. --region "0,0,128,128:a moon".')
+    regions = [_parse_region(text) for text in arguments.region]
+    return _run(arguments, RegionsPipeline, lambda _, seed: RegionsRequest(
+        arguments.prompt, regions, width=arguments.width, height=arguments.height,
+        region_weight=arguments.region_weight, **_settings(arguments, seed)))
+
+
+def _parse_region(text: str) -> Region:
+    """"x,y,w,h:prompt" → ((x, y, w, h), prompt); the pipeline checks the box itself."""
+    box, colon, prompt = text.partition(":")
+    try:  # not whole numbers, or not four of them, is a ValueError too
+        x, y, width, height = (int(number) for number in box.split(","))
+    except ValueError:
+        colon = ""
+    if not colon:
+        raise BadRequest(f"A region is four whole numbers and a prompt, x,y,width,height:prompt "
+                         f'(e.g. "0,0,128,128:a moon"), not "{text}".')
+    return (x, y, width, height), prompt.strip()
+
+
 def _settings(arguments: argparse.Namespace, seed: int) -> dict:
     return {"negative_prompt": arguments.negative_prompt, "steps": arguments.steps,
             "guidance": arguments.guidance, "scheduler": arguments.scheduler, "seed": seed,
@@ -147,7 +208,9 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
     name = arguments.model or store.default_model().name
     seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
     with open_library() as library:
-        source = _source_picture(library, arguments.source)
+        source = SourcePicture(None, None)  # regions starts from no picture
+        if hasattr(arguments, "source"):
+            source = _source_picture(library, arguments.source)
         model = load_model(store.path_of(name), runtime_options(arguments), name)
         pipeline = pipeline_class(model)
         request = make_request(source.picture, seed)
@@ -174,7 +237,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
 
 @dataclass(frozen=True)
 class SourcePicture:
-    picture: Image.Image  # RGB
+    picture: Image.Image | None  # RGB; None for commands that start from no picture
     image_id: str | None  # the library picture it is, for lineage; None for outside files
 
 
