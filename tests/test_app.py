@@ -405,7 +405,7 @@ def test_variations_of_a_dropped_picture_are_linked_to_it(qtbot, window, pipelin
     assert studio.source.image_id == original.id
     assert studio.canvas_is_source and window.canvas.has_image
     assert window.source_label.text().strip().startswith(f"Source: #{original.id[:6]}")
-    studio.prompt.update(prompt="", count=3)
+    studio.prompt.update(prompt="", count=3, strength=0.5)
     previews = []
     studio.canvas_changed.connect(lambda: previews.append(studio.canvas_is_preview))
     outcome = _finish(qtbot, studio, window.variations_action.trigger)
@@ -419,6 +419,10 @@ def test_variations_of_a_dropped_picture_are_linked_to_it(qtbot, window, pipelin
         ("image_to_image", original.id)}
     assert studio.gallery.rowCount() == 4
     assert f"variation of #{original.id[:6]}" in _tooltip(studio, 0)
+    studio.prompt.update(strength=0.9)
+    studio.reuse(outcome.entries[0])
+    assert studio.prompt.form.strength == 0.5  # Reuse parameters brings the strength back
+    assert window.prompt_panel.strength.value() == 0.5
 
     # A picture from elsewhere has no library id to link to, and says so.
     _make_source(qtbot, window, _picture_file(tmp_path / "photo.png"))

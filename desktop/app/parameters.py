@@ -140,13 +140,15 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
     steps = _number(parameters.get("steps", settings.get("Steps")), int)
     guidance = _number(parameters.get("guidance", settings.get("CFG scale")), float)
     scheduler = parameters.get("scheduler")
+    strength = _number(parameters.get("strength", settings.get("Denoising strength")), float)
     return replace(
         form, prompt=prompt, negative_prompt=negative_prompt, model=model or form.model,
         seed=form.seed if seed is None else seed, seed_locked=seed is not None,
         width=width or form.width, height=height or form.height,
         steps=form.steps if steps is None else steps,
         guidance=form.guidance if guidance is None else guidance,
-        scheduler=scheduler if isinstance(scheduler, str) else form.scheduler)
+        scheduler=scheduler if isinstance(scheduler, str) else form.scheduler,
+        strength=form.strength if strength is None else min(max(strength, 0.05), 1.0))
 
 
 def _number(value: Any, kind: type) -> Any:
