@@ -440,8 +440,9 @@ def test_paint_a_mask_and_inpaint_changes_only_the_masked_part(qtbot, window, pi
     _make_source(qtbot, window, source_file)
     window.mask_action.trigger()
     assert studio.mask_editing and window.mask_tools.isVisible() and canvas.mask_editing
-    studio.mask.set_brush_size(8)
-    assert window.brush_size.value() == 8
+    studio.mask.set_brush_size(10)
+    qtbot.keyClick(canvas, Qt.Key.Key_BracketLeft)  # smaller, from the canvas's own keys
+    assert studio.mask.brush_size == window.brush_size.value() == 8
 
     def at(x: float, y: float) -> QPoint:
         rect = canvas.image_rect()
