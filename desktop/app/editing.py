@@ -118,9 +118,15 @@ def _shared(form: Form) -> dict:
             "seed": batch_seed(form), "count": form.count}
 
 
-def mask_is_empty(mask: np.ndarray) -> bool:
-    """As the engine reads a mask: 128 and above repaints."""
-    return not bool((mask >= 128).any())
+def result_size(request: ImageToImageRequest | InpaintRequest | OutpaintRequest,
+                ) -> tuple[int, int]:
+    """The size the pictures will have (for the live preview): the source's, or larger
+    when outpainting."""
+    height, width = np.asarray(request.image).shape[:2]
+    if isinstance(request, OutpaintRequest):
+        return Sides(request.left, request.top, request.right, request.bottom).grown(
+            width, height)
+    return width, height
 
 
 def made_from(operation: str, source_id: str | None) -> str | None:

@@ -197,15 +197,12 @@ class Studio(QObject):
             return None
         form = replace(self.prompt.form, seed=self.prompt.seed_for_next_run())
         request = make_request(form, source, *extra)
-        size = source.size
-        if isinstance(request, generation.OutpaintRequest):
-            size = extra[0].grown(*size)
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, source_id=source.image_id)
         job_id = self.runner.submit(work)
         count = f" ×{form.count}" if form.count > 1 else ""
         self.jobs.add(JobRow(job_id, f"{title}{count} of {source.name}", "generate",
-                             extra={"size": size}))
+                             extra={"size": editing.result_size(request)}))
         return job_id
 
     def set_mask_editing(self, on: bool) -> None:
