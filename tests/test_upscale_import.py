@@ -28,6 +28,13 @@ def store(tmp_path) -> ModelStore:
     return ModelStore(tmp_path / "models")
 
 
+@pytest.fixture(scope="module")
+def exported_graph(tmp_path_factory) -> Path:
+    from tests.test_upscale import export_tiny
+
+    return export_tiny(tmp_path_factory.mktemp("exported") / "tiny-x4", 4) / "model.onnx"
+
+
 def test_a_real_esrgan_pth_installs_through_the_safe_conversion(tmp_path, store, monkeypatch):
     import engine.export.pickle_convert as pickle_convert
 
@@ -51,14 +58,16 @@ def test_a_real_esrgan_pth_installs_through_the_safe_conversion(tmp_path, store,
     assert result.images[0].pixels.shape == (96, 96, 3)
 
 
-def test_a_legacy_pth_with_old_esrgan_names_installs(tmp_path, store):
+def test_a_checkpoint_with_the_original_esrgan_names_installs(tmp_path, store):
+    from safetensors.torch import save_file
+
     from engine.export.upscaler_checkpoint import import_spandrel
 
     # spandrel's own module names its weights the way the original ESRGAN code did.
     state = import_spandrel().ModelLoader().load_from_state_dict(rrdb_state(2)).model.state_dict()
     assert "model.0.weight" in state
-    checkpoint = tmp_path / "esrgan-old.pth"
-    torch.save(state, checkpoint, _use_new_zipfile_serialization=False)
+    checkpoint = tmp_path / "esrgan-old.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(checkpoint))
     assert store.import_model(checkpoint, "old").family == "2x upscaler (ESRGAN)"
 
 
@@ -74,33 +83,29 @@ def test_a_pth_upscaler_that_would_run_code_is_refused_and_the_code_never_runs(t
     assert store.upscalers() == [] and list(store.root.iterdir()) == []
 
 
-def test_onnx_upscalers_install_as_a_lone_graph_or_an_amuse_folder(tmp_path, store):
-    from tests.test_upscale import export_tiny
-
-    exported = export_tiny(tmp_path / "exported", 4)
+def test_onnx_upscalers_install_as_a_lone_graph_or_an_amuse_folder(tmp_path, store,
+                                                                   exported_graph):
     amuse = tmp_path / "RealESRGAN-amuse"
     amuse.mkdir()
-    shutil.copy(exported / "model.onnx", amuse / "model.onnx")
+    shutil.copy(exported_graph, amuse / "model.onnx")
     (amuse / "amuse_template.json").write_text("{}")
     lone = tmp_path / "upscaler.onnx"
-    shutil.copy(exported / "model.onnx", lone)
+    shutil.copy(exported_graph, lone)
     for source in (amuse, lone):
         assert detect_format(source) == ONNX_UPSCALER
         installed = store.import_model(source)
         assert installed.family == "4x upscaler (ONNX)"
     ours = load_upscaler(store.upscaler_path("upscaler"))
-    theirs = load_upscaler(exported)
+    theirs = load_upscaler(exported_graph.parent)
     source = picture(20, 28)
     assert np.array_equal(UpscalePipeline(ours)(UpscaleRequest(source)).images[0].pixels,
                           UpscalePipeline(theirs)(UpscaleRequest(source)).images[0].pixels)
 
 
-def test_an_amuse_folder_with_code_is_refused(tmp_path, store):
-    from tests.test_upscale import export_tiny
-
+def test_an_amuse_folder_with_code_is_refused(tmp_path, store, exported_graph):
     folder = tmp_path / "sneaky"
     folder.mkdir()
-    shutil.copy(export_tiny(tmp_path / "exported", 4) / "model.onnx", folder / "model.onnx")
+    shutil.copy(exported_graph, folder / "model.onnx")
     (folder / "hook.py").write_text("print('hello')\n")
     with pytest.raises(ModelError, match="never runs code"):
         store.import_model(folder)

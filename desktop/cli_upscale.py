@@ -1,0 +1,148 @@
+"""The ``easel upscale`` command: enlarge a picture 2x or 4x.
+
+SOURCE is a picture file (PNG, JPEG or WEBP) or a library picture's id, as for ``easel edit``.
+The result is saved in the library with the operation "upscale" and, when the source is a
+library picture, the source's id (lineage). It is made by an installed upscaler (imported with
+``easel models import``), or, with none installed, by Lanczos resampling, which is said.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from desktop.cli_common import (
+    add_runtime_arguments,
+    model_store,
+    open_library,
+    output_paths,
+    run_cancellable,
+    runtime_options,
+    say,
+)
+from desktop.cli_edit import _source_picture
+from desktop.image_files import save_png
+from desktop.library import Library, UnknownImage
+from desktop.model_store import ModelStore
+from engine.errors import BadRequest, EaselError
+from engine.request import GenerationParameters
+from engine.runtime import RuntimeOptions
+from engine.schedulers import a1111_sampler_name
+from engine.upscale import (
+    DEFAULT_TILE,
+    SCALES,
+    UpscalePipeline,
+    Upscaler,
+    UpscaleRequest,
+    load_upscaler,
+)
+
+
+def add_upscale_commands(commands: argparse._SubParsersAction) -> None:
+    upscale = commands.add_parser("upscale", help="enlarge a picture 2x or 4x")
+    upscale.add_argument("source", help="a picture file, or a library picture's id")
+    upscale.add_argument("--scale", type=int, choices=SCALES, default=4,
+                         help="how many times larger each side becomes (default 4)")
+    upscale.add_argument("--model", "-m",
+                         help="an installed upscaler (default: the only one installed; with "
+                              "none, Lanczos resampling, which adds no detail)")
+    upscale.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                         help=f"tile side in pixels; smaller uses less memory "
+                              f"(default {DEFAULT_TILE})")
+    upscale.add_argument("--output", "-o", type=Path,
+                         help="also write a copy to this .png file name or folder")
+    add_runtime_arguments(upscale)
+    upscale.set_defaults(run=_upscale)
+
+
+def _upscale(arguments: argparse.Namespace) -> int:
+    """Open the source, check the request before any model loads, run it, save the result in
+    the library (with the source's id when it has one) and any copy asked for."""
+    store = model_store()
+    runtime = runtime_options(arguments)
+    with open_library() as library:
+        source = _source_picture(library, arguments.source)
+        upscaler = _chosen_upscaler(store, arguments.model, runtime)
+        pipeline = UpscalePipeline(upscaler)
+        request = UpscaleRequest(source.picture, arguments.scale, tile=arguments.tile,
+                                 source_parameters=_source_parameters(library,
+                                                                      arguments.source))
+        pipeline.check_inputs(request)  # bad input fails before anything loads or runs
+        seed = request.source_parameters.seed if request.source_parameters else 0
+        (target,) = output_paths(arguments.output, seed, 1)
+        if upscaler is not None:
+            device = upscaler.session.device
+            say(f"upscaling with '{upscaler.name}' ({upscaler.description.summary}) on "
+                f"{device.summary}")
+            if device.reason:
+                say(f"warning: {device.reason}")
+        result = run_cancellable(lambda cancel: pipeline(request, _tile_printer(), cancel))
+        for warning in result.warnings:
+            say(f"warning: {warning}")
+        (image,) = result.images
+        entry = library.add_generated(image.pixels, image.parameters, source_id=source.image_id)
+        if target is not None:  # the copy carries the same id as the library's image
+            save_png(image.pixels, target, image.parameters, entry.id)
+        print(target or entry.path)
+    return 0
+
+
+def _chosen_upscaler(store: ModelStore, name: str | None,
+                     runtime: RuntimeOptions) -> Upscaler | None:
+    """The named upscaler, else the only one installed; None (Lanczos) when none is."""
+    if name is None:
+        installed = store.upscalers()
+        if not installed:
+            return None
+        if len(installed) > 1:
+            names = ", ".join(model.name for model in installed)
+            raise EaselError(f"Several upscalers are installed ({names}); choose one with "
+                             f"--model.")
+        name = installed[0].name
+    return load_upscaler(store.upscaler_path(name), runtime, name)
+
+
+def _source_parameters(library: Library, source: str) -> GenerationParameters | None:
+    """The settings an Easel picture was made with, from its PNG, so the enlarged picture keeps
+    its prompt and seed; None for pictures from elsewhere."""
+    path = Path(source)
+    if not path.is_file():
+        try:
+            path = library.get(source).path
+        except UnknownImage:
+            return None
+    try:
+        with Image.open(path) as image:
+            data = json.loads((getattr(image, "text", {}) or {}).get("easel", "{}"))
+        model = data["model"]
+        parameters = GenerationParameters(
+            prompt=str(data["prompt"]), negative_prompt=str(data["negative_prompt"]),
+            width=int(data["width"]), height=int(data["height"]), steps=int(data["steps"]),
+            guidance=float(data["guidance"]), scheduler=str(data["scheduler"]),
+            seed=int(data["seed"]), model_name=str(model["name"]),
+            model_hash=str(model["hash"]), model_family=str(model["family"]),
+            generator=str(data["generator"]))
+        a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
+        return None
+    return parameters
+
+
+def _tile_printer() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        elapsed = time.monotonic() - started
+        print(f"\rtile {done}/{total}  {elapsed:.1f} s", end="", file=sys.stderr, flush=True)
+        if done == total:
+            print(file=sys.stderr)
+
+    return show
