@@ -10,6 +10,7 @@ It makes a fresh library in a temporary folder and saves, as PNG:
     app-generating.png  a picture being made: live preview, queue and progress
     app-picture.png     the finished picture on the canvas, in the gallery and the history
     app-gallery.png     a gallery of starter-model pictures, one selected, searched
+    app-inpaint.png     a gallery picture as the source, a mask painted with the mask tool
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main() -> None:
 
 
 def take_screenshots(folder: Path, home: Path) -> None:
-    from PySide6.QtCore import Qt
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
     from desktop.app.generation import EnginePipelines
@@ -126,6 +128,27 @@ def take_screenshots(folder: Path, home: Path) -> None:
     studio.show_entry(studio.gallery.entry(2))
     settle(0.5)
     shoot("app-gallery.png")
+
+    # The moon-and-tree picture as the source; the tree painted over, to become a sunflower.
+    window.resizeDocks([window.gallery_dock], [380], Qt.Orientation.Horizontal)
+    grid.clearSelection()
+    studio.use_as_source(studio.gallery.entry(len(PROMPTS) - 2))
+    wait(lambda: studio.source is not None)
+    studio.prompt.update(prompt="a moon on the left and a sunflower on the right, "
+                                "on a black background")
+    window.prompt_panel.show_form()
+    window.mask_action.trigger()
+    settle()
+    mask, canvas = studio.mask, window.canvas
+    mask.set_brush_size(44)
+    mask.begin_stroke(QPointF(175, 70))
+    for x, y in ((215, 80), (200, 130), (165, 150), (205, 190), (180, 215)):
+        mask.extend_stroke(QPointF(x, y))
+    mask.end_stroke()
+    rect = canvas.image_rect()
+    QTest.mouseMove(canvas, QPoint(round(rect.x() + 120 * canvas.zoom),
+                                   round(rect.y() + 200 * canvas.zoom)))
+    shoot("app-inpaint.png")
     window.close()
     library.close()
 
