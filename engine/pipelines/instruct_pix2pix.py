@@ -102,6 +102,9 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
     def check_inputs(self, request: InstructPix2PixRequest) -> InstructSettings:  # type: ignore[override]
         self.check_variant(("instruct-pix2pix",), "edit a picture by instruction (an "
                            "InstructPix2Pix model can)")
+        if self.description.text_encoders != 1:  # SDXL's has a pipeline of its own
+            raise BadRequest(f"'{self.model.name}' is an SDXL InstructPix2Pix model, which "
+                             f"Easel does not run yet.")
         self.check_vae_encoder()
         picture = picture_pixels(request.image, MAX_SIDE)
         if not isinstance(request.instruction, str) or not request.instruction.strip():
