@@ -48,7 +48,7 @@ class InstructSettings:
 
 
 class InstructPix2PixPipeline(ImageToImagePipeline):
-    def __call__(  # type: ignore[override]  # an InstructPix2PixRequest
+    def __call__(
         self,
         request: InstructPix2PixRequest,
         on_progress: ProgressCallback | None = None,
@@ -99,7 +99,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
-    def check_inputs(self, request: InstructPix2PixRequest) -> InstructSettings:  # type: ignore[override]
+    def check_inputs(self, request: InstructPix2PixRequest) -> InstructSettings:
         self.check_variant(("instruct-pix2pix",), "edit a picture by instruction (an "
                            "InstructPix2Pix model can)")
         if self.description.text_encoders != 1:  # SDXL's has a pipeline of its own

@@ -56,7 +56,7 @@ class Layout:
 
 
 class RegionsPipeline(TextToImagePipeline):
-    def __call__(  # type: ignore[override]  # a RegionsRequest, not a TextToImageRequest
+    def __call__(
         self,
         request: RegionsRequest,
         on_progress: ProgressCallback | None = None,
@@ -102,7 +102,7 @@ class RegionsPipeline(TextToImagePipeline):
 
     # --- checks ---------------------------------------------------------------------------
 
-    def check_inputs(self, request: RegionsRequest) -> Layout:  # type: ignore[override]
+    def check_inputs(self, request: RegionsRequest) -> Layout:
         parameters = super().check_inputs(request)  # size, settings, the global prompt
         weight = request.region_weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
