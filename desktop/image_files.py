@@ -42,6 +42,8 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
         settings.append(("Denoising strength", f"{parameters.strength:g}"))
     if parameters.feather is not None:
         settings.append(("Mask blur", parameters.feather))
+    if parameters.image_guidance is not None:
+        settings.append(("Image CFG scale", f"{parameters.image_guidance:g}"))
     settings.append(("Version", f"Easel {engine_version}"))
     lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in settings))
     return "\n".join(lines)
@@ -67,8 +69,19 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         # Editing settings, only where the operation has them.
         **{name: value for name, value in (("strength", parameters.strength),
                                            ("feather", parameters.feather),
-                                           ("extend", parameters.extend)) if value is not None},
+                                           ("extend", parameters.extend),
+                                           ("image_guidance", parameters.image_guidance),
+                                           ("regions", _regions(parameters.regions)),
+                                           ("region_weight", parameters.region_weight))
+           if value is not None},
     }
+
+
+def _regions(regions: tuple | None) -> list[dict] | None:
+    """Layout regions as JSON: each box (x, y, width, height in pixels) with its prompt."""
+    if regions is None:
+        return None
+    return [{"box": list(box), "prompt": prompt} for box, prompt in regions]
 
 
 def new_image_id() -> str:

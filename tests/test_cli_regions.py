@@ -36,6 +36,10 @@ def test_regions_saves_a_picture_with_its_operation(home, tmp_path, capsys):
     metadata = easel_metadata(made)
     assert metadata["operation"] == "regions" and metadata["seed"] == 1
     assert metadata["prompt"] == "on a blue background"
+    # The boxes and their prompts travel in the PNG, so the picture can be made again.
+    assert [region["prompt"] for region in metadata["regions"]] == [
+        MOON.split(":", 1)[1], HORSE.split(":", 1)[1]]
+    assert metadata["regions"][0]["box"] == [int(v) for v in MOON.split(":")[0].split(",")]
     pixels = np.asarray(Image.open(copy))
     assert pixels.shape == (256, 256, 3)
     with Library.open(home) as library:
@@ -79,7 +83,9 @@ def test_instruct_edits_a_library_picture_and_keeps_lineage(home, tmp_path, caps
     (made,) = capsys.readouterr().out.split()
     metadata = easel_metadata(made)
     assert metadata["operation"] == "instruct_pix2pix" and metadata["prompt"] == "make it winter"
-    assert metadata["source_image_id"] == source_id
+    assert metadata["source_image_id"] == source_id and metadata["image_guidance"] == 1.2
+    with Image.open(made) as image:
+        assert "Image CFG scale: 1.2" in image.text["parameters"]
     assert np.asarray(Image.open(made)).shape == (48, 60, 3)  # any size, cropped back
     with Library.open(home) as library:
         chain = library.lineage(metadata["image_id"])
