@@ -23,6 +23,7 @@ TileRunner = Callable[[np.ndarray], np.ndarray]
 # Tiles done, tiles in all.
 TileProgress = Callable[[int, int], None]
 _LEAST_WEIGHT = 1e-4
+_FINISH_ROWS = 128  # a multiple of every scale and reduction factor
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -112,14 +113,15 @@ def _edge_weights(start: int, size: int, length: int, overlap: int, scale: int) 
 
 def _finish(band: np.ndarray, weight: np.ndarray, result: np.ndarray, top: int,
             reduce: int) -> None:
-    """Normalise finished rows, shrink them by ``reduce`` and store them as uint8."""
-    if len(band) == 0:
-        return
-    blended = band / weight[..., np.newaxis]
-    if reduce > 1:
-        # Row counts here are multiples of the network's scale, and so of ``reduce``.
-        rows, columns = blended.shape[0] // reduce, blended.shape[1] // reduce
-        blended = blended.reshape(rows, reduce, columns, reduce, 3).mean(axis=(1, 3))
-    pixels = np.rint(np.clip(blended, 0.0, 1.0) * np.float32(255)).astype(np.uint8)
-    start = top // reduce
-    result[start:start + len(pixels)] = pixels
+    """Normalise finished rows, shrink them by ``reduce`` and store them as uint8, a few rows
+    at a time so the float temporaries stay small next to the band itself."""
+    for start in range(0, len(band), _FINISH_ROWS):
+        rows = slice(start, start + _FINISH_ROWS)
+        blended = band[rows] / weight[rows][..., np.newaxis]
+        if reduce > 1:
+            # Row counts here are multiples of the network's scale, and so of ``reduce``.
+            height, width = blended.shape[0] // reduce, blended.shape[1] // reduce
+            blended = blended.reshape(height, reduce, width, reduce, 3).mean(axis=(1, 3))
+        pixels = np.rint(np.clip(blended, 0.0, 1.0) * np.float32(255)).astype(np.uint8)
+        first = (top + start) // reduce
+        result[first:first + len(pixels)] = pixels
