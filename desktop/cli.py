@@ -26,6 +26,7 @@ from desktop.cli_common import (
     say,
 )
 from desktop.cli_edit import add_edit_commands
+from desktop.cli_upscale import add_upscale_commands
 from desktop.image_files import save_png
 from desktop.library import ImageEntry
 from engine.errors import BadRequest, Cancelled, EaselError
@@ -126,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     removing.set_defaults(run=_remove_model)
     models.set_defaults(run=lambda _: models.print_help() or 0)
     add_edit_commands(commands)
+    add_upscale_commands(commands)
     _add_gallery_commands(commands)
     _add_history_commands(commands)
     return parser

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from desktop import paths
-from desktop.library import Library
+from desktop.library import BadImage, Library, UnknownImage
+from desktop.library.images import load_pixels, open_image
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
 from engine.request import GenerationResult, Progress
@@ -127,3 +132,57 @@ def open_library() -> Iterator[Library]:
 
 def say(message: str) -> None:
     print(f"easel: {message}", file=sys.stderr)
+
+
+# --- the source picture -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourcePicture:
+    picture: Image.Image | None  # RGB; None for commands that start from no picture
+    image_id: str | None  # the library picture it is, for lineage; None for outside files
+
+
+def source_picture(library: Library, source: str) -> SourcePicture:
+    path = Path(source)
+    if path.is_file():
+        picture = open_picture(path, "RGB")
+        image_id = _embedded_id(path)
+        known = image_id is not None and _in_library(library, image_id)
+        return SourcePicture(picture, image_id if known else None)
+    try:
+        entry = library.get(source)
+    except UnknownImage:
+        raise BadRequest(f"'{source}' is neither a picture file nor a picture in the "
+                         f"library.") from None
+    if entry.missing:
+        raise BadRequest(f"The file of library picture {entry.id[:12]} is missing.")
+    return SourcePicture(open_picture(entry.path, "RGB"), entry.id)
+
+
+def open_picture(path: Path, mode: str) -> Image.Image:
+    """A PNG, JPEG or WEBP file, fully decoded; anything else is one sentence."""
+    try:
+        with open_image(path) as image:
+            return load_pixels(image, path.name).convert(mode)
+    except BadImage as error:
+        raise BadRequest(str(error)) from None
+
+
+def _embedded_id(path: Path) -> str | None:
+    """The Easel image id a PNG carries, if it carries one."""
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {}) or {}
+            metadata = json.loads(text.get("easel", "{}"))
+    except (OSError, ValueError):
+        return None
+    image_id = metadata.get("image_id") if isinstance(metadata, dict) else None
+    return image_id if isinstance(image_id, str) else None
+
+
+def _in_library(library: Library, image_id: str) -> bool:
+    try:
+        return library.get(image_id).id == image_id
+    except UnknownImage:
+        return False

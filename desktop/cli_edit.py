@@ -9,26 +9,25 @@ source is a library picture, the source's id, so lineage shows ("made from …")
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from desktop.cli_common import (
+    SourcePicture,
     add_runtime_arguments,
     model_store,
     open_library,
+    open_picture,
     output_paths,
     progress_printer,
     run_cancellable,
     runtime_options,
     say,
+    source_picture,
 )
 from desktop.image_files import save_png
-from desktop.library import BadImage, Library, UnknownImage
-from desktop.library.images import load_pixels, open_image
 from engine.errors import BadRequest
 from engine.model import load_model
 from engine.pipelines.image_to_image import ImageToImagePipeline
@@ -147,7 +146,7 @@ def _image_to_image(arguments: argparse.Namespace) -> int:
 
 
 def _inpaint(arguments: argparse.Namespace) -> int:
-    mask = _open_picture(arguments.mask, "L")
+    mask = open_picture(arguments.mask, "L")
     if arguments.invert_mask:
         mask = Image.eval(mask, lambda value: 255 - value)
     return _run(arguments, InpaintPipeline, lambda picture, seed: InpaintRequest(
@@ -210,7 +209,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
     with open_library() as library:
         source = SourcePicture(None, None)  # regions starts from no picture
         if hasattr(arguments, "source"):
-            source = _source_picture(library, arguments.source)
+            source = source_picture(library, arguments.source)
         model = load_model(store.path_of(name), runtime_options(arguments), name)
         pipeline = pipeline_class(model)
         request = make_request(source.picture, seed)
@@ -230,57 +229,3 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
                 save_png(image.pixels, target, image.parameters, entry.id)
             print(target or entry.path)
     return 0
-
-
-# --- the source picture -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourcePicture:
-    picture: Image.Image | None  # RGB; None for commands that start from no picture
-    image_id: str | None  # the library picture it is, for lineage; None for outside files
-
-
-def _source_picture(library: Library, source: str) -> SourcePicture:
-    path = Path(source)
-    if path.is_file():
-        picture = _open_picture(path, "RGB")
-        image_id = _embedded_id(path)
-        known = image_id is not None and _in_library(library, image_id)
-        return SourcePicture(picture, image_id if known else None)
-    try:
-        entry = library.get(source)
-    except UnknownImage:
-        raise BadRequest(f"'{source}' is neither a picture file nor a picture in the "
-                         f"library.") from None
-    if entry.missing:
-        raise BadRequest(f"The file of library picture {entry.id[:12]} is missing.")
-    return SourcePicture(_open_picture(entry.path, "RGB"), entry.id)
-
-
-def _open_picture(path: Path, mode: str) -> Image.Image:
-    """A PNG, JPEG or WEBP file, fully decoded; anything else is one sentence."""
-    try:
-        with open_image(path) as image:
-            return load_pixels(image, path.name).convert(mode)
-    except BadImage as error:
-        raise BadRequest(str(error)) from None
-
-
-def _embedded_id(path: Path) -> str | None:
-    """The Easel image id a PNG carries, if it carries one."""
-    try:
-        with Image.open(path) as image:
-            text = getattr(image, "text", {}) or {}
-            metadata = json.loads(text.get("easel", "{}"))
-    except (OSError, ValueError):
-        return None
-    image_id = metadata.get("image_id") if isinstance(metadata, dict) else None
-    return image_id if isinstance(image_id, str) else None
-
-
-def _in_library(library: Library, image_id: str) -> bool:
-    try:
-        return library.get(image_id).id == image_id
-    except UnknownImage:
-        return False

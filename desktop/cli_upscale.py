@@ -25,8 +25,8 @@ from desktop.cli_common import (
     run_cancellable,
     runtime_options,
     say,
+    source_picture,
 )
-from desktop.cli_edit import _source_picture
 from desktop.image_files import save_png
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
@@ -67,7 +67,7 @@ def _upscale(arguments: argparse.Namespace) -> int:
     store = model_store()
     runtime = runtime_options(arguments)
     with open_library() as library:
-        source = _source_picture(library, arguments.source)
+        source = source_picture(library, arguments.source)
         upscaler = _chosen_upscaler(store, arguments.model, runtime)
         pipeline = UpscalePipeline(upscaler)
         request = UpscaleRequest(source.picture, arguments.scale, tile=arguments.tile,

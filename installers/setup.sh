@@ -21,4 +21,9 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 extras="export"
 [ "${1:-}" = "--test" ] && extras="export,test"
 "${pip[@]}" install -e ".[$extras]"
+# Upscaler import (spandrel) without its torchvision requirement: PyPI's torchvision would
+# replace the CPU torch with a CUDA build, and spandrel needs it only for networks Easel
+# does not import. --no-deps keeps torch as it is.
+.venv/bin/python -c "import spandrel" 2>/dev/null \
+    || "${pip[@]}" install --no-deps "spandrel>=0.4,<0.5" "einops>=0.7"
 echo "setup: ready. Run .venv/bin/easel --help" >&2
