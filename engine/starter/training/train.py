@@ -138,7 +138,8 @@ class BatchSource:
         while len(self._pending) < 2 * self.settings.workers:
             self._pending.append((next_step, self._pool.apply_async(_worker_batch, (next_step,))))
             next_step += 1
-        return self._pending.popleft()[1].get()
+        arrays = self._pending.popleft()[1].get()
+        return Batch(*(torch.from_numpy(array) for array in arrays))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -154,8 +155,11 @@ def _worker_start(settings: Settings, tokenizer_folder: Path) -> None:
     _worker["settings"], _worker["tokens"] = settings, Tokens(tokenizer_folder)
 
 
-def _worker_batch(step: int) -> Batch:
-    return make_batch(_worker["settings"], step, _worker["tokens"])
+def _worker_batch(step: int) -> tuple[np.ndarray, ...]:
+    # Sent back as numpy arrays, pickled by value: torch would pass tensors as shared-memory
+    # file descriptors, which fail under load ("received 0 items of ancdata").
+    batch = make_batch(_worker["settings"], step, _worker["tokens"])
+    return batch.x_t.numpy(), batch.t.numpy(), batch.input_ids.numpy(), batch.target.numpy()
 
 
 class Trainer:
