@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -77,10 +78,8 @@ def run_cancellable(job: Callable[[CancelToken], GenerationResult]) -> Generatio
     """Run in a worker thread so Ctrl+C can cancel even inside a long ONNX Runtime call."""
     cancel = CancelToken()
     outcome: dict = {}
-    # Waited on instead of Thread.join: on Python 3.11 a Ctrl+C during join() can make a later
-    # join() return while the thread still runs, and a worker still inside ONNX Runtime when
-    # the interpreter exits aborts the process.
     finished = threading.Event()
+    interrupted = []
 
     def work() -> None:
         try:
@@ -90,14 +89,24 @@ def run_cancellable(job: Callable[[CancelToken], GenerationResult]) -> Generatio
         finally:
             finished.set()
 
-    threading.Thread(target=work, name="easel-generate", daemon=True).start()
+    # Ctrl+C only notes the wish. A KeyboardInterrupt raised inside Event.wait can leave the
+    # event's lock taken (seen under load: the worker then hangs in set(), and we in wait()),
+    # so the handler raises nothing and the loop below does the cancelling.
+    def on_interrupt(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
     try:
+        threading.Thread(target=work, name="easel-generate", daemon=True).start()
         while not finished.wait(0.1):
-            pass
-    except KeyboardInterrupt:
-        cancel.cancel()
-        finished.wait()
-        raise Cancelled("Cancelled.") from None
+            if interrupted and not cancel.cancelled:
+                cancel.cancel()
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise Cancelled("Cancelled.")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
