@@ -179,15 +179,18 @@ def _import_model(arguments: argparse.Namespace) -> int:
 
 
 def _list_models(arguments: argparse.Namespace) -> int:
-    models = model_store().list()
+    store = model_store()
+    models = store.list() + (store.upscalers() if store.root.is_dir() else [])
     if not models:
         print("No models installed. Add one with: easel models import FOLDER")
         return 0
     width = max(len(model.name) for model in models)
     for model in models:
         where = "  (built in)" if model.built_in else ""
-        print(f"{model.name:<{width}}  {model.family:<7}  {model.prediction_type:<12}  "
-              f"{_size(model.size_bytes)}{where}")
+        # An upscaler's family says its scale ("4x upscaler (ESRGAN)"); it has no prediction.
+        kind = model.family if model.kind == "upscaler" else \
+            f"{model.family:<7}  {model.prediction_type:<12}"
+        print(f"{model.name:<{width}}  {kind}  {_size(model.size_bytes)}{where}")
     return 0
 
 

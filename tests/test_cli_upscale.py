@@ -1,35 +1,21 @@
 """``easel upscale`` end to end in a throwaway data folder: from a library id and from a file,
-with an installed upscaler and with the Lanczos fallback, and bad input refused.
-
-Until desktop/cli.py registers the command, the tests build the parser around
-``add_upscale_commands`` themselves, as ``easel`` does for every command."""
+with an installed upscaler and with the Lanczos fallback, and bad input refused."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from desktop.cli import main
-from desktop.cli_upscale import add_upscale_commands
 from desktop.library import Library
-from engine.errors import EaselError
 from engine.upscale import LANCZOS_NAME
 
 
 def upscale(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="easel")
-    add_upscale_commands(parser.add_subparsers())
-    arguments = parser.parse_args(["upscale", *argv])
-    try:
-        return arguments.run(arguments)
-    except EaselError as error:  # as desktop.cli.main reports it
-        print(f"easel: error: {error}", file=sys.stderr)
-        return 1
+    return main(["upscale", *argv])
 
 
 @pytest.fixture
@@ -74,6 +60,9 @@ def test_an_installed_upscaler_is_used_for_a_file(home, source, tmp_path, capsys
     _spandrel_or_skip()
     # Installed as the model store would (its import is tested in test_upscale_import.py).
     export_tiny(paths.models_dir() / "tiny_x4")
+    assert main(["models", "list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "tiny_x4" in line]
+    assert len(listed) == 1 and "upscaler" in listed[0]
     out = tmp_path / "big.png"
     assert upscale(str(tmp_path / "source.png"), "--scale", "2", "-o", str(out)) == 0
     captured = capsys.readouterr()
