@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from PIL import Image
 from desktop import paths
 from desktop.library import BadImage, Library, UnknownImage
 from desktop.library.images import load_pixels, open_image
+from desktop.library.metadata import from_easel
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
 from engine.request import GenerationResult, Progress
@@ -155,9 +155,11 @@ class SourcePicture:
 def source_picture(library: Library, source: str) -> SourcePicture:
     path = Path(source)
     if path.is_file():
-        picture = open_picture(path, "RGB")
-        image_id = _embedded_id(path)
-        known = image_id is not None and _in_library(library, image_id)
+        # One read gives the pixels and the Easel id the PNG may carry (for lineage).
+        picture, text = _read_picture(path, "RGB")
+        info = from_easel(text["easel"]) if isinstance(text.get("easel"), str) else None
+        image_id = info.image_id if info is not None else None
+        known = image_id is not None and library.has_image(image_id)
         return SourcePicture(picture, image_id if known else None)
     try:
         entry = library.get(source)
@@ -171,27 +173,15 @@ def source_picture(library: Library, source: str) -> SourcePicture:
 
 def open_picture(path: Path, mode: str) -> Image.Image:
     """A PNG, JPEG or WEBP file, fully decoded; anything else is one sentence."""
+    return _read_picture(path, mode)[0]
+
+
+def _read_picture(path: Path, mode: str) -> tuple[Image.Image, dict]:
+    """The decoded picture in ``mode``, and its text chunks (empty for JPEG and WEBP)."""
     try:
         with open_image(path) as image:
-            return load_pixels(image, path.name).convert(mode)
+            pixels = load_pixels(image, path.name)
+            text = dict(getattr(image, "text", {}))
+            return pixels.convert(mode), text
     except BadImage as error:
         raise BadRequest(str(error)) from None
-
-
-def _embedded_id(path: Path) -> str | None:
-    """The Easel image id a PNG carries, if it carries one."""
-    try:
-        with Image.open(path) as image:
-            text = getattr(image, "text", {}) or {}
-            metadata = json.loads(text.get("easel", "{}"))
-    except (OSError, ValueError):
-        return None
-    image_id = metadata.get("image_id") if isinstance(metadata, dict) else None
-    return image_id if isinstance(image_id, str) else None
-
-
-def _in_library(library: Library, image_id: str) -> bool:
-    try:
-        return library.get(image_id).id == image_id
-    except UnknownImage:
-        return False

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from desktop.app.parameters import Form, batch_seed
-from desktop.library import Library, UnknownImage
+from desktop.library import Library
 from desktop.library.images import load_pixels, open_image
 from desktop.library.metadata import read_info
 from engine.request import ImageToImageRequest, InpaintRequest, OutpaintRequest
@@ -73,15 +73,8 @@ def open_source(path: Path, library: Library, image_id: str | None = None) -> So
         pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
     if image_id is None:
         embedded = read_info(text, (pixels.shape[1], pixels.shape[0])).image_id
-        image_id = embedded if embedded and _in_library(library, embedded) else None
+        image_id = embedded if embedded and library.has_image(embedded) else None
     return SourcePicture(pixels, f"#{image_id[:6]}" if image_id else path.name, image_id)
-
-
-def _in_library(library: Library, image_id: str) -> bool:
-    try:
-        return library.get(image_id).id == image_id
-    except UnknownImage:
-        return False
 
 
 # The requests --------------------------------------------------------------------------------

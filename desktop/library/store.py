@@ -382,6 +382,11 @@ class Library:
         with self._lock:
             return self._changes.changed()
 
+    @_locked
+    def has_image(self, image_id: str) -> bool:
+        """Whether the library holds the picture with exactly this id (e.g. one a PNG carries)."""
+        return self._exists(image_id)
+
     def _exists(self, image_id: str) -> bool:
         return self.connection.execute("SELECT 1 FROM images WHERE id = ?",
                                         (image_id,)).fetchone() is not None
