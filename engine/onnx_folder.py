@@ -30,12 +30,15 @@ GRAPH_FILE = "model.onnx"
 REQUIRED_GRAPHS = ("text_encoder", "unet", "vae_decoder")
 OPTIONAL_GRAPHS = ("vae_encoder",)  # without it the model still makes images from text
 
-# model_index.json classes of the ONNX Stable Diffusion 1.x/2.x pipelines whose graphs are the
-# ones text-to-image runs: diffusers' current and pre-0.7 names, and optimum's. An image-to-image
-# folder holds the same four graphs.
+# model_index.json classes of the ONNX Stable Diffusion 1.x/2.x pipelines: diffusers' current and
+# pre-0.7 names, and optimum's. All hold the same four graphs; what the UNet is (text to image,
+# inpainting with 9 input channels) is read from the graph itself, not from the class name, since
+# the legacy inpainting pipeline runs an ordinary 4-channel UNet.
 ONNX_PIPELINE_CLASSES = ("OnnxStableDiffusionPipeline", "StableDiffusionOnnxPipeline",
                          "ORTStableDiffusionPipeline", "OnnxStableDiffusionImg2ImgPipeline",
-                         "ORTStableDiffusionImg2ImgPipeline")
+                         "ORTStableDiffusionImg2ImgPipeline", "OnnxStableDiffusionInpaintPipeline",
+                         "ORTStableDiffusionInpaintPipeline",
+                         "OnnxStableDiffusionInpaintPipelineLegacy")
 # Libraries a model_index.json entry may name; any other is a module shipped with the model.
 KNOWN_LIBRARIES = ("diffusers", "transformers", "optimum", "onnxruntime")
 
@@ -108,9 +111,6 @@ def _read_model_index(folder: Path) -> dict | None:
     if isinstance(pipeline, list):  # ["module", "Class"] names a pipeline shipped as code
         raise ModelError(f"'{folder.name}' uses a custom pipeline; Easel never runs code that "
                          f"comes with a model.")
-    if isinstance(pipeline, str) and "Inpaint" in pipeline:
-        raise ModelError(f"'{folder.name}' is an inpainting model; inpainting models are not "
-                         f"supported yet.")
     if pipeline not in ONNX_PIPELINE_CLASSES:
         raise ModelError(f"'{folder.name}' is a {pipeline or 'unknown'} model, not an ONNX "
                          f"Stable Diffusion 1.x/2.x text-to-image model.")

@@ -341,11 +341,19 @@ def _half_precision_input(folder: Path) -> None:
     _edit_graph(_graph(folder, "vae_decoder"), change)
 
 
-def _inpainting_unet(folder: Path) -> None:
-    def change(model: onnx.ModelProto) -> None:
-        model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 9
+def _unet_input_channels(channels: int) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        def change(model: onnx.ModelProto) -> None:
+            model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = channels
 
-    _edit_graph(_graph(folder, "unet"), change)
+        _edit_graph(_graph(folder, "unet"), change)
+
+    return damage
+
+
+def _inpainting_unet_without_encoder(folder: Path) -> None:
+    _unet_input_channels(9)(folder)
+    shutil.rmtree(folder / "vae_encoder")
 
 
 REFUSALS = {
@@ -368,7 +376,10 @@ REFUSALS = {
     "SDXL pipeline": (_pipeline_class("ORTStableDiffusionXLPipeline"),
                       "not an ONNX Stable Diffusion 1.x/2.x"),
     "float16 inputs": (_half_precision_input, "of type float16"),
-    "inpainting UNet": (_inpainting_unet, "inpainting model"),
+    "inpainting UNet without a VAE encoder": (_inpainting_unet_without_encoder,
+                                              "inpainting model without a VAE encoder"),
+    "UNet of no known kind": (_unet_input_channels(5),
+                              "5 input channels for 4 latent channels"),
     "auto_map in a config": (
         lambda folder: (folder / "text_encoder" / "config.json").write_text(
             json.dumps({"auto_map": {"AutoModel": "modeling.MyModel"}})),

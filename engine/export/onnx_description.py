@@ -23,7 +23,7 @@ from engine.export.source import (
 from engine.images import SD_LATENT_RGB_FACTORS
 from engine.onnx_folder import read_json
 
-INPAINTING_CHANNELS = 9  # 4 latent + 4 masked-image latent + 1 mask
+DEFAULT_LATENT_CHANNELS = 4  # every SD 1.x/2.x VAE
 SD2_HIDDEN_SIZE = 1024  # OpenCLIP ViT-H/14; OpenAI CLIP ViT-L/14 (SD 1.x) has 768
 DEFAULT_VAE_SCALE = 8
 CLIP_VOCABULARY_SIZE = 49408
@@ -41,7 +41,8 @@ class ComponentConfigs:
 
 def describe_onnx_folder(name: str, graphs: dict[str, CheckedGraph],
                          configs: ComponentConfigs) -> ModelDescription:
-    latent_channels = _latent_channels(name, graphs["unet"])
+    latent_channels = _latent_channels(name, graphs)
+    variant = _variant(name, graphs, latent_channels)
     _check_graphs_fit(name, graphs, latent_channels)
     family = model_family(graphs, configs)
     prediction = prediction_type(name, configs)
@@ -62,18 +63,35 @@ def describe_onnx_folder(name: str, graphs: dict[str, CheckedGraph],
         default_scheduler=DEFAULT_SCHEDULER,
         text_max_length=text_max_length(graphs["text_encoder"], configs.text_encoder),
         preview_rgb_factors=_preview_factors(latent_channels),
+        variant=variant,
     )
 
 
-def _latent_channels(name: str, unet: CheckedGraph) -> int:
-    channels = unet.dim("sample", 1)
-    if channels == INPAINTING_CHANNELS:
-        raise ModelError(f"'{name}' is an inpainting model (its UNet takes 9 channels); "
-                         f"inpainting models are not supported yet.")
-    if channels is None:
+def _latent_channels(name: str, graphs: dict[str, CheckedGraph]) -> int:
+    """The latent space's channels: what the UNet gives back (its input may hold more: an
+    inpainting UNet also reads the masked picture and the mask), else what the decoder reads."""
+    unet, decoder = graphs["unet"], graphs["vae_decoder"]
+    if unet.dim("sample", 1) is None:
         raise ModelError(f"'{name}' has a UNet whose channel count is not fixed, so Easel "
                          f"cannot tell its latent space.")
-    return channels
+    return (unet.dim("out_sample", 1) or decoder.dim("latent_sample", 1)
+            or DEFAULT_LATENT_CHANNELS)
+
+
+def _variant(name: str, graphs: dict[str, CheckedGraph], latent: int) -> str:
+    """What the UNet's input channels say it is, as for diffusers folders (export.source):
+    n for text to image, 2n + 1 for inpainting, 2n for InstructPix2Pix."""
+    channels = graphs["unet"].dim("sample", 1)
+    variant = {latent: "text-to-image", 2 * latent + 1: "inpainting",
+               2 * latent: "instruct-pix2pix"}.get(channels)
+    if variant is None:
+        raise ModelError(f"'{name}' has a UNet with {channels} input channels for {latent} "
+                         f"latent channels, which fits no model Easel knows.")
+    if variant != "text-to-image" and "vae_encoder" not in graphs:
+        kind = "an inpainting" if variant == "inpainting" else "an InstructPix2Pix"
+        raise ModelError(f"'{name}' is {kind} model without a VAE encoder, which Easel needs "
+                         f"to read the picture it changes.")
+    return variant
 
 
 def _check_graphs_fit(name: str, graphs: dict[str, CheckedGraph], channels: int) -> None:
