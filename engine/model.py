@@ -11,7 +11,7 @@ import numpy as np
 from engine.description import ModelDescription
 from engine.errors import ModelError
 from engine.manifest import manifest_hash, verify_manifest
-from engine.runtime import RuntimeOptions, Session, get_session
+from engine.runtime import RuntimeOptions, Session, get_session, release_sessions
 from engine.tokenizer import PromptTokenizer
 
 REQUIRED_GRAPHS = ("text_encoder", "unet", "vae_decoder")
@@ -74,6 +74,11 @@ class Model:
     def preview_factors(self) -> np.ndarray | None:
         factors = self.description.preview_rgb_factors
         return None if factors is None else np.array(factors, dtype=np.float32)
+
+    def close(self) -> None:
+        """Let this model's sessions go (an app keeping a few models loaded evicts one);
+        other models' stay loaded. Using the model again opens them anew."""
+        release_sessions(self.folder)
 
     def _session(self, component: str) -> Session:
         path = self.folder / component / "model.onnx"

@@ -36,7 +36,7 @@ from engine.request import (
     ProgressCallback,
     TextToImageRequest,
 )
-from engine.runtime import CancelToken, RuntimeOptions, clear_sessions
+from engine.runtime import CancelToken, RuntimeOptions
 
 
 class Context(Protocol):
@@ -109,11 +109,18 @@ class EnginePipelines:
         if pipeline_class is None:
             raise BadRequest(f"Easel cannot run a {type(request).__name__}.")
         if self._new_options is not None:
-            (self.runtime, self.keep_loaded), self._new_options = self._new_options, None
-            self._models.clear()  # loaded with the old options
+            self._take_new_options()
         pipeline = pipeline_class(self._model(model))
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         return pipeline(request, on_progress, cancel)
+
+    def _take_new_options(self) -> None:
+        (runtime, self.keep_loaded), self._new_options = self._new_options, None
+        if runtime != self.runtime:
+            # Sessions made for the old providers or threads would never be used again.
+            self._unload(len(self._models))
+            self.runtime = runtime
+        self._unload(len(self._models) - self.keep_loaded)
 
     def _model(self, name: str) -> Model:
         if name in self._models:
@@ -121,12 +128,15 @@ class EnginePipelines:
             return self._models[name]
         model = load_model(self.store.path_of(name), self.runtime, name)
         self._models[name] = model
-        if len(self._models) > self.keep_loaded:
-            self._models.popitem(last=False)
-            # The engine caches sessions for every model together; dropping them all frees the
-            # unloaded model's memory, and the kept models reopen theirs on next use.
-            clear_sessions()
+        self._unload(len(self._models) - self.keep_loaded)
         return model
+
+    def _unload(self, count: int) -> None:
+        """Let the ``count`` least recently used models go, with only their own sessions:
+        the kept models stay loaded."""
+        for _ in range(max(0, count)):
+            _, model = self._models.popitem(last=False)
+            model.close()
 
 
 def generate(pipelines: Pipelines, library: Library, model: str, request: Request,

@@ -13,6 +13,7 @@ from engine.runtime.sessions import (
     build_session_options,
     clear_sessions,
     get_session,
+    release_sessions,
 )
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "build_session_options",
     "clear_sessions",
     "get_session",
+    "release_sessions",
     "resolve_providers",
 ]

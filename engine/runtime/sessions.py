@@ -218,6 +218,18 @@ def clear_sessions() -> None:
         _sessions.clear()
 
 
+def release_sessions(folder: Path) -> int:
+    """Forget the cached sessions of the model files inside ``folder`` (one model), leaving
+    every other model's loaded; their memory goes once callers drop theirs too. Returns how
+    many were forgotten."""
+    folder = Path(folder).resolve()
+    with _lock:
+        inside = [key for key in _sessions if key[0].is_relative_to(folder)]
+        for key in inside:
+            del _sessions[key]
+    return len(inside)
+
+
 def build_session_options(
     options: RuntimeOptions,
     providers: Sequence[str] = ("cpu",),
