@@ -1,4 +1,5 @@
-"""Starting the desktop app: settings, the one-window lock, the library, the window."""
+"""Starting the desktop app: settings, the one-window lock (a second start brings the open
+window forward), the library, the window."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from desktop import paths
 from desktop.app import settings as settings_file
 from desktop.app.generation import EnginePipelines, runtime_options
 from desktop.app.settings import Settings
+from desktop.app.single_window import WindowServer, ask_to_show, bring_forward, server_name
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.main_window import MainWindow
@@ -32,18 +34,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_theme(app, loaded.settings.theme)
     if loaded.settings.data_folder and not os.environ.get("EASEL_HOME"):
         os.environ["EASEL_HOME"] = loaded.settings.data_folder  # the environment wins
+    data_folder = paths.data_dir()
+    server = WindowServer(server_name(data_folder))
     try:
-        window_lock = claim_window(paths.data_dir() / "library")
+        window_lock = claim_window(data_folder / "library")
     except LibraryError as error:
+        if ask_to_show(server.name):
+            return 0  # the open window came forward: that is what the user wanted
         QMessageBox.information(None, "Easel", str(error))
         return 1
     try:
-        return _run(app, loaded.settings, loaded.message)
+        server.listen()  # after the lock: a socket left by a crashed window is ours to remove
+        return _run(app, loaded.settings, loaded.message, server)
     finally:
+        server.close()
         window_lock.close()
 
 
-def _run(app: QApplication, settings: Settings, settings_message: str | None) -> int:
+def _run(app: QApplication, settings: Settings, settings_message: str | None,
+         server: WindowServer) -> int:
     try:
         library = Library.open(paths.data_dir())
         store = ModelStore(paths.models_dir(), paths.built_in_models_dir())
@@ -56,6 +65,7 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None) ->
         studio = Studio(Services(library, store, pipelines, settings,
                                  settings_file.default_path()))
         window = MainWindow(studio)
+        server.show_requested.connect(lambda: bring_forward(window))
         window.show()
         for warning in [settings_message, *library.report.warnings]:
             if warning:
