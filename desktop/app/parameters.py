@@ -14,7 +14,7 @@ from typing import Any
 from desktop.model_store import InstalledModel
 from engine.description import ModelDescription
 from engine.pipelines.text_to_image import MAX_SEED
-from engine.request import TextToImageRequest
+from engine.request import InstructPix2PixRequest, TextToImageRequest
 from engine.schedulers import SCHEDULER_NAMES
 
 ASPECTS = (("1:1", 1, 1), ("4:3", 4, 3), ("3:4", 3, 4), ("3:2", 3, 2), ("2:3", 2, 3),
@@ -67,6 +67,9 @@ class Form:
     # How much Variations, Edit and Inpaint redraw of the source picture (more than 0, at
     # most 1); text to image ignores it.
     strength: float = 0.75
+    # How closely Instruct keeps the source picture (an InstructPix2Pix model's second
+    # guidance); the engine's default, as `easel instruct`'s.
+    image_guidance: float = InstructPix2PixRequest.image_guidance
 
 
 def choice_of(model: InstalledModel) -> ModelChoice:
@@ -141,6 +144,8 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
     guidance = _number(parameters.get("guidance", settings.get("CFG scale")), float)
     scheduler = parameters.get("scheduler")
     strength = _number(parameters.get("strength", settings.get("Denoising strength")), float)
+    image_guidance = _number(parameters.get("image_guidance", settings.get("Image CFG scale")),
+                             float)
     return replace(
         form, prompt=prompt, negative_prompt=negative_prompt, model=model or form.model,
         seed=form.seed if seed is None else seed, seed_locked=seed is not None,
@@ -148,7 +153,8 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
         steps=form.steps if steps is None else steps,
         guidance=form.guidance if guidance is None else guidance,
         scheduler=scheduler if isinstance(scheduler, str) else form.scheduler,
-        strength=form.strength if strength is None else min(max(strength, 0.05), 1.0))
+        strength=form.strength if strength is None else min(max(strength, 0.05), 1.0),
+        image_guidance=form.image_guidance if image_guidance is None else image_guidance)
 
 
 def _number(value: Any, kind: type) -> Any:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.app.instructing import is_instruct_model
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.widgets.icons import icon
 
@@ -96,6 +97,12 @@ class PromptPanel(QWidget):
         self.strength.setToolTip("How much Variations, Edit and Inpaint redraw the source "
                                  "picture: low keeps it close, 1 keeps only a trace")
         self.strength.setAccessibleName("Strength")
+        self.image_guidance = QDoubleSpinBox()
+        self.image_guidance.setRange(0.0, 10.0)
+        self.image_guidance.setSingleStep(0.1)
+        self.image_guidance.setToolTip("How closely Instruct keeps the source picture: higher "
+                                       "keeps more of it (below 1: off)")
+        self.image_guidance.setAccessibleName("Image guidance")
         self.generate_button = QPushButton(icon("generate"), "Generate")
         self.generate_button.setToolTip("Make the picture (Ctrl+Enter)")
         self.generate_button.setDefault(True)
@@ -120,6 +127,8 @@ class PromptPanel(QWidget):
         form.addRow("Seed", seed_holder)
         form.addRow("Pictures", self.count)
         form.addRow("Strength", self.strength)
+        form.addRow("Image guidance", self.image_guidance)
+        self.form_layout = form  # rows shown only for some models
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Prompt"))
         layout.addWidget(self.prompt, 2)
@@ -148,6 +157,8 @@ class PromptPanel(QWidget):
         self.new_seed.clicked.connect(vm.new_random_seed)
         self.count.valueChanged.connect(lambda value: vm.update(count=value))
         self.strength.valueChanged.connect(lambda value: vm.update(strength=value))
+        self.image_guidance.valueChanged.connect(
+            lambda value: vm.update(image_guidance=value))
 
     def _models_changed(self) -> None:
         with QSignalBlocker(self.model_box):
@@ -165,7 +176,7 @@ class PromptPanel(QWidget):
         form = self.vm.form
         widgets = (self.prompt, self.negative, self.model_box, self.size_box, self.steps,
                    self.guidance, self.scheduler, self.seed, self.seed_lock, self.count,
-                   self.strength)
+                   self.strength, self.image_guidance)
         blockers = [QSignalBlocker(widget) for widget in widgets]
         if self.prompt.toPlainText() != form.prompt:
             self.prompt.setPlainText(form.prompt)
@@ -183,6 +194,9 @@ class PromptPanel(QWidget):
         self.seed_lock.setIcon(icon("lock" if form.seed_locked else "unlock"))
         self.count.setValue(form.count)
         self.strength.setValue(form.strength)
+        self.image_guidance.setValue(form.image_guidance)
+        # Only an InstructPix2Pix model has a second guidance, for its source picture.
+        self.form_layout.setRowVisible(self.image_guidance, is_instruct_model(self.vm.model()))
         del blockers
 
     def _fill_sizes(self) -> None:
