@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.app.upscaling import UPSCALE_SCALES
 from desktop.app.viewmodels.gallery import EntryRole, ImageEntry
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
@@ -120,6 +121,9 @@ class GalleryView(QWidget):
             menu.exec(self.grid.viewport().mapToGlobal(point))
             menu.deleteLater()
 
+    def _upscaler(self, entry: ImageEntry, scale: int):  # noqa: ANN202 (a slot)
+        return lambda: self.studio.upscale_of(entry, scale)
+
     def context_menu(self) -> QMenu | None:
         """The menu for the selected pictures (None when none is selected)."""
         entries = self.selected()
@@ -132,6 +136,8 @@ class GalleryView(QWidget):
         menu.addAction(icon("variations"), "Variations",
                        lambda: self.studio.variations_of(one))
         menu.addAction(icon("edit"), "Edit with the prompt", lambda: self.studio.edit_of(one))
+        for scale in UPSCALE_SCALES:
+            menu.addAction(icon("upscale"), f"Upscale {scale}×", self._upscaler(one, scale))
         menu.addSeparator()
         menu.addAction(icon("reuse"), "Reuse parameters", self.reuse_selected)
         menu.addAction(icon("seed"), "Reuse this image's seed",
