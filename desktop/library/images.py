@@ -6,6 +6,7 @@ longer than ``MAX_SIDE`` is refused, so a hostile file cannot exhaust memory.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -22,21 +23,33 @@ def open_image(path: Path, formats: tuple[str, ...] = ACCEPTED_FORMATS) -> Image
     path = Path(path)
     if not path.is_file():
         raise BadImage(f"'{path}' does not exist or is not a file.")
+    return _checked_open(path, path.name, formats)
+
+
+def open_image_data(data: bytes, name: str,
+                    formats: tuple[str, ...] = ACCEPTED_FORMATS) -> Image.Image:
+    """``open_image`` for a picture held in memory (dropped from a browser, say), with the
+    same formats and limits; ``name`` stands for it in messages."""
+    return _checked_open(io.BytesIO(data), name, formats)
+
+
+def _checked_open(source: Path | io.BytesIO, name: str,
+                  formats: tuple[str, ...]) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        raise BadImage(f"'{path.name}' is too large to open safely.") from error
+        raise BadImage(f"'{name}' is too large to open safely.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadImage(f"'{path.name}' is not an image Easel can read.") from error
+        raise BadImage(f"'{name}' is not an image Easel can read.") from error
     if image.format not in formats:
         image.close()
         names = ", ".join(formats[:-1]) + f" or {formats[-1]}" if len(formats) > 1 else formats[0]
-        raise BadImage(f"'{path.name}' is a {image.format} file; Easel takes {names} here.")
+        raise BadImage(f"'{name}' is a {image.format} file; Easel takes {names} here.")
     if max(image.size) > MAX_SIDE:
         image.close()
-        raise BadImage(f"'{path.name}' is {image.width}x{image.height}; Easel takes images "
+        raise BadImage(f"'{name}' is {image.width}x{image.height}; Easel takes images "
                        f"up to {MAX_SIDE} pixels a side.")
     return image
 
