@@ -25,6 +25,7 @@ from engine.errors import EaselError, ModelError
 class PromptViewModel(QObject):
     form_changed = Signal()  # the whole form was replaced (model change, reuse, history)
     models_changed = Signal()
+    size_changed = Signal()  # the user chose another picture size (the region tool follows)
 
     def __init__(self, store: ModelStore, library: Library,
                  parent: QObject | None = None) -> None:
@@ -84,7 +85,10 @@ class PromptViewModel(QObject):
 
     def update(self, **changes: object) -> None:
         """A field the user edited; widgets already show it, so no ``form_changed``."""
+        size = (self.form.width, self.form.height)
         self.form = replace(self.form, **changes)
+        if (self.form.width, self.form.height) != size:
+            self.size_changed.emit()
 
     def new_random_seed(self) -> None:
         self.form = replace(self.form, seed=new_seed())
