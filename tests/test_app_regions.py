@@ -269,6 +269,13 @@ def test_generate_with_regions_records_the_boxes_in_the_saved_picture(qtbot, win
     with Image.open(entry.path) as saved:
         assert json.loads(saved.text["easel"])["regions"][1]["prompt"] == "a horse"
 
+    # Reusing the picture's parameters brings its layout back, with the tool on.
+    regions.clear()
+    regions.set_weight(2)
+    studio.set_regions_editing(False)
+    studio.reuse(entry)
+    assert regions.editing and regions.regions() == expected and regions.weight == 6.5
+
 
 def test_generate_is_plain_text_to_image_without_the_tool_or_its_boxes(qtbot, window,
                                                                         pipelines):

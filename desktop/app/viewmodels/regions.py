@@ -194,6 +194,27 @@ class RegionsModel(QObject):
                        y=min(max(box.y, 0), picture_height - height),
                        width=width, height=height)
 
+    def reuse(self, parameters: dict) -> bool:
+        """The boxes a library picture was made with ("Reuse parameters"), in place of these;
+        False, changing nothing, when it has none (or none this model could read)."""
+        boxes = []
+        for region in parameters.get("regions") or []:
+            box = region.get("box") if isinstance(region, dict) else None
+            prompt = region.get("prompt") if isinstance(region, dict) else None
+            if (isinstance(box, list) and len(box) == 4 and isinstance(prompt, str)
+                    and all(isinstance(value, int) for value in box)):
+                boxes.append(self._fitted(Box(*box, prompt)))
+        if not boxes:
+            return False
+        self.boxes = boxes[:MAX_BOXES]
+        weight = parameters.get("region_weight")
+        if isinstance(weight, int | float) and not isinstance(weight, bool):
+            self.weight = min(max(float(weight), MIN_WEIGHT), MAX_WEIGHT)
+        self._drag = None
+        self.select(None)
+        self.changed.emit()
+        return True
+
     # What Generate uses --------------------------------------------------------------------
 
     def regions(self) -> tuple[Region, ...]:
