@@ -117,6 +117,6 @@ class OutpaintOverlay(QWidget):
             painter.drawRect(QRectF(x - width / 2, y - height / 2, width, height))
         width, height = self.frame.source_size
         new_width, new_height = self.frame.grown_size()
-        painter.setPen(QColor("#e5e7eb"))
+        painter.setPen(self.palette().windowText().color())  # on the canvas's backdrop
         painter.drawText(grown.topLeft() + QPointF(4, -6),
                          f"{width} × {height}  →  {new_width} × {new_height}")

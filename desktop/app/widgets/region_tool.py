@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -151,7 +152,8 @@ class RegionOverlay(QWidget):
         painter.setPen(QPen(QColor("#9ca3af"), 1, Qt.PenStyle.DashLine))
         painter.drawRect(frame)
         width, height = self.regions.size
-        painter.drawText(frame.adjusted(0, -18, 0, 0).topLeft() + QPointF(0, 14),
+        painter.drawText(frame.adjusted(4, 4, -4, -4),
+                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
                          f"{width} × {height}")
         for index in range(len(self.regions.boxes)):
             self._paint_box(painter, index, index == self.regions.selected)
@@ -194,8 +196,7 @@ class RegionPanel(QWidget):
         self.prompts: list[QLineEdit] = []  # one per box, in order (tests type into them)
         self.sizes: list[QLabel] = []
         hint = QLabel(f"Drag on the canvas to draw up to {MAX_BOXES} boxes, each with its "
-                      "own prompt; the prompt panel's prompt is for the whole picture. "
-                      "Generate follows the boxes while this tool is on.")
+                      "own prompt; Generate follows them while this tool is on.")
         hint.setWordWrap(True)
         self.weight = QDoubleSpinBox()
         self.weight.setRange(MIN_WEIGHT, MAX_WEIGHT)
@@ -210,14 +211,20 @@ class RegionPanel(QWidget):
         self.clear_button.clicked.connect(regions.clear)
         form = QFormLayout()
         form.addRow("Region weight", self.weight)
-        self._rows = QVBoxLayout()
-        self._rows.setSpacing(2)
+        rows = QWidget()
+        self._rows = QVBoxLayout(rows)
+        self._rows.setContentsMargins(0, 0, 0, 0)
+        self._rows.setSpacing(4)
+        self._rows.setAlignment(Qt.AlignmentFlag.AlignTop)
+        scroll = QScrollArea()  # eight rows keep their height in a short dock
+        scroll.setWidget(rows)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         layout = QVBoxLayout(self)
         layout.addWidget(hint)
         layout.addLayout(form)
-        layout.addLayout(self._rows)
+        layout.addWidget(scroll, 1)
         layout.addWidget(self.clear_button)
-        layout.addStretch(1)
         regions.changed.connect(self._show)
         regions.selection_changed.connect(self._show_selection)
         regions.drawn.connect(self._type_prompt)
