@@ -28,12 +28,15 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
     lines = [parameters.prompt]
     if parameters.negative_prompt:
         lines.append(f"Negative prompt: {parameters.negative_prompt}")
+    # A1111's Size of a hires fix is its first pass's, which "Hires upscale" then enlarges;
+    # given the final size, A1111 would enlarge that again when it reads the settings back.
+    width, height = parameters.base_size or (parameters.width, parameters.height)
     settings = [
         ("Steps", parameters.steps),
         ("Sampler", a1111_sampler_name(parameters.scheduler)),
         ("CFG scale", f"{parameters.guidance:g}"),
         ("Seed", parameters.seed),
-        ("Size", f"{parameters.width}x{parameters.height}"),
+        ("Size", f"{width}x{height}"),
         ("Model hash", parameters.model_hash),
         ("Model", parameters.model_name),
     ]
@@ -44,6 +47,14 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
         settings.append(("Mask blur", parameters.feather))
     if parameters.image_guidance is not None:
         settings.append(("Image CFG scale", f"{parameters.image_guidance:g}"))
+    # A1111 names an enlargement by where it happened: a hires fix, or its extras tab
+    # ("postprocessing") for a picture enlarged on its own.
+    if parameters.scale is not None and parameters.base_size is not None:
+        settings += [("Hires upscale", f"{parameters.scale:g}"),
+                     ("Hires upscaler", parameters.upscaler)]
+    elif parameters.scale is not None:
+        settings += [("Postprocess upscale by", f"{parameters.scale:g}"),
+                     ("Postprocess upscaler", parameters.upscaler)]
     settings.append(("Version", f"Easel {engine_version}"))
     lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in settings))
     return "\n".join(lines)
@@ -72,7 +83,10 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
                                            ("extend", parameters.extend),
                                            ("image_guidance", parameters.image_guidance),
                                            ("regions", _regions(parameters.regions)),
-                                           ("region_weight", parameters.region_weight))
+                                           ("region_weight", parameters.region_weight),
+                                           ("scale", parameters.scale),
+                                           ("upscaler", parameters.upscaler),
+                                           ("base_size", _pair(parameters.base_size)))
            if value is not None},
     }
 
@@ -82,6 +96,10 @@ def _regions(regions: tuple | None) -> list[dict] | None:
     if regions is None:
         return None
     return [{"box": list(box), "prompt": prompt} for box, prompt in regions]
+
+
+def _pair(pair: tuple[int, int] | None) -> list[int] | None:
+    return None if pair is None else list(pair)
 
 
 def new_image_id() -> str:

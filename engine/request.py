@@ -128,6 +128,26 @@ class InstructPix2PixRequest:
     noise: np.ndarray | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class HiresFixRequest:
+    """Text to image at a base size, enlarged ``scale`` times and redrawn at the larger size
+    (A1111's "Hires. fix"): more pixels without the doubled subjects a model draws when asked
+    for a size far above the one it was trained at.
+
+    Each image i is made by text to image from seed + i, enlarged by the pipeline's upscaler
+    (or Lanczos resampling when it has none) and refined by image to image with the same seed.
+    """
+
+    base: TextToImageRequest  # the first pass; its width and height are the base size
+    # How many times larger each side becomes, more than 1 and at most 4; the final sides are
+    # rounded to what the model can make.
+    scale: float = 2.0
+    # The refining pass's image-to-image strength. 0.4 redraws the detail an upscaler cannot
+    # invent (and the softness of Lanczos) but keeps the composition, which breaks up into
+    # repeated subjects above about 0.5 at sizes the model was not trained at.
+    strength: float = 0.4
+
+
 # A layout region: (x, y, width, height) in pixels from the top-left corner, and its prompt.
 Region = tuple[tuple[int, int, int, int], str]
 
@@ -174,8 +194,8 @@ class GenerationParameters:
     model_family: str
     generator: str = GENERATOR
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
-    # "instruct_pix2pix", "regions") and its settings. The source picture and mask are the
-    # caller's to keep (lineage).
+    # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
+    # picture and mask are the caller's to keep (lineage).
     operation: str = "text_to_image"
     strength: float | None = None
     feather: int | None = None
@@ -184,6 +204,12 @@ class GenerationParameters:
     # Layout regions: each box (x, y, width, height) with its prompt, and their weight.
     regions: tuple[Region, ...] | None = None
     region_weight: float | None = None
+    # Enlarging ("upscale", "hires_fix"): how many times larger each side was made, and by
+    # what: the upscaler's name or "Lanczos" (resampling, no network).
+    scale: float | None = None
+    upscaler: str | None = None
+    # Hires fix: the (width, height) of the first pass; ``strength`` is the refining pass's.
+    base_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,6 +235,9 @@ class Progress:
     steps: int
     latents: np.ndarray = field(repr=False)
     preview_factors: np.ndarray | None = field(default=None, repr=False)
+    # What is being done, in the user's words, when a job has several stages (hires fix);
+    # "" for a plain denoising step.
+    stage: str = ""
 
     def preview(self) -> np.ndarray:
         return preview_pixels(self.latents, self.preview_factors)

@@ -100,14 +100,27 @@ def from_a1111(text: str) -> ImageInfo | None:
                                   if not negative_lines else line)
         else:
             prompt_lines.append(line)
-    size = _SIZE.match(settings.get("Size", ""))
+    operation = _a1111_operation(settings)
+    # The Size of an enlarged picture is its first pass's (hires fix) or its source's (A1111's
+    # extras keep the source's settings); the file's own size is the picture's.
+    enlarged = operation in ("hires_fix", "upscale")
+    size = None if enlarged else _SIZE.match(settings.get("Size", ""))
     return ImageInfo(
         origin="a1111", prompt="\n".join(prompt_lines).strip(),
         negative_prompt="\n".join(negative_lines).strip(), model=settings.get("Model", ""),
         model_hash=settings.get("Model hash", ""), seed=_int(settings.get("Seed")),
         width=int(size.group(1)) if size else None, height=int(size.group(2)) if size else None,
-        operation="image_to_image" if "Denoising strength" in settings else "text_to_image",
+        operation=operation,
         parameters={"tool": "a1111", "parameters": text, "settings": settings})
+
+
+def _a1111_operation(settings: dict[str, str]) -> str:
+    """Easel's name for what A1111 did, from the settings only that operation writes."""
+    if "Hires upscale" in settings or "Hires resize" in settings:
+        return "hires_fix"
+    if "Postprocess upscale by" in settings or "Postprocess upscale to" in settings:
+        return "upscale"
+    return "image_to_image" if "Denoising strength" in settings else "text_to_image"
 
 
 def from_invokeai(text: str) -> ImageInfo | None:

@@ -99,15 +99,13 @@ class UpscalePipeline:
 
     def check_inputs(self, request: UpscaleRequest) -> np.ndarray:
         """The picture's pixels, or BadRequest in one sentence before anything runs."""
-        if request.scale not in SCALES:
-            raise BadRequest(f"Easel upscales 2x or 4x, not {request.scale!r}x.")
+        self.check_scale(request.scale)
         # The picture's size is checked before a PIL image is decoded.
         if isinstance(request.image, Image.Image):
             self._check_output(request.image.width, request.image.height, request.scale)
         pixels = picture_pixels(request.image, MAX_OUTPUT_SIDE)
         self._check_output(pixels.shape[1], pixels.shape[0], request.scale)
         if self.upscaler is not None:
-            self._plan(request.scale)
             if not MIN_TILE <= request.tile <= MAX_OUTPUT_SIDE:
                 raise BadRequest(f"Tiles must be {MIN_TILE} to {MAX_OUTPUT_SIDE} pixels a side "
                                  f"(got {request.tile}).")
@@ -115,6 +113,14 @@ class UpscalePipeline:
                 raise BadRequest(f"The tile overlap must be 0 to a quarter of the tile "
                                  f"({request.tile // 4} pixels); got {request.overlap}.")
         return pixels
+
+    def check_scale(self, scale: int) -> None:
+        """Refuse a scale that neither Easel nor this upscaler makes, before any picture is
+        read (a hires fix checks its enlargement with this before its first pass)."""
+        if scale not in SCALES:
+            raise BadRequest(f"Easel upscales 2x or 4x, not {scale!r}x.")
+        if self.upscaler is not None:
+            self._plan(scale)
 
     @staticmethod
     def _check_output(width: int, height: int, scale: int) -> None:
@@ -212,6 +218,8 @@ def _result_parameters(request: UpscaleRequest, pixels: np.ndarray, name: str, m
         model_family=family)
     # The network (or Lanczos) is the "model" of this picture; the one that drew the source
     # is one step back in its lineage. Editing settings belong to the source, not to this.
+    # The scale and the upscaler's name are written where other tools read them (A1111's
+    # "Postprocess upscale by", "Postprocess upscaler"), beside the model fields.
     return replace(base, width=width, height=height, model_name=name, model_hash=model_hash,
                    model_family=family, operation=OPERATION, strength=None, feather=None,
-                   extend=None)
+                   extend=None, scale=request.scale, upscaler=name, base_size=None)
