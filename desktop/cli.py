@@ -26,13 +26,14 @@ from desktop.cli_common import (
     say,
 )
 from desktop.cli_edit import add_edit_commands
-from desktop.cli_upscale import add_upscale_commands
+from desktop.cli_upscale import add_upscale_commands, chosen_upscaler
 from desktop.image_files import save_png
 from desktop.library import ImageEntry
 from engine.errors import BadRequest, Cancelled, EaselError
-from engine.model import load_model
+from engine.model import Model, load_model
+from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
-from engine.request import TextToImageRequest
+from engine.request import HiresFixRequest, TextToImageRequest
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 EXIT_ERROR = 1
@@ -97,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
     generate.add_argument("--height", type=int, help="height in pixels, a multiple of 8")
     generate.add_argument("--count", type=int, default=1, help="number of images")
+    generate.add_argument("--hires-scale", type=float,
+                          help="hires fix: make the picture at its size, enlarge it this many "
+                               "times (more than 1, at most 4) and redraw its detail")
+    generate.add_argument("--hires-strength", type=float,
+                          help=f"how much the hires fix redraws, more than 0 and at most 1 "
+                               f"(default {HiresFixRequest.strength})")
+    generate.add_argument("--upscaler",
+                          help="the installed upscaler a hires fix enlarges with (default: the "
+                               "only one installed; with none, Lanczos resampling)")
     generate.add_argument("--output", "-o", type=Path,
                           help="also write a copy to this .png file name or folder (every "
                                "image is saved in the library either way)")
@@ -144,6 +154,11 @@ def _generate(arguments: argparse.Namespace) -> int:
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
         count=arguments.count)
     pipeline = TextToImagePipeline(model)
+    if arguments.hires_scale is not None:
+        request, pipeline = _hires_fix(arguments, request, model)
+    elif arguments.hires_strength is not None or arguments.upscaler is not None:
+        raise BadRequest("--hires-strength and --upscaler belong to a hires fix; add "
+                         "--hires-scale.")
     pipeline.check_inputs(request)  # bad input fails before anything loads or runs
     targets = output_paths(arguments.output, seed, arguments.count)
     # Opened before the work, so a library that cannot be used fails now, not after it.
@@ -162,6 +177,20 @@ def _generate(arguments: argparse.Namespace) -> int:
                 save_png(image.pixels, target, image.parameters, entry.id)
             print(target or entry.path)
     return 0
+
+
+def _hires_fix(arguments: argparse.Namespace, request: TextToImageRequest,
+               model: Model) -> tuple[HiresFixRequest, HiresFixPipeline]:
+    """The text-to-image request as a hires fix's first pass, enlarged by the chosen upscaler
+    (checked with the rest of the request, before anything runs)."""
+    upscaler = chosen_upscaler(model_store(), arguments.upscaler, runtime_options(arguments),
+                               "--upscaler")
+    strength = HiresFixRequest.strength if arguments.hires_strength is None else (
+        arguments.hires_strength)
+    if upscaler is not None:
+        say(f"hires fix: enlarging with '{upscaler.name}' ({upscaler.description.summary})")
+    hires = HiresFixRequest(request, scale=arguments.hires_scale, strength=strength)
+    return hires, HiresFixPipeline(model, upscaler)
 
 
 def _import_model(arguments: argparse.Namespace) -> int:

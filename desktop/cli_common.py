@@ -119,8 +119,9 @@ def progress_printer() -> Callable[[Progress], None] | None:
 
     def show(progress: Progress) -> None:
         elapsed = time.monotonic() - started
+        stage = f" {progress.stage:<9}" if progress.stage else ""  # padded: one line rewritten
         print(f"\rimage {progress.image + 1}/{progress.images}  "
-              f"step {progress.step}/{progress.steps}  {elapsed:.1f} s", end="",
+              f"step {progress.step}/{progress.steps}{stage}  {elapsed:.1f} s", end="",
               file=sys.stderr, flush=True)
         if progress.step == progress.steps and progress.image + 1 == progress.images:
             print(file=sys.stderr)

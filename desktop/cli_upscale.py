@@ -68,7 +68,7 @@ def _upscale(arguments: argparse.Namespace) -> int:
     runtime = runtime_options(arguments)
     with open_library() as library:
         source = source_picture(library, arguments.source)
-        upscaler = _chosen_upscaler(store, arguments.model, runtime)
+        upscaler = chosen_upscaler(store, arguments.model, runtime, "--model")
         pipeline = UpscalePipeline(upscaler)
         request = UpscaleRequest(source.picture, arguments.scale, tile=arguments.tile,
                                  source_parameters=_source_parameters(library,
@@ -93,9 +93,10 @@ def _upscale(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _chosen_upscaler(store: ModelStore, name: str | None,
-                     runtime: RuntimeOptions) -> Upscaler | None:
-    """The named upscaler, else the only one installed; None (Lanczos) when none is."""
+def chosen_upscaler(store: ModelStore, name: str | None, runtime: RuntimeOptions,
+                    option: str) -> Upscaler | None:
+    """The named upscaler, else the only one installed; None (Lanczos) when none is.
+    ``option`` is the command's option that names one, for the message."""
     if name is None:
         installed = store.upscalers()
         if not installed:
@@ -103,7 +104,7 @@ def _chosen_upscaler(store: ModelStore, name: str | None,
         if len(installed) > 1:
             names = ", ".join(model.name for model in installed)
             raise EaselError(f"Several upscalers are installed ({names}); choose one with "
-                             f"--model.")
+                             f"{option}.")
         name = installed[0].name
     return load_upscaler(store.upscaler_path(name), runtime, name)
 
