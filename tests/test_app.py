@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QDialogButtonBox
 
 from desktop.app import editing
@@ -46,6 +45,7 @@ from engine.request import (
     TextToImageRequest,
 )
 from engine.runtime import DeviceReport
+from tests.qt_drops import drag_and_drop
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT_IN = ROOT / "resources" / "models"
@@ -208,15 +208,7 @@ def test_queue_runs_in_order_and_a_removed_job_never_runs(qtbot, window, pipelin
 def _drop(canvas, path: Path) -> bool:
     data = QMimeData()
     data.setUrls([QUrl.fromLocalFile(str(path))])
-    where = QPointF(canvas.width() / 2, canvas.height() / 2)
-    enter = QDragEnterEvent(where, Qt.DropAction.CopyAction, data,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    canvas.dragEnterEvent(enter)
-    if not enter.isAccepted():
-        return False
-    canvas.dropEvent(QDropEvent(where, Qt.DropAction.CopyAction, data,
-                                Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier))
-    return True
+    return drag_and_drop(canvas, data)
 
 
 def test_dropping_a_good_and_a_bad_file(qtbot, window, tmp_path):
