@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from desktop.app.parameters import Form, batch_seed
 from desktop.library import Library
-from desktop.library.images import load_pixels, open_image
+from desktop.library.images import load_pixels, open_image, open_image_data
 from desktop.library.metadata import read_info
 from engine.request import ImageToImageRequest, InpaintRequest, OutpaintRequest
 
@@ -31,7 +32,8 @@ NO_SIDES = "Say how many pixels to add on at least one side of the picture."
 # How the gallery names what a picture was made from, by the operation the engine records.
 # Edit and Variations are both image to image (as in ``easel edit`` / ``easel variations``).
 MADE_FROM = {"image_to_image": "variation of", "inpaint": "inpainted from",
-             "outpaint": "extended from"}
+             "outpaint": "extended from", "upscale": "upscale of",
+             "instruct_pix2pix": "changed by instruction from"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,14 +69,27 @@ def open_source(path: Path, library: Library, image_id: str | None = None) -> So
     the library knows (a picture dragged out of the gallery and back, say)."""
     path = Path(path)
     with open_image(path) as image:
-        picture = load_pixels(image, path.name)
-        text = {key: value for key, value in getattr(picture, "text", {}).items()
-                if isinstance(value, str)}
-        pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
+        return _decoded(image, path.name, library, image_id)
+
+
+def source_from_data(data: bytes, name: str, library: Library) -> SourcePicture:
+    """``open_source`` for a picture held in memory (image data dropped from a browser):
+    the same formats, size limits and decoding as a file, so what becomes the source does
+    not depend on how it arrived."""
+    with open_image_data(data, name) as image:
+        return _decoded(image, name, library, None)
+
+
+def _decoded(image: Image.Image, name: str, library: Library,
+             image_id: str | None) -> SourcePicture:
+    picture = load_pixels(image, name)
+    text = {key: value for key, value in getattr(picture, "text", {}).items()
+            if isinstance(value, str)}
+    pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
     if image_id is None:
         embedded = read_info(text, (pixels.shape[1], pixels.shape[0])).image_id
         image_id = embedded if embedded and library.has_image(embedded) else None
-    return SourcePicture(pixels, f"#{image_id[:6]}" if image_id else path.name, image_id)
+    return SourcePicture(pixels, f"#{image_id[:6]}" if image_id else name, image_id)
 
 
 # The requests --------------------------------------------------------------------------------

@@ -25,18 +25,24 @@ from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.pipelines.inpaint import InpaintPipeline
+from engine.pipelines.instruct_pix2pix import InstructPix2PixPipeline
 from engine.pipelines.outpaint import OutpaintPipeline
+from engine.pipelines.regions import RegionsPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import (
     GenerationResult,
     ImageToImageRequest,
     InpaintRequest,
+    InstructPix2PixRequest,
     OutpaintRequest,
     Progress,
     ProgressCallback,
+    RegionsRequest,
     TextToImageRequest,
 )
 from engine.runtime import CancelToken, RuntimeOptions
+from engine.upscale import UpscalePipeline, UpscaleRequest, load_upscaler
+from engine.upscale.tiles import TileProgress
 
 
 class Context(Protocol):
@@ -48,7 +54,8 @@ class Context(Protocol):
                preview: Callable[[], np.ndarray] | None = None, stage: str = "") -> None: ...
 
 
-Request = TextToImageRequest | ImageToImageRequest | InpaintRequest | OutpaintRequest
+Request = (TextToImageRequest | ImageToImageRequest | InpaintRequest | OutpaintRequest
+           | InstructPix2PixRequest | RegionsRequest)
 
 # The pipeline that runs each kind of request; all take a model and share check_inputs/call.
 PIPELINE_FOR: dict[type, type] = {
@@ -56,6 +63,8 @@ PIPELINE_FOR: dict[type, type] = {
     ImageToImageRequest: ImageToImagePipeline,
     InpaintRequest: InpaintPipeline,
     OutpaintRequest: OutpaintPipeline,
+    InstructPix2PixRequest: InstructPix2PixPipeline,
+    RegionsRequest: RegionsPipeline,
 }
 
 
@@ -113,6 +122,16 @@ class EnginePipelines:
         pipeline = pipeline_class(self._model(model))
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         return pipeline(request, on_progress, cancel)
+
+    def upscale(self, upscaler: str | None, request: UpscaleRequest, on_tile: TileProgress,
+                cancel: CancelToken) -> GenerationResult:
+        """Enlarge with the installed upscaler ``upscaler`` (Lanczos when None), as
+        ``easel upscale`` does; the engine caches its session."""
+        if self._new_options is not None:
+            self._take_new_options()
+        loaded = None if upscaler is None else load_upscaler(
+            self.store.upscaler_path(upscaler), self.runtime, upscaler)
+        return UpscalePipeline(loaded)(request, on_tile, cancel)
 
     def _take_new_options(self) -> None:
         (runtime, self.keep_loaded), self._new_options = self._new_options, None

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QGuiApplication, QImage
 
-from desktop.app import editing, generation
+from desktop.app import editing, generation, instructing, upscaling
 from desktop.app import settings as settings_file
 from desktop.app.editing import SourcePicture
 from desktop.app.generation import Device, Outcome, Pipelines
@@ -26,10 +26,12 @@ from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
 from desktop.app.viewmodels.mask import MaskModel
 from desktop.app.viewmodels.models import ModelListModel
+from desktop.app.viewmodels.outpaint import OutpaintModel
 from desktop.app.viewmodels.prompt import PromptViewModel
+from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
 from desktop.library import ImageEntry, Library
-from desktop.library.images import open_image
+from desktop.library.images import open_image, open_image_data
 from desktop.model_store import InstalledModel, ModelStore
 from engine.errors import EaselError
 from engine.runtime import available_providers
@@ -37,6 +39,7 @@ from engine.runtime import available_providers
 FULL_PREFIX = "full:"
 SOURCE_PREFIX = "source:"
 COPY_PREFIX = "copy:"
+DROPPED_PICTURE = "dropped picture"  # picture data with no file name
 LIBRARY_POLL_MS = 1000
 
 
@@ -87,7 +90,15 @@ class Studio(QObject):
         self.canvas_is_source = False  # the canvas shows the source (the mask can be painted)
         self.mask = MaskModel(self)  # kept at the source's size
         self.mask_editing = False
+        # The outpaint handles on the canvas; they hold outpaint_sides, which the dialog shares.
+        self.outpaint_frame = OutpaintModel(self)
+        self.outpaint_frame.follow(self.prompt)
+        self.source_changed.connect(lambda: self.outpaint_frame.set_source_size(
+            self.source.size if self.source is not None else None))
         self.outpaint_sides = editing.Sides(right=128)  # the outpaint dialog's last values
+        self.regions = RegionsModel(parent=self)  # the Region tool's boxes, at the form's size
+        self.regions.follow(self.prompt)
+        self.regions.refused.connect(self.problem)
         self._source_loads = 0  # counts source loads, so only the latest one is used
         self._after_source: Callable[[], object] | None = None  # a gallery action's next step
         self._pending_entry: ImageEntry | None = None  # the library picture being loaded
@@ -132,13 +143,20 @@ class Studio(QObject):
             self.problem.emit("There is no model to generate with; import one first "
                               "(Models › Import model…).")
             return None
+        # While the Region tool is on and has boxes, Generate follows the layout on screen.
+        layout = self.regions.in_use
+        if layout and (missing := self.regions.missing_prompt()):
+            self.problem.emit(missing)
+            return None
         seed = self.prompt.seed_for_next_run()
         form = replace(self.prompt.form, seed=seed)
-        request = request_from(form)
+        request = regions_request(form, self.regions) if layout else request_from(form)
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request)
         job_id = self.runner.submit(work)
         title = " ".join(form.prompt.split()) or "(no prompt)"
+        if layout:
+            title = f"{title} ({len(self.regions.boxes)} regions)"
         self.jobs.add(JobRow(job_id, title, "generate",
                              extra={"size": (form.width, form.height)}))
         if self.show_welcome:
@@ -178,6 +196,36 @@ class Studio(QObject):
         if job_id is not None:
             self.outpaint_sides = sides
             self.set_mask_editing(False)
+            self.outpaint_frame.set_editing(False)  # the handles would frame the result
+        return job_id
+
+    def instruct(self) -> int | None:
+        """Queue the source changed as the prompt says (an InstructPix2Pix model)."""
+        if self._ready_to_edit() and (problem := instructing.instruct_problem(
+                self.prompt.model(), self.prompt.form)):
+            self.problem.emit(problem)
+            return None
+        return self._edit("Instruct", instructing.instruct_request)
+
+    def upscale(self, scale: int) -> int | None:
+        """Queue the source enlarged ``scale`` times, by the installed upscaler or else by
+        Lanczos resampling (the result's note says so); no diffusion model is needed."""
+        source = self.source
+        if source is None:
+            self.problem.emit(editing.NO_SOURCE)
+            return None
+        try:
+            request = upscaling.upscale_request(source, scale)
+        except EaselError as error:  # too large to open again: the engine's sentence
+            self.problem.emit(str(error))
+            return None
+        work = functools.partial(
+            upscaling.upscale, self.services.pipelines, self.library,
+            upscaling.chosen_upscaler(self.services.store), request,
+            source_id=source.image_id, source_path=self.source_path)
+        job_id = self.runner.submit(work)
+        self.jobs.add(JobRow(job_id, f"Upscale {scale}× of {source.name}", "generate",
+                             extra={"size": upscaling.upscaled_size(source, scale)}))
         return job_id
 
     def _ready_to_edit(self) -> bool:
@@ -211,12 +259,46 @@ class Studio(QObject):
             self.problem.emit(editing.NO_SOURCE)
             self.mask_editing_changed.emit()  # a toggled button goes back off
             return
+        if on:
+            self.regions.set_editing(False)  # one tool on the canvas at a time
+            self.outpaint_frame.set_editing(False)
         if on == self.mask_editing:
             return
         self.mask_editing = on
         if on and not self.canvas_is_source:
             self.show_source()
         self.mask_editing_changed.emit()
+
+    def set_regions_editing(self, on: bool) -> None:
+        """Turn the Region tool on (the canvas lays out boxes on the picture to be
+        generated) or off; the boxes are kept either way."""
+        if on:
+            self.set_mask_editing(False)
+            self.outpaint_frame.set_editing(False)
+            if self.show_welcome:
+                self.dismiss_welcome()  # the layout is drawn on the canvas's page
+        self.regions.set_editing(on)
+
+    @property
+    def outpaint_sides(self) -> editing.Sides:
+        """The sides the next outpaint adds: the dialog's values and the handles' alike."""
+        return self.outpaint_frame.sides
+
+    @outpaint_sides.setter
+    def outpaint_sides(self, sides: editing.Sides) -> None:
+        self.outpaint_frame.set_sides(sides)
+
+    def set_outpaint_editing(self, on: bool) -> None:
+        """Show handles on the source's edges that set the sides to add (or hide them)."""
+        if on and self.source is None:
+            self.problem.emit(editing.NO_SOURCE)
+            self.outpaint_frame.editing_changed.emit()  # a toggled button goes back off
+            return
+        if on:
+            self.set_mask_editing(False)
+            self.regions.set_editing(False)
+            self.show_source()
+        self.outpaint_frame.set_editing(on)
 
     def show_source(self) -> None:
         """Show the source picture on the canvas."""
@@ -336,6 +418,8 @@ class Studio(QObject):
 
     def reuse(self, entry: ImageEntry, seed_only: bool = False) -> None:
         self.prompt.reuse(entry, seed_only)
+        if not seed_only and self.regions.reuse(entry.parameters):
+            self.set_regions_editing(True)  # a layout picture: its boxes are on the canvas
         self.message.emit("Seed reused." if seed_only else "Parameters reused.")
 
     def set_favourite(self, entries: list[ImageEntry], favourite: bool) -> None:
@@ -387,6 +471,30 @@ class Studio(QObject):
         self._load_source(Path(path), None, None)
         return True
 
+    def drop_image_data(self, data: bytes, name: str = "") -> bool:
+        """Make picture data dropped from another program (a browser's image, not a file)
+        the source image, with the same formats, limits and decoding as a dropped file; it
+        has no file, and no library id unless it is a library PNG. ``name`` (the picture's
+        file name on the web, if known) is how messages call it."""
+        name = name or DROPPED_PICTURE
+        try:
+            open_image_data(data, name).close()
+        except EaselError as error:
+            self.problem.emit(str(error))
+            return False
+        library = self.library
+        self._load_source(None, None, None,
+                          read=lambda: editing.source_from_data(data, name, library))
+        return True
+
+    def drop_web_address(self, address: str) -> None:
+        """A browser's link without the picture in it: Easel never downloads (it works
+        offline), so it says how to bring the picture in, and changes nothing."""
+        host = QUrl(address).host()
+        where = f" from {host}" if host else ""
+        self.problem.emit(f"Easel works offline, so it does not download the picture{where}: "
+                          "save it from the browser, then drop the saved file here.")
+
     def use_as_source(self, entry: ImageEntry | None = None,
                       then: Callable[[], object] | None = None) -> bool:
         """Make a library picture (the canvas's, if none is given) the source, keeping its
@@ -414,14 +522,21 @@ class Studio(QObject):
             return
         self.use_as_source(entry, self.edit)
 
-    def _load_source(self, path: Path, image_id: str | None,
-                     then: Callable[[], object] | None, entry: ImageEntry | None = None) -> None:
+    def upscale_of(self, entry: ImageEntry, scale: int) -> None:
+        """The gallery's "Upscale 2×/4×": that picture becomes the source, then enlarged."""
+        self.use_as_source(entry, lambda: self.upscale(scale))
+
+    def _load_source(self, path: Path | None, image_id: str | None,
+                     then: Callable[[], object] | None, entry: ImageEntry | None = None,
+                     read: Callable[[], SourcePicture] | None = None) -> None:
+        """Decode the source off-thread: the file at ``path``, or what ``read`` gives (a
+        picture held in memory, with no path)."""
         self._source_loads += 1
         self._after_source = then
         self._pending_entry = entry
         library = self.library
-        self.runner.fetch(f"{SOURCE_PREFIX}{self._source_loads}:{path}",
-                          lambda: editing.open_source(path, library, image_id))
+        self.runner.fetch(f"{SOURCE_PREFIX}{self._source_loads}:{path or ''}",
+                          read or (lambda: editing.open_source(path, library, image_id)))
 
     def _fetched(self, key: str, result: object) -> None:
         if not key.startswith(SOURCE_PREFIX) or not isinstance(result, SourcePicture):
@@ -431,7 +546,7 @@ class Studio(QObject):
             return  # another picture was dropped or chosen since
         self.source = result
         self.source_image = qimage_from_pixels(result.pixels)
-        self.source_path = Path(path)
+        self.source_path = Path(path) if path else None  # None: dropped picture data
         self._source_entry = self._pending_entry
         self.mask.reset(*result.size)
         if self.show_welcome:

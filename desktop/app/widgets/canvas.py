@@ -23,6 +23,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QWidget
 
 from desktop.app.viewmodels.mask import MaskModel
+from desktop.app.widgets.drops import can_take, read_drop
 
 MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 ZOOM_STEP = 1.25
@@ -32,7 +33,9 @@ DEFAULT_TIP = "Scroll to zoom, drag to move; drop a picture here to use it as th
 
 
 class Canvas(QWidget):
-    file_dropped = Signal(Path)
+    file_dropped = Signal(Path)  # a local file (a file manager, the gallery)
+    data_dropped = Signal(bytes, str)  # a picture's bytes from a browser, and its name if known
+    web_address_dropped = Signal(str)  # only a link: the picture is not in the drag
     zoom_changed = Signal(float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -54,6 +57,7 @@ class Canvas(QWidget):
         self.mask_editing = False
         self._painting = False
         self._pointer: QPointF | None = None  # where the brush outline is drawn
+        self._frame: tuple[int, int] | None = None  # a tool's layout size (the Region tool)
 
     # What to show --------------------------------------------------------------------------
 
@@ -98,6 +102,16 @@ class Canvas(QWidget):
             self._mask_overlay = None
             self.update()
 
+    def set_frame(self, size: tuple[int, int] | None) -> None:
+        """Lay the view out at ``size`` (the picture about to be generated) whatever picture
+        is shown, which is drawn into that frame; None: back to the picture's own size."""
+        if size != self._frame:
+            self._frame = size
+            self.fit()
+
+    def _shown_size(self) -> tuple[int, int] | None:
+        return self._frame or self._size
+
     def picture_point(self, position: QPointF) -> QPointF:
         """A widget position in the picture's own pixels."""
         rect = self.image_rect()
@@ -123,8 +137,8 @@ class Canvas(QWidget):
     def fit(self) -> None:
         self._fitting = True
         self._offset = QPointF(0, 0)
-        if self._size:
-            width, height = self._size
+        if self._shown_size():
+            width, height = self._shown_size()
             margin = 16
             scale = min((self.width() - margin) / width, (self.height() - margin) / height)
             self._set_zoom(min(max(scale, MIN_ZOOM), MAX_ZOOM))
@@ -152,9 +166,10 @@ class Canvas(QWidget):
         self.update()
 
     def image_rect(self) -> QRectF:
-        if not self._size:
+        size = self._shown_size()
+        if not size:
             return QRectF()
-        width, height = self._size[0] * self.zoom, self._size[1] * self.zoom
+        width, height = size[0] * self.zoom, size[1] * self.zoom
         centre = QPointF(self.width() / 2, self.height() / 2) + self._offset
         return QRectF(centre.x() - width / 2, centre.y() - height / 2, width, height)
 
@@ -164,8 +179,9 @@ class Canvas(QWidget):
         painter = QPainter(self)
         painter.fillRect(self.rect(), self.palette().window().color().darker(115))
         if self._pixmap is None:
-            painter.setPen(QColor("#9ca3af"))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
+            if self._frame is None:  # a tool's empty frame says what to do itself
+                painter.setPen(QColor("#9ca3af"))
+                painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
             return
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
                               self._smooth and self.zoom < 1)
@@ -197,7 +213,7 @@ class Canvas(QWidget):
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120
-        if steps and self._size:
+        if steps and self._shown_size():
             self.zoom_by(ZOOM_STEP ** steps, event.position())
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
@@ -246,14 +262,20 @@ class Canvas(QWidget):
             self.fit()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if _first_local_file(event.mimeData()) is not None:
+        if can_take(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        path = _first_local_file(event.mimeData())
-        if path is not None:
-            event.acceptProposedAction()
-            self.file_dropped.emit(path)
+        drop = read_drop(event.mimeData())
+        if drop.path is not None:
+            self.file_dropped.emit(drop.path)
+        elif drop.data is not None:
+            self.data_dropped.emit(drop.data, drop.name)
+        elif drop.web_address is not None:
+            self.web_address_dropped.emit(drop.web_address)
+        else:
+            return
+        event.acceptProposedAction()
 
 
 def _overlay(mask: QImage) -> QImage:
@@ -262,13 +284,3 @@ def _overlay(mask: QImage) -> QImage:
     overlay.fill(MASK_COLOUR)
     overlay.setAlphaChannel(mask)
     return overlay
-
-
-def _first_local_file(data: object) -> Path | None:
-    """The first file in a drop: from a file manager, the gallery, or a browser's saved file."""
-    if data is None or not data.hasUrls():
-        return None
-    for url in data.urls():
-        if url.isLocalFile():
-            return Path(url.toLocalFile())
-    return None

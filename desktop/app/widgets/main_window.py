@@ -28,9 +28,12 @@ from desktop.app.widgets.history_panel import HistoryPanel
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.models_dialog import ModelsDialog, import_model
 from desktop.app.widgets.outpaint_dialog import OutpaintDialog
+from desktop.app.widgets.outpaint_handles import OutpaintOverlay
 from desktop.app.widgets.prompt_panel import PromptPanel
 from desktop.app.widgets.queue_panel import QueuePanel
+from desktop.app.widgets.region_tool import RegionOverlay, RegionPanel
 from desktop.app.widgets.settings_dialog import SettingsDialog
+from desktop.app.widgets.upscale_instruct import UpscaleInstructActions
 from desktop.app.widgets.welcome import WelcomePage
 
 
@@ -45,6 +48,9 @@ class MainWindow(QMainWindow):
         self.history_panel = HistoryPanel(studio.history, studio.prompt)
         self.canvas = Canvas()
         self.canvas.set_mask(studio.mask)
+        self.region_overlay = RegionOverlay(studio.regions, self.canvas)
+        self.region_panel = RegionPanel(studio.regions)
+        self.outpaint_overlay = OutpaintOverlay(studio.outpaint_frame, self.canvas)
         self.source_label = QLabel()
         self.brush_size = QSpinBox()
         self.welcome = WelcomePage()
@@ -106,6 +112,9 @@ class MainWindow(QMainWindow):
         self.gallery_dock = self._dock("Gallery", self.gallery,
                                        Qt.DockWidgetArea.RightDockWidgetArea)
         self.queue_dock = self._dock("Queue", self.queue, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.regions_dock = self._dock("Regions", self.region_panel,
+                                       Qt.DockWidgetArea.RightDockWidgetArea)
+        self.regions_dock.setVisible(False)  # only while the Region tool is on
         self.resizeDocks([self.gallery_dock], [380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.queue_dock], [120], Qt.Orientation.Vertical)
         self.statusBar().addPermanentWidget(self.source_label)
@@ -212,6 +221,15 @@ class MainWindow(QMainWindow):
             "Mask tool", studio.set_mask_editing, "Ctrl+M", "mask",
             "Paint the part of the source to repaint")
         self.mask_action.setCheckable(True)
+        self.regions_action = self._action(
+            "Regions", studio.set_regions_editing, "Ctrl+Shift+R", "regions",
+            "Lay out boxes with prompts of their own on the picture to generate; Generate "
+            "follows them while this tool is on")
+        self.regions_action.setCheckable(True)
+        self.outpaint_handles_action = self._action(
+            "Outpaint handles", studio.set_outpaint_editing, None, "outpaint-handles",
+            "Drag the source's edges on the canvas to set how much Outpaint… adds")
+        self.outpaint_handles_action.setCheckable(True)
         mask = studio.mask
         self.brush_action = self._action("Brush", lambda: mask.set_erasing(False), "B", "brush",
                                          "Paint the part to repaint")
@@ -246,6 +264,13 @@ class MainWindow(QMainWindow):
                        self.inpaint_action, self.outpaint_action, self.mask_action):
             self.edit_tools.addAction(action)
         self._icon_only(self.edit_tools, self.use_source_action)
+        # The canvas modes sit on the second row, which has room (the first row is full).
+        self.canvas_tools.addAction(self.regions_action)
+        self._with_text(self.canvas_tools, self.regions_action)
+        self.canvas_tools.addAction(self.outpaint_handles_action)
+        self.canvas_tools.addSeparator()
+        self.upscale_instruct = UpscaleInstructActions(studio, self)
+        self.upscale_instruct.add_to(self.edit_tools)
         for action in (self.brush_action, self.eraser_action):
             self.mask_tools.addAction(action)
             self._with_text(self.mask_tools, action)
@@ -253,7 +278,8 @@ class MainWindow(QMainWindow):
         for action in (self.undo_stroke_action, self.invert_action, self.clear_action):
             self.mask_tools.addAction(action)
         return [self.use_source_action, self.variations_action, self.edit_action,
-                self.inpaint_action, self.outpaint_action, self.mask_action]
+                self.inpaint_action, self.outpaint_action, self.mask_action, self.regions_action,
+                self.outpaint_handles_action, *self.upscale_instruct.menu_actions()]
 
     @staticmethod
     def _icon_only(toolbar: QToolBar, action: QAction) -> None:
@@ -269,6 +295,10 @@ class MainWindow(QMainWindow):
         studio = self.studio
         studio.source_changed.connect(self._show_source)
         studio.mask_editing_changed.connect(self._show_mask_editing)
+        studio.regions.editing_changed.connect(self._show_regions_editing)
+        studio.regions.changed.connect(self._show_regions_editing)
+        studio.outpaint_frame.editing_changed.connect(
+            lambda: self.outpaint_handles_action.setChecked(studio.outpaint_frame.editing))
         studio.mask.tool_changed.connect(self._show_mask_tool)
         studio.mask.changed.connect(lambda _area: self._show_mask_tool())
         self.brush_size.valueChanged.connect(studio.mask.set_brush_size)
@@ -283,6 +313,8 @@ class MainWindow(QMainWindow):
         studio.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         studio.problem.connect(self.show_problem)
         self.canvas.file_dropped.connect(self._dropped)
+        self.canvas.data_dropped.connect(self.studio.drop_image_data)
+        self.canvas.web_address_dropped.connect(self.studio.drop_web_address)
         self.canvas.zoom_changed.connect(
             lambda zoom: self.zoom_label.setText(f"{zoom * 100:.0f} %"))
         self.welcome.start.connect(studio.dismiss_welcome)
@@ -330,6 +362,17 @@ class MainWindow(QMainWindow):
         self.canvas.set_mask_editing(on)
         if on:
             self.canvas.setFocus()  # for the single-key tool shortcuts
+
+    def _show_regions_editing(self) -> None:
+        regions = self.studio.regions
+        self.regions_action.setChecked(regions.editing)
+        if regions.editing != self.regions_dock.isVisible():
+            self.regions_dock.setVisible(regions.editing)
+            if regions.editing:  # room for a few boxes beside the gallery
+                self.resizeDocks([self.regions_dock], [340], Qt.Orientation.Vertical)
+        # Say on the button itself when Generate follows the layout.
+        self.prompt_panel.generate_button.setText(
+            "Generate with regions" if regions.in_use else "Generate")
 
     def _show_mask_tool(self) -> None:
         mask = self.studio.mask
