@@ -27,7 +27,7 @@ from desktop.cli_common import (
     say,
     source_picture,
 )
-from desktop.image_files import save_png
+from desktop.image_files import read_parameters, save_png
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, EaselError
@@ -110,14 +110,14 @@ def chosen_upscaler(store: ModelStore, name: str | None, runtime: RuntimeOptions
 
 
 def _source_parameters(library: Library, source: str) -> GenerationParameters | None:
-    """The settings an Easel picture was made with, from its PNG, so the enlarged picture keeps
-    its prompt and seed; None for pictures from elsewhere."""
+    """The settings the source (a file or a library id) was made with, if Easel made it."""
     path = Path(source)
     if not path.is_file():
         try:
             path = library.get(source).path
         except UnknownImage:
             return None
+    return read_parameters(path)
     try:
         with Image.open(path) as image:
             data = json.loads((getattr(image, "text", {}) or {}).get("easel", "{}"))

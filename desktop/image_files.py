@@ -18,6 +18,7 @@ from PIL import Image, PngImagePlugin
 
 from desktop.files import fsync_folder
 from engine import __version__ as engine_version
+from engine.errors import BadRequest
 from engine.request import GenerationParameters
 from engine.schedulers import a1111_sampler_name
 
@@ -137,3 +138,23 @@ def _a1111_value(value: object) -> str:
     if any(character in text for character in ',:\n"'):
         return json.dumps(text)
     return text
+
+
+def read_parameters(path: Path) -> GenerationParameters | None:
+    """The settings an Easel picture was made with, from its PNG, so a picture made from it
+    (an enlargement) keeps its prompt and seed; None for pictures from elsewhere."""
+    try:
+        with Image.open(path) as image:
+            data = json.loads((getattr(image, "text", {}) or {}).get("easel", "{}"))
+        model = data["model"]
+        parameters = GenerationParameters(
+            prompt=str(data["prompt"]), negative_prompt=str(data["negative_prompt"]),
+            width=int(data["width"]), height=int(data["height"]), steps=int(data["steps"]),
+            guidance=float(data["guidance"]), scheduler=str(data["scheduler"]),
+            seed=int(data["seed"]), model_name=str(model["name"]),
+            model_hash=str(model["hash"]), model_family=str(model["family"]),
+            generator=str(data["generator"]))
+        a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
+        return None
+    return parameters

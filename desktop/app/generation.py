@@ -23,6 +23,7 @@ from desktop.library import ImageEntry, Library
 from desktop.model_store import InstalledModel, ModelStore
 from engine.errors import BadRequest
 from engine.model import Model, load_model
+from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.pipelines.inpaint import InpaintPipeline
 from engine.pipelines.instruct_pix2pix import InstructPix2PixPipeline
@@ -31,6 +32,7 @@ from engine.pipelines.regions import RegionsPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import (
     GenerationResult,
+    HiresFixRequest,
     ImageToImageRequest,
     InpaintRequest,
     InstructPix2PixRequest,
@@ -41,7 +43,7 @@ from engine.request import (
     TextToImageRequest,
 )
 from engine.runtime import CancelToken, RuntimeOptions
-from engine.upscale import UpscalePipeline, UpscaleRequest, load_upscaler
+from engine.upscale import UpscalePipeline, Upscaler, UpscaleRequest, load_upscaler
 from engine.upscale.tiles import TileProgress
 
 
@@ -55,7 +57,7 @@ class Context(Protocol):
 
 
 Request = (TextToImageRequest | ImageToImageRequest | InpaintRequest | OutpaintRequest
-           | InstructPix2PixRequest | RegionsRequest)
+           | InstructPix2PixRequest | RegionsRequest | HiresFixRequest)
 
 # The pipeline that runs each kind of request; all take a model and share check_inputs/call.
 PIPELINE_FOR: dict[type, type] = {
@@ -65,6 +67,7 @@ PIPELINE_FOR: dict[type, type] = {
     OutpaintRequest: OutpaintPipeline,
     InstructPix2PixRequest: InstructPix2PixPipeline,
     RegionsRequest: RegionsPipeline,
+    HiresFixRequest: HiresFixPipeline,
 }
 
 
@@ -93,6 +96,14 @@ class Outcome:
     device: Device
 
 
+def chosen_upscaler(store: ModelStore) -> str | None:
+    """The installed upscaler the window uses (Upscale, hires fix), None for Lanczos. With
+    several the first by name: the command line asks (--model), the window has no place to
+    choose one yet."""
+    installed = store.upscalers()
+    return installed[0].name if installed else None
+
+
 def runtime_options(settings: Settings) -> RuntimeOptions:
     return RuntimeOptions(providers=settings.providers, cpu_threads=settings.cpu_threads,
                           optimized_cache=paths.optimized_graphs_dir())
@@ -119,7 +130,11 @@ class EnginePipelines:
             raise BadRequest(f"Easel cannot run a {type(request).__name__}.")
         if self._new_options is not None:
             self._take_new_options()
-        pipeline = pipeline_class(self._model(model))
+        if pipeline_class is HiresFixPipeline:  # it enlarges with the window's upscaler
+            pipeline = HiresFixPipeline(self._model(model), self._upscaler(chosen_upscaler(
+                self.store)))
+        else:
+            pipeline = pipeline_class(self._model(model))
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         return pipeline(request, on_progress, cancel)
 
@@ -129,9 +144,11 @@ class EnginePipelines:
         ``easel upscale`` does; the engine caches its session."""
         if self._new_options is not None:
             self._take_new_options()
-        loaded = None if upscaler is None else load_upscaler(
-            self.store.upscaler_path(upscaler), self.runtime, upscaler)
-        return UpscalePipeline(loaded)(request, on_tile, cancel)
+        return UpscalePipeline(self._upscaler(upscaler))(request, on_tile, cancel)
+
+    def _upscaler(self, name: str | None) -> Upscaler | None:
+        return None if name is None else load_upscaler(self.store.upscaler_path(name),
+                                                       self.runtime, name)
 
     def _take_new_options(self) -> None:
         (runtime, self.keep_loaded), self._new_options = self._new_options, None
@@ -165,7 +182,7 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
 
     def on_progress(progress: Progress) -> None:
         context.report(progress.step, progress.steps, progress.image, progress.images,
-                       progress.preview)
+                       progress.preview, progress.stage)
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved

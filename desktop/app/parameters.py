@@ -13,8 +13,9 @@ from typing import Any
 
 from desktop.model_store import InstalledModel
 from engine.description import ModelDescription
+from engine.pipelines.hires_fix import enlarged_size
 from engine.pipelines.text_to_image import MAX_SEED
-from engine.request import InstructPix2PixRequest, TextToImageRequest
+from engine.request import HiresFixRequest, InstructPix2PixRequest, TextToImageRequest
 from engine.schedulers import SCHEDULER_NAMES
 
 ASPECTS = (("1:1", 1, 1), ("4:3", 4, 3), ("3:4", 3, 4), ("3:2", 3, 2), ("2:3", 2, 3),
@@ -70,6 +71,10 @@ class Form:
     # How closely Instruct keeps the source picture (an InstructPix2Pix model's second
     # guidance); the engine's default, as `easel instruct`'s.
     image_guidance: float = InstructPix2PixRequest.image_guidance
+    # Hires fix: 1 is off; above 1, Generate makes the picture at the chosen size, enlarges it
+    # this many times and redraws it by hires_strength (the engine's defaults).
+    hires_scale: float = 1.0
+    hires_strength: float = HiresFixRequest.strength
 
 
 def choice_of(model: InstalledModel) -> ModelChoice:
@@ -120,11 +125,22 @@ def new_seed() -> int:
     return secrets.randbelow(MAX_SEED_SHOWN + 1)
 
 
-def request_from(form: Form) -> TextToImageRequest:
-    return TextToImageRequest(
+def request_from(form: Form) -> TextToImageRequest | HiresFixRequest:
+    request = TextToImageRequest(
         prompt=form.prompt, negative_prompt=form.negative_prompt, width=form.width,
         height=form.height, steps=form.steps, guidance=form.guidance,
         scheduler=form.scheduler, seed=batch_seed(form), count=form.count)
+    if form.hires_scale > 1:
+        return HiresFixRequest(request, form.hires_scale, form.hires_strength)
+    return request
+
+
+def final_size(form: Form, multiple: int) -> tuple[int, int]:
+    """The size Generate makes: the chosen one, or with hires fix that one enlarged and
+    rounded to the model's multiple (as the engine rounds it)."""
+    if form.hires_scale <= 1:
+        return form.width, form.height
+    return enlarged_size(form.width, form.height, form.hires_scale, multiple)
 
 
 def batch_seed(form: Form) -> int:
@@ -146,6 +162,16 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
     strength = _number(parameters.get("strength", settings.get("Denoising strength")), float)
     image_guidance = _number(parameters.get("image_guidance", settings.get("Image CFG scale")),
                              float)
+    # A hires fix picture is made again from its first pass's size, enlarged as it was; any
+    # other picture turns hires fix off, so the next run makes the same picture.
+    hires_scale, hires_strength = 1.0, form.hires_strength
+    base_size = parameters.get("base_size")
+    if parameters.get("operation") == "hires_fix" and isinstance(base_size, list | tuple) \
+            and len(base_size) == 2:
+        width, height = _number(base_size[0], int), _number(base_size[1], int)
+        hires_scale = _number(parameters.get("scale"), float) or 1.0
+        hires_strength = strength if strength is not None else form.hires_strength
+        strength = None  # the refining strength is not the editing actions' strength
     return replace(
         form, prompt=prompt, negative_prompt=negative_prompt, model=model or form.model,
         seed=form.seed if seed is None else seed, seed_locked=seed is not None,
@@ -154,7 +180,8 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
         guidance=form.guidance if guidance is None else guidance,
         scheduler=scheduler if isinstance(scheduler, str) else form.scheduler,
         strength=form.strength if strength is None else min(max(strength, 0.05), 1.0),
-        image_guidance=form.image_guidance if image_guidance is None else image_guidance)
+        image_guidance=form.image_guidance if image_guidance is None else image_guidance,
+        hires_scale=hires_scale, hires_strength=hires_strength)
 
 
 def _number(value: Any, kind: type) -> Any:

@@ -14,9 +14,8 @@ from typing import Protocol
 
 from desktop.app.editing import SourcePicture
 from desktop.app.generation import Context, Device, Outcome
-from desktop.cli_upscale import _source_parameters
+from desktop.image_files import read_parameters
 from desktop.library import Library
-from desktop.model_store import ModelStore
 from engine.request import GenerationResult
 from engine.runtime import CancelToken
 from engine.upscale import LANCZOS_WARNING, SCALES, UpscalePipeline, UpscaleRequest
@@ -34,13 +33,6 @@ class Upscalers(Protocol):
 
     def upscale(self, upscaler: str | None, request: UpscaleRequest, on_tile: TileProgress,
                 cancel: CancelToken) -> GenerationResult: ...
-
-
-def chosen_upscaler(store: ModelStore) -> str | None:
-    """The installed upscaler the window uses, None for Lanczos. With several the first by
-    name: the command line asks (--model), but the window has no place to choose one yet."""
-    installed = store.upscalers()
-    return installed[0].name if installed else None
 
 
 def upscale_request(source: SourcePicture, scale: int) -> UpscaleRequest:
@@ -64,8 +56,7 @@ def upscale(upscalers: Upscalers, library: Library, upscaler: str | None,
     for lineage). Runs on the worker thread: reading the source's settings opens its file."""
     if source_path is not None and request.source_parameters is None:
         # Its prompt and seed travel with the enlarged picture, as with `easel upscale`.
-        request = replace(request, source_parameters=_source_parameters(library,
-                                                                         str(source_path)))
+        request = replace(request, source_parameters=read_parameters(source_path))
 
     def on_tile(done: int, total: int) -> None:
         context.report(done, total, stage=TILES_STAGE)

@@ -71,6 +71,13 @@ class HiresPlan:
     steps: int  # progress steps per image: both passes' denoising steps and enlarging
 
 
+def enlarged_size(width: int, height: int, scale: float, multiple: int) -> tuple[int, int]:
+    """``width`` × ``height`` times ``scale``, each side rounded to a multiple of ``multiple``
+    pixels (what the model can make): the size a hires fix ends at."""
+    return (max(multiple, round(width * scale / multiple) * multiple),
+            max(multiple, round(height * scale / multiple) * multiple))
+
+
 class HiresFixPipeline:
     """Hires fix with ``model``, enlarging with ``upscaler`` (Lanczos when it is None)."""
 
@@ -150,8 +157,7 @@ class HiresFixPipeline:
     def final_size(self, width: int, height: int, scale: float) -> tuple[int, int]:
         """The base size times ``scale``, each side rounded to what the model can make."""
         multiple = self.model.description.pixel_multiple
-        final = tuple(max(multiple, round(side * scale / multiple) * multiple)
-                      for side in (width, height))
+        final = enlarged_size(width, height, scale, multiple)
         if max(final) > MAX_SIDE:
             raise BadRequest(f"A hires fix of {width}×{height} at {scale:g}x would make "
                              f"{final[0]}×{final[1]} pixels; Easel makes pictures up to "

@@ -89,7 +89,8 @@ def describe(row: JobRow) -> str:
     if progress is None:
         return "starting…"
     if progress.stage:
-        return f"{progress.stage} ({progress.step}/{progress.steps})"
+        stage = progress.stage[:1].upper() + progress.stage[1:]  # the engine's are lower case
+        return f"{stage} ({progress.step}/{progress.steps})"
     parts = []
     if progress.images > 1:
         parts.append(f"image {progress.image + 1}/{progress.images}")

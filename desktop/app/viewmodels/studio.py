@@ -19,7 +19,7 @@ from desktop.app import editing, generation, instructing, upscaling
 from desktop.app import settings as settings_file
 from desktop.app.editing import SourcePicture
 from desktop.app.generation import Device, Outcome, Pipelines
-from desktop.app.parameters import request_from
+from desktop.app.parameters import final_size, request_from
 from desktop.app.settings import Settings
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
@@ -157,8 +157,11 @@ class Studio(QObject):
         title = " ".join(form.prompt.split()) or "(no prompt)"
         if layout:
             title = f"{title} ({len(self.regions.boxes)} regions)"
-        self.jobs.add(JobRow(job_id, title, "generate",
-                             extra={"size": (form.width, form.height)}))
+        elif form.hires_scale > 1:
+            title = f"{title} (hires fix {form.hires_scale:g}×)"
+        size = (form.width, form.height) if layout else final_size(
+            form, self.prompt.model().size_multiple)
+        self.jobs.add(JobRow(job_id, title, "generate", extra={"size": size}))
         if self.show_welcome:
             self.dismiss_welcome()
         return job_id
@@ -221,7 +224,7 @@ class Studio(QObject):
             return None
         work = functools.partial(
             upscaling.upscale, self.services.pipelines, self.library,
-            upscaling.chosen_upscaler(self.services.store), request,
+            generation.chosen_upscaler(self.services.store), request,
             source_id=source.image_id, source_path=self.source_path)
         job_id = self.runner.submit(work)
         self.jobs.add(JobRow(job_id, f"Upscale {scale}× of {source.name}", "generate",

@@ -103,6 +103,21 @@ class PromptPanel(QWidget):
         self.image_guidance.setToolTip("How closely Instruct keeps the source picture: higher "
                                        "keeps more of it (below 1: off)")
         self.image_guidance.setAccessibleName("Image guidance")
+        self.hires_scale = QDoubleSpinBox()
+        self.hires_scale.setRange(1.0, 4.0)
+        self.hires_scale.setSingleStep(0.25)
+        self.hires_scale.setSuffix(" ×")
+        self.hires_scale.setSpecialValueText("Off")  # shown at the minimum, 1
+        self.hires_scale.setToolTip("Hires fix: make the picture at the chosen size, enlarge it "
+                                    "this many times and redraw the detail (Off: no)")
+        self.hires_scale.setAccessibleName("Hires fix scale")
+        self.hires_strength = QDoubleSpinBox()
+        self.hires_strength.setRange(0.05, 1.0)
+        self.hires_strength.setSingleStep(0.05)
+        self.hires_strength.setPrefix("redraw ")
+        self.hires_strength.setToolTip("How much the enlarged picture is redrawn: more adds "
+                                       "detail, above about 0.5 subjects start to repeat")
+        self.hires_strength.setAccessibleName("Hires fix strength")
         self.generate_button = QPushButton(icon("generate"), "Generate")
         self.generate_button.setToolTip("Make the picture (Ctrl+Enter)")
         self.generate_button.setDefault(True)
@@ -118,6 +133,12 @@ class PromptPanel(QWidget):
         seed_row.addWidget(self.new_seed)
         seed_holder = QWidget()
         seed_holder.setLayout(seed_row)
+        hires_row = QHBoxLayout()
+        hires_row.setContentsMargins(0, 0, 0, 0)
+        hires_row.addWidget(self.hires_scale, 1)
+        hires_row.addWidget(self.hires_strength, 1)
+        hires_holder = QWidget()
+        hires_holder.setLayout(hires_row)
         form = QFormLayout()
         form.addRow("Model", self.model_box)
         form.addRow("Size", self.size_box)
@@ -126,6 +147,7 @@ class PromptPanel(QWidget):
         form.addRow("Scheduler", self.scheduler)
         form.addRow("Seed", seed_holder)
         form.addRow("Pictures", self.count)
+        form.addRow("Hires fix", hires_holder)
         form.addRow("Strength", self.strength)
         form.addRow("Image guidance", self.image_guidance)
         self.form_layout = form  # rows shown only for some models
@@ -159,6 +181,10 @@ class PromptPanel(QWidget):
         self.strength.valueChanged.connect(lambda value: vm.update(strength=value))
         self.image_guidance.valueChanged.connect(
             lambda value: vm.update(image_guidance=value))
+        self.hires_scale.valueChanged.connect(lambda value: vm.update(hires_scale=value))
+        self.hires_scale.valueChanged.connect(
+            lambda value: self.hires_strength.setEnabled(value > 1))
+        self.hires_strength.valueChanged.connect(lambda value: vm.update(hires_strength=value))
 
     def _models_changed(self) -> None:
         with QSignalBlocker(self.model_box):
@@ -176,7 +202,7 @@ class PromptPanel(QWidget):
         form = self.vm.form
         widgets = (self.prompt, self.negative, self.model_box, self.size_box, self.steps,
                    self.guidance, self.scheduler, self.seed, self.seed_lock, self.count,
-                   self.strength, self.image_guidance)
+                   self.strength, self.image_guidance, self.hires_scale, self.hires_strength)
         blockers = [QSignalBlocker(widget) for widget in widgets]
         if self.prompt.toPlainText() != form.prompt:
             self.prompt.setPlainText(form.prompt)
@@ -195,6 +221,9 @@ class PromptPanel(QWidget):
         self.count.setValue(form.count)
         self.strength.setValue(form.strength)
         self.image_guidance.setValue(form.image_guidance)
+        self.hires_scale.setValue(form.hires_scale)
+        self.hires_strength.setValue(form.hires_strength)
+        self.hires_strength.setEnabled(form.hires_scale > 1)
         # Only an InstructPix2Pix model has a second guidance, for its source picture.
         self.form_layout.setRowVisible(self.image_guidance, is_instruct_model(self.vm.model()))
         del blockers
