@@ -11,6 +11,7 @@ It makes a fresh library in a temporary folder and saves, as PNG:
     app-picture.png     the finished picture on the canvas, in the gallery and the history
     app-gallery.png     a gallery of starter-model pictures, one selected, searched
     app-inpaint.png     a gallery picture as the source, a mask painted with the mask tool
+    app-regions.png     the Region tool: two boxes with their prompts, the Regions panel
 """
 
 from __future__ import annotations
@@ -149,6 +150,17 @@ def take_screenshots(folder: Path, home: Path) -> None:
     QTest.mouseMove(canvas, QPoint(round(rect.x() + 120 * canvas.zoom),
                                    round(rect.y() + 200 * canvas.zoom)))
     shoot("app-inpaint.png")
+
+    # The Region tool over the starter model's 256 px frame: a moon top left, a house below.
+    window.mask_action.trigger()  # off again
+    window.regions_action.trigger()
+    regions = studio.regions
+    studio.prompt.update(prompt="a night scene, on a black background")
+    window.prompt_panel.show_form()
+    regions.add(16, 16, 96, 96, "a moon")
+    regions.add(128, 128, 112, 112, "a house")
+    regions.select(1)
+    shoot("app-regions.png")
     window.close()
     library.close()
 

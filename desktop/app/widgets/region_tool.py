@@ -246,7 +246,9 @@ class RegionPanel(QWidget):
     def _rebuild(self) -> None:
         while self._rows.count():
             row = self._rows.takeAt(0).widget()
-            row.setParent(None)
+            # Hidden and deleted in place: without a parent it would be a window of its own
+            # until the event loop deletes it (seen on X11 as a stray box over the menu bar).
+            row.hide()
             row.deleteLater()
         self.prompts, self.sizes = [], []
         for index in range(len(self.regions.boxes)):
