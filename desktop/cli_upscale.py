@@ -9,13 +9,10 @@ library picture, the source's id (lineage). It is made by an installed upscaler 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from PIL import Image
 
 from desktop.cli_common import (
     add_runtime_arguments,
@@ -30,10 +27,9 @@ from desktop.cli_common import (
 from desktop.image_files import read_parameters, save_png
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
-from engine.errors import BadRequest, EaselError
+from engine.errors import EaselError
 from engine.request import GenerationParameters
 from engine.runtime import RuntimeOptions
-from engine.schedulers import a1111_sampler_name
 from engine.upscale import (
     DEFAULT_TILE,
     SCALES,
@@ -118,21 +114,6 @@ def _source_parameters(library: Library, source: str) -> GenerationParameters | 
         except UnknownImage:
             return None
     return read_parameters(path)
-    try:
-        with Image.open(path) as image:
-            data = json.loads((getattr(image, "text", {}) or {}).get("easel", "{}"))
-        model = data["model"]
-        parameters = GenerationParameters(
-            prompt=str(data["prompt"]), negative_prompt=str(data["negative_prompt"]),
-            width=int(data["width"]), height=int(data["height"]), steps=int(data["steps"]),
-            guidance=float(data["guidance"]), scheduler=str(data["scheduler"]),
-            seed=int(data["seed"]), model_name=str(model["name"]),
-            model_hash=str(model["hash"]), model_family=str(model["family"]),
-            generator=str(data["generator"]))
-        a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
-        return None
-    return parameters
 
 
 def _tile_printer() -> Callable[[int, int], None] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtWidgets import QDialogButtonBox
 
 from desktop.app import editing
@@ -28,10 +28,9 @@ from desktop.app.parameters import ModelChoice, form_for_model, size_presets
 from desktop.app.settings import Settings
 from desktop.app.viewmodels.gallery import EntryRole
 from desktop.app.viewmodels.mask import MAX_BRUSH, MaskModel
-from desktop.app.viewmodels.studio import Services, Studio
+from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library
-from desktop.model_store import ModelStore
 from engine.description import ModelDescription
 from engine.errors import Cancelled
 from engine.request import (
@@ -45,10 +44,10 @@ from engine.request import (
     TextToImageRequest,
 )
 from engine.runtime import DeviceReport
+from tests.app_windows import studio_window
 from tests.qt_drops import drag_and_drop
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILT_IN = ROOT / "resources" / "models"
 WAIT_MS = 5000
 
 
@@ -120,24 +119,9 @@ def pipelines():
 
 @pytest.fixture
 def window(qtbot, tmp_path, library, pipelines):
-    store = ModelStore(tmp_path / "models", BUILT_IN)
-    studio = Studio(Services(library, store, pipelines, Settings()))
-    shown = MainWindow(studio)
-    qtbot.addWidget(shown)
-    shown.show()
-    yield shown
-    shown.close()
-    _nothing_left_behind(studio)
+    with studio_window(qtbot, tmp_path, pipelines, library) as shown:
+        yield shown
 
-
-def _nothing_left_behind(studio: Studio) -> None:
-    """Closing cancels the job and waits: no worker, pool thread or timer may outlive it."""
-    runner = studio.runner
-    assert runner._thread.isFinished()
-    assert runner._pool.activeThreadCount() == 0
-    assert not [timer for timer in studio.findChildren(QTimer) if timer.isActive()]
-    assert not [thread for thread in threading.enumerate()
-                if thread.name.startswith(("easel", "Qt", "QThread"))]
 
 
 def _generate(qtbot, window: MainWindow, prompt: str) -> object:

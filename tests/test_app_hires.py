@@ -3,36 +3,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from desktop.app.generation import EnginePipelines
 from desktop.app.parameters import Form, final_size, form_from_image, request_from
-from desktop.app.settings import Settings
-from desktop.app.viewmodels.studio import Services, Studio
-from desktop.app.widgets.main_window import MainWindow
-from desktop.library import Library
-from desktop.model_store import ModelStore
 from engine.request import HiresFixRequest, TextToImageRequest
-from engine.runtime import RuntimeOptions
+from tests.app_windows import real_engine, studio_window
 
-BUILT_IN = Path(__file__).resolve().parent.parent / "resources" / "models"
 WAIT_MS = 120_000
 
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    library = Library.open(tmp_path / "home")
-    store = ModelStore(tmp_path / "models", BUILT_IN)
-    pipelines = EnginePipelines(store, RuntimeOptions(providers=("cpu",)))
-    studio = Studio(Services(library, store, pipelines, Settings()))
-    shown = MainWindow(studio)
-    qtbot.addWidget(shown)
-    shown.show()
-    yield shown
-    shown.close()
-    library.close()
+    with studio_window(qtbot, tmp_path, real_engine) as shown:
+        yield shown
 
 
 def test_hires_fix_makes_the_larger_picture_and_reuse_brings_the_setting_back(qtbot, window):

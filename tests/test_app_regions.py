@@ -11,21 +11,16 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QPoint, Qt
 
-from desktop.app.generation import EnginePipelines
-from desktop.app.settings import Settings
 from desktop.app.viewmodels.regions import MAX_BOXES, TOO_MANY, Box, RegionsModel
-from desktop.app.viewmodels.studio import Services, Studio
-from desktop.app.widgets.main_window import MainWindow
-from desktop.library import Library
-from desktop.model_store import ModelStore
 from engine.request import (
     GeneratedImage,
     GenerationResult,
     RegionsRequest,
     TextToImageRequest,
 )
-from engine.runtime import DeviceReport, RuntimeOptions
-from tests.test_app import BUILT_IN, ScriptedPipelines, _nothing_left_behind
+from engine.runtime import DeviceReport
+from tests.app_windows import real_engine, studio_window
+from tests.test_app import ScriptedPipelines
 
 WAIT_MS = 5000
 REAL_WAIT_MS = 60_000
@@ -57,16 +52,8 @@ def pipelines():
 
 @pytest.fixture
 def window(qtbot, tmp_path, pipelines):
-    library = Library.open(tmp_path / "home")
-    store = ModelStore(tmp_path / "models", BUILT_IN)
-    studio = Studio(Services(library, store, pipelines, Settings()))
-    shown = MainWindow(studio)
-    qtbot.addWidget(shown)
-    shown.show()
-    yield shown
-    shown.close()
-    _nothing_left_behind(studio)
-    library.close()
+    with studio_window(qtbot, tmp_path, pipelines) as shown:
+        yield shown
 
 
 # The view-model, without a mouse ----------------------------------------------------------
@@ -322,17 +309,8 @@ def test_the_mask_tool_and_the_region_tool_take_turns(qtbot, window, tmp_path):
 
 @pytest.fixture
 def real_window(qtbot, tmp_path):
-    library = Library.open(tmp_path / "home")
-    store = ModelStore(tmp_path / "models", BUILT_IN)
-    pipelines = EnginePipelines(store, RuntimeOptions(providers=("cpu",)))
-    studio = Studio(Services(library, store, pipelines, Settings()))
-    shown = MainWindow(studio)
-    qtbot.addWidget(shown)
-    shown.show()
-    yield shown
-    shown.close()
-    library.close()
-    assert studio.runner._thread.isFinished()
+    with studio_window(qtbot, tmp_path, real_engine) as shown:
+        yield shown
 
 
 def test_the_starter_model_lays_out_regions_in_the_window(qtbot, real_window):

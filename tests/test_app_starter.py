@@ -12,14 +12,9 @@ from PySide6.QtGui import QDropEvent
 
 from desktop.app.editing import Sides
 from desktop.app.generation import EnginePipelines
-from desktop.app.settings import Settings
-from desktop.app.viewmodels.studio import Services, Studio
-from desktop.app.widgets.main_window import MainWindow
-from desktop.library import Library
-from desktop.model_store import ModelStore
 from engine.runtime import RuntimeOptions
+from tests.app_windows import studio_window
 
-BUILT_IN = Path(__file__).resolve().parent.parent / "resources" / "models"
 WAIT_MS = 60_000
 
 
@@ -43,17 +38,9 @@ class CountingPipelines(EnginePipelines):
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    library = Library.open(tmp_path / "home")
-    store = ModelStore(tmp_path / "models", BUILT_IN)
-    pipelines = CountingPipelines(store, RuntimeOptions(providers=("cpu",)))
-    studio = Studio(Services(library, store, pipelines, Settings()))
-    shown = MainWindow(studio)
-    qtbot.addWidget(shown)
-    shown.show()
-    yield shown
-    shown.close()
-    library.close()
-    assert studio.runner._thread.isFinished()
+    with studio_window(qtbot, tmp_path, lambda store: CountingPipelines(
+            store, RuntimeOptions(providers=("cpu",)))) as shown:
+        yield shown
 
 
 def test_the_starter_model_makes_a_picture_in_the_window(qtbot, window):

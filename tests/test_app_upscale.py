@@ -9,7 +9,6 @@ of tests/tiny_models_pix2pix.py.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -21,19 +20,15 @@ from PIL import Image
 
 from desktop.app import instructing, upscaling
 from desktop.app.generation import EnginePipelines
-from desktop.app.settings import Settings
-from desktop.app.viewmodels.studio import Services, Studio
+from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.main_window import MainWindow
-from desktop.library import Library
-from desktop.model_store import ModelStore
 from engine.errors import Cancelled
 from engine.manifest import write_manifest
 from engine.request import GenerationParameters, InstructPix2PixRequest
 from engine.runtime import RuntimeOptions
 from engine.upscale import LANCZOS_NAME, UpscalerDescription
+from tests.app_windows import studio_window
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILT_IN = ROOT / "resources" / "models"
 WAIT_MS = 30_000
 
 
@@ -68,18 +63,9 @@ def home(tmp_path):
 
 @pytest.fixture
 def window(qtbot, home):
-    library = Library.open(home / "home")
-    store = ModelStore(home / "models", BUILT_IN)
-    pipelines = SlowTiles(store, RuntimeOptions(providers=("cpu",)))
-    studio = Studio(Services(library, store, pipelines, Settings()))
-    shown = MainWindow(studio)
-    qtbot.addWidget(shown)
-    shown.show()
-    yield shown
-    shown.close()
-    library.close()
-    assert studio.runner._thread.isFinished()
-    assert not [thread for thread in threading.enumerate() if thread.name == "easel-worker"]
+    with studio_window(qtbot, home, lambda store: SlowTiles(
+            store, RuntimeOptions(providers=("cpu",)))) as shown:
+        yield shown
 
 
 def _source_entry(studio: Studio, size: tuple[int, int] = (40, 24)):
