@@ -19,9 +19,11 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from desktop.app import instructing, upscaling
-from desktop.app.generation import EnginePipelines
+from desktop.app.generation import EnginePipelines, chosen_upscaler
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.main_window import MainWindow
+from desktop.app.widgets.settings_dialog import SettingsDialog
+from desktop.model_store import ModelStore
 from engine.errors import Cancelled
 from engine.manifest import write_manifest
 from engine.request import GenerationParameters, InstructPix2PixRequest
@@ -197,6 +199,24 @@ def test_an_installed_upscaler_runs_in_tiles(qtbot, window, home):
     assert _metadata(entry.path)["model"]["name"] == "tiny_x2"
     result = np.asarray(Image.open(entry.path).convert("RGB"))
     assert np.array_equal(result, pixels.repeat(2, axis=0).repeat(2, axis=1))
+
+
+def test_the_upscaler_chosen_in_the_settings_is_used_while_installed(qtbot, window, home):
+    studio = window.studio
+    for name in ("a_x2", "b_x2"):
+        _tiny_upscaler(home / "models" / name)
+    assert studio.upscaler_names() == ["a_x2", "b_x2"]
+    dialog = SettingsDialog(studio.settings, studio.upscaler_names())
+    dialog.upscaler.setCurrentIndex(dialog.upscaler.findData("b_x2"))
+    studio.apply_settings(dialog.chosen())
+    _source_entry(studio)
+    with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
+        _gallery_action(window, "Upscale 2×").trigger()
+    assert _metadata(done.args[0].entries[0].path)["model"]["name"] == "b_x2"
+    assert studio.services.pipelines.upscaler == "b_x2"  # hires fix uses the same choice
+    # A choice that is no longer installed falls back to the first by name, then Lanczos.
+    assert chosen_upscaler(studio.services.store, "removed_x4") == "a_x2"
+    assert chosen_upscaler(ModelStore(home / "empty", home / "none"), "b_x2") is None
 
 
 def test_instruct_is_refused_for_a_model_that_is_not_instruct_pix2pix(qtbot, window, home):

@@ -96,12 +96,13 @@ class Outcome:
     device: Device
 
 
-def chosen_upscaler(store: ModelStore) -> str | None:
-    """The installed upscaler the window uses (Upscale, hires fix), None for Lanczos. With
-    several the first by name: the command line asks (--model), the window has no place to
-    choose one yet."""
-    installed = store.upscalers()
-    return installed[0].name if installed else None
+def chosen_upscaler(store: ModelStore, preferred: str = "") -> str | None:
+    """The installed upscaler the window uses (Upscale, hires fix): the one chosen in the
+    settings while it is installed, else the first by name; None for Lanczos."""
+    names = [model.name for model in store.upscalers()]
+    if preferred in names:
+        return preferred
+    return names[0] if names else None
 
 
 def runtime_options(settings: Settings) -> RuntimeOptions:
@@ -117,6 +118,7 @@ class EnginePipelines:
         self.runtime = runtime
         self.keep_loaded = max(1, keep_loaded)
         self._models: OrderedDict[str, Model] = OrderedDict()  # least recently used first
+        self.upscaler = ""  # the settings' choice for hires fix (see chosen_upscaler)
         self._new_options: tuple[RuntimeOptions, int] | None = None
 
     def reconfigure(self, runtime: RuntimeOptions, keep_loaded: int) -> None:
@@ -132,7 +134,7 @@ class EnginePipelines:
             self._take_new_options()
         if pipeline_class is HiresFixPipeline:  # it enlarges with the window's upscaler
             pipeline = HiresFixPipeline(self._model(model), self._upscaler(chosen_upscaler(
-                self.store)))
+                self.store, self.upscaler)))
         else:
             pipeline = pipeline_class(self._model(model))
         pipeline.check_inputs(request)  # a bad request fails before anything loads

@@ -34,6 +34,9 @@ class Settings:
     # How many models keep their sessions in memory; the least recently used goes first.
     models_kept_loaded: int = 2
     cpu_threads: int = 0  # 0: every core
+    # The installed upscaler that Upscale and hires fix use; "" (or one since removed): the
+    # first installed by name.
+    upscaler: str = ""
     window_geometry: str = ""  # Qt's saveGeometry(), base64
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -49,6 +52,8 @@ class Settings:
                 raise ValueError(f"bad {name}")
         if not isinstance(self.embed_metadata, bool):
             raise ValueError("bad embed_metadata")
+        if not isinstance(self.upscaler, str):
+            raise ValueError("bad upscaler")
         return self
 
 

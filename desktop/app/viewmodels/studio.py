@@ -78,6 +78,7 @@ class Studio(QObject):
         self.jobs = JobQueueModel(self)
         self.gallery.embed_metadata = services.settings.embed_metadata
         self.models = ModelListModel(services.store, self)
+        self._prefer_upscaler()
         # What the canvas shows: a finished picture (with its entry) or the running preview.
         self.canvas_image: QImage | None = None
         self.canvas_entry: ImageEntry | None = None
@@ -224,7 +225,7 @@ class Studio(QObject):
             return None
         work = functools.partial(
             upscaling.upscale, self.services.pipelines, self.library,
-            generation.chosen_upscaler(self.services.store), request,
+            generation.chosen_upscaler(self.services.store, self.settings.upscaler), request,
             source_id=source.image_id, source_path=self.source_path)
         job_id = self.runner.submit(work)
         self.jobs.add(JobRow(job_id, f"Upscale {scale}× of {source.name}", "generate",
@@ -616,8 +617,17 @@ class Studio(QObject):
             self.services.pipelines.reconfigure(generation.runtime_options(new),
                                                 new.models_kept_loaded)
         self.gallery.embed_metadata = new.embed_metadata
+        self._prefer_upscaler()
         if old.data_folder != new.data_folder:
             self.message.emit("The new data folder is used from the next start.")
+
+    def upscaler_names(self) -> list[str]:
+        """The installed upscalers, for the settings' choice."""
+        return [model.name for model in self.services.store.upscalers()]
+
+    def _prefer_upscaler(self) -> None:
+        if hasattr(self.services.pipelines, "upscaler"):  # the real engine (hires fix)
+            self.services.pipelines.upscaler = self.settings.upscaler
 
     def remember_window(self, geometry: str) -> None:
         """Keep the window's place for the next start (saved with the settings)."""

@@ -413,7 +413,7 @@ class MainWindow(QMainWindow):
         ModelsDialog(self.studio, self).exec()
 
     def _settings(self) -> None:
-        dialog = SettingsDialog(self.studio.settings, self)
+        dialog = SettingsDialog(self.studio.settings, self.studio.upscaler_names(), self)
         if dialog.exec():
             self.studio.apply_settings(dialog.chosen())
 

@@ -1,4 +1,5 @@
-"""Settings: provider order, data folder, metadata in copies, theme, models kept loaded."""
+"""Settings: provider order, data folder, metadata in copies, theme, models kept loaded,
+CPU threads, the upscaler for Upscale and hires fix."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ THEMES = (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark"))
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, upscalers: list[str] | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._settings = settings
@@ -62,6 +64,13 @@ class SettingsDialog(QDialog):
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("all cores")
         self.threads.setValue(settings.cpu_threads)
+        self.upscaler = QComboBox()
+        self.upscaler.addItem("First installed" if upscalers else "None installed (Lanczos)", "")
+        for name in upscalers or []:
+            self.upscaler.addItem(name, name)
+        self.upscaler.setCurrentIndex(max(self.upscaler.findData(settings.upscaler), 0))
+        self.upscaler.setToolTip("What Upscale and hires fix enlarge with; add one with "
+                                 "Models › Import model…")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -73,6 +82,7 @@ class SettingsDialog(QDialog):
         layout.addRow("Theme", self.theme)
         layout.addRow("Models kept loaded", self.kept)
         layout.addRow("CPU threads", self.threads)
+        layout.addRow("Upscaler", self.upscaler)
         layout.addRow(buttons)
 
     def _choose_folder(self) -> None:
@@ -85,4 +95,5 @@ class SettingsDialog(QDialog):
             self._settings, providers=tuple(self.providers.currentData()),
             data_folder=self.folder.text().strip() or None,
             embed_metadata=self.metadata.isChecked(), theme=self.theme.currentData(),
-            models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value())
+            models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value(),
+            upscaler=self.upscaler.currentData())
