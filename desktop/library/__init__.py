@@ -13,11 +13,13 @@ from desktop.library.errors import (
     UnknownImage,
 )
 from desktop.library.history import HistoryEntry
+from desktop.library.pages import PageTable
 from desktop.library.recovery import ReconcileReport
 from desktop.library.rows import ImageEntry
 from desktop.library.store import Library, OpenReport, Page
 
 __all__ = [
     "BadImage", "DiskFull", "HistoryEntry", "ImageEntry", "Library", "LibraryError",
-    "LibraryInUse", "LibraryTooNew", "OpenReport", "Page", "ReconcileReport", "UnknownImage",
+    "LibraryInUse", "LibraryTooNew", "OpenReport", "Page", "PageTable", "ReconcileReport",
+    "UnknownImage",
 ]

@@ -329,10 +329,11 @@ class Library:
                since: float | None = None, until: float | None = None,
                favourites: bool = False, tag: str | None = None, trash: Trash = "exclude",
                limit: int = PAGE_SIZE, cursor: str | None = None,
-               offset: int = 0) -> Page:
+               offset: int = 0, from_key: int | None = None) -> Page:
         """Newest first (by creation time). ``text`` is matched against prompt and negative
         prompt, word by word (the last word as a prefix, for search as you type). Page on
-        with ``cursor`` (cheap at any depth) or ``offset``."""
+        with ``cursor`` (cheap at any depth) or ``offset``; ``from_key`` starts at the picture
+        with that key (``key_after``), also cheap at any depth."""
         if not 1 <= limit <= 10_000:
             raise LibraryError("A page holds between 1 and 10000 images.")
         where, parameters, tables, key = _filters(text, model, seed, since, until, favourites,
@@ -340,6 +341,9 @@ class Library:
         if cursor is not None:
             where.append(f"{key} < ?")
             parameters.append(_parse_cursor(cursor))
+        if from_key is not None:
+            where.append(f"{key} <= ?")
+            parameters.append(from_key)
         sql = (f"SELECT {_prefixed(COLUMNS)} FROM {tables}"
                f"{' WHERE ' + ' AND '.join(where) if where else ''}"
                f" ORDER BY {key} DESC LIMIT ? OFFSET ?")
@@ -347,6 +351,24 @@ class Library:
         entries = [entry_from_row(row, self.images_dir) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(entries, str(entries[-1].rowid) if more else None)
+
+    @_locked
+    def key_after(self, text: str = "", *, key: int | None = None, skip: int = 0,
+                  trash: Trash = "exclude", **filters: Any) -> int | None:
+        """The key of the picture ``skip`` places after the one with ``key`` (after the
+        newest when None) in a search's newest-first order; None past the last. Each call is
+        one short scan, so a caller stepping through a big library holds the lock briefly."""
+        where, parameters, tables, order = _filters(
+            text, filters.get("model"), filters.get("seed"), filters.get("since"),
+            filters.get("until"), filters.get("favourites", False), filters.get("tag"), trash)
+        if key is not None:
+            where.append(f"{order} <= ?")
+            parameters.append(key)
+        sql = (f"SELECT {order} FROM {tables}"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+               f" ORDER BY {order} DESC LIMIT 1 OFFSET ?")
+        row = self.connection.execute(sql, (*parameters, max(skip, 0))).fetchone()
+        return None if row is None else row[0]
 
     @_locked
     def count(self, text: str = "", *, trash: Trash = "exclude", **filters: Any) -> int:
@@ -378,9 +400,16 @@ class Library:
         return chain
 
     def changed_elsewhere(self) -> bool:
-        """True when another process committed since the last call (poll ~1/s from a GUI)."""
-        with self._lock:
+        """True when another process committed since the last call (poll ~1/s from a GUI).
+
+        While another thread is reading (a gallery page), the answer is False rather than a
+        wait: a GUI thread must not stall on it, and the next poll still sees the change."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
             return self._changes.changed()
+        finally:
+            self._lock.release()
 
     @_locked
     def has_image(self, image_id: str) -> bool:

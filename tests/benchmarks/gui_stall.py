@@ -31,6 +31,7 @@ from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.app.generation import EnginePipelines
+from desktop.app.launch import settle_memory
 from desktop.app.settings import Settings
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.main_window import MainWindow
@@ -64,6 +65,9 @@ class StallProbe:
         self._timer.start()
 
     def stop(self) -> None:
+        # The time since the last tick counts too: a GUI thread blocked until the run's end
+        # would otherwise never see the tick that ends its stall.
+        self._tick()
         self._timer.stop()
 
     def _tick(self) -> None:
@@ -98,6 +102,7 @@ def window_for(library: Library, store: ModelStore) -> MainWindow:
     window = MainWindow(studio)
     window.resize(1400, 900)
     window.show()
+    settle_memory()  # as the app does once its window is up
     return window
 
 

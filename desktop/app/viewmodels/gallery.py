@@ -2,8 +2,9 @@
 
 Only the rows the view asks for are read, a page of ``PAGE`` at a time, and only the pages
 near the view stay in memory, so a library of 100,000 pictures costs what one screenful does.
-Pages the view paints are read on the worker's pool (a jump deep into a big library costs
-SQLite tens of milliseconds); until one arrives its rows show placeholders. Thumbnails are
+Pages the view paints are read on the worker's pool, from the key each page starts at
+(``PageTable``: a jump deep into a big library is an indexed read, not a scan); until one
+arrives its rows show placeholders. Thumbnails are
 requested the first time a row is painted and arrive through ``JobRunner.image_ready``.
 """
 
@@ -29,7 +30,7 @@ from PySide6.QtGui import QColor, QImage, QPixmap
 
 from desktop.app.editing import made_from
 from desktop.app.worker import JobRunner
-from desktop.library import ImageEntry, Library, LibraryError
+from desktop.library import ImageEntry, Library, LibraryError, PageTable
 
 PAGE = 200
 PAGES_KEPT = 12
@@ -58,7 +59,6 @@ class GalleryModel(QAbstractListModel):
         self.drag_folder: Path | None = None
         self._count = 0
         self._pages: OrderedDict[int, list[ImageEntry]] = OrderedDict()
-        self._rows: dict[str, int] = {}  # image id -> row, for the pages in memory
         self._thumbnails: OrderedDict[str, QPixmap] = OrderedDict()
         self._asked: set[str] = set()
         self._placeholder = _placeholder(self.thumbnail_size, "#3a3a3a")
@@ -77,10 +77,13 @@ class GalleryModel(QAbstractListModel):
         """Read the library again (a new picture, a deletion, another process's change)."""
         self.beginResetModel()
         self._pages.clear()
-        self._rows.clear()
         self._asked.clear()
         self._fetching.clear()
         self._generation += 1
+        # Positions moved: page starts learnt before this are wrong now (learnt again lazily,
+        # on the pool, as pages are wanted).
+        self._table = PageTable(self._library, self.search_text, page_size=PAGE,
+                                favourites=self.favourites_only)
         self._count = self._library.count(self.search_text, favourites=self.favourites_only)
         self.endResetModel()
         self.changed.emit()
@@ -106,7 +109,12 @@ class GalleryModel(QAbstractListModel):
         return page[at] if at < len(page) else None
 
     def row_of(self, image_id: str) -> int | None:
-        return self._rows.get(image_id)
+        """The row of a picture among the pages in memory (None when not among them)."""
+        for number, page in self._pages.items():
+            for at, entry in enumerate(page):
+                if entry.id == image_id:
+                    return number * PAGE + at
+        return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid() or not 0 <= index.row() < self._count:
@@ -120,7 +128,7 @@ class GalleryModel(QAbstractListModel):
         if entry is None:
             return None
         if role == Qt.ItemDataRole.DecorationRole:
-            return self._thumbnail(entry)
+            return self._thumbnail(entry, index.row())
         if role == Qt.ItemDataRole.ToolTipRole:
             size = f"{entry.width} × {entry.height}" if entry.width else ""
             star = "★ " if entry.favourite else ""
@@ -146,16 +154,12 @@ class GalleryModel(QAbstractListModel):
         return page
 
     def _read_page(self, number: int):  # noqa: ANN202 (a reader to run now or on the pool)
-        text, favourites, library = self.search_text, self.favourites_only, self._library
-        before = self._pages.get(number - 1)
-        if before and len(before) == PAGE:  # scrolling on: the cursor is cheap at any depth
-            where = {"cursor": str(before[-1].rowid)}
-        else:
-            where = {"offset": number * PAGE}
-        return lambda: library.search(text, favourites=favourites, limit=PAGE,
-                                      **where).entries
+        table = self._table  # this generation's, even if the reader runs after a refresh
+        return lambda: table.page(number)
 
     def _fetch(self, number: int) -> None:
+        # Every row painted appends its page, so the deque holds the pages of the last paint
+        # or two: while the bar is dragged, only those are read when their turn comes.
         self._wanted.append(number)
         if number in self._fetching:
             return
@@ -185,17 +189,15 @@ class GalleryModel(QAbstractListModel):
             self.dataChanged.emit(self.index(first), self.index(last))
 
     def _keep(self, number: int, page: list[ImageEntry]) -> None:
+        # Nothing here walks the page's rows: a dragged scroll bar brings dozens of pages a
+        # second, and the GUI thread's time goes to painting.
         self._pages[number] = page
-        for at, entry in enumerate(page):
-            self._rows[entry.id] = number * PAGE + at
         while len(self._pages) > PAGES_KEPT:
-            _, dropped = self._pages.popitem(last=False)
-            for entry in dropped:
-                self._rows.pop(entry.id, None)
+            self._pages.popitem(last=False)
 
     # Thumbnails ----------------------------------------------------------------------------
 
-    def _thumbnail(self, entry: ImageEntry) -> QPixmap:
+    def _thumbnail(self, entry: ImageEntry, row: int) -> QPixmap:
         pixmap = self._thumbnails.get(entry.id)
         if pixmap is not None:
             self._thumbnails.move_to_end(entry.id)
@@ -205,29 +207,32 @@ class GalleryModel(QAbstractListModel):
         if entry.id not in self._asked:
             self._asked.add(entry.id)
             cache, image_id, path = self._library.thumbnails, entry.id, entry.path
-            self._runner.load_image(THUMB_PREFIX + entry.id, lambda: cache.get(image_id, path),
-                                    self.thumbnail_size)
+            # The key names the row to repaint when the thumbnail comes, valid while the
+            # generation is the same (rows do not move between refreshes).
+            key = f"{THUMB_PREFIX}{self._generation}:{row}:{entry.id}"
+            self._runner.load_image(key, lambda: cache.get(image_id, path), self.thumbnail_size)
         return self._placeholder
 
     def _thumbnail_ready(self, key: str, image: QImage) -> None:
         if not key.startswith(THUMB_PREFIX):
             return
-        image_id = key[len(THUMB_PREFIX):]
+        generation, row, image_id = key[len(THUMB_PREFIX):].split(":")
         self._asked.discard(image_id)
         self._thumbnails[image_id] = QPixmap.fromImage(image)
         while len(self._thumbnails) > THUMBNAILS_KEPT:
             self._thumbnails.popitem(last=False)
-        self._row_changed(image_id)
+        self._row_changed(int(generation), int(row))
 
     def _thumbnail_failed(self, key: str, _message: str) -> None:
         if key.startswith(THUMB_PREFIX):
-            image_id = key[len(THUMB_PREFIX):]
+            generation, row, image_id = key[len(THUMB_PREFIX):].split(":")
             self._thumbnails[image_id] = self._missing
-            self._row_changed(image_id)
+            self._row_changed(int(generation), int(row))
 
-    def _row_changed(self, image_id: str) -> None:
-        row = self._rows.get(image_id)
-        if row is not None:
+    def _row_changed(self, generation: int, row: int) -> None:
+        # After a refresh the row may hold another picture; the refresh repainted every row,
+        # and a row painted since then found the thumbnail in memory or asked again.
+        if generation == self._generation and row < self._count:
             index = self.index(row)
             self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 

@@ -22,6 +22,7 @@ from desktop.app.upscaling import UPSCALE_SCALES
 from desktop.app.viewmodels.gallery import EntryRole, ImageEntry
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
+from desktop.app.widgets.thumbnail_grid import ThumbnailGrid
 
 SPACING = 6
 
@@ -39,7 +40,7 @@ class GalleryView(QWidget):
         self.favourites.setCheckable(True)
         self.favourites.setToolTip("Show only favourites")
         self.count = QLabel()
-        self.grid = QListView()
+        self.grid = ThumbnailGrid()
         # List mode with wrapping lays out uniform items arithmetically; icon mode would keep
         # a rectangle per item, which is slow and large with 100,000 pictures.
         self.grid.setViewMode(QListView.ViewMode.ListMode)
