@@ -239,6 +239,9 @@ def test_instruct_is_refused_for_a_model_that_is_not_instruct_pix2pix(qtbot, win
     assert "\n" not in window.last_problem and f"'{model.name}' is not one" in (
         window.last_problem)
     assert studio.jobs.rowCount() == 0
+    gallery_instruct = _gallery_action(window, "Instruct")  # greyed in the menu too, saying why
+    assert not gallery_instruct.isEnabled()
+    assert gallery_instruct.toolTip() == instructing.wrong_model(model)
 
 
 @pytest.mark.slow
@@ -271,6 +274,11 @@ def test_instruct_with_the_tiny_pix2pix_model(qtbot, window, home):
     metadata = _metadata(entry.path)
     assert metadata["prompt"] == "make it winter" and metadata["image_guidance"] == 1.2
     assert f"changed by instruction from #{source.id[:6]}" in _tooltip(studio, 0)
+    # The gallery's Instruct takes the picture under the mouse (the newest, row 0) as source.
+    with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as again:
+        _gallery_action(window, "Instruct").trigger()
+    (second,) = again.args[0].entries
+    assert (second.operation, second.source_id) == ("instruct_pix2pix", entry.id)
 
 
 def test_reuse_parameters_brings_back_the_image_guidance():

@@ -526,6 +526,14 @@ class Studio(QObject):
             return
         self.use_as_source(entry, self.edit)
 
+    def instruct_of(self, entry: ImageEntry) -> None:
+        """The gallery's "Instruct": that picture becomes the source, then it is changed as
+        the prompt says; a model or prompt that cannot do it is said before anything loads."""
+        if problem := instructing.instruct_problem(self.prompt.model(), self.prompt.form):
+            self.problem.emit(problem)
+            return
+        self.use_as_source(entry, self.instruct)
+
     def upscale_of(self, entry: ImageEntry, scale: int) -> None:
         """The gallery's "Upscale 2×/4×": that picture becomes the source, then enlarged."""
         self.use_as_source(entry, lambda: self.upscale(scale))

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.app.instructing import is_instruct_model, wrong_model
 from desktop.app.upscaling import UPSCALE_SCALES
 from desktop.app.viewmodels.gallery import EntryRole, ImageEntry
 from desktop.app.viewmodels.studio import Studio
@@ -137,6 +138,13 @@ class GalleryView(QWidget):
         menu.addAction(icon("variations"), "Variations",
                        lambda: self.studio.variations_of(one))
         menu.addAction(icon("edit"), "Edit with the prompt", lambda: self.studio.edit_of(one))
+        instruct = menu.addAction(icon("instruct"), "Instruct",
+                                  lambda: self.studio.instruct_of(one))
+        model = self.studio.prompt.model()
+        if not is_instruct_model(model):  # as the toolbar's: greyed, saying what it needs
+            instruct.setEnabled(False)
+            instruct.setToolTip(wrong_model(model))
+        menu.setToolTipsVisible(True)
         for scale in UPSCALE_SCALES:
             menu.addAction(icon("upscale"), f"Upscale {scale}×", self._upscaler(one, scale))
         menu.addSeparator()
