@@ -27,11 +27,12 @@ from desktop.model_store import ModelStore
 from engine.errors import Cancelled
 from engine.manifest import write_manifest
 from engine.request import GenerationParameters, InstructPix2PixRequest
-from engine.runtime import RuntimeOptions
-from engine.upscale import LANCZOS_NAME, UpscalerDescription
+from engine.runtime import CancelToken, RuntimeOptions
+from engine.upscale import LANCZOS_NAME, UpscalerDescription, UpscaleRequest, load_upscaler
 from tests.app_windows import studio_window
 
 WAIT_MS = 30_000
+CPU = RuntimeOptions(providers=("cpu",))
 
 
 class SlowTiles(EnginePipelines):
@@ -217,6 +218,19 @@ def test_the_upscaler_chosen_in_the_settings_is_used_while_installed(qtbot, wind
     # A choice that is no longer installed falls back to the first by name, then Lanczos.
     assert chosen_upscaler(studio.services.store, "removed_x4") == "a_x2"
     assert chosen_upscaler(ModelStore(home / "empty", home / "none"), "b_x2") is None
+
+
+def test_new_runtime_options_let_the_upscalers_session_go(home):
+    folder = _tiny_upscaler(home / "models" / "tiny_x2")
+    pipelines = EnginePipelines(ModelStore(home / "models"), CPU)
+    request = UpscaleRequest(np.zeros((20, 20, 3), np.uint8), 2)
+    pipelines.upscale("tiny_x2", request, lambda done, total: None, CancelToken())
+    first = load_upscaler(folder, CPU).session
+    assert load_upscaler(folder, CPU).session is first  # kept between upscales
+
+    pipelines.reconfigure(RuntimeOptions(providers=("cpu",), cpu_threads=2), 2)
+    pipelines.upscale("tiny_x2", request, lambda done, total: None, CancelToken())
+    assert load_upscaler(folder, CPU).session is not first  # made for the old options: gone
 
 
 def test_instruct_is_refused_for_a_model_that_is_not_instruct_pix2pix(qtbot, window, home):

@@ -42,7 +42,7 @@ from engine.request import (
     RegionsRequest,
     TextToImageRequest,
 )
-from engine.runtime import CancelToken, RuntimeOptions
+from engine.runtime import CancelToken, RuntimeOptions, release_sessions
 from engine.upscale import UpscalePipeline, Upscaler, UpscaleRequest, load_upscaler
 from engine.upscale.tiles import TileProgress
 
@@ -119,6 +119,7 @@ class EnginePipelines:
         self.keep_loaded = max(1, keep_loaded)
         self._models: OrderedDict[str, Model] = OrderedDict()  # least recently used first
         self.upscaler = ""  # the settings' choice for hires fix (see chosen_upscaler)
+        self._upscaler_folders: set[Path] = set()  # whose sessions the engine has cached
         self._new_options: tuple[RuntimeOptions, int] | None = None
 
     def reconfigure(self, runtime: RuntimeOptions, keep_loaded: int) -> None:
@@ -149,14 +150,20 @@ class EnginePipelines:
         return UpscalePipeline(self._upscaler(upscaler))(request, on_tile, cancel)
 
     def _upscaler(self, name: str | None) -> Upscaler | None:
-        return None if name is None else load_upscaler(self.store.upscaler_path(name),
-                                                       self.runtime, name)
+        if name is None:
+            return None
+        folder = self.store.upscaler_path(name)
+        self._upscaler_folders.add(folder)
+        return load_upscaler(folder, self.runtime, name)
 
     def _take_new_options(self) -> None:
         (runtime, self.keep_loaded), self._new_options = self._new_options, None
         if runtime != self.runtime:
             # Sessions made for the old providers or threads would never be used again.
             self._unload(len(self._models))
+            for folder in self._upscaler_folders:
+                release_sessions(folder)
+            self._upscaler_folders.clear()
             self.runtime = runtime
         self._unload(len(self._models) - self.keep_loaded)
 

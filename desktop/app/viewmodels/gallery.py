@@ -108,14 +108,6 @@ class GalleryModel(QAbstractListModel):
         page = self._page(page_number)
         return page[at] if at < len(page) else None
 
-    def row_of(self, image_id: str) -> int | None:
-        """The row of a picture among the pages in memory (None when not among them)."""
-        for number, page in self._pages.items():
-            for at, entry in enumerate(page):
-                if entry.id == image_id:
-                    return number * PAGE + at
-        return None
-
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid() or not 0 <= index.row() < self._count:
             return None
