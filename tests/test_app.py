@@ -286,7 +286,7 @@ def test_gallery_search_and_favourites(qtbot, window):
     qtbot.keyClicks(gallery.search, "moo")
     assert gallery.grid.model().rowCount() == 1
     gallery.search.clear()
-    window.studio.set_favourite([gallery.grid.model().entry(1)], True)
+    window.studio.pictures.set_favourite([gallery.grid.model().entry(1)], True)
     gallery.favourites.click()
     assert [gallery.grid.model().entry(0).prompt] == ["a horse on the right"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
-from PySide6.QtGui import QGuiApplication, QImage
+from PySide6.QtGui import QImage
 
 from desktop.app import editing, generation, instructing, upscaling
 from desktop.app import settings as settings_file
@@ -27,6 +27,7 @@ from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
 from desktop.app.viewmodels.mask import MaskModel
 from desktop.app.viewmodels.models import ModelListModel
 from desktop.app.viewmodels.outpaint import OutpaintModel
+from desktop.app.viewmodels.pictures import PictureActions
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
@@ -38,7 +39,6 @@ from engine.runtime import available_providers
 
 FULL_PREFIX = "full:"
 SOURCE_PREFIX = "source:"
-COPY_PREFIX = "copy:"
 DROPPED_PICTURE = "dropped picture"  # picture data with no file name
 LIBRARY_POLL_MS = 1000
 
@@ -78,6 +78,9 @@ class Studio(QObject):
         self.jobs = JobQueueModel(self)
         self.gallery.embed_metadata = services.settings.embed_metadata
         self.models = ModelListModel(services.store, self)
+        self.pictures = PictureActions(services.library, self.gallery, self.runner, self)
+        self.pictures.message.connect(self.message)
+        self.pictures.problem.connect(self.problem)
         self._prefer_upscaler()
         # What the canvas shows: a finished picture (with its entry) or the running preview.
         self.canvas_image: QImage | None = None
@@ -107,7 +110,6 @@ class Studio(QObject):
         self.progress: JobProgress | None = None
         self.device = Device(_startup_device(services.settings), None)
         self.welcome_dismissed = False
-        self.last_trashed: list[str] = []
         self.runner.started.connect(self._job_started)
         self.runner.progressed.connect(self._job_progressed)
         self.runner.finished.connect(self._job_finished)
@@ -319,7 +321,7 @@ class Studio(QObject):
         if self.mask_editing and self.mask.can_undo:
             self.mask.undo()
         else:
-            self.undo_trash()
+            self.pictures.undo_trash()
 
     def cancel(self, job_id: int) -> None:
         self.runner.cancel(job_id)
@@ -415,46 +417,11 @@ class Studio(QObject):
         path = entry.path
         self.runner.load_image(FULL_PREFIX + entry.id, lambda: path)
 
-    def copy_entry(self, entry: ImageEntry) -> None:
-        """Put the picture on the clipboard (decoded off the GUI thread, then copied)."""
-        path = entry.path
-        self.runner.load_image(COPY_PREFIX + entry.id, lambda: path)
-
     def reuse(self, entry: ImageEntry, seed_only: bool = False) -> None:
         self.prompt.reuse(entry, seed_only)
         if not seed_only and self.regions.reuse(entry.parameters):
             self.set_regions_editing(True)  # a layout picture: its boxes are on the canvas
         self.message.emit("Seed reused." if seed_only else "Parameters reused.")
-
-    def set_favourite(self, entries: list[ImageEntry], favourite: bool) -> None:
-        self._library_call(self.library.set_favourite, [e.id for e in entries], favourite)
-        self.gallery.refresh()
-
-    def trash(self, entries: list[ImageEntry]) -> None:
-        ids = [entry.id for entry in entries]
-        if not ids or self._library_call(self.library.trash, ids) is None:
-            return
-        self.last_trashed = ids
-        self.gallery.refresh()
-        count = len(ids)
-        self.message.emit(f"Moved {count} picture{'s' if count > 1 else ''} to the trash "
-                          "(Ctrl+Z brings them back).")
-
-    def undo_trash(self) -> None:
-        if not self.last_trashed:
-            return
-        if self._library_call(self.library.restore, self.last_trashed) is not None:
-            count = len(self.last_trashed)
-            self.last_trashed = []
-            self.gallery.refresh()
-            self.message.emit(f"Restored {count} picture{'s' if count > 1 else ''}.")
-
-    def _library_call(self, function, *args):  # noqa: ANN001, ANN202 (a thin wrapper)
-        try:
-            return function(*args)
-        except EaselError as error:
-            self.problem.emit(str(error))
-            return None
 
     def _check_library(self) -> None:
         if self.library.changed_elsewhere():
@@ -578,9 +545,6 @@ class Studio(QObject):
                     and not self.canvas_is_source):
                 self.canvas_image = image
                 self.canvas_changed.emit()
-        elif key.startswith(COPY_PREFIX):
-            QGuiApplication.clipboard().setImage(image)
-            self.message.emit("Picture copied.")
 
     def _image_failed(self, key: str, message: str) -> None:
         if key.startswith(SOURCE_PREFIX):
@@ -588,7 +552,7 @@ class Studio(QObject):
             if int(number) == self._source_loads:
                 self._after_source = None
                 self.problem.emit(message)  # the source stays what it was
-        elif key.startswith((FULL_PREFIX, COPY_PREFIX)):
+        elif key.startswith(FULL_PREFIX):
             self.problem.emit(message)
 
     # Models --------------------------------------------------------------------------------

@@ -105,12 +105,12 @@ class GalleryView(QWidget):
             self.studio.show_entry(entry)
 
     def delete_selected(self) -> None:
-        self.studio.trash(self.selected())
+        self.studio.pictures.trash(self.selected())
 
     def copy_selected(self) -> None:
         entries = self.selected()
         if entries:
-            self.studio.copy_entry(entries[0])
+            self.studio.pictures.copy(entries[0])
 
     def reuse_selected(self, seed_only: bool = False) -> None:
         entries = self.selected()
@@ -152,7 +152,7 @@ class GalleryView(QWidget):
         menu.addAction(icon("seed"), "Reuse this image's seed",
                        lambda: self.reuse_selected(seed_only=True))
         menu.addAction(icon("favourite"), "Mark as favourite" if favourite else "Unmark",
-                       lambda: self.studio.set_favourite(entries, favourite))
+                       lambda: self.studio.pictures.set_favourite(entries, favourite))
         menu.addAction(icon("copy"), "Copy picture", self.copy_selected)
         menu.addAction(icon("folder"), "Open folder", lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(one.path.parent))))
