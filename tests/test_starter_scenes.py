@@ -156,3 +156,76 @@ def test_chance_levels() -> None:
     assert chance["one_object"] == pytest.approx(1 / len(OBJECTS))
     assert chance["colour"] == pytest.approx(1 / len(COLOURS))
     assert chance["position"] == pytest.approx(1 / len(POSITION_NAMES))
+
+
+# --- captions that leave attributes out (issue 14) ---------------------------------------------
+
+
+def _says_position(text: str, placed: sc.Placed) -> bool:
+    return any(phrase in text for phrase in POSITION_PHRASES[placed.position])
+
+
+def test_captions_leave_out_each_attribute_and_keep_every_object() -> None:
+    rng = np.random.default_rng(8)
+    seen = {"position": 0, "size": 0, "colour": 0, "nothing": 0}
+    for _ in range(600):
+        scene = sc.sample_scene(rng)
+        text = sc.caption(scene, rng, leave_out=0.3)
+        for placed in scene.objects:  # every object is still named, once
+            assert len(re.findall(rf"\b{placed.word}\b", text)) == 1, text
+        says_colour = "background" in text
+        assert says_colour == (scene.background in text.split(" ")
+                               or f"{scene.background}," in text), text
+        positions = [_says_position(text, o) for o in scene.objects]
+        assert all(positions) or not any(positions), text  # all positions said, or none
+        sized = [o for o in scene.objects if o.size != "medium"]
+        sizes = [f"{o.size} {o.word}" in text for o in sized]
+        assert all(sizes) or not any(sizes), text
+        seen["colour"] += not says_colour
+        seen["position"] += not any(positions)
+        seen["size"] += bool(sized) and not any(sizes)
+        seen["nothing"] += says_colour and all(positions) and all(sizes)
+        if not says_colour and not any(positions) and not any(sizes):
+            assert text == " and ".join(
+                f"{'an' if o.word[0] in 'aeiou' else 'a'} {o.word}" for o in scene.objects)
+    # Each attribute is left out about 30% of the time (a size only where one would be said).
+    assert 120 < seen["colour"] < 240 and 100 < seen["position"] < 240
+    assert 60 < seen["size"] < 200 and seen["nothing"] > 150
+
+
+def test_without_leave_out_every_caption_says_everything() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(300):
+        scene = sc.sample_scene(rng)
+        text = sc.caption(scene, rng, leave_out=0.0)
+        assert "background" in text and all(_says_position(text, o) for o in scene.objects)
+
+
+def test_position_less_captions_never_show_a_held_out_object_colour_pair() -> None:
+    pairs = set(sc.HELD_OUT_PAIRS)
+    assert len(pairs) == len(OBJECTS) and {w for w, _ in pairs} == set(OBJECT_WORDS)
+    assert all(any(h[0] == w and h[2] == c for h in sc.HELD_OUT_COMBINATIONS) for w, c in pairs)
+    rng = np.random.default_rng(10)
+    position_less_with_colour = 0
+    for _ in range(3000):
+        scene = sc.sample_scene(rng)
+        text = sc.caption(scene, rng, leave_out=0.5)
+        if "background" in text and not any(_says_position(text, o) for o in scene.objects):
+            position_less_with_colour += 1
+            assert not any(sc.is_pair_held_out(o.word, scene.background)
+                           for o in scene.objects), text
+    assert position_less_with_colour > 300
+    # The pairs are still trained with a position named: only the phrasing is held out.
+    train_pairs = {(w, c) for w, _, c in sc.TRAIN_COMBINATIONS}
+    assert pairs <= train_pairs
+
+
+def test_captions_that_leave_out_are_reproducible_by_seed() -> None:
+    a = sc.sample_batch(np.random.default_rng([0, 7]), 40, leave_out=0.25)
+    b = sc.sample_batch(np.random.default_rng([0, 7]), 40, leave_out=0.25)
+    assert a[1] == b[1] and a[2] == b[2] and np.array_equal(a[0], b[0])
+    c = sc.sample_batch(np.random.default_rng([0, 8]), 40, leave_out=0.25)
+    assert c[1] != a[1]
+    # Leaving out changes only the words: the same generator draws the same first scene.
+    plain = sc.sample_batch(np.random.default_rng([0, 7]), 1, leave_out=0.0)
+    assert plain[2] == a[2][:1]

@@ -199,32 +199,65 @@ CAPTION_TEMPLATES = (
     "a {colour} background with {subject}",
     "{subject} against a {colour} background",
 )
+# A caption that leaves the background colour out says only the objects.
+CAPTION_TEMPLATES_WITHOUT_COLOUR = ("{subject}",)
+# Attributes a training caption may leave out; the scene keeps them (an object whose position
+# is not said still sits somewhere), so an unnamed attribute comes to mean "any".
+ATTRIBUTES = ("position", "size", "colour")
 
 
-def _object_phrase(placed: Placed, position_phrase: str) -> str:
+def _object_phrase(placed: Placed, position_phrase: str, say_size: bool = True) -> str:
     noun = OBJECTS_BY_WORD[placed.word].word
-    if placed.size != "medium":
+    if placed.size != "medium" and say_size:
         noun = f"{placed.size} {noun}"
     article = "an" if noun[0] in "aeiou" else "a"
-    return f"{article} {noun} {position_phrase}"
+    return f"{article} {noun} {position_phrase}".rstrip()
 
 
-def caption(scene: Scene, rng: np.random.Generator | None = None) -> str:
+def caption(scene: Scene, rng: np.random.Generator | None = None, leave_out: float = 0.0) -> str:
     """The scene in words. Without ``rng`` the canonical phrasing, e.g.
-    "an avocado on the left, on a blue background"; with it, a random phrasing variant."""
+    "an avocado on the left, on a blue background"; with it, a random phrasing variant, which
+    with ``leave_out`` > 0 leaves each attribute (the positions, the sizes, the background
+    colour) unsaid with that probability, e.g. "an avocado on a blue background" or
+    "an avocado". Positions are kept where ``is_pair_held_out`` keeps an (object, colour)
+    pair out of position-less captions."""
+    omitted = omitted_attributes(scene, rng, leave_out) if rng is not None else frozenset()
     if rng is None:
         template = CAPTION_TEMPLATES[0]
         phrases = [_object_phrase(o, POSITION_PHRASES[o.position][0]) for o in scene.objects]
     else:
-        template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
+        templates = (
+            CAPTION_TEMPLATES_WITHOUT_COLOUR if "colour" in omitted else CAPTION_TEMPLATES
+        )
+        template = templates[int(rng.integers(len(templates)))]
         phrases = []
         for o in scene.objects:
             options = POSITION_PHRASES[o.position]
-            phrases.append(_object_phrase(o, options[int(rng.integers(len(options)))]))
+            phrase = options[int(rng.integers(len(options)))]
+            phrases.append(
+                _object_phrase(o, "" if "position" in omitted else phrase, "size" not in omitted)
+            )
     text = template.format(
         subject=" and ".join(phrases), listing=", ".join(phrases), colour=scene.background
     )
     return text.replace(" a orange", " an orange")
+
+
+def omitted_attributes(
+    scene: Scene, rng: np.random.Generator, leave_out: float
+) -> frozenset[str]:
+    """Which of ATTRIBUTES a random caption of ``scene`` leaves unsaid: each with probability
+    ``leave_out``, independently (one draw per attribute, so the generator advances the same
+    way whatever is left out). Nothing is drawn when ``leave_out`` is 0."""
+    if leave_out <= 0:
+        return frozenset()
+    draws = rng.random(len(ATTRIBUTES))
+    omitted = {a for a, d in zip(ATTRIBUTES, draws, strict=True) if d < leave_out}
+    if "position" in omitted and "colour" not in omitted and any(
+        is_pair_held_out(o.word, scene.background) for o in scene.objects
+    ):
+        omitted.discard("position")  # "a cat on a green background" is kept for evaluation
+    return frozenset(omitted)
 
 
 # --- the train / held-out split ---------------------------------------------------------------
@@ -250,6 +283,20 @@ _HELD_OUT_SET = frozenset(HELD_OUT_COMBINATIONS)
 TRAIN_COMBINATIONS: tuple[tuple[str, str, str], ...] = tuple(
     t for t in ALL_COMBINATIONS if t not in _HELD_OUT_SET
 )
+
+
+# For each object, the background colour of its first held-out combination: training
+# captions never say that (object, colour) pair without a position, so "a cat on a green
+# background" (an object and a colour, no position) can be evaluated on pairs never seen so.
+HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (w, c) for w, _, c in HELD_OUT_COMBINATIONS[::HELD_OUT_PER_OBJECT]
+)
+_HELD_OUT_PAIR_SET = frozenset(HELD_OUT_PAIRS)
+
+
+def is_pair_held_out(word: str, colour: str) -> bool:
+    """Whether (object, colour) is kept out of training captions that name no position."""
+    return (word, colour) in _HELD_OUT_PAIR_SET
 
 
 def is_held_out(word: str, position: str, colour: str) -> bool:
@@ -348,10 +395,12 @@ def sample_batch(
     split: str = "train",
     two_objects_probability: float = 0.5,
     jitter: float = DEFAULT_JITTER,
+    leave_out: float = 0.0,
 ) -> tuple[np.ndarray, list[str], list[Scene]]:
-    """``count`` random scenes: images (N x size x size x 3 uint8), varied captions, scenes."""
+    """``count`` random scenes: images (N x size x size x 3 uint8), varied captions (each
+    attribute left unsaid with probability ``leave_out``), scenes."""
     scenes = [sample_scene(rng, split, two_objects_probability, jitter) for _ in range(count)]
-    captions = [caption(s, rng) for s in scenes]
+    captions = [caption(s, rng, leave_out) for s in scenes]
     return render_batch(scenes, size), captions, scenes
 
 

@@ -11,7 +11,9 @@ next chunk resumes from it; with no checkpoint it starts from the shipped weight
 Objective: rectified flow. A training image x0 (a 32 px scene, pixel-unshuffled to 12 x 16 x 16
 in [-1, 1]) and noise e are mixed as x_t = (1 - t) x0 + t e with t drawn logit-normal, and the
 UNet predicts the velocity e - x0, which the engine's flow Euler scheduler integrates. One
-caption in ten is replaced by the empty prompt, for classifier-free guidance.
+caption in ten is replaced by the empty prompt, for classifier-free guidance. Captions leave
+each attribute (positions, sizes, background colour) unsaid a quarter of the time, so a prompt
+that names only objects draws them, once each, anywhere (``scenes.caption``).
 
 The data is drawn fresh for every batch from a generator seeded by (seed, step), so a resumed
 run sees exactly the batches an unbroken run would have seen.
@@ -60,6 +62,9 @@ class Settings:
     weight_decay: float = 0.01
     ema_decay: float = 0.998
     caption_dropout: float = 0.1
+    # Each attribute (positions, sizes, background colour) is left out of a caption with this
+    # probability, so a prompt that does not say one still draws the named objects (issue 14).
+    leave_out: float = 0.25
     two_objects_probability: float = 0.5
     grad_clip: float = 1.0
     seed: int = 0
@@ -101,7 +106,8 @@ def make_batch(settings: Settings, step: int, tokens: Tokens) -> Batch:
     s = settings
     rng = np.random.default_rng([s.seed, step])
     images, captions, _ = sample_batch(
-        rng, s.batch, 32, two_objects_probability=s.two_objects_probability
+        rng, s.batch, 32, two_objects_probability=s.two_objects_probability,
+        leave_out=s.leave_out,
     )
     captions = ["" if rng.random() < s.caption_dropout else c for c in captions]
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -329,6 +335,8 @@ def train(work: Path, minutes: float, settings: Settings) -> Trainer:
             last_checkpoint = time.monotonic()
     source.close()
     chunk["seconds"] = round(chunk["seconds"], 1)
+    if not chunk["steps"]:  # an export-only run trains nothing: no chunk to record
+        trainer.history.remove(chunk)
     trainer.save()
     print(f"saved at step {trainer.step}, {trainer.seconds / 3600:.2f} h of training in all",
           flush=True)
@@ -355,11 +363,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the averaged weights every this many training minutes")
     parser.add_argument("--warmup-steps", type=int, default=Settings.warmup_steps)
     parser.add_argument("--ema-decay", type=float, default=None)
+    parser.add_argument("--leave-out", type=float, default=Settings.leave_out,
+                        help="probability that a caption leaves out each attribute")
     parser.add_argument("--export", action="store_true",
                         help="after training, write the averaged weights to resources/")
+    parser.add_argument("--export-to", type=Path,
+                        help="after training, write the averaged weights to this folder "
+                             "instead (to evaluate them before shipping)")
     args = parser.parse_args(argv)
     settings = Settings(batch=args.batch, threads=args.threads, device=args.device,
-                        warmup_steps=args.warmup_steps, snapshot_minutes=args.snapshot_minutes)
+                        warmup_steps=args.warmup_steps, snapshot_minutes=args.snapshot_minutes,
+                        leave_out=args.leave_out)
     if args.device != "cpu":
         settings = replace(settings, **GPU_DEFAULTS)
         if args.batch != Settings.batch:
@@ -373,11 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.ema_decay is not None:
         settings = replace(settings, ema_decay=args.ema_decay)
     trainer = train(args.work, args.minutes, settings)
-    if args.export:
+    destination = args.export_to or (SHIPPED if args.export else None)
+    if destination is not None:
         from engine.starter.training.export import export_starter
 
-        export_starter(trainer.ema, trainer.config, SHIPPED, trainer_record(trainer))
-        print(f"exported to {SHIPPED}")
+        export_starter(trainer.ema, trainer.config, destination, trainer_record(trainer))
+        print(f"exported to {destination}")
     return 0
 
 
