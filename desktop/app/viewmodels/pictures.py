@@ -1,5 +1,5 @@
 """What the gallery does to its pictures that involves no source picture and no job: mark as
-favourite, move to the trash and back, copy to the clipboard.
+favourite, move to the trash and back, copy to the clipboard, export (Save as).
 
 Kept out of the studio so that view-model stays about making pictures; the studio owns one
 of these and passes its sentences on.
@@ -8,6 +8,7 @@ of these and passes its sentences on.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from PySide6.QtCore import QObject, Signal
@@ -19,6 +20,8 @@ from desktop.library import ImageEntry, Library
 from engine.errors import EaselError
 
 COPY_PREFIX = "copy:"
+NOTHING_TO_EXPORT = ("Choose a picture in the gallery (or show one on the canvas) to "
+                     "export first.")
 Result = TypeVar("Result")
 
 
@@ -37,6 +40,7 @@ class PictureActions(QObject):
         self.gallery = gallery
         self.runner = runner
         self.last_trashed: list[str] = []
+        self.export_folder: Path | None = None  # where the last export went (offered again)
         runner.image_ready.connect(self._image_ready)
         runner.image_failed.connect(self._image_failed)
 
@@ -65,6 +69,30 @@ class PictureActions(QObject):
             self.last_trashed = []
             self.gallery.refresh()
             self.message.emit(f"Restored {plural(count)}.")
+
+    def export(self, entries: list[ImageEntry], folder: Path,
+               strip_metadata: bool = False) -> list[Path]:
+        """Copy the pictures into ``folder`` under their own names, never overwriting: what
+        `easel gallery export` does (the library's export, all or nothing). Without metadata
+        only the pixels go, no prompt and no settings."""
+        if not entries:
+            self.problem.emit(NOTHING_TO_EXPORT)
+            return []
+        try:
+            written = self.library.export([entry.id for entry in entries], Path(folder),
+                                          strip_metadata=strip_metadata)
+        except EaselError as error:
+            self.problem.emit(str(error))
+            return []
+        except OSError as error:  # a folder that cannot be made or written to
+            self.problem.emit(f"Nothing was exported: '{folder}' cannot be written to "
+                              f"({error.strerror or error}).")
+            return []
+        self.export_folder = Path(folder)
+        where = written[0] if len(written) == 1 else Path(folder)
+        what = " (the pixels only, no prompt or settings)" if strip_metadata else ""
+        self.message.emit(f"Exported {plural(len(written))} to {where}{what}.")
+        return written
 
     def _library_call(self, function: Callable[..., Result], *args: object) -> Result | None:
         try:

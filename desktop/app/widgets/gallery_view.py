@@ -1,6 +1,6 @@
 """The gallery: a virtualised thumbnail grid with search, a favourites filter, multi-select,
 delete with undo, reuse, copy, open folder, dragging pictures out, and the editing actions
-(use as source, variations, edit)."""
+(use as source, variations, edit), export."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from desktop.app.instructing import is_instruct_model, wrong_model
 from desktop.app.upscaling import UPSCALE_SCALES
 from desktop.app.viewmodels.gallery import EntryRole, ImageEntry
 from desktop.app.viewmodels.studio import Studio
+from desktop.app.widgets.export_actions import ExportActions
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.thumbnail_grid import ThumbnailGrid
 
@@ -33,6 +34,7 @@ class GalleryView(QWidget):
         super().__init__(parent)
         self.studio = studio
         self.model = studio.gallery
+        self.exports: ExportActions | None = None  # the window's Export actions, for the menu
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search the gallery by prompt")
         self.search.setClearButtonEnabled(True)
@@ -154,6 +156,8 @@ class GalleryView(QWidget):
         menu.addAction(icon("favourite"), "Mark as favourite" if favourite else "Unmark",
                        lambda: self.studio.pictures.set_favourite(entries, favourite))
         menu.addAction(icon("copy"), "Copy picture", self.copy_selected)
+        if self.exports is not None:
+            self.exports.add_to(menu, entries)
         menu.addAction(icon("folder"), "Open folder", lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(one.path.parent))))
         menu.addSeparator()

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from desktop.app.viewmodels.mask import MAX_BRUSH, MIN_BRUSH
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.canvas import Canvas
+from desktop.app.widgets.export_actions import ExportActions
 from desktop.app.widgets.gallery_view import GalleryView
 from desktop.app.widgets.history_panel import HistoryPanel
 from desktop.app.widgets.icons import icon
@@ -171,9 +172,14 @@ class MainWindow(QMainWindow):
         focus_prompt = self._action("Go to prompt", self.prompt_panel.prompt.setFocus, "Ctrl+L")
         focus_gallery = self._action("Search gallery", self.gallery.search.setFocus, "Ctrl+F")
         editing = self._editing_actions()
+        self.exports = ExportActions(studio, self, self.gallery.selected)
+        self.gallery.exports = self.exports
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
-        for action in (import_action, settings_action, quit_action):
+        for action in (*self.exports.file_actions(), import_action):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        for action in (settings_action, quit_action):
             file_menu.addAction(action)
         edit_menu = menus.addMenu("&Edit")
         for action in (undo_action, focus_prompt, focus_gallery):
