@@ -7,7 +7,6 @@ is left half-written (models are built aside and moved in, images are written at
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sqlite3
 import sys
@@ -62,16 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _open_window() -> int:
-    """``easel`` with no command opens the desktop window."""
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-        or os.environ.get("QT_QPA_PLATFORM")
-    ):
-        # Qt would abort the whole process here; say it in one sentence instead.
-        print("easel: there is no screen to open the window on (neither DISPLAY nor "
-              "WAYLAND_DISPLAY is set); use the commands instead, e.g. easel generate "
-              "\"a red chair\" (easel --help lists them).", file=sys.stderr)
-        return EXIT_ERROR
+    """``easel`` with no command opens the desktop window (or says why it cannot)."""
     # Imported only here: the command line stays Qt-free until a window is asked for.
     from desktop.app import main as open_app
 
