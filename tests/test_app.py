@@ -381,7 +381,7 @@ def test_variations_of_a_dropped_picture_are_linked_to_it(qtbot, window, pipelin
     assert studio.source.image_id == original.id
     assert studio.canvas_is_source and window.canvas.has_image
     assert window.source_label.text().strip().startswith(f"Source: #{original.id[:6]}")
-    studio.prompt.update(prompt="", count=3, strength=0.5)
+    studio.prompt.update(prompt="", variations=3, strength=0.5)
     previews = []
     studio.canvas_changed.connect(lambda: previews.append(studio.canvas_is_preview))
     outcome = _finish(qtbot, studio, window.variations_action.trigger)
@@ -403,7 +403,7 @@ def test_variations_of_a_dropped_picture_are_linked_to_it(qtbot, window, pipelin
     # A picture from elsewhere has no library id to link to, and says so.
     _make_source(qtbot, window, _picture_file(tmp_path / "photo.png"))
     assert studio.source.image_id is None
-    studio.prompt.update(count=1)
+    studio.prompt.update(variations=1)
     outcome = _finish(qtbot, studio, studio.variations)
     assert outcome.entries[0].source_id is None
     assert "variation of an outside picture" in _tooltip(studio, 0)
@@ -507,7 +507,7 @@ def test_gallery_context_menu_makes_variations_of_a_picture(qtbot, window, pipel
     grid.setCurrentIndex(grid.model().index(0))
     menu = window.gallery.context_menu()
     variations = next(action for action in menu.actions() if action.text() == "Variations")
-    studio.prompt.update(count=2)
+    studio.prompt.update(variations=2)
     outcome = _finish(qtbot, studio, variations.trigger)  # loads the source, then queues
     assert studio.source.image_id == first.id
     assert [entry.source_id for entry in outcome.entries] == [first.id, first.id]

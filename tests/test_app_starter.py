@@ -121,7 +121,7 @@ def test_variations_and_outpaint_with_the_starter_model(qtbot, window):
     grid.setCurrentIndex(grid.model().index(0))
     menu = window.gallery.context_menu()
     variations = next(action for action in menu.actions() if action.text() == "Variations")
-    studio.prompt.update(prompt="", count=2)
+    studio.prompt.update(variations=2)
     with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
         variations.trigger()
     made = done.args[0]

@@ -43,6 +43,10 @@ class SourcePicture:
     pixels: np.ndarray  # uint8 (H, W, 3), exactly as the file decodes
     name: str  # for messages and the queue: the file's name, or "#1a2b3c"
     image_id: str | None  # the library picture it is (lineage); None for an outside file
+    # What the picture was made with, when its file says (an Easel or other tool's PNG):
+    # Variations of it use these unless the user types a new prompt.
+    prompt: str = ""
+    negative_prompt: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -86,10 +90,12 @@ def _decoded(image: Image.Image, name: str, library: Library,
     text = {key: value for key, value in getattr(picture, "text", {}).items()
             if isinstance(value, str)}
     pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
+    info = read_info(text, (pixels.shape[1], pixels.shape[0]))
     if image_id is None:
-        embedded = read_info(text, (pixels.shape[1], pixels.shape[0])).image_id
+        embedded = info.image_id
         image_id = embedded if embedded and library.has_image(embedded) else None
-    return SourcePicture(pixels, f"#{image_id[:6]}" if image_id else name, image_id)
+    return SourcePicture(pixels, f"#{image_id[:6]}" if image_id else name, image_id,
+                         info.prompt, info.negative_prompt)
 
 
 # The requests --------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ ASPECTS = (("1:1", 1, 1), ("4:3", 4, 3), ("3:4", 3, 4), ("3:2", 3, 2), ("2:3", 2
            ("16:9", 16, 9), ("9:16", 9, 16))
 BASE_SIDES = (256, 512, 768, 1024)
 MAX_SEED_SHOWN = 2**32 - 1  # new random seeds stay short enough to read and type
+# How many pictures one Variations makes, as many as `easel variations` makes by default
+# (tests/test_app_variations.py holds the two together).
+VARIATIONS_COUNT = 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Form:
     seed: int = 0
     seed_locked: bool = False
     count: int = 1
+    variations: int = VARIATIONS_COUNT  # how many pictures Variations make
     # How much Variations, Edit and Inpaint redraw of the source picture (more than 0, at
     # most 1); text to image ignores it.
     strength: float = 0.75

@@ -21,6 +21,7 @@ from desktop.app.editing import SourcePicture
 from desktop.app.generation import Device, Outcome, Pipelines
 from desktop.app.parameters import final_size, request_from
 from desktop.app.settings import Settings
+from desktop.app.variations import variations_form
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
@@ -107,6 +108,7 @@ class Studio(QObject):
         self._after_source: Callable[[], object] | None = None  # a gallery action's next step
         self._pending_entry: ImageEntry | None = None  # the library picture being loaded
         self._source_entry: ImageEntry | None = None  # the library picture the source is
+        self._prompt_at_source: str | None = None  # the prompt box then (Variations' rule)
         self.progress: JobProgress | None = None
         self.device = Device(_startup_device(services.settings), None)
         self.welcome_dismissed = False
@@ -172,8 +174,10 @@ class Studio(QObject):
     # Editing the source picture ------------------------------------------------------------
 
     def variations(self) -> int | None:
-        """Queue ``count`` new pictures like the source (the prompt, if any, steers them)."""
-        return self._edit("Variations", editing.variations_request)
+        """Queue new pictures like the source, as many as the form's ``variations``, with the
+        source's own prompt unless one was typed for it (``variations_form``)."""
+        return self._edit("Variations", lambda form, source: editing.variations_request(
+            variations_form(form, source, self._prompt_at_source), source))
 
     def edit(self) -> int | None:
         """Queue the source redrawn to match the prompt, by the form's strength."""
@@ -254,7 +258,7 @@ class Studio(QObject):
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, source_id=source.image_id)
         job_id = self.runner.submit(work)
-        count = f" ×{form.count}" if form.count > 1 else ""
+        count = f" ×{request.count}" if request.count > 1 else ""
         self.jobs.add(JobRow(job_id, f"{title}{count} of {source.name}", "generate",
                              extra={"size": editing.result_size(request)}))
         return job_id
@@ -527,13 +531,15 @@ class Studio(QObject):
         self.source_image = qimage_from_pixels(result.pixels)
         self.source_path = Path(path) if path else None  # None: dropped picture data
         self._source_entry = self._pending_entry
+        self._prompt_at_source = self.prompt.form.prompt
         self.mask.reset(*result.size)
         if self.show_welcome:
             self.dismiss_welcome()  # the user has started: the canvas shows the source
         self.show_source()
         self.source_changed.emit()
-        self.message.emit(f"Picture #{result.image_id[:6]} is the source now."
-                          if result.image_id else f"'{result.name}' is the source now.")
+        own = " Variations use its own prompt until you type a new one." if result.prompt else ""
+        self.message.emit((f"Picture #{result.image_id[:6]} is the source now."
+                           if result.image_id else f"'{result.name}' is the source now.") + own)
         then, self._after_source = self._after_source, None
         if then is not None:
             then()

@@ -213,7 +213,8 @@ class MainWindow(QMainWindow):
             "Make the picture on the canvas the source for the editing actions")
         self.variations_action = self._action(
             "Variations", studio.variations, "Ctrl+Shift+V", "variations",
-            "New pictures like the source, as many as 'Pictures' says (the prompt is optional)")
+            "New pictures like the source, with its own prompt unless you type a new one; "
+            "as many as 'Variations' says")
         self.edit_action = self._action(
             "Edit", studio.edit, "Ctrl+Shift+E", "edit",
             "Redraw the source to match the prompt; Strength says how much")
@@ -351,6 +352,7 @@ class MainWindow(QMainWindow):
 
     def _show_source(self) -> None:
         source = self.studio.source
+        self.prompt_panel.show_source_rows(source is not None)
         if source is None:
             self.source_label.setText("No source picture")
             self.source_label.setToolTip("Drop a picture on the canvas, or choose one in the "

@@ -1,5 +1,6 @@
 """The prompt panel: prompt, negative prompt, model, size, steps, guidance, scheduler, seed,
-number of pictures, strength (for the editing actions), and the Generate button."""
+number of pictures, strength and number of variations (while there is a source picture),
+and the Generate button."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.app.instructing import is_instruct_model
+from desktop.app.scheduler_names import display_name
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.widgets.icons import icon
 
@@ -89,8 +91,13 @@ class PromptPanel(QWidget):
         self.new_seed.setToolTip("New random seed")
         self.count = QSpinBox()
         self.count.setRange(1, 16)
-        self.count.setToolTip("How many pictures (seed, seed + 1, …); also how many "
-                              "variations")
+        self.count.setToolTip("How many pictures Generate, Edit, Inpaint and Outpaint make "
+                              "(seed, seed + 1, …)")
+        self.variations = QSpinBox()
+        self.variations.setRange(1, 16)
+        self.variations.setToolTip("How many pictures Variations make (as many as `easel "
+                                   "variations` by default)")
+        self.variations.setAccessibleName("Variations")
         self.strength = QDoubleSpinBox()
         self.strength.setRange(0.05, 1.0)
         self.strength.setSingleStep(0.05)
@@ -124,6 +131,7 @@ class PromptPanel(QWidget):
         self._layout()
         self._connect()
         self._models_changed()
+        self.show_source_rows(False)  # until a picture is dropped or chosen
 
     def _layout(self) -> None:
         seed_row = QHBoxLayout()
@@ -149,6 +157,7 @@ class PromptPanel(QWidget):
         form.addRow("Pictures", self.count)
         form.addRow("Hires fix", hires_holder)
         form.addRow("Strength", self.strength)
+        form.addRow("Variations", self.variations)
         form.addRow("Image guidance", self.image_guidance)
         self.form_layout = form  # rows shown only for some models
         layout = QVBoxLayout(self)
@@ -173,11 +182,12 @@ class PromptPanel(QWidget):
         self.steps.valueChanged.connect(lambda value: vm.update(steps=value))
         self.guidance.valueChanged.connect(lambda value: vm.update(guidance=value))
         self.scheduler.activated.connect(
-            lambda: vm.update(scheduler=self.scheduler.currentText()))
+            lambda: vm.update(scheduler=self.scheduler.currentData()))
         self.seed.textEdited.connect(lambda text: vm.update(seed=int(text or 0)))
         self.seed_lock.toggled.connect(self._seed_locked)
         self.new_seed.clicked.connect(vm.new_random_seed)
         self.count.valueChanged.connect(lambda value: vm.update(count=value))
+        self.variations.valueChanged.connect(lambda value: vm.update(variations=value))
         self.strength.valueChanged.connect(lambda value: vm.update(strength=value))
         self.image_guidance.valueChanged.connect(
             lambda value: vm.update(image_guidance=value))
@@ -202,7 +212,8 @@ class PromptPanel(QWidget):
         form = self.vm.form
         widgets = (self.prompt, self.negative, self.model_box, self.size_box, self.steps,
                    self.guidance, self.scheduler, self.seed, self.seed_lock, self.count,
-                   self.strength, self.image_guidance, self.hires_scale, self.hires_strength)
+                   self.strength, self.variations, self.image_guidance, self.hires_scale,
+                   self.hires_strength)
         blockers = [QSignalBlocker(widget) for widget in widgets]
         if self.prompt.toPlainText() != form.prompt:
             self.prompt.setPlainText(form.prompt)
@@ -213,12 +224,14 @@ class PromptPanel(QWidget):
         self.steps.setValue(form.steps)
         self.guidance.setValue(form.guidance)
         self.scheduler.clear()
-        self.scheduler.addItems(self.vm.schedulers() or [form.scheduler])
-        self.scheduler.setCurrentText(form.scheduler)
+        for name in self.vm.schedulers() or [form.scheduler]:
+            self.scheduler.addItem(display_name(name), name)  # the name users know
+        self.scheduler.setCurrentIndex(max(self.scheduler.findData(form.scheduler), 0))
         self.seed.setText(str(form.seed))
         self.seed_lock.setChecked(form.seed_locked)
         self.seed_lock.setIcon(icon("lock" if form.seed_locked else "unlock"))
         self.count.setValue(form.count)
+        self.variations.setValue(form.variations)
         self.strength.setValue(form.strength)
         self.image_guidance.setValue(form.image_guidance)
         self.hires_scale.setValue(form.hires_scale)
@@ -228,9 +241,16 @@ class PromptPanel(QWidget):
         self.form_layout.setRowVisible(self.image_guidance, is_instruct_model(self.vm.model()))
         del blockers
 
+    def show_source_rows(self, has_source: bool) -> None:
+        """Strength and the number of variations apply to a source picture: shown while
+        there is one."""
+        self.form_layout.setRowVisible(self.strength, has_source)
+        self.form_layout.setRowVisible(self.variations, has_source)
+
     def _fill_sizes(self) -> None:
         form = self.vm.form
         self.size_box.clear()
+        self.size_box.setToolTip(self.vm.size_tooltip())  # says the size rule
         presets = self.vm.size_presets()
         for preset in presets:
             self.size_box.addItem(preset.label, (preset.width, preset.height))
