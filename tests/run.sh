@@ -2,6 +2,7 @@
 # The test command: sets up .venv with the test tools, then lint, layer contracts and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+venv=${EASEL_VENV:-.venv}  # installers/try-newest.sh runs the same tests in .venv-newest
 bash installers/setup.sh --test
 # The starter model's scene tests draw Noto Color Emoji (Debian/Ubuntu: fonts-noto-color-emoji).
 if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-get >/dev/null; then
@@ -9,11 +10,11 @@ if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-
     >/dev/null 2>&1 || echo "run.sh: could not install fonts-noto-color-emoji; its tests will skip" >&2
 fi
 # The desktop app's tests run Qt offscreen; PySide6's wheel still needs these system libraries.
-if ! .venv/bin/python -c "import PySide6.QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
+if ! "$venv"/bin/python -c "import PySide6.QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 \
       libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core; } \
     >/dev/null 2>&1 || echo "run.sh: could not install Qt's system libraries; app tests will fail" >&2
 fi
-.venv/bin/ruff check .
-.venv/bin/lint-imports
-QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest "$@"
+"$venv"/bin/ruff check .
+"$venv"/bin/lint-imports
+QT_QPA_PLATFORM=offscreen "$venv"/bin/python -m pytest "$@"
