@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from desktop.files import fsync_folder
+from desktop.files import create_temporary, fsync_folder
 from engine import __version__ as engine_version
 from engine.errors import BadRequest
 from engine.request import GenerationParameters
@@ -109,7 +108,8 @@ def new_image_id() -> str:
 
 def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | None,
              image_id: str | None = None) -> Path:
-    """Write ``pixels`` to ``path`` atomically: temp file, fsync, rename, fsync the folder."""
+    """Write ``pixels`` to ``path`` atomically: temp file, fsync, rename, fsync the folder.
+    The file gets the user's usual mode (0644 under umask 022), like any file they make."""
     path = Path(path)
     info = PngImagePlugin.PngInfo()
     if parameters is not None:
@@ -117,8 +117,7 @@ def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | 
         metadata = easel_metadata(parameters, image_id or new_image_id())
         info.add_itxt("easel", json.dumps(metadata, ensure_ascii=False, sort_keys=True))
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png.tmp",
-                                             dir=path.parent)
+    descriptor, temporary = create_temporary(path.parent, f".{path.stem}-", ".png.tmp")
     try:
         with os.fdopen(descriptor, "wb") as stream:
             image.save(stream, format="PNG", pnginfo=info)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from desktop.files import fsync_folder
+from desktop.files import create_temporary, fsync_folder
 from desktop.library.errors import DiskFull
 
 TEMP_SUFFIX = ".tmp"
@@ -33,12 +32,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], *,
     """Create ``path`` whole, by calling ``write`` on a temp file beside it.
 
     Without ``overwrite`` an existing file is never replaced (the rename is a hard link,
-    which fails if the name is taken), so two writers cannot clobber each other.
+    which fails if the name is taken), so two writers cannot clobber each other. The file
+    gets the user's usual mode (0644 under umask 022), as their other files do.
     """
     path = Path(path)
     with _disk_full_is_said(path):
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.stem}-", suffix=path.suffix + TEMP_SUFFIX, dir=path.parent)
+        descriptor, temporary = create_temporary(
+            path.parent, f".{path.stem}-", path.suffix + TEMP_SUFFIX)
         try:
             with os.fdopen(descriptor, "wb") as stream:
                 write(stream)
