@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from platformdirs import user_config_dir
+from platformdirs import user_config_dir, user_data_dir
 
 SCHEMA_VERSION = 1
 FILE_NAME = "settings.json"
@@ -144,3 +144,22 @@ def save(settings: Settings, path: Path) -> None:
 
 def with_changes(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes).validated()
+
+
+def standard_data_folder() -> Path:
+    """Where data lives when neither ``EASEL_HOME`` nor the settings say otherwise."""
+    return Path(user_data_dir("Easel", False))
+
+
+def data_location(settings: Settings, in_use: Path) -> str:
+    """One sentence on where pictures, models and the library really are, and what put them
+    there: ``EASEL_HOME`` wins over the data folder setting (the launcher sets it from the
+    setting only when the environment has none)."""
+    override = os.environ.get("EASEL_HOME")
+    chosen = settings.data_folder
+    if override and (not chosen or Path(override).expanduser() != Path(chosen).expanduser()):
+        return (f"In use now: {in_use} (set by the EASEL_HOME environment variable, which "
+                "wins over this setting).")
+    if override:
+        return f"In use now: {in_use} (this setting)."
+    return f"In use now: {in_use} (the standard place for this system)."

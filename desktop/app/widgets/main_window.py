@@ -421,7 +421,8 @@ class MainWindow(QMainWindow):
         ModelsDialog(self.studio, self).exec()
 
     def _settings(self) -> None:
-        dialog = SettingsDialog(self.studio.settings, self.studio.upscaler_names(), self)
+        dialog = SettingsDialog(self.studio.settings, self.studio.upscaler_names(), self,
+                                self.studio.library.root)
         if dialog.exec():
             self.studio.apply_settings(dialog.chosen())
 

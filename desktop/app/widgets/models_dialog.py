@@ -20,6 +20,8 @@ from PySide6.QtWidgets import (
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
 
+NOTHING_SELECTED = "Select a model in the list to remove it."
+
 
 class ModelsDialog(QDialog):
     def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
@@ -37,7 +39,7 @@ class ModelsDialog(QDialog):
         import_file.setToolTip("A single-file .safetensors or .ckpt checkpoint")
         import_folder = QPushButton(icon("folder"), "Import folder…")
         import_folder.setToolTip("A diffusers folder or an ONNX folder (optimum, Amuse)")
-        remove = QPushButton(icon("trash"), "Remove")
+        self.remove_button = remove = QPushButton(icon("trash"), "Remove")
         close = QPushButton("Close")
         buttons = QHBoxLayout()
         for button in (import_file, import_folder, remove):
@@ -51,10 +53,21 @@ class ModelsDialog(QDialog):
         import_folder.clicked.connect(lambda: import_model(self.studio, self, folder=True))
         remove.clicked.connect(self._remove)
         close.clicked.connect(self.accept)
+        # Remove says what it needs instead of doing nothing with no model selected.
+        self.table.selectionModel().selectionChanged.connect(self._show_remove)
+        studio.models.modelReset.connect(self._show_remove)
+        self._show_remove()
+
+    def _show_remove(self) -> None:
+        chosen = bool(self.table.selectionModel().selectedRows())
+        self.remove_button.setEnabled(chosen)
+        self.remove_button.setToolTip("Remove the selected model from this computer" if chosen
+                                      else NOTHING_SELECTED)
 
     def _remove(self) -> None:
         rows = self.table.selectionModel().selectedRows()
         if not rows:
+            QMessageBox.information(self, "Models", NOTHING_SELECTED)
             return
         model = self.studio.models.model_at(rows[0].row())
         if model.built_in:

@@ -3,6 +3,8 @@ CPU threads, the upscaler for Upscale and hires fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -11,13 +13,19 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QWidget,
 )
 
-from desktop.app.settings import Settings, with_changes
+from desktop.app.settings import (
+    Settings,
+    data_location,
+    standard_data_folder,
+    with_changes,
+)
 
 # The provider orders offered, best first; the engine skips those this machine lacks and the
 # status line says why.
@@ -34,7 +42,8 @@ THEMES = (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark"))
 
 class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, upscalers: list[str] | None = None,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, data_in_use: Path | None = None) -> None:
+        """``data_in_use``: the data folder this run really uses (the library's)."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._settings = settings
@@ -44,7 +53,14 @@ class SettingsDialog(QDialog):
         self.providers.setCurrentIndex(max(self.providers.findData(settings.providers), 0))
         self.providers.setToolTip("Where pictures are made; the status line says what is used")
         self.folder = QLineEdit(settings.data_folder or "")
-        self.folder.setPlaceholderText("the standard place for this system")
+        self.folder.setPlaceholderText(f"the standard place: {standard_data_folder()}")
+        self.folder.setToolTip("Where pictures, models and the library are kept, from the "
+                               "next start")
+        # Where the data really is now: EASEL_HOME may point elsewhere than this setting.
+        self.location = QLabel(data_location(settings, data_in_use)
+                               if data_in_use is not None else "")
+        self.location.setWordWrap(True)
+        self.location.setVisible(data_in_use is not None)
         browse = QPushButton("Choose…")
         browse.clicked.connect(self._choose_folder)
         folder_row = QHBoxLayout()
@@ -78,6 +94,7 @@ class SettingsDialog(QDialog):
         layout = QFormLayout(self)
         layout.addRow("Run on", self.providers)
         layout.addRow("Data folder", folder_row)
+        layout.addRow("", self.location)
         layout.addRow("", self.metadata)
         layout.addRow("Theme", self.theme)
         layout.addRow("Models kept loaded", self.kept)
