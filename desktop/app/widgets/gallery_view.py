@@ -66,6 +66,7 @@ class GalleryView(QWidget):
         self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.grid.setToolTip("Click to show on the canvas; drag pictures out to other programs")
         top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 6, 0)  # the count clear of the window's edge
         top.addWidget(self.search, 1)
         top.addWidget(self.favourites)
         top.addWidget(self.count)

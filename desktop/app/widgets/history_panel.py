@@ -20,8 +20,12 @@ class HistoryPanel(QWidget):
         self.search.setClearButtonEnabled(True)
         self.list = QListView()
         self.list.setModel(history)
-        self.list.setWordWrap(True)
+        # One line each, cut with "…" (the tooltip has it all): wrapped text in rows of the
+        # same height was cut off halfway through its second line.
+        self.list.setWordWrap(False)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setUniformItemSizes(True)
+        self.list.setSpacing(1)
         self.list.setToolTip("Click a prompt to use it again; right-click to pin it on top")
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         layout = QVBoxLayout(self)

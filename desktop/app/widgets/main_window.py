@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QStackedWidget,
@@ -36,6 +37,11 @@ from desktop.app.widgets.region_tool import RegionOverlay, RegionPanel
 from desktop.app.widgets.settings_dialog import SettingsDialog
 from desktop.app.widgets.upscale_instruct import UpscaleInstructActions
 from desktop.app.widgets.welcome import WelcomePage
+
+# At the default 1280 × 800 the canvas gets what the prompt panel and two columns of
+# thumbnails leave.
+LEFT_WIDTH = 320
+GALLERY_WIDTH = 2 * 166 + 24  # two 160 px thumbnails with their spacing, and a scroll bar
 
 
 class MainWindow(QMainWindow):
@@ -74,28 +80,24 @@ class MainWindow(QMainWindow):
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.prompt_panel)
         left.addWidget(self.history_panel)
-        left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 2)
-        self.canvas_tools = QToolBar("Canvas")
-        self.canvas_tools.setIconSize(self.canvas_tools.iconSize())
-        # Two rows, so everything fits above a narrow canvas (a 1280 px window leaves ~540 px):
-        # the actions on the source with their names; the mask's tools (while it is on) and
-        # the view's, mostly as icons.
-        self.edit_tools = QToolBar("Editing")
+        left.setStretchFactor(0, 0)  # the form at its size; the history gets the rest
+        left.setStretchFactor(1, 1)
+        # One row across the whole window: the actions on the source, the canvas modes and
+        # the view fit in it at 1280 px (above the ~540 px canvas they needed two rows and
+        # still overflowed behind "»"), and the canvas keeps that height. The mask's own tools
+        # show above the canvas only while the mask tool is on.
+        self.edit_tools = QToolBar("Tools")
+        self.edit_tools.setObjectName("Tools")
+        self.edit_tools.setMovable(False)
         self.edit_tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.edit_tools)
         self.mask_tools = QToolBar("Mask")
         self.mask_tools.setVisible(False)  # only while the mask tool is on
-        second_row = QHBoxLayout()
-        second_row.setContentsMargins(0, 0, 0, 0)
-        second_row.addWidget(self.mask_tools)
-        second_row.addStretch(1)
-        second_row.addWidget(self.canvas_tools)
         canvas_holder = QWidget()
         canvas_layout = QVBoxLayout(canvas_holder)
         canvas_layout.setContentsMargins(0, 0, 0, 0)
         canvas_layout.setSpacing(0)
-        canvas_layout.addWidget(self.edit_tools)
-        canvas_layout.addLayout(second_row)
+        canvas_layout.addWidget(self.mask_tools)
         canvas_layout.addWidget(self.canvas, 1)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
@@ -104,7 +106,7 @@ class MainWindow(QMainWindow):
         centre.addWidget(left)
         centre.addWidget(self.pages)
         centre.setStretchFactor(1, 1)
-        centre.setSizes([340, 900])
+        centre.setSizes([LEFT_WIDTH, 900])
         holder = QWidget()
         layout = QHBoxLayout(holder)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -116,8 +118,7 @@ class MainWindow(QMainWindow):
         self.regions_dock = self._dock("Regions", self.region_panel,
                                        Qt.DockWidgetArea.RightDockWidgetArea)
         self.regions_dock.setVisible(False)  # only while the Region tool is on
-        self.resizeDocks([self.gallery_dock], [380], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.queue_dock], [120], Qt.Orientation.Vertical)
+        self.resizeDocks([self.gallery_dock], [GALLERY_WIDTH], Qt.Orientation.Horizontal)
         self.statusBar().addPermanentWidget(self.source_label)
         self.statusBar().addPermanentWidget(self.zoom_label)
         self.statusBar().addPermanentWidget(self.device_label)
@@ -202,8 +203,12 @@ class MainWindow(QMainWindow):
         model_menu = menus.addMenu("&Models")
         model_menu.addAction(import_action)
         model_menu.addAction(models_action)
+        spacer = QWidget()  # the view's icons sit at the right end
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.edit_tools.addWidget(spacer)
         for action in (fit, actual, zoom_in, zoom_out):
-            self.canvas_tools.addAction(action)
+            self.edit_tools.addAction(action)
+            self._icon_only(self.edit_tools, action)
 
     def _editing_actions(self) -> list[QAction]:
         """Actions on the source picture (menu and toolbar) and the mask tool's own."""
@@ -270,14 +275,13 @@ class MainWindow(QMainWindow):
         for action in (self.use_source_action, self.variations_action, self.edit_action,
                        self.inpaint_action, self.outpaint_action, self.mask_action):
             self.edit_tools.addAction(action)
-        self._icon_only(self.edit_tools, self.use_source_action)
-        # The canvas modes sit on the second row, which has room (the first row is full).
-        self.canvas_tools.addAction(self.regions_action)
-        self._with_text(self.canvas_tools, self.regions_action)
-        self.canvas_tools.addAction(self.outpaint_handles_action)
-        self.canvas_tools.addSeparator()
         self.upscale_instruct = UpscaleInstructActions(studio, self)
         self.upscale_instruct.add_to(self.edit_tools)
+        self._with_text(self.edit_tools, self.upscale_instruct.upscale_menu.menuAction())
+        self.edit_tools.addSeparator()
+        self.edit_tools.addAction(self.regions_action)
+        self.edit_tools.addAction(self.outpaint_handles_action)
+        self._icon_only(self.edit_tools, self.outpaint_handles_action)
         for action in (self.brush_action, self.eraser_action):
             self.mask_tools.addAction(action)
             self._with_text(self.mask_tools, action)

@@ -62,6 +62,9 @@ class PromptPanel(QWidget):
         self.prompt = PromptBox("What should the picture show?  (Ctrl+Enter to generate; "
                                 "Up/Down for earlier prompts)", True)
         self.prompt.setAccessibleName("Prompt")
+        # About five lines: room enough to write in, and the prompt history below keeps its
+        # share of the column at 800 px.
+        self.prompt.setMaximumHeight(5 * self.prompt.fontMetrics().lineSpacing() + 16)
         self.negative = PromptBox("What to avoid (optional)", False)
         self.negative.setAccessibleName("Negative prompt")
         self.negative.setMaximumHeight(70)

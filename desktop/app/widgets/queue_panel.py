@@ -1,5 +1,9 @@
 """The job queue: what waits and what runs, a progress bar with steps and time left, and
-buttons to cancel the running job or take a waiting one off the queue."""
+buttons to cancel the running job or take a waiting one off the queue.
+
+Idle, or with one job running, it is a single line (the bar names the running job), so the
+canvas keeps the height; the list of jobs shows only while some wait behind the running one.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from desktop.app.viewmodels.jobs import JobIdRole, describe
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
 
+LIST_ROWS = 3  # jobs the list shows at least, while it shows
+
 
 class QueuePanel(QWidget):
     def __init__(self, studio: Studio, parent: QWidget | None = None) -> None:
@@ -31,7 +37,7 @@ class QueuePanel(QWidget):
         self.bar.setValue(0)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel")
         self.cancel_button.setToolTip("Stop the running job (Esc); nothing is saved")
-        self.remove_button = QPushButton("Remove from queue")
+        self.remove_button = QPushButton(icon("clear"), "Remove")
         self.remove_button.setToolTip("Take the selected waiting job off the queue")
         buttons = QHBoxLayout()
         buttons.addWidget(self.bar, 1)
@@ -44,7 +50,18 @@ class QueuePanel(QWidget):
         self.cancel_button.clicked.connect(studio.cancel_running)
         self.remove_button.clicked.connect(self._remove_selected)
         studio.progress_changed.connect(self._show_progress)
+        for signal in (studio.jobs.rowsInserted, studio.jobs.rowsRemoved,
+                       studio.jobs.modelReset):
+            signal.connect(self._show_waiting)
         self._show_progress()
+        self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        waiting = self.studio.jobs.rowCount() > 1
+        row = max(self.list.sizeHintForRow(0), self.fontMetrics().height() + 4)
+        self.list.setMinimumHeight(row * LIST_ROWS + 2 * self.list.frameWidth())
+        self.list.setVisible(waiting)
+        self.remove_button.setVisible(waiting)
 
     def _show_progress(self) -> None:
         running = self.studio.jobs.running()
