@@ -23,6 +23,7 @@ from desktop.cli_common import (
     run_cancellable,
     runtime_options,
     say,
+    say_device,
 )
 from desktop.cli_edit import add_edit_commands
 from desktop.cli_upscale import add_upscale_commands, chosen_upscaler
@@ -155,8 +156,7 @@ def _generate(arguments: argparse.Namespace) -> int:
     with open_library() as library:
         device = model.unet.device  # loads the UNet now, so the device is known before waiting
         say(f"running on {device.summary}")
-        if device.reason:
-            say(f"warning: {device.reason}")
+        say_device(device)
         result = run_cancellable(
             lambda cancel: pipeline(request, progress_printer(), cancel))
         for warning in result.warnings:

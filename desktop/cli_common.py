@@ -23,7 +23,7 @@ from desktop.library.metadata import from_easel
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
 from engine.request import GenerationResult, Progress
-from engine.runtime import CancelToken, RuntimeOptions
+from engine.runtime import CancelToken, DeviceReport, RuntimeOptions
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +138,14 @@ def open_library() -> Iterator[Library]:
         yield library
     finally:
         library.close()
+
+
+def say_device(device: DeviceReport) -> None:
+    """That there is no NVIDIA GPU (a plain note), and why a GPU was not used (a warning)."""
+    if device.note:
+        say(device.note)
+    if device.reason:
+        say(f"warning: {device.reason}")
 
 
 def say(message: str) -> None:

@@ -25,6 +25,7 @@ from desktop.cli_common import (
     run_cancellable,
     runtime_options,
     say,
+    say_device,
     source_picture,
 )
 from desktop.image_files import save_png
@@ -217,8 +218,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         targets = output_paths(arguments.output, seed, arguments.count)
         device = model.unet.device
         say(f"running on {device.summary}")
-        if device.reason:
-            say(f"warning: {device.reason}")
+        say_device(device)
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
         for warning in result.warnings:
             say(f"warning: {warning}")

@@ -22,6 +22,7 @@ from desktop.cli_common import (
     run_cancellable,
     runtime_options,
     say,
+    say_device,
     source_picture,
 )
 from desktop.image_files import read_parameters, save_png
@@ -76,8 +77,7 @@ def _upscale(arguments: argparse.Namespace) -> int:
             device = upscaler.session.device
             say(f"upscaling with '{upscaler.name}' ({upscaler.description.summary}) on "
                 f"{device.summary}")
-            if device.reason:
-                say(f"warning: {device.reason}")
+            say_device(device)
         result = run_cancellable(lambda cancel: pipeline(request, _tile_printer(), cancel))
         for warning in result.warnings:
             say(f"warning: {warning}")

@@ -83,7 +83,8 @@ class Device:
     """Where the last job ran, for the status line."""
 
     summary: str  # "CPU (2 threads)", "CUDA"
-    reason: str | None  # why a GPU was not used, in one sentence
+    reason: str | None  # why a GPU was not used, in one sentence (a warning)
+    note: str | None = None  # "No NVIDIA GPU was found; ...": information, not a warning
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,7 +198,7 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
     entries = tuple(library.add_generated(image.pixels, image.parameters, source_id=source_id)
                     for image in result.images)
-    device = Device(result.device.summary, result.device.reason)
+    device = Device(result.device.summary, result.device.reason, result.device.note)
     return Outcome(entries, tuple(image.pixels for image in result.images), result.warnings,
                    device)
 

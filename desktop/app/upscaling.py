@@ -69,4 +69,4 @@ def upscale(upscalers: Upscalers, library: Library, upscaler: str | None,
     warnings = tuple(LANCZOS_NOTE if warning == LANCZOS_WARNING else warning
                      for warning in result.warnings)
     return Outcome(entries, tuple(image.pixels for image in result.images), warnings,
-                   Device(result.device.summary, result.device.reason))
+                   Device(result.device.summary, result.device.reason, result.device.note))

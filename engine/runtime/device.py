@@ -3,6 +3,8 @@
 onnxruntime does not fail when a GPU provider cannot start: it logs the cause and quietly runs
 on the CPU. The engine compares what it asked for with what the session uses, and finds the
 cause itself by loading the provider's library the way onnxruntime does and reading the error.
+A machine with no NVIDIA GPU at all is no fault: it gets a plain note, not a warning, and no
+advice to install CUDA.
 """
 
 from __future__ import annotations
@@ -28,16 +30,24 @@ _CUDA_SUCCESS = 0
 _CUDA_ERROR_NO_DEVICE = 100
 _MISSING_LIBRARY = re.compile(r"^(?P<name>[^\s:]+): cannot open shared object file")
 _SONAME_MAJOR = re.compile(r"\.so\.(\d+)")
+_NVIDIA_PROVIDERS = ("tensorrt", "cuda")
+# The kernel driver's folder: there with an NVIDIA driver even when its libraries are not.
+NVIDIA_KERNEL_DRIVER = Path("/proc/driver/nvidia")
 
 
 @dataclass(frozen=True)
 class DeviceReport:
-    """What was asked for, what runs, and why they differ (``None`` when they do not)."""
+    """What was asked for, what runs, and why they differ (``None`` when they do not).
+
+    ``reason`` is a warning: a GPU is there but could not be used. ``note`` is information:
+    a GPU provider was tried on a machine that has no NVIDIA GPU.
+    """
 
     requested: tuple[str, ...]
     in_use: str
     reason: str | None
     cpu_threads: int = 0
+    note: str | None = None
 
     @property
     def summary(self) -> str:
@@ -68,6 +78,11 @@ def device_report(
     ranked = list(requested)
     passed_over = ranked[: ranked.index(current)] if current in ranked else ranked
     missing = [name for name in passed_over if name in GPU_PROVIDERS]
+    note = None
+    nvidia_passed_over = any(name in _NVIDIA_PROVIDERS for name in missing)
+    if nvidia_passed_over and current not in _NVIDIA_PROVIDERS and no_nvidia_gpu(load):
+        note = f"No NVIDIA GPU was found; Easel uses {_running_on(current)}."
+        missing = [name for name in missing if name not in _NVIDIA_PROVIDERS]
     reason = None
     if missing:
         error = (start_errors or {}).get(missing[0])
@@ -77,7 +92,21 @@ def device_report(
             f"The GPU was not used: {DISPLAY_NAMES[missing[0]]} could not start: {cause}{others}; "
             f"running on {_running_on(current)}."
         )
-    return DeviceReport(tuple(requested), current, reason, cpu_threads if current == "cpu" else 0)
+    return DeviceReport(tuple(requested), current, reason,
+                        cpu_threads if current == "cpu" else 0, note)
+
+
+def no_nvidia_gpu(load: Loader | None = None) -> bool:
+    """True when the machine plainly has no NVIDIA GPU: no driver at all, or a driver that
+    sees none. A kernel driver without its library is a broken install, not "no GPU"."""
+    try:
+        driver = (load or _load_library)(_driver_library(), False)
+    except OSError:
+        return not NVIDIA_KERNEL_DRIVER.exists()
+    try:
+        return driver.cuInit(0) == _CUDA_ERROR_NO_DEVICE
+    except (AttributeError, OSError):
+        return False
 
 
 def explain_not_started(
@@ -98,7 +127,10 @@ def explain_not_started(
     if error is not None and is_out_of_memory(error):
         return "there is not enough GPU memory for this model"
     causes: list[str] = []
-    if provider in ("cuda", "tensorrt"):
+    if provider in _NVIDIA_PROVIDERS and no_nvidia_gpu(load):
+        # Advice to install CUDA libraries would send the user after the wrong thing.
+        return "no NVIDIA GPU was found"
+    if provider in _NVIDIA_PROVIDERS:
         library_cause = _provider_library_problem(provider, load)
         driver_cause = _nvidia_driver_problem(load)
         causes = [cause for cause in (library_cause, driver_cause) if cause]
@@ -169,11 +201,11 @@ def _cuda_install_hint() -> str:
 
 def _nvidia_driver_problem(load: Loader) -> str | None:
     """Whether the NVIDIA driver is there, sees a GPU, and is new enough for this build."""
-    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    name = _driver_library()
     try:
         driver = load(name, False)
     except OSError:
-        return f"no NVIDIA driver was found ({name} is missing)"
+        return f"the NVIDIA driver's library {name} is missing (reinstall the NVIDIA driver)"
     try:
         status = driver.cuInit(0)
         if status == _CUDA_ERROR_NO_DEVICE:
@@ -192,6 +224,10 @@ def _nvidia_driver_problem(load: Loader) -> str | None:
     if status != _CUDA_SUCCESS:
         return f"the NVIDIA driver could not start (CUDA error {status})"
     return None
+
+
+def _driver_library() -> str:
+    return "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 
 
 def _needed_cuda_major() -> int | None:

@@ -350,7 +350,7 @@ class MainWindow(QMainWindow):
         device = self.studio.device
         text = device.summary if device.reason is None else f"⚠ {device.summary}"
         self.device_label.setText(text)
-        self.device_label.setToolTip(device.reason or "Where pictures are made")
+        self.device_label.setToolTip(device.reason or device.note or "Where pictures are made")
         if device.reason:
             self.statusBar().showMessage(device.reason, 15000)
 
