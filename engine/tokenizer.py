@@ -86,6 +86,24 @@ class PromptTokenizer:
                                tuple(dict.fromkeys(unknown_words)), known)
 
 
+_PREVIEW_WORDS = 6  # how many of the dropped words a warning quotes
+_PREVIEW_CHARS = 60  # and at most this many characters (a prompt may have no spaces)
+
+
+def truncation_warning(dropped: str, label: str, max_tokens: int) -> str:
+    """The warning for a ``label`` ("prompt") whose ``dropped`` end the text encoder never
+    read: how many words, and the first few (a long prompt's end can be 1,500 characters)."""
+    words = dropped.split()
+    preview = " ".join(words[:_PREVIEW_WORDS])
+    if len(preview) > _PREVIEW_CHARS:
+        preview = preview[:_PREVIEW_CHARS].rstrip()
+    if preview != " ".join(words):
+        preview += " …"
+    which = "its last word was" if len(words) == 1 else f"its last {len(words)} words were"
+    return (f"The {label} is longer than the {max_tokens} tokens the text encoder reads: "
+            f"{which} left out (“{preview}”).")
+
+
 def _config_value(folder: Path, key: str, names: tuple[str, ...] = ("tokenizer_config.json",)):
     """``key`` from the first of the tokenizer's config files that has it, else None."""
     for name in names:

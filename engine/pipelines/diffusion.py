@@ -21,6 +21,7 @@ from engine.request import Progress, ProgressCallback
 from engine.runtime import CancelToken, Session
 from engine.schedulers import make_scheduler
 from engine.schedulers.base import Scheduler
+from engine.tokenizer import truncation_warning
 
 StepReport = Callable[[int, np.ndarray], None]
 # After a step, given (step from 1, latents), the latents to go on with (masked blending).
@@ -163,10 +164,8 @@ class DiffusionPipeline:
         """
         tokens = self.model.tokenizer(text)
         if tokens.truncated_text:
-            warnings.append(
-                f"The {label} is longer than the {self.description.text_max_length - 2} "
-                f"tokens the text encoder reads; this end was left out: "
-                f"\"{tokens.truncated_text}\".")
+            warnings.append(truncation_warning(tokens.truncated_text, label,
+                                               self.description.text_max_length - 2))
         if tokens.unknown_words and tokens.known_word_count:
             warnings.append(f"The model does not know these words of the {label}, so it "
                             f"ignored them: {', '.join(tokens.unknown_words)}.")
