@@ -70,6 +70,8 @@ def test_the_queue_list_shows_while_jobs_wait(qtbot, window, pipelines):
     pipelines.gate.set()
     qtbot.waitUntil(lambda: studio.jobs.rowCount() == 0, timeout=WAIT_MS)
     assert not window.queue.list.isVisible()
+    qtbot.waitUntil(lambda: window.queue_dock.height() <= 3 * window.queue.bar.height(),
+                    timeout=WAIT_MS)  # and the dock gives the height back
 
 
 def test_the_gallery_count_and_the_history_are_not_cut(qtbot, window):

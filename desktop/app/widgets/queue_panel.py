@@ -21,6 +21,7 @@ from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
 
 LIST_ROWS = 3  # jobs the list shows at least, while it shows
+QWIDGETSIZE_MAX = (1 << 24) - 1  # Qt's "no maximum"
 
 
 class QueuePanel(QWidget):
@@ -62,6 +63,9 @@ class QueuePanel(QWidget):
         self.list.setMinimumHeight(row * LIST_ROWS + 2 * self.list.frameWidth())
         self.list.setVisible(waiting)
         self.remove_button.setVisible(waiting)
+        # A cap while nothing waits, so the dock gives the height back once the list goes.
+        line = max(self.bar.sizeHint().height(), self.cancel_button.sizeHint().height())
+        self.setMaximumHeight(QWIDGETSIZE_MAX if waiting else line)
 
     def _show_progress(self) -> None:
         running = self.studio.jobs.running()
