@@ -39,6 +39,13 @@ ONNX_PIPELINE_CLASSES = ("OnnxStableDiffusionPipeline", "StableDiffusionOnnxPipe
                          "ORTStableDiffusionImg2ImgPipeline", "OnnxStableDiffusionInpaintPipeline",
                          "ORTStableDiffusionInpaintPipeline",
                          "OnnxStableDiffusionInpaintPipelineLegacy")
+# optimum-onnx (0.1 and later) keeps the PyTorch pipeline's model_index.json unchanged, so an
+# ONNX export names the diffusers class it came from; the graphs beside it are what count.
+EXPORTED_PIPELINE_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+                             "StableDiffusionInpaintPipeline",
+                             "StableDiffusionInstructPix2PixPipeline")
+# The weight files of a diffusers (PyTorch) folder, whatever their format or variant.
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model*"
 # Libraries a model_index.json entry may name; any other is a module shipped with the model.
 KNOWN_LIBRARIES = ("diffusers", "transformers", "optimum", "onnxruntime")
 
@@ -63,18 +70,27 @@ class OnnxFolder:
 
 
 def is_onnx_model_folder(folder: Path) -> bool:
-    """True when ``folder`` is for this importer rather than the diffusers one: it has
-    ``unet/model.onnx`` and no model_index.json naming a PyTorch pipeline. A cheap look that
-    picks the importer; the importer then checks everything."""
+    """True when ``folder`` is for this importer rather than the diffusers one, told by the
+    graphs it holds, never by the pipeline class model_index.json names (optimum's exports name
+    the PyTorch class they came from).
+
+    A folder with all three graphs (text encoder, UNet, VAE decoder) is an ONNX model, even
+    with PyTorch weights beside them: the graphs are used as they are, with no export and no
+    torch. A diffusers folder that also carries some graphs but not all is a diffusers model,
+    and a folder of graphs alone is sent here even when incomplete, so the importer can name
+    the missing graph. A cheap look that picks the importer; the importer checks everything.
+    """
     folder = Path(folder)
-    if not (folder / "unet" / GRAPH_FILE).is_file():
-        return False
-    try:
-        pipeline = json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get(
-            "_class_name")
-    except (OSError, ValueError, AttributeError):
-        return True  # Amuse folders have none; a damaged one is refused by the importer
-    return not isinstance(pipeline, str) or "Onnx" in pipeline or pipeline.startswith("ORT")
+    graphs = [component for component in REQUIRED_GRAPHS
+              if (folder / component / GRAPH_FILE).is_file()]
+    if len(graphs) == len(REQUIRED_GRAPHS):
+        return True
+    return bool(graphs) and not _has_diffusers_weights(folder)
+
+
+def _has_diffusers_weights(folder: Path) -> bool:
+    return any(any((folder / component).glob(DIFFUSERS_WEIGHTS))
+               for component in ("unet", "vae") if (folder / component).is_dir())
 
 
 def recognise_onnx_folder(folder: Path) -> OnnxFolder:
@@ -111,9 +127,8 @@ def _read_model_index(folder: Path) -> dict | None:
     if isinstance(pipeline, list):  # ["module", "Class"] names a pipeline shipped as code
         raise ModelError(f"'{folder.name}' uses a custom pipeline; Easel never runs code that "
                          f"comes with a model.")
-    if pipeline not in ONNX_PIPELINE_CLASSES:
-        raise ModelError(f"'{folder.name}' is a {pipeline or 'unknown'} model, not an ONNX "
-                         f"Stable Diffusion 1.x/2.x text-to-image model.")
+    if pipeline not in ONNX_PIPELINE_CLASSES + EXPORTED_PIPELINE_CLASSES:
+        raise ModelError(_refusal(folder.name, pipeline))
     for component, entry in index.items():
         if component.startswith("_") or not isinstance(entry, list):
             continue
@@ -122,6 +137,15 @@ def _read_model_index(folder: Path) -> dict | None:
             raise ModelError(f"'{folder.name}' uses a custom {component} ({library}); Easel "
                              f"never runs code that comes with a model.")
     return index
+
+
+def _refusal(name: str, pipeline: object) -> str:
+    if isinstance(pipeline, str) and "StableDiffusionXL" in pipeline:
+        # The diffusers importer takes SDXL; this one reads one text encoder only.
+        return (f"'{name}' is an ONNX {pipeline} model; Easel imports ONNX folders of "
+                f"Stable Diffusion 1.x/2.x only, so import SDXL from its diffusers folder.")
+    return (f"'{name}' is a {pipeline or 'unknown'} model, not an ONNX Stable Diffusion "
+            f"1.x/2.x model.")
 
 
 def refuse_unsafe_files(folder: Path) -> None:

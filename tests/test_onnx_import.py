@@ -259,12 +259,15 @@ def test_onnx_folders_are_told_from_diffusers_folders(tiny_sd1_onnx, tiny_sd1_di
                                                       tmp_path):
     assert is_onnx_model_folder(tiny_sd1_onnx)
     assert not is_onnx_model_folder(tiny_sd1_diffusers)
-    # A PyTorch folder that also carries an ONNX UNet is still a diffusers folder.
+    # Told by the graphs, not by the class model_index.json names (see test_optimum_import).
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "model.onnx").write_bytes(b"")
     assert is_onnx_model_folder(tmp_path)  # no model_index.json: Amuse
     index = {"_class_name": "StableDiffusionPipeline"}
     (tmp_path / "model_index.json").write_text(json.dumps(index))
+    assert is_onnx_model_folder(tmp_path)  # optimum keeps the PyTorch class name
+    # A PyTorch folder that also carries an ONNX UNet is still a diffusers folder.
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert not is_onnx_model_folder(tmp_path)
 
 
@@ -374,7 +377,9 @@ REFUSALS = {
     "custom pipeline": (_pipeline_class(["my_pipeline", "MyPipeline"]),
                         "uses a custom pipeline"),
     "SDXL pipeline": (_pipeline_class("ORTStableDiffusionXLPipeline"),
-                      "not an ONNX Stable Diffusion 1.x/2.x"),
+                      "ONNX folders of Stable Diffusion 1.x/2.x only"),
+    "other pipeline": (_pipeline_class("StableVideoDiffusionPipeline"),
+                       "not an ONNX Stable Diffusion 1.x/2.x model"),
     "float16 inputs": (_half_precision_input, "of type float16"),
     "inpainting UNet without a VAE encoder": (_inpainting_unet_without_encoder,
                                               "inpainting model without a VAE encoder"),
