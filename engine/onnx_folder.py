@@ -3,7 +3,8 @@
 The two layouts share the folders the engine reads (``text_encoder/``, ``unet/``,
 ``vae_decoder/``, ``vae_encoder/``, ``tokenizer/``, ``scheduler/``). What differs:
 
-- optimum writes ``model_index.json`` naming an ONNX pipeline, ``tokenizer/`` with
+- optimum writes ``model_index.json`` naming an ONNX pipeline (optimum-onnx keeps the PyTorch
+  pipeline's, "StableDiffusionPipeline" with a ``vae`` entry), ``tokenizer/`` with
   ``vocab.json`` + ``merges.txt`` (often ``tokenizer.json`` too), weights above 2 GB in
   ``model.onnx_data``, and a VAE encoder giving ``latent_parameters`` (mean and log-variance,
   2 x latent channels); diffusers' older ONNX script wrote ``weights.pb`` and ``latent_sample``;
