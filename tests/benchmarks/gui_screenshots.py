@@ -64,7 +64,7 @@ def take_screenshots(folder: Path, home: Path) -> None:
     from desktop.app.generation import EnginePipelines
     from desktop.app.settings import Settings
     from desktop.app.viewmodels.studio import Services, Studio
-    from desktop.app.widgets.main_window import MainWindow
+    from desktop.app.widgets.main_window import GALLERY_WIDTH, MainWindow
     from desktop.library import Library
     from desktop.model_store import ModelStore
     from engine.runtime import RuntimeOptions
@@ -131,7 +131,7 @@ def take_screenshots(folder: Path, home: Path) -> None:
     shoot("app-gallery.png")
 
     # The moon-and-tree picture as the source; the tree painted over, to become a sunflower.
-    window.resizeDocks([window.gallery_dock], [380], Qt.Orientation.Horizontal)
+    window.resizeDocks([window.gallery_dock], [GALLERY_WIDTH], Qt.Orientation.Horizontal)
     grid.clearSelection()
     studio.use_as_source(studio.gallery.entry(len(PROMPTS) - 2))
     wait(lambda: studio.source is not None)
