@@ -84,6 +84,8 @@ def problem(environ: Mapping[str, str] | None = None, system: str | None = None,
         return NO_SCREEN
     if platforms[0] != "xcb":
         return None  # offscreen, wayland, ...: Qt reports its own, and does not abort on xcb
+    if not environ.get("DISPLAY"):
+        return NO_SCREEN  # xcb named, but no X server to connect to: Qt would abort
     return missing_libraries_problem(qt_folder=qt_folder, load=load, needed=needed)
 
 

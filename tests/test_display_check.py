@@ -114,6 +114,7 @@ def test_no_check_off_linux(qt_folder):
 
 def test_no_screen_at_all_is_said(qt_folder):
     assert check(qt_folder, {}, {}) == display_check.NO_SCREEN
+    assert check(qt_folder, {}, {"QT_QPA_PLATFORM": "xcb"}) == display_check.NO_SCREEN
 
 
 def test_a_qt_folder_without_the_plugin_is_left_to_qt(tmp_path):
