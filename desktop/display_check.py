@@ -63,6 +63,8 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "libdbus-1.so.3": ("libdbus-1-3", "dbus-libs"),
     "libz.so.1": ("zlib1g", "zlib"),
     "libzstd.so.1": ("libzstd1", "libzstd"),
+    "libstdc++.so.6": ("libstdc++6", "libstdc++"),
+    "libgcc_s.so.1": ("libgcc-s1", "libgcc"),
 }
 
 _MISSING = re.compile(r"^(?P<name>[^\s:]+): cannot open shared object file")

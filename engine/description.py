@@ -21,7 +21,7 @@ DESCRIPTION_FILE = "easel.json"
 DESCRIPTION_FORMAT = 2
 FORMAT_2_FIELDS = ("variant", "text_encoders", "text_hidden_state", "size_conditioning",
                    "force_zeros_for_empty_prompt", "guidance_embedding_dim", "distillation",
-                   "size_multiple")
+                   "size_multiple", "largest_native_side")
 
 PredictionType = Literal["epsilon", "v_prediction", "flow"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
@@ -68,6 +68,11 @@ class ModelDescription:
     # Widths and heights must be multiples of this many pixels (besides the VAE's cell): a
     # UNet that cannot handle odd sizes between its levels says so here (the starter: 64).
     size_multiple: int = 8
+    # The largest side the model draws a scene at, in pixels; None: no limit. A model that
+    # draws at a fixed scale (the starter: 32 px scenes shown at 256) fills a larger canvas
+    # with copies of its subject, so a larger picture is drawn at this size, in its shape, and
+    # enlarged (``engine.pipelines.native_size``).
+    largest_native_side: int | None = None
     format: int = 1
 
     def __post_init__(self) -> None:
@@ -86,6 +91,12 @@ class ModelDescription:
         if not isinstance(self.size_multiple, int) or self.size_multiple < 1:
             raise ModelError(f"The model description names a size multiple of "
                              f"{self.size_multiple!r}; it must be a whole number of pixels.")
+        side = self.largest_native_side
+        if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 1
+                                 or side % self.pixel_multiple):
+            raise ModelError(f"The model description names a largest native side of {side!r}; "
+                             f"it must be a multiple of the model's {self.pixel_multiple} "
+                             f"pixels.")
         if self.text_encoders not in (1, 2):
             raise ModelError(f"The model description names {self.text_encoders} text encoders; "
                              f"Easel runs models with 1 or 2.")

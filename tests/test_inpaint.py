@@ -130,14 +130,14 @@ def test_instruction_models_cannot_inpaint(installed_tiny_sd1, tmp_path):
 
 def test_outpainting_keeps_the_picture_and_paints_the_border(model):
     source = picture(40, 56)
-    request = OutpaintRequest(source, left=8, top=0, right=5, bottom=12, **SMALL)
+    request = OutpaintRequest(source, left=8, top=0, right=16, bottom=24, **SMALL)
     result = OutpaintPipeline(model)(request)
     pixels = result.images[0].pixels
-    assert pixels.shape == (52, 69, 3)
+    assert pixels.shape == (64, 80, 3)
     assert np.array_equal(pixels[0:40, 8:64], source)
     parameters = result.images[0].parameters
-    assert (parameters.operation, parameters.extend) == ("outpaint", (8, 0, 5, 12))
-    assert (parameters.width, parameters.height) == (69, 52)
+    assert (parameters.operation, parameters.extend) == ("outpaint", (8, 0, 16, 24))
+    assert (parameters.width, parameters.height) == (80, 64)
 
 
 def test_the_outpainting_canvas_starts_from_the_edge_colours():
@@ -152,8 +152,9 @@ def test_the_outpainting_canvas_starts_from_the_edge_colours():
 
 @pytest.mark.parametrize(("sides", "message"), [
     ({}, "at least one side"),
-    ({"left": -8}, "0 or more"),
-    ({"top": 1.5}, "0 or more"),
+    ({"left": -8}, "0 or a multiple of 8 pixels"),
+    ({"top": 1.5}, "0 or a multiple of 8 pixels"),
+    ({"right": 5}, "0 or a multiple of 8 pixels"),  # the size rule (engine.size_rule)
     ({"right": 8200}, "up to 8192 pixels a side"),
 ])
 def test_bad_outpainting_requests_are_refused(model, sides, message):

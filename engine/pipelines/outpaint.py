@@ -3,6 +3,11 @@
 The picture is set on the larger canvas, the new border filled with its edge colours
 (smoothed), and the border is then inpainted (``engine.pipelines.inpaint``), with an
 inpainting model or any other. The original picture is kept exactly.
+
+The sides follow the size rule (``engine.size_rule``): multiples of the model's pixel multiple.
+The picture itself may have any size, but a border of whole multiples keeps it on the model's
+grid of latent cells, so the new border's cells line up with the picture's, and a picture the
+model made grows to a size the model makes (to be made again, outpainted again, reused).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from engine.pipelines.diffusion import MAX_SIDE
 from engine.pipelines.inpaint import InpaintPipeline, InpaintSettings
 from engine.request import GenerationResult, InpaintRequest, OutpaintRequest, ProgressCallback
 from engine.runtime import CancelToken
+from engine.size_rule import check_side
 
 
 class OutpaintPipeline:
@@ -47,9 +53,8 @@ class OutpaintPipeline:
         sides = {"left": request.left, "top": request.top, "right": request.right,
                  "bottom": request.bottom}
         for side, value in sides.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BadRequest(f"The picture can be extended by a whole number of pixels, "
-                                 f"0 or more, on each side (got {value!r} on the {side}).")
+            check_side(self.model.description, self.model.name, f"{side} side", value,
+                       allow_zero=True)
         if not any(sides.values()):
             raise BadRequest("Say how many pixels to add on at least one side of the picture.")
         height, width = picture.shape[:2]

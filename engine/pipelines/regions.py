@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.pipelines.diffusion import CombinePrediction, PromptEmbeddings
+from engine.pipelines.native_size import drawn_size, enlarge
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import (
     GeneratedImage,
@@ -72,7 +73,7 @@ class RegionsPipeline(TextToImagePipeline):
         embeddings, prompt_warnings = self.encode_prompts(
             layout.prompts, parameters.negative_prompt, use_guidance, cancel)
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
-                                                 parameters.width, parameters.height)
+                                                 *drawn_size(parameters))
 
         # 3. Weigh the regions: guidance per prompt, then their average cell by cell.
         combine = self.region_guidance(layout.shares, parameters.guidance, use_guidance)
@@ -94,8 +95,9 @@ class RegionsPipeline(TextToImagePipeline):
                                    scheduler, rng, report, cancel, combine=combine,
                                    unet_batch=UNET_BATCH)
 
-            # 6. Decode; a NaN or black frame is a failure, never a picture.
+            # 6. Decode (a NaN or black frame is a failure), enlarged if drawn smaller.
             pixels = self.decode_latents(latents, cancel)
+            pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings = (*layout.warnings, *prompt_warnings)
         return GenerationResult(tuple(images), warnings, self.model.unet.device)
@@ -117,9 +119,10 @@ class RegionsPipeline(TextToImagePipeline):
         for number, (box, text) in enumerate(regions, start=1):
             coverage = self.box_coverage(box, parameters)
             if not (coverage == 1).any():
+                cell = math.ceil(parameters.width / weights.shape[-1])
                 warnings.append(f"Region {number} covers no whole cell of the model's "
-                                f"{self.description.vae_scale_factor}-pixel grid, so its "
-                                f"prompt shows little; draw it larger.")
+                                f"{cell}-pixel grid, so its prompt shows little; draw it "
+                                f"larger.")
             weights[prompts.index(text)] += np.float32(weight) * coverage
         parameters = replace(parameters, operation="regions", regions=regions,
                              region_weight=float(weight))
@@ -157,17 +160,19 @@ class RegionsPipeline(TextToImagePipeline):
 
     def latent_grid(self, parameters: GenerationParameters) -> tuple[int, int]:
         factor = self.description.vae_scale_factor
-        return parameters.height // factor, parameters.width // factor
+        width, height = drawn_size(parameters)
+        return height // factor, width // factor
 
     def box_coverage(self, box: tuple[int, int, int, int],
                      parameters: GenerationParameters) -> np.ndarray:
         """The share of each latent cell inside the box, (h, w) from 0 to 1: an edge that
-        falls inside a cell weighs it in part, so a box moved by a pixel moves its weight."""
-        factor = self.description.vae_scale_factor
+        falls inside a cell weighs it in part, so a box moved by a pixel moves its weight.
+        Boxes are in the picture's pixels; a cell covers more of them when the picture is
+        drawn smaller and enlarged."""
         rows, columns = self.latent_grid(parameters)
         x, y, box_width, box_height = box
-        return np.outer(_overlap(y, y + box_height, rows, factor),
-                        _overlap(x, x + box_width, columns, factor))
+        return np.outer(_overlap(y, y + box_height, rows, parameters.height / rows),
+                        _overlap(x, x + box_width, columns, parameters.width / columns))
 
     # --- the prompts ------------------------------------------------------------------------
 
@@ -202,7 +207,7 @@ class RegionsPipeline(TextToImagePipeline):
         return combine
 
 
-def _overlap(start: int, end: int, cells: int, size: int) -> np.ndarray:
+def _overlap(start: int, end: int, cells: int, size: float) -> np.ndarray:
     """How much of each of ``cells`` cells of ``size`` pixels lies in [start, end), 0 to 1."""
     edges = np.arange(cells + 1) * size
     inside = np.minimum(edges[1:], end) - np.maximum(edges[:-1], start)

@@ -8,7 +8,8 @@ One pipeline serves every family; the model's description says what differs. SDX
 (StableDiffusionXLPipeline) reads two text encoders and conditions the UNet on the image size
 as well; LCM models (LatentConsistencyModelPipeline) take the guidance scale as an embedding
 instead of a second UNet pass; turbo models only change the defaults (1-4 steps, no guidance).
-The steps every pipeline shares live in ``engine.pipelines.diffusion``.
+The steps every pipeline shares live in ``engine.pipelines.diffusion``. A picture larger than
+the model's largest native side is drawn smaller and enlarged (``engine.pipelines.native_size``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.pipelines.diffusion import (
     guidance_scale_embedding,
     penultimate_output,
 )
+from engine.pipelines.native_size import drawn_size, enlarge, record_drawing
 from engine.request import (
     GeneratedImage,
     GenerationParameters,
@@ -36,6 +38,7 @@ from engine.request import (
     TextToImageRequest,
 )
 from engine.runtime import CancelToken
+from engine.size_rule import check_side
 
 # Kept importable from here, where they were first defined.
 __all__ = ["MAX_COUNT", "MAX_SEED", "MAX_SIDE", "VARIANT_PURPOSES", "PromptEmbeddings",
@@ -59,7 +62,7 @@ class TextToImagePipeline(DiffusionPipeline):
         embeddings, warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
-                                                 parameters.width, parameters.height)
+                                                 *drawn_size(parameters))
 
         images = []
         for index in range(request.count):
@@ -77,8 +80,10 @@ class TextToImagePipeline(DiffusionPipeline):
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel)
 
-            # 5. Decode; a NaN or black frame is a failure, never a picture.
+            # 5. Decode (a NaN or black frame is a failure, never a picture), and enlarge
+            # what was drawn smaller than asked (``engine.pipelines.native_size``).
             pixels = self.decode_latents(latents, cancel)
+            pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
@@ -87,28 +92,26 @@ class TextToImagePipeline(DiffusionPipeline):
         width = description.default_width if request.width is None else request.width
         height = description.default_height if request.height is None else request.height
         self.check_variant(("text-to-image",), "make a picture from text alone")
-        multiple = description.pixel_multiple
         for side, value in (("width", width), ("height", height)):
-            if not isinstance(value, int) or value <= 0 or value % multiple:
-                raise BadRequest(f"The {side} must be a positive multiple of {multiple} pixels "
-                                 f"(got {value}).")
+            check_side(description, self.model.name, side, value)
             if value > MAX_SIDE:
                 raise BadRequest(f"The {side} can be at most {MAX_SIDE} pixels (got {value}).")
         settings = self.check_settings(request.steps, request.guidance, request.scheduler,
                                        request.count, request.seed, request.prompt)
-        self.check_latent_shape(request.latents, request.count, width, height,
-                                "initial latents")
-        return GenerationParameters(
+        parameters = record_drawing(GenerationParameters(
             prompt=request.prompt, negative_prompt=request.negative_prompt or "",
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
-            model_hash=self.model.hash, model_family=description.family)
+            model_hash=self.model.hash, model_family=description.family), description)
+        self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
+                                "initial latents")
+        return parameters
 
     def prepare_latents(self, rng: np.random.Generator, parameters: GenerationParameters,
                         request: TextToImageRequest, index: int) -> np.ndarray:
         factor = self.description.vae_scale_factor
-        shape = (1, self.description.latent_channels,
-                 parameters.height // factor, parameters.width // factor)
+        width, height = drawn_size(parameters)
+        shape = (1, self.description.latent_channels, height // factor, width // factor)
         drawn = rng.standard_normal(shape, dtype=np.float32)
         if request.latents is not None:
             return np.asarray(request.latents[index : index + 1], dtype=np.float32)

@@ -58,6 +58,9 @@ def description(latent_scaling: float, steps: int, guidance: float) -> ModelDesc
         preview_rgb_factors=tuple(tuple(row) for row in factors.tolist()),
         # The UNet halves the latents twice and joins the skips without resizing them.
         size_multiple=2 * UPSCALE * 4,
+        # Trained on 32 px scenes only: a larger canvas gets more scene (copies of the
+        # subject), so larger pictures are drawn at 256 px and enlarged.
+        largest_native_side=32 * UPSCALE,
     )
 
 
