@@ -14,9 +14,9 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
 
+from desktop.app.viewmodels.gallery import ImageEntry
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.icons import icon
-from desktop.library import ImageEntry
 
 WITH_METADATA = "Export…"
 WITHOUT_METADATA = "Export without metadata…"
