@@ -488,16 +488,16 @@ def test_outpaint_grows_the_picture(qtbot, window, pipelines, tmp_path):
         box.setValue(0)
     ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
     assert not ok.isEnabled()  # nothing to add
-    dialog.boxes["right"].setValue(32)
-    dialog.boxes["top"].setValue(16)
-    assert "96 × 64" in dialog.result_size.text()
+    dialog.boxes["right"].setValue(64)  # the starter's pixel multiple (the size rule)
+    dialog.boxes["top"].setValue(128)
+    assert "128 × 176" in dialog.result_size.text()
     outcome = _finish(qtbot, studio, ok.click)
     entry = outcome.entries[0]
-    assert (entry.operation, entry.width, entry.height) == ("outpaint", 96, 64)
-    assert (studio.canvas_image.width(), studio.canvas_image.height()) == (96, 64)
+    assert (entry.operation, entry.width, entry.height) == ("outpaint", 128, 176)
+    assert (studio.canvas_image.width(), studio.canvas_image.height()) == (128, 176)
     request = pipelines.requests[-1]
-    assert (request.left, request.top, request.right, request.bottom) == (0, 16, 32, 0)
-    assert studio.outpaint_sides == Sides(top=16, right=32)  # offered again next time
+    assert (request.left, request.top, request.right, request.bottom) == (0, 128, 64, 0)
+    assert studio.outpaint_sides == Sides(top=128, right=64)  # offered again next time
 
 
 def test_gallery_context_menu_makes_variations_of_a_picture(qtbot, window, pipelines):

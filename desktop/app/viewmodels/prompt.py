@@ -15,8 +15,8 @@ from desktop.app.parameters import (
     form_from_image,
     new_seed,
     schedulers_for,
-    size_presets,
 )
+from desktop.app.sizes import fitting_size, size_choices, size_tooltip
 from desktop.library import ImageEntry, Library
 from desktop.model_store import ModelStore
 from engine.errors import EaselError, ModelError
@@ -78,8 +78,13 @@ class PromptViewModel(QObject):
         return schedulers_for(model) if model else []
 
     def size_presets(self) -> list[SizePreset]:
+        """The sizes the chosen model is offered (``desktop.app.sizes``)."""
         model = self.model()
-        return size_presets(model) if model else []
+        return size_choices(model) if model else []
+
+    def size_tooltip(self) -> str:
+        """What the size box offers, with the size rule in this model's number."""
+        return size_tooltip(self.model())
 
     # Editing -------------------------------------------------------------------------------
 
@@ -109,7 +114,16 @@ class PromptViewModel(QObject):
             model = entry.model if any(m.name == entry.model for m in self.models) else ""
             self.form = form_from_image(self.form, entry.prompt, entry.negative_prompt, model,
                                         entry.seed, entry.width, entry.height, entry.parameters)
+            self._fit_size()
         self.form_changed.emit()
+
+    def _fit_size(self) -> None:
+        """A reused picture's size rounded to one the model can make (an edited picture may
+        have any size), so the size box offers only sizes that keep the size rule."""
+        model = self.model()
+        if model is not None:
+            width, height = fitting_size(model, self.form.width, self.form.height)
+            self.form = replace(self.form, width=width, height=height)
 
     def use_prompt(self, text: str) -> None:
         self.form = replace(self.form, prompt=text)

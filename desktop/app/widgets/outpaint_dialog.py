@@ -2,7 +2,8 @@
 
 Four spin boxes rather than handles on the canvas edges: the numbers are exact (a model
 wants multiples of its grid, and people ask for "128 on the right"), they work from the
-keyboard, and the dialog is the same at any zoom.
+keyboard, and the dialog is the same at any zoom. A number typed between multiples of the
+model's pixel multiple is rounded to the nearest one (the size rule, ``engine.size_rule``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class OutpaintDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Outpaint")
         self._size = picture_size
+        self._step = step
         self.boxes: dict[str, QSpinBox] = {}
         form = QFormLayout()
         for side in ("left", "top", "right", "bottom"):
@@ -38,6 +40,7 @@ class OutpaintDialog(QDialog):
             box.setValue(getattr(sides, side))
             box.setAccessibleName(f"Pixels to add on the {side}")
             box.valueChanged.connect(self._show_size)
+            box.editingFinished.connect(lambda box=box: box.setValue(self._snapped(box)))
             form.addRow(side.capitalize(), box)
             self.boxes[side] = box
         self.result_size = QLabel()
@@ -47,15 +50,19 @@ class OutpaintDialog(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Pixels to add on each side; the prompt says what fills "
-                                "them."))
+        layout.addWidget(QLabel(f"Pixels to add on each side, multiples of {step} for this "
+                                f"model; the prompt says what fills them."))
         layout.addLayout(form)
         layout.addWidget(self.result_size)
         layout.addWidget(self.buttons)
         self._show_size()
 
     def sides(self) -> Sides:
-        return Sides(**{side: box.value() for side, box in self.boxes.items()})
+        return Sides(**{side: self._snapped(box) for side, box in self.boxes.items()})
+
+    def _snapped(self, box: QSpinBox) -> int:
+        """The box's value rounded to the nearest multiple of the model's pixel multiple."""
+        return min(round(box.value() / self._step) * self._step, box.maximum())
 
     def _show_size(self) -> None:
         width, height = self._size
