@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from desktop.cli_common import (
+    HEIGHT_HELP,
+    WIDTH_HELP,
     add_runtime_arguments,
     model_store,
     open_library,
@@ -86,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES,
                           help="sampling method (lcm only for LCM models)")
     generate.add_argument("--seed", type=int, help="random seed; image i uses seed + i")
-    generate.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
-    generate.add_argument("--height", type=int, help="height in pixels, a multiple of 8")
+    generate.add_argument("--width", type=int, help=WIDTH_HELP)
+    generate.add_argument("--height", type=int, help=HEIGHT_HELP)
     generate.add_argument("--count", type=int, default=1, help="number of images")
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "

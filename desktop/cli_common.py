@@ -24,6 +24,19 @@ from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
 from engine.request import GenerationResult, Progress
 from engine.runtime import CancelToken, DeviceReport, RuntimeOptions
+from engine.size_rule import RULE, RULE_SENTENCE
+
+# The size rule, as every command's help says it (``engine.size_rule`` words it once): in full
+# at the first option it concerns, and in the description of a command that takes sides.
+WIDTH_HELP = f"width in pixels (default: the model's); {RULE}"
+HEIGHT_HELP = "height in pixels (default: the model's), by the same rule as the width"
+OUTPAINT_DESCRIPTION = f"Extend a picture past its edges. {RULE_SENTENCE}"
+
+
+def side_help(side: str) -> str:
+    """The help of an outpaint side: ``side`` is "left", "top", "right", "bottom" or "all"."""
+    where = "on every side" if side == "all" else f"on the {side}"
+    return f"pixels to add {where}, 0 (the default) or a multiple of the model's pixel multiple"
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

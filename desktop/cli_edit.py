@@ -15,6 +15,9 @@ from pathlib import Path
 from PIL import Image
 
 from desktop.cli_common import (
+    HEIGHT_HELP,
+    OUTPAINT_DESCRIPTION,
+    WIDTH_HELP,
     SourcePicture,
     add_runtime_arguments,
     model_store,
@@ -26,6 +29,7 @@ from desktop.cli_common import (
     runtime_options,
     say,
     say_device,
+    side_help,
     source_picture,
 )
 from desktop.image_files import save_png
@@ -75,12 +79,12 @@ def add_edit_commands(commands: argparse._SubParsersAction) -> None:
     _common(inpaint)
     inpaint.set_defaults(run=_inpaint)
 
-    outpaint = commands.add_parser("outpaint", help="extend a picture past its edges")
+    outpaint = commands.add_parser("outpaint", help="extend a picture past its edges",
+                                   description=OUTPAINT_DESCRIPTION)
     _source(outpaint)
     outpaint.add_argument("prompt", nargs="?", default="", help="what the new border shows")
-    for side in ("left", "top", "right", "bottom"):
-        outpaint.add_argument(f"--{side}", type=int, default=0, help=f"pixels added {side}")
-    outpaint.add_argument("--all", type=int, default=0, help="pixels added on every side")
+    for side in ("left", "top", "right", "bottom", "all"):
+        outpaint.add_argument(f"--{side}", type=int, default=0, help=side_help(side))
     _feather(outpaint)
     _common(outpaint)
     outpaint.set_defaults(run=_outpaint)
@@ -103,8 +107,8 @@ def add_edit_commands(commands: argparse._SubParsersAction) -> None:
     regions.add_argument("--region-weight", type=float, default=RegionsRequest.region_weight,
                          help="how much a box's prompt outweighs the global one inside it "
                               f"(default {RegionsRequest.region_weight:g})")
-    regions.add_argument("--width", "-W", type=int, help="width in pixels (model default)")
-    regions.add_argument("--height", "-H", type=int, help="height in pixels (model default)")
+    regions.add_argument("--width", "-W", type=int, help=WIDTH_HELP)
+    regions.add_argument("--height", "-H", type=int, help=HEIGHT_HELP)
     _common(regions)
     regions.set_defaults(run=_regions)
 
