@@ -156,6 +156,18 @@ def test_a_rocket_at_512_is_the_256_picture_enlarged_not_tiled(starter):
     assert small.parameters.base_size is None  # drawn as asked: nothing to say
 
 
+def test_variations_of_a_512_picture_redraw_its_256_scene_once(starter):
+    pipeline = TextToImagePipeline(starter)
+    small = pipeline(TextToImageRequest(ROCKET, seed=1)).images[0].pixels
+    large = enlarge(small, 512, 512)  # what the starter makes at 512 x 512
+    variations = ImageToImagePipeline(starter)
+    of_small = variations(ImageToImageRequest(small, ROCKET, strength=0.9, seed=3)).images[0]
+    of_large = variations(ImageToImageRequest(large, ROCKET, strength=0.9, seed=3)).images[0]
+    # At 512 its UNet would see a 64 px scene and draw the rocket nine times.
+    assert np.array_equal(of_large.pixels, enlarge(of_small.pixels, 512, 512))
+    assert (of_large.parameters.width, of_large.parameters.base_size) == (512, (256, 256))
+
+
 def test_a_size_between_whole_enlargements_is_drawn_at_256_and_resampled(starter):
     image = TextToImagePipeline(starter)(TextToImageRequest(ROCKET, width=320, height=320,
                                                             **FEW_STEPS)).images[0]

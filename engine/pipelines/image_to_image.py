@@ -11,7 +11,8 @@ noise of ancestral samplers. The VAE encoder runs once per request, whatever the
 only its sampling is per image.
 
 Any picture size works: the picture is grown to a multiple of 8 by repeating its edge, and
-the result is cropped back, so it has the picture's size and nothing is resampled.
+the result is cropped back, so it has the picture's size and nothing is resampled, except for
+a picture larger than the model's largest native side, redrawn smaller and enlarged back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
 from engine.model import Model
 from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
+from engine.pipelines.native_size import drawn_size, enlarge, record_drawing, shrink
 from engine.request import (
     GeneratedImage,
     GenerationParameters,
@@ -49,7 +51,7 @@ class EditSettings:
     """A checked edit request: its generation parameters and the working canvas."""
 
     parameters: GenerationParameters
-    picture: np.ndarray  # uint8 (H, W, 3), the picture as given
+    picture: np.ndarray  # uint8 (H, W, 3), the picture as given (or as drawn, smaller)
     multiple: int  # the canvas is padded to this multiple of pixels
 
 
@@ -117,18 +119,27 @@ class ImageToImagePipeline(DiffusionPipeline):
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin)
 
-            # 7. Decode (a NaN or black frame is a failure), then crop to the picture's size.
+            # 7. Decode (a NaN or black frame is a failure), crop to the picture's size as
+            # drawn, and enlarge it back if it was redrawn smaller.
             pixels = self.decode_latents(latents, cancel)
-            pixels = np.ascontiguousarray(pixels[:parameters.height, :parameters.width])
+            width, height = drawn_size(parameters)
+            pixels = np.ascontiguousarray(pixels[:height, :width])
+            pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
         self.check_variant(("text-to-image",), "redraw a whole picture (inpaint with it instead)")
-        return self.check_edit(request, "image_to_image")
+        return self.check_edit(request, "image_to_image", at_native_size=True)
 
-    def check_edit(self, request: EditRequest, operation: str) -> EditSettings:
-        """The checks every edit shares: the picture, strength, steps and the rest."""
+    def check_edit(self, request: EditRequest, operation: str,
+                   at_native_size: bool = False) -> EditSettings:
+        """The checks every edit shares: the picture, strength, steps and the rest.
+
+        ``at_native_size``: a picture larger than the model's largest native side is redrawn
+        at that size and enlarged back (``engine.pipelines.native_size``), as text to image
+        draws it, so a model of fixed scale does not fill it with copies of its subject.
+        """
         self.check_vae_encoder()
         picture = picture_pixels(request.image, MAX_SIDE)
         strength = self.check_strength(request.strength)
@@ -137,14 +148,18 @@ class ImageToImagePipeline(DiffusionPipeline):
         steps = self.steps_for_strength(request.steps, settings.steps, strength)
         multiple = self.description.pixel_multiple
         height, width = picture.shape[:2]
-        self.check_latent_shape(request.noise, request.count, _round_up(width, multiple),
-                                _round_up(height, multiple), "starting noise")
         parameters = GenerationParameters(
             prompt=request.prompt, negative_prompt=request.negative_prompt or "",
             width=width, height=height, steps=steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
             operation=operation, strength=strength)
+        if at_native_size:
+            parameters = record_drawing(parameters, self.description)
+            picture = shrink(picture, *drawn_size(parameters))
+        drawn_width, drawn_height = drawn_size(parameters)
+        self.check_latent_shape(request.noise, request.count, _round_up(drawn_width, multiple),
+                                _round_up(drawn_height, multiple), "starting noise")
         return EditSettings(parameters, picture, multiple)
 
     def check_vae_encoder(self) -> None:

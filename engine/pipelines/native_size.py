@@ -63,6 +63,18 @@ def enlarge(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(resized)
 
 
+def shrink(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (H, W, 3) pixels at the smaller ``width`` x ``height``, as ``enlarge`` undoes:
+    by averaging whole blocks (exact for a picture enlarged by repeating pixels), otherwise
+    by Lanczos resampling. Image to image redraws a large picture at the model's size."""
+    size = (pixels.shape[1], pixels.shape[0])
+    if size == (width, height):
+        return pixels
+    whole = _method((width, height), *size) == NEAREST_NAME
+    method = Image.Resampling.BOX if whole else Image.Resampling.LANCZOS
+    return np.asarray(Image.fromarray(pixels).resize((width, height), method))
+
+
 def _method(drawn: tuple[int, int], width: int, height: int) -> str:
     whole = width % drawn[0] == 0 and height % drawn[1] == 0
     return NEAREST_NAME if whole else LANCZOS_NAME
