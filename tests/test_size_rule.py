@@ -128,10 +128,11 @@ def test_easel_outpaint_right_50_is_refused_before_any_work(home, tmp_path, caps
         assert library.count() == 1  # the source alone
 
 
-def test_easel_generate_512_with_the_starter_says_how_it_was_drawn(home, tmp_path):
+def test_easel_generate_512_with_the_starter_says_how_it_was_drawn(home, tmp_path, capsys):
     output = tmp_path / "big.png"
     assert main(["generate", ROCKET, "--width", "512", "--height", "512", "--seed", "1",
                  "-o", str(output)]) == 0
+    assert "drawn at 256 × 256 and enlarged to 512 × 512" in capsys.readouterr().err
     with Image.open(output) as image:
         assert image.size == (512, 512)
         metadata = json.loads(image.text["easel"])
@@ -145,8 +146,11 @@ def test_easel_generate_512_with_the_starter_says_how_it_was_drawn(home, tmp_pat
 def test_a_rocket_at_512_is_the_256_picture_enlarged_not_tiled(starter):
     pipeline = TextToImagePipeline(starter)
     small = pipeline(TextToImageRequest(ROCKET, width=256, height=256, seed=1)).images[0]
-    large = pipeline(TextToImageRequest(ROCKET, width=512, height=512, seed=1)).images[0]
+    result = pipeline(TextToImageRequest(ROCKET, width=512, height=512, seed=1))
+    large = result.images[0]
     assert large.pixels.shape == (512, 512, 3)
+    assert result.warnings == ("'starter' draws at most 256 pixels a side, so the picture was "
+                               "drawn at 256 × 256 and enlarged to 512 × 512.",)
     # Every 2 x 2 block of the large picture is one pixel of the small one: the same scene,
     # with one rocket, not the six a 512 px canvas of 32 px scenes tiled.
     assert np.array_equal(large.pixels, np.repeat(np.repeat(small.pixels, 2, 0), 2, 1))

@@ -26,7 +26,13 @@ from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
 from engine.model import Model
 from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
-from engine.pipelines.native_size import drawn_size, enlarge, record_drawing, shrink
+from engine.pipelines.native_size import (
+    drawing_notes,
+    drawn_size,
+    enlarge,
+    record_drawing,
+    shrink,
+)
 from engine.request import (
     GeneratedImage,
     GenerationParameters,
@@ -126,6 +132,7 @@ class ImageToImagePipeline(DiffusionPipeline):
             pixels = np.ascontiguousarray(pixels[:height, :width])
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+        warnings += drawing_notes(parameters, self.model.name, self.description)
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:

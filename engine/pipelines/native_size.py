@@ -51,6 +51,17 @@ def record_drawing(parameters: GenerationParameters,
                    upscaler=_method(drawn, parameters.width, parameters.height))
 
 
+def drawing_notes(parameters: GenerationParameters, model_name: str,
+                  description: ModelDescription) -> list[str]:
+    """What the user hears when the picture was drawn smaller and enlarged (none otherwise)."""
+    if parameters.base_size is None:
+        return []
+    drawn_width, drawn_height = parameters.base_size
+    return [f"'{model_name}' draws at most {description.largest_native_side} pixels a side, "
+            f"so the picture was drawn at {drawn_width} × {drawn_height} and enlarged to "
+            f"{parameters.width} × {parameters.height}."]
+
+
 def enlarge(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     """uint8 (h, w, 3) pixels at ``width`` x ``height`` (unchanged when already that size)."""
     drawn = (pixels.shape[1], pixels.shape[0])

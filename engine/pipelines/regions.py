@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.pipelines.diffusion import CombinePrediction, PromptEmbeddings
-from engine.pipelines.native_size import drawn_size, enlarge
+from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import (
     GeneratedImage,
@@ -99,7 +99,8 @@ class RegionsPipeline(TextToImagePipeline):
             pixels = self.decode_latents(latents, cancel)
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
-        warnings = (*layout.warnings, *prompt_warnings)
+        warnings = (*layout.warnings, *prompt_warnings,
+                    *drawing_notes(parameters, self.model.name, self.description))
         return GenerationResult(tuple(images), warnings, self.model.unet.device)
 
     # --- checks ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from engine.pipelines.diffusion import (
     guidance_scale_embedding,
     penultimate_output,
 )
-from engine.pipelines.native_size import drawn_size, enlarge, record_drawing
+from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, record_drawing
 from engine.request import (
     GeneratedImage,
     GenerationParameters,
@@ -85,6 +85,7 @@ class TextToImagePipeline(DiffusionPipeline):
             pixels = self.decode_latents(latents, cancel)
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+        warnings += drawing_notes(parameters, self.model.name, self.description)
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
