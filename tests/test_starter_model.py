@@ -97,6 +97,26 @@ def test_resumed_training_equals_unbroken_training(tmp_path):
                            start["unet.conv_in.weight"])
 
 
+def test_training_batches_leave_attributes_out_reproducibly(tmp_path):
+    tokens = Tokens.written_to(tmp_path)
+    settings = Settings(batch=64)
+    assert settings.leave_out > 0
+    first, again = make_batch(settings, 7, tokens), make_batch(settings, 7, tokens)
+    assert torch.equal(first.input_ids, again.input_ids) and torch.equal(first.x_t, again.x_t)
+    vocabulary = build_tokenizer().get_vocab()
+    said = {word: (first.input_ids == vocabulary[word]).any(dim=1)
+            for word in ("background", "left", "right", "top", "bottom", "centre", "middle",
+                         "center")}
+    no_colour = ~said["background"]
+    no_position = ~torch.stack([said[w] for w in said if w != "background"]).any(dim=0)
+    # Some captions say no colour, some no position (besides the empty ones, one in ten).
+    empty = (first.input_ids == vocabulary["[EOS]"]).nonzero()[:, 1] == 1
+    assert (no_colour & ~empty).any() and (no_position & ~empty).any()
+    full = make_batch(Settings(batch=64, leave_out=0.0), 7, tokens)
+    assert (full.input_ids == vocabulary["background"]).any(dim=1).sum() > said[
+        "background"].sum()
+
+
 def test_batches_drawn_by_workers_equal_batches_drawn_in_line(tmp_path):
     tokens = Tokens.written_to(tmp_path)
     settings = Settings(batch=3, workers=1)
@@ -248,6 +268,26 @@ def test_generate_with_no_model_installed_uses_the_starter_model(tmp_path, monke
     assert "does not fit a flow-matching model" in capsys.readouterr().err
     assert not (tmp_path / "no.png").exists()
 
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "a the, and"])
+def test_shipped_model_refuses_a_prompt_that_names_nothing(prompt):
+    pipeline = TextToImagePipeline(load_model(SHIPPED, CPU, "starter"))
+    with pytest.raises(BadRequest) as refused:
+        pipeline(TextToImageRequest(prompt, steps=1))
+    message = str(refused.value)
+    assert ("is empty" if not prompt.strip() else "names nothing it knows") in message
+    assert "avocado" in message and message.count(".") == 1 and "\n" not in message
+
+
+def test_easel_generate_refuses_an_empty_prompt(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EASEL_BUILT_IN_MODELS", raising=False)
+    assert main(["generate", "", "-o", str(tmp_path / "no.png")]) != 0
+    message = capsys.readouterr().err
+    assert "prompt is empty" in message and "avocado" in message
+    assert not (tmp_path / "no.png").exists()
+    assert main(["generate", "a dog", "--steps", "1", "-o", str(tmp_path / "yes.png")]) == 0
 
 
 def test_store_prefers_the_users_only_model_and_protects_built_in_ones(tmp_path):

@@ -55,6 +55,7 @@ class TextToImagePipeline(DiffusionPipeline):
         cancel = cancel or CancelToken()
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
+        self.check_prompt_names_something(request.prompt)
         use_guidance = self.uses_guidance(parameters.guidance)
 
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
@@ -87,6 +88,17 @@ class TextToImagePipeline(DiffusionPipeline):
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
+
+    def check_prompt_names_something(self, prompt: str) -> None:
+        """A model with a closed word list (the starter model) draws from the prompt alone
+        only what it names: an empty prompt would make a random scene, so it is refused like a
+        prompt of unknown words. (Variations and regions may leave this prompt empty.)"""
+        tokenizer = self.model.tokenizer
+        if tokenizer.known_words and not tokenizer(prompt).known_word_count:
+            what = "is empty" if not prompt.strip() else "names nothing it knows"
+            raise BadRequest(f"The model '{self.model.name}' draws what a prompt names and this "
+                             f"prompt {what}; it knows only these words: "
+                             f"{', '.join(tokenizer.known_words)}.")
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
