@@ -27,6 +27,8 @@ from engine.onnx_folder import is_onnx_model_folder
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import TextToImageRequest
 from engine.runtime import CancelToken
+from tests.test_onnx_import_variants import _inpaint, _install_copy
+from tests.tiny_models_inpaint import tiny_inpaint_diffusers, tiny_inpaint_onnx
 
 # Where each graph's config.json comes from in the diffusers folder, as optimum saves them.
 CONFIG_OF = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae",
@@ -105,6 +107,16 @@ class _Job:
     def report(self, step: int, steps: int, image: int = 0, images: int = 1,
                preview: object = None, stage: str = "") -> None:
         self.stages.append(stage)
+
+
+def test_an_optimum_inpainting_export_imports_as_a_nine_channel_model(tmp_path):
+    # optimum names it StableDiffusionInpaintPipeline; the UNet's 9 input channels say what it is.
+    folder = optimum_export(tiny_inpaint_diffusers(), tiny_inpaint_onnx(), tmp_path / "inpaint")
+    assert is_onnx_model_folder(folder)
+    installed = ModelStore(tmp_path / "models").import_model(folder)
+    assert load_model(installed.path).description.variant == "inpainting"
+    own = _install_copy(tiny_inpaint_onnx(), tmp_path / "own")
+    assert np.array_equal(_inpaint(installed.path), _inpaint(own))
 
 
 def test_the_window_imports_it_through_the_same_store(optimum_out, tmp_path):
