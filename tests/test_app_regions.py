@@ -148,11 +148,12 @@ def test_boxes_scale_with_the_size_chosen_in_the_prompt_panel(qtbot, window):
     assert regions.size == (studio.prompt.form.width, studio.prompt.form.height) == (256, 256)
     assert regions.min_side == 32  # two cells of the starter model's 16-pixel grid
     regions.add(64, 128, 64, 64, "a moon")
-    wide = next(index for index in range(panel.size_box.count())
-                if panel.size_box.itemData(index)[0] > panel.size_box.itemData(index)[1])
-    panel.size_box.setCurrentIndex(wide)
-    panel.size_box.activated.emit(wide)  # what choosing it in the list does
-    width, height = panel.size_box.itemData(wide)
+    # The starter is offered its 256 x 256 and whole enlargements of it (the size rule).
+    larger = next(index for index in range(panel.size_box.count())
+                if panel.size_box.itemData(index) == (512, 512))
+    panel.size_box.setCurrentIndex(larger)
+    panel.size_box.activated.emit(larger)  # what choosing it in the list does
+    width, height = panel.size_box.itemData(larger)
     assert regions.size == (width, height) == (studio.prompt.form.width,
                                                studio.prompt.form.height)
     x, y, box_width, box_height = regions.boxes[0].rect
