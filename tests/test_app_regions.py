@@ -150,7 +150,7 @@ def test_boxes_scale_with_the_size_chosen_in_the_prompt_panel(qtbot, window):
     regions.add(64, 128, 64, 64, "a moon")
     # The starter is offered its 256 x 256 and whole enlargements of it (the size rule).
     larger = next(index for index in range(panel.size_box.count())
-                if panel.size_box.itemData(index) == (512, 512))
+                  if panel.size_box.itemData(index) == (512, 512))
     panel.size_box.setCurrentIndex(larger)
     panel.size_box.activated.emit(larger)  # what choosing it in the list does
     width, height = panel.size_box.itemData(larger)
