@@ -145,8 +145,8 @@ def _refusal(name: str, pipeline: object) -> str:
         # The diffusers importer takes SDXL; this one reads one text encoder only.
         return (f"'{name}' is an ONNX {pipeline} model; Easel imports ONNX folders of "
                 f"Stable Diffusion 1.x/2.x only, so import SDXL from its diffusers folder.")
-    return (f"'{name}' is a {pipeline or 'unknown'} model, not an ONNX Stable Diffusion "
-            f"1.x/2.x model.")
+    kind = f"a {pipeline}" if pipeline else "an unknown"
+    return f"'{name}' is {kind} model, not an ONNX Stable Diffusion 1.x/2.x model."
 
 
 def refuse_unsafe_files(folder: Path) -> None:
