@@ -8,6 +8,10 @@ rounded to its pixel multiple) and enlarges it: with whole-number factors by rep
 which gives exactly what the model's own decoder would at that scale (the starter's enlarges
 8x by nearest neighbour), and otherwise by Lanczos resampling. The picture's parameters say
 so: ``base_size`` is the size drawn, ``scale`` and ``upscaler`` how it was enlarged.
+
+Inpainting and outpainting do the same with the picture and its mask (``shrink`` and
+``shrink_mask``), then lay the enlarged result over the full-size picture through the
+full-size mask, so every pixel outside the mask is still exactly the picture's own.
 """
 
 from __future__ import annotations
@@ -52,13 +56,14 @@ def record_drawing(parameters: GenerationParameters,
 
 
 def drawing_notes(parameters: GenerationParameters, model_name: str,
-                  description: ModelDescription) -> list[str]:
-    """What the user hears when the picture was drawn smaller and enlarged (none otherwise)."""
+                  description: ModelDescription, drawn: str = "the picture") -> list[str]:
+    """What the user hears when ``drawn`` (what the model drew: the picture, or the part it
+    repainted) was drawn smaller and enlarged; nothing otherwise."""
     if parameters.base_size is None:
         return []
     drawn_width, drawn_height = parameters.base_size
     return [f"'{model_name}' draws at most {description.largest_native_side} pixels a side, "
-            f"so the picture was drawn at {drawn_width} × {drawn_height} and enlarged to "
+            f"so {drawn} was drawn at {drawn_width} × {drawn_height} and enlarged to "
             f"{parameters.width} × {parameters.height}."]
 
 
@@ -84,6 +89,17 @@ def shrink(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     whole = _method((width, height), *size) == NEAREST_NAME
     method = Image.Resampling.BOX if whole else Image.Resampling.LANCZOS
     return np.asarray(Image.fromarray(pixels).resize((width, height), method))
+
+
+def shrink_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A float32 (H, W) mask, 1 repaint and 0 keep, at the smaller ``width`` x ``height``:
+    a pixel is repainted when any part of the pixels it stands for is, so the enlarged
+    repainting covers all of the mask (the compositing keeps to the mask itself)."""
+    if (mask.shape[1], mask.shape[0]) == (width, height):
+        return mask
+    covered = Image.fromarray(mask.astype(np.float32)).resize(
+        (width, height), Image.Resampling.BOX)
+    return (np.asarray(covered) > 0).astype(np.float32)
 
 
 def _method(drawn: tuple[int, int], width: int, height: int) -> str:
