@@ -15,6 +15,11 @@ The model sees the mask as diffusers gives it (binarized, one latent cell per
 ``vae_scale_factor`` pixels, each cell masked when its top-left pixel is), so the picture
 before compositing is diffusers' own; feathering only shapes the compositing.
 
+A picture larger than the model's largest native side (the starter's 256 px) is repainted as
+image to image redraws it (``engine.pipelines.native_size``): the picture and the mask are
+shrunk to the size text to image would draw at, repainted there, and the result enlarged and
+composited over the full-size picture through the full-size mask.
+
 Each image i draws from default_rng(seed + i), in this order: the starting noise, the
 picture's VAE sample (blending, or a strength below 1), the masked picture's VAE sample
 (inpainting models), then the per-step noise of ancestral samplers.
@@ -27,9 +32,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine.errors import BadRequest
-from engine.images import composite, feathered, mask_pixels, pad_to_multiple, to_sample
+from engine.images import (
+    composite,
+    feathered,
+    mask_pixels,
+    pad_to_multiple,
+    picture_pixels,
+    to_sample,
+)
 from engine.pipelines.diffusion import MAX_SIDE, AfterStep
 from engine.pipelines.image_to_image import EditSettings, ImageToImagePipeline, SourceLatents
+from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, shrink_mask
 from engine.request import GeneratedImage, GenerationResult, InpaintRequest, ProgressCallback
 from engine.runtime import CancelToken
 from engine.schedulers.base import Scheduler
@@ -39,11 +52,17 @@ MAX_FEATHER = 256
 
 @dataclass(frozen=True, eq=False)
 class InpaintSettings:
-    """A checked inpainting request: the edit's settings, its mask and what to tell the user."""
+    """A checked inpainting request: the edit's settings, its mask and what to tell the user.
+
+    The edit's picture and ``drawn_mask`` are at the size drawn (``drawn_size``), ``picture``
+    and ``mask`` at the picture's own size; they differ only for a picture larger than the
+    model's largest native side."""
 
     edit: EditSettings
     mask: np.ndarray  # float32 (H, W) at the picture's size: 1 repaint, 0 keep
     warnings: tuple[str, ...]
+    picture: np.ndarray  # uint8 (H, W, 3), the picture as given: what is composited over
+    drawn_mask: np.ndarray  # float32, the mask at the size drawn
 
 
 class InpaintPipeline(ImageToImagePipeline):
@@ -70,7 +89,7 @@ class InpaintPipeline(ImageToImagePipeline):
                                                  canvas.shape[1], canvas.shape[0])
 
         # 3. Preprocess the picture and the mask at the working size; encode each once.
-        canvas_mask = pad_to_multiple(settings.mask, multiple)
+        canvas_mask = pad_to_multiple(settings.drawn_mask, multiple)
         sample = to_sample(canvas)
         source = None
         if not inpainting_unet or not full_strength:  # blending or noising needs its latents
@@ -122,16 +141,22 @@ class InpaintPipeline(ImageToImagePipeline):
             # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
             pixels = self.decode_latents(latents, cancel)
 
-            # 9. Composite over the original through the feathered mask, at its own size:
-            # outside the mask, the original pixels exactly.
-            pixels = composite(pixels[:parameters.height, :parameters.width],
-                               settings.edit.picture, weight)
+            # 9. Crop to the size drawn, enlarge it back if that was smaller, and composite
+            # over the original through the feathered mask, at its own size: outside the
+            # mask, the original pixels exactly.
+            width, height = drawn_size(parameters)
+            pixels = enlarge(np.ascontiguousarray(pixels[:height, :width]), parameters.width,
+                             parameters.height)
+            pixels = composite(pixels, settings.picture, weight)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+        warnings += drawing_notes(parameters, self.model.name, self.description,
+                                  "the repainted part")
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
     def check_inputs(self, request: InpaintRequest) -> InpaintSettings:
         self.check_variant(("text-to-image", "inpainting"), "repaint a masked part of a picture")
-        edit = self.check_edit(request, "inpaint")
+        edit = self.check_edit(request, "inpaint", at_native_size=True)
+        picture = picture_pixels(request.image, MAX_SIDE)  # full size, as check_edit read it
         feather = request.feather
         if isinstance(feather, bool) or not isinstance(feather, int) or not (
                 0 <= feather <= MAX_FEATHER):
@@ -143,7 +168,8 @@ class InpaintPipeline(ImageToImagePipeline):
             raise BadRequest("The mask is empty: paint the part of the picture to repaint in "
                              "white, and leave the rest black.")
         edit = replace(edit, parameters=replace(edit.parameters, feather=feather))
-        return InpaintSettings(edit, mask, (resized,) if resized else ())
+        drawn_mask = shrink_mask(mask, *drawn_size(edit.parameters))
+        return InpaintSettings(edit, mask, (resized,) if resized else (), picture, drawn_mask)
 
     @staticmethod
     def prepare_mask_latents(latent_mask: np.ndarray, masked_latents: np.ndarray,
