@@ -2,7 +2,10 @@
 
 The picture is set on the larger canvas, the new border filled with its edge colours
 (smoothed), and the border is then inpainted (``engine.pipelines.inpaint``), with an
-inpainting model or any other. The original picture is kept exactly.
+inpainting model or any other. The original picture is kept exactly. An extended canvas
+larger than the model's largest native side (the starter's 256 px) is painted, as inpainting
+paints it, at that size in the canvas's shape and enlarged (``engine.pipelines.native_size``),
+so the border holds one scene rather than copies of the subject.
 
 The sides follow the size rule (``engine.size_rule``): multiples of the model's pixel multiple.
 The picture itself may have any size, but a border of whole multiples keeps it on the model's
