@@ -438,7 +438,9 @@ def trainer_record_fields(record: dict) -> dict:
         else record["steps"] * record["settings"].get("batch", Settings.batch),
         "command": "python -m engine.starter.training.train --minutes 110 --export "
                    "(each chunk's own command is in history)",
-        "data": "engine.starter.scenes.sample_batch, training split, seeded by (seed, step)",
+        "data": "engine.starter.scenes.sample_batch, training split, seeded by (seed, step); "
+                "captions leave each attribute out with probability settings.leave_out "
+                "(absent: 0)",
         "machine": "; ".join(dict.fromkeys(c["device"] for c in record["history"]))
         if record.get("history")
         else f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
