@@ -53,7 +53,7 @@ class ImageToImageRequest:
     seed: int = 0
     count: int = 1
     # Explicit starting noise, shape (count, channels, H / f, W / f) with H and W rounded up
-    # to a multiple of 8; it replaces the generator's first draw for each image, as
+    # to the model's pixel multiple; it replaces the generator's first draw for each image, as
     # ``TextToImageRequest.latents`` does.
     noise: np.ndarray | None = None
 

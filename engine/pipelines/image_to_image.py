@@ -10,9 +10,10 @@ noise (the same first draw as text to image), the VAE encoder's sample, then the
 noise of ancestral samplers. The VAE encoder runs once per request, whatever the count;
 only its sampling is per image.
 
-Any picture size works: the picture is grown to a multiple of 8 by repeating its edge, and
-the result is cropped back, so it has the picture's size and nothing is resampled, except for
-a picture larger than the model's largest native side, redrawn smaller and enlarged back.
+Any picture size works: the picture is grown to the model's pixel multiple by repeating its
+edge, and the result is cropped back, so it has the picture's size and nothing is resampled,
+except for a picture larger than the model's largest native side, redrawn smaller and
+enlarged back.
 """
 
 from __future__ import annotations
