@@ -1,9 +1,10 @@
-"""The README's sample sheet: eight starter-model pictures in one PNG, made through the engine.
+"""The README's sample sheet: twelve starter-model pictures in one PNG, made through the engine.
 
     python -m engine.starter.samples --to resources/docs/starter-samples.png
 
-The prompts are fixed and include two-object scenes (the hard case), so a sheet made from
-new weights can be compared with the last one at a glance.
+The prompts are fixed and include two-object scenes (the hard case) and, on the last row,
+prompts that name no position (issue 14), so a sheet made from new weights can be compared with
+the last one at a glance.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ PROMPTS = (
     "a moon on the left and a tree on the right, on a black background",
     "a rocket at the top and a house at the bottom, on a white background",
     "a chair on the left and a sunflower on the right, on a purple background",
+    "a cat on a green background",
+    "a dog",
+    "a cat and a dog on a green background",
+    "a rocket",
 )
 
 
 def sample_sheet(folder: Path, seed: int = 1, tile: int = 160, columns: int = 4) -> Image.Image:
-    """The eight prompts at ``seed``, ``tile`` px each, in a grid."""
+    """The prompts at ``seed``, ``tile`` px each, in a grid."""
     pipeline = TextToImagePipeline(load_model(folder, RuntimeOptions(providers=("cpu",))))
     rows = -(-len(PROMPTS) // columns)
     sheet = Image.new("RGB", (columns * tile, rows * tile))
