@@ -16,9 +16,8 @@ from engine.model import load_model
 from engine.pipelines.regions import MAX_REGIONS, RegionsPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import RegionsRequest, TextToImageRequest
-from engine.starter.evaluate_reference import judge
+from engine.starter.evaluate_count import explain
 from engine.starter.objects import COLOURS
-from engine.starter.scenes import Placed, Scene
 
 STARTER = Path(__file__).resolve().parent.parent / "resources" / "models" / "starter"
 STARTER_PROMPT = "a dog on the left, on a green background"
@@ -97,14 +96,17 @@ def test_the_starter_puts_a_moon_top_left_and_a_horse_bottom_right(starter):
         share = {name: len(found) / 128**2 for name, found in drawn.items()}
         assert share["top left"] > 0.3 and share["bottom right"] > 0.15, (seed, share)
         assert share["top right"] < 0.1 and share["bottom left"] < 0.1, (seed, share)
-        moon = Scene((Placed("moon", "centre"),), "blue")
-        assert judge(np.ascontiguousarray(quarters["top left"]), moon).objects == ("moon",)
+        # The object that best explains each box (the count judge places glyphs at any place
+        # and size: the moon sits low in its box, cut by the box's edge, which the centred
+        # references of the nearest-render judge read as a banana for the step-9,092 weights).
+        strongest = {name: explain(np.ascontiguousarray(quarters[name]))[0].word
+                     for name in ("top left", "bottom right")}
+        assert strongest == {"top left": "moon", "bottom right": "horse"}, (seed, strongest)
         # Bottom right is no second moon: the brown horse is darker than the pale moon
-        # (measured brightness about 145 against 195), and the evaluator does not see a moon.
+        # (measured brightness about 145 against 195).
         moon_colour, horse_colour = (drawn[name].astype(float).mean(axis=0)
                                      for name in ("top left", "bottom right"))
         assert horse_colour.mean() < moon_colour.mean() - 25, (seed, moon_colour, horse_colour)
-        assert judge(np.ascontiguousarray(quarters["bottom right"]), moon).objects != ("moon",)
 
 
 @pytest.mark.parametrize(("regions", "sentence"), [
