@@ -73,7 +73,8 @@ class DiffusionPipeline:
             raise BadRequest(f"'{self.model.name}' is {purpose}; it cannot {cannot}.")
 
     def check_settings(self, steps: int | None, guidance: float | None, scheduler: str | None,
-                       count: int, seed: int, prompt: str) -> Settings:
+                       count: int, seed: int, prompt: str,
+                       prompt_may_be_empty: bool = True) -> Settings:
         """Fill in the model's defaults and refuse what no model can do, before any work."""
         description = self.description
         steps = description.default_steps if steps is None else steps
@@ -89,17 +90,30 @@ class DiffusionPipeline:
         if not 0 <= seed <= MAX_SEED - count:
             raise BadRequest(f"The seed must be between 0 and {MAX_SEED - count}.")
         self.make_scheduler(scheduler)  # an unknown name is refused before any work
-        self.check_words(prompt)
+        self.check_words(prompt, prompt_may_be_empty)
         return Settings(steps, float(guidance), scheduler)
 
-    def check_words(self, prompt: str) -> None:
+    def check_words(self, prompt: str, allow_empty: bool = True) -> None:
         """A model with a closed word list (the starter model) refuses a prompt in which it
-        knows no word, and says which words it knows."""
+        knows no word, and says which words it knows. Text to image draws from the prompt
+        alone, so there (``allow_empty`` False) a prompt that names nothing, empty or only
+        words like "a", is refused too: it would make a random scene. Variations and regions
+        may leave a prompt empty."""
         tokenizer = self.model.tokenizer
+        if not tokenizer.known_words:
+            return  # an open vocabulary (CLIP): every prompt means something
         tokens = tokenizer(prompt)
-        if tokens.unknown_words and not tokens.known_word_count:
-            raise BadRequest(f"The model '{self.model.name}' knows none of the words in this "
-                             f"prompt; it knows only these: {', '.join(tokenizer.known_words)}.")
+        if tokens.known_word_count:
+            return
+        if tokens.unknown_words:
+            what = "knows none of the words in this prompt"
+        elif not allow_empty:
+            what = ("draws what a prompt names and this prompt "
+                    + ("is empty" if not prompt.strip() else "names nothing it knows"))
+        else:
+            return
+        raise BadRequest(f"The model '{self.model.name}' {what}; it knows only these words: "
+                         f"{', '.join(tokenizer.known_words)}.")
 
     def check_latent_shape(self, latents: np.ndarray | None, count: int, width: int,
                            height: int, label: str) -> None:

@@ -55,7 +55,6 @@ class TextToImagePipeline(DiffusionPipeline):
         cancel = cancel or CancelToken()
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
-        self.check_prompt_names_something(request.prompt)
         use_guidance = self.uses_guidance(parameters.guidance)
 
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
@@ -89,17 +88,6 @@ class TextToImagePipeline(DiffusionPipeline):
         warnings += drawing_notes(parameters, self.model.name, self.description)
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
-    def check_prompt_names_something(self, prompt: str) -> None:
-        """A model with a closed word list (the starter model) draws from the prompt alone
-        only what it names: an empty prompt would make a random scene, so it is refused like a
-        prompt of unknown words. (Variations and regions may leave this prompt empty.)"""
-        tokenizer = self.model.tokenizer
-        if tokenizer.known_words and not tokenizer(prompt).known_word_count:
-            what = "is empty" if not prompt.strip() else "names nothing it knows"
-            raise BadRequest(f"The model '{self.model.name}' draws what a prompt names and this "
-                             f"prompt {what}; it knows only these words: "
-                             f"{', '.join(tokenizer.known_words)}.")
-
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
         width = description.default_width if request.width is None else request.width
@@ -110,7 +98,8 @@ class TextToImagePipeline(DiffusionPipeline):
             if value > MAX_SIDE:
                 raise BadRequest(f"The {side} can be at most {MAX_SIDE} pixels (got {value}).")
         settings = self.check_settings(request.steps, request.guidance, request.scheduler,
-                                       request.count, request.seed, request.prompt)
+                                       request.count, request.seed, request.prompt,
+                                       prompt_may_be_empty=False)
         parameters = record_drawing(GenerationParameters(
             prompt=request.prompt, negative_prompt=request.negative_prompt or "",
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
