@@ -84,9 +84,20 @@ def is_onnx_model_folder(folder: Path) -> bool:
     folder = Path(folder)
     graphs = [component for component in REQUIRED_GRAPHS
               if (folder / component / GRAPH_FILE).is_file()]
+    weights = _has_diffusers_weights(folder)
     if len(graphs) == len(REQUIRED_GRAPHS):
-        return True
-    return bool(graphs) and not _has_diffusers_weights(folder)
+        # SDXL graphs cannot be imported as they are (two text encoders), but its PyTorch
+        # weights beside them can be exported: send such a folder to the diffusers importer.
+        return not (weights and _names_sdxl(folder))
+    return bool(graphs) and not weights
+
+
+def _names_sdxl(folder: Path) -> bool:
+    try:
+        pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(pipeline, str) and "StableDiffusionXL" in pipeline
 
 
 def _has_diffusers_weights(folder: Path) -> bool:

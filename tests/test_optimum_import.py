@@ -172,3 +172,17 @@ def test_an_sdxl_onnx_export_is_refused_in_one_sentence(pipeline, optimum_out, t
     message = str(refusal.value)
     assert message.count(". ") == 0 and message.endswith(".")
     assert [path.name for path in store.root.iterdir()] == []
+
+
+def test_sdxl_graphs_beside_pytorch_weights_go_to_the_diffusers_importer(optimum_out,
+                                                                         tmp_path):
+    # The refusal above tells the user to import SDXL from its diffusers folder; a folder that
+    # is one (PyTorch weights beside optimum's graphs) must then not get that same refusal.
+    folder = tmp_path / "xl-both"
+    shutil.copytree(optimum_out, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(
+        json.dumps({**index, "_class_name": "StableDiffusionXLPipeline"}))
+    assert is_onnx_model_folder(folder)  # graphs alone: the ONNX importer refuses them
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert not is_onnx_model_folder(folder)
