@@ -8,9 +8,14 @@ from pathlib import Path
 from platformdirs import user_data_dir
 
 
+def standard_data_dir() -> Path:
+    """Where data lives when ``EASEL_HOME`` says nothing: the platform's user data folder."""
+    return Path(user_data_dir("Easel", False))
+
+
 def data_dir() -> Path:
     override = os.environ.get("EASEL_HOME")
-    folder = Path(override).expanduser() if override else Path(user_data_dir("Easel", False))
+    folder = Path(override).expanduser() if override else standard_data_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir
+from platformdirs import user_config_dir
 
 SCHEMA_VERSION = 1
 FILE_NAME = "settings.json"
@@ -144,11 +144,6 @@ def save(settings: Settings, path: Path) -> None:
 
 def with_changes(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes).validated()
-
-
-def standard_data_folder() -> Path:
-    """Where data lives when neither ``EASEL_HOME`` nor the settings say otherwise."""
-    return Path(user_data_dir("Easel", False))
 
 
 def data_location(settings: Settings, in_use: Path) -> str:

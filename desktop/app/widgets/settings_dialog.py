@@ -23,9 +23,9 @@ from PySide6.QtWidgets import (
 from desktop.app.settings import (
     Settings,
     data_location,
-    standard_data_folder,
     with_changes,
 )
+from desktop.paths import standard_data_dir
 
 # The provider orders offered, best first; the engine skips those this machine lacks and the
 # status line says why.
@@ -53,7 +53,7 @@ class SettingsDialog(QDialog):
         self.providers.setCurrentIndex(max(self.providers.findData(settings.providers), 0))
         self.providers.setToolTip("Where pictures are made; the status line says what is used")
         self.folder = QLineEdit(settings.data_folder or "")
-        self.folder.setPlaceholderText(f"the standard place: {standard_data_folder()}")
+        self.folder.setPlaceholderText(f"the standard place: {standard_data_dir()}")
         self.folder.setToolTip("Where pictures, models and the library are kept, from the "
                                "next start")
         # Where the data really is now: EASEL_HOME may point elsewhere than this setting.
