@@ -16,6 +16,14 @@ from desktop.app.editing import Sides
 from desktop.app.viewmodels.prompt import PromptViewModel
 
 MAX_EXTEND = 2048  # as the dialog's spin boxes
+
+
+def snap_side(pixels: float, multiple: int) -> int:
+    """Pixels to add on a side, rounded to the model's multiple and kept within 0..MAX_EXTEND
+    (the outpaint handles and the Outpaint dialog round the same way)."""
+    return min(max(round(pixels / multiple) * multiple, 0), MAX_EXTEND)
+
+
 SIDES = ("left", "top", "right", "bottom")
 # Which way each side grows, in picture axes: dragging the left edge leftwards adds pixels.
 OUTWARD = {"left": (-1, 0), "top": (0, -1), "right": (1, 0), "bottom": (0, 1)}
@@ -62,8 +70,7 @@ class OutpaintModel(QObject):
 
     def set_side(self, side: str, pixels: float) -> None:
         """One side, snapped to the model's multiple and kept within 0..MAX_EXTEND."""
-        snapped = round(pixels / self.multiple) * self.multiple
-        self.set_sides(replace(self.sides, **{side: min(max(snapped, 0), MAX_EXTEND)}))
+        self.set_sides(replace(self.sides, **{side: snap_side(pixels, self.multiple)}))
 
     def grown_size(self) -> tuple[int, int] | None:
         return None if self.source_size is None else self.sides.grown(*self.source_size)

@@ -19,8 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.app.editing import Sides
-
-MAX_EXTEND = 2048
+from desktop.app.viewmodels.outpaint import MAX_EXTEND, snap_side
 
 
 class OutpaintDialog(QDialog):
@@ -62,7 +61,7 @@ class OutpaintDialog(QDialog):
 
     def _snapped(self, box: QSpinBox) -> int:
         """The box's value rounded to the nearest multiple of the model's pixel multiple."""
-        return min(round(box.value() / self._step) * self._step, box.maximum())
+        return snap_side(box.value(), self._step)
 
     def _show_size(self) -> None:
         width, height = self._size
