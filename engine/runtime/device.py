@@ -14,18 +14,20 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnxruntime as ort
 
+from engine.runtime.cuda_libraries import CUDNN_MAJOR, CudaLibrary, built_cuda_major, cuda_libraries
 from engine.runtime.errors import is_out_of_memory, ort_detail
 from engine.runtime.providers import DISPLAY_NAMES, GPU_PROVIDERS, available_providers
 
 # load(name, global_symbols) -> library handle; raises OSError like ctypes.CDLL.
 Loader = Callable[[str, bool], object]
+# () -> the CUDA libraries found (engine.runtime.cuda_libraries.cuda_libraries; tests fake it).
+LibraryFinder = Callable[[], Sequence[CudaLibrary]]
 
-_CUDNN_MAJOR = 9  # every onnxruntime-gpu since 1.19 is built against cuDNN 9
 _CUDA_SUCCESS = 0
 _CUDA_ERROR_NO_DEVICE = 100
 _MISSING_LIBRARY = re.compile(r"^(?P<name>[^\s:]+): cannot open shared object file")
@@ -40,7 +42,9 @@ class DeviceReport:
     """What was asked for, what runs, and why they differ (``None`` when they do not).
 
     ``reason`` is a warning: a GPU is there but could not be used. ``note`` is information:
-    a GPU provider was tried on a machine that has no NVIDIA GPU.
+    a GPU provider was tried on a machine that has no NVIDIA GPU. ``libraries`` says which
+    CUDA and cuDNN files were found and where, when an NVIDIA provider was asked for on a
+    machine with an NVIDIA driver (it is detail: two reports that differ only there are equal).
     """
 
     requested: tuple[str, ...]
@@ -48,6 +52,7 @@ class DeviceReport:
     reason: str | None
     cpu_threads: int = 0
     note: str | None = None
+    libraries: tuple[CudaLibrary, ...] = field(default=(), compare=False)
 
     @property
     def summary(self) -> str:
@@ -58,6 +63,10 @@ class DeviceReport:
             return f"{name} ({self.cpu_threads} thread{plural})"
         return name
 
+    def library_lines(self) -> list[str]:
+        """One line per CUDA library: where each copy was found and which one is in use."""
+        return [library.describe() for library in self.libraries]
+
 
 def device_report(
     requested: Sequence[str],
@@ -67,6 +76,7 @@ def device_report(
     start_errors: Mapping[str, BaseException] | None = None,
     load: Loader | None = None,
     installed: Sequence[str] | None = None,
+    find_libraries: LibraryFinder | None = None,
 ) -> DeviceReport:
     """Compare the providers asked for with those a session uses (short names, best first).
 
@@ -92,21 +102,90 @@ def device_report(
             f"The GPU was not used: {DISPLAY_NAMES[missing[0]]} could not start: {cause}{others}; "
             f"running on {_running_on(current)}."
         )
+    libraries: tuple[CudaLibrary, ...] = ()
+    if note is None and any(name in _NVIDIA_PROVIDERS for name in requested):
+        libraries = tuple((find_libraries or cuda_libraries)())
     return DeviceReport(tuple(requested), current, reason,
-                        cpu_threads if current == "cpu" else 0, note)
+                        cpu_threads if current == "cpu" else 0, note, libraries)
+
+
+@dataclass(frozen=True)
+class NvidiaDriver:
+    """What the NVIDIA driver says about itself, as far as it could be asked."""
+
+    library: str  # libcuda.so.1 or nvcuda.dll
+    loaded: bool  # its library loads
+    kernel_driver: bool  # /proc/driver/nvidia is there (Linux)
+    init_status: int | None = None  # cuInit's answer; None when it could not be asked
+    cuda_version: int | None = None  # cuDriverGetVersion: 12040 is CUDA 12.4
+    gpu_count: int | None = None
+    version: str | None = None  # the kernel module's version ("550.54.14"), Linux only
+
+    def describe(self) -> str:
+        """One line for a report: "550.54.14, supports CUDA 12.4, sees 1 GPU"."""
+        if not self.loaded:
+            kernel = ("the kernel driver is loaded but its library is missing"
+                      if self.kernel_driver else "no NVIDIA kernel driver either")
+            return f"not found ({self.library} cannot be loaded; {kernel})"
+        parts = [self.version or "version unknown"]
+        if self.cuda_version:
+            major, minor = divmod(self.cuda_version, 1000)
+            parts.append(f"supports CUDA {major}.{minor // 10}")
+        if self.init_status == _CUDA_ERROR_NO_DEVICE:
+            parts.append("sees no GPU")
+        elif self.init_status not in (None, _CUDA_SUCCESS):
+            parts.append(f"could not start (CUDA error {self.init_status})")
+        elif self.gpu_count is not None:
+            parts.append(f"sees {self.gpu_count} GPU{'s' if self.gpu_count != 1 else ''}")
+        return ", ".join(parts)
+
+
+def nvidia_driver(load: Loader | None = None) -> NvidiaDriver:
+    """Load the NVIDIA driver's library and ask it whether it starts, which CUDA it supports
+    and how many GPUs it sees. Never raises."""
+    name = _driver_library()
+    kernel = NVIDIA_KERNEL_DRIVER.exists()
+    version = _kernel_module_version()
+    try:
+        driver = (load or _load_library)(name, False)
+    except OSError:
+        return NvidiaDriver(name, False, kernel, version=version)
+    try:
+        status = driver.cuInit(0)
+    except (AttributeError, OSError):
+        return NvidiaDriver(name, True, kernel, version=version)
+    cuda_version = gpus = None
+    try:
+        answer = ctypes.c_int(0)
+        driver.cuDriverGetVersion(ctypes.pointer(answer))
+        cuda_version = answer.value
+        if status == _CUDA_SUCCESS:
+            count = ctypes.c_int(0)
+            if driver.cuDeviceGetCount(ctypes.pointer(count)) == _CUDA_SUCCESS:
+                gpus = count.value
+    except (AttributeError, OSError):
+        pass
+    return NvidiaDriver(name, True, kernel, status, cuda_version, gpus, version)
+
+
+def _kernel_module_version() -> str | None:
+    """The version in /proc/driver/nvidia/version ("NVRM version: ... Kernel Module  550.54.14
+    ..."); None where there is none."""
+    try:
+        first = (NVIDIA_KERNEL_DRIVER / "version").read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    match = re.search(r"Kernel Module(?: for \S+)?\s+(\S+)", first)
+    return match.group(1) if match else " ".join(first.split())
 
 
 def no_nvidia_gpu(load: Loader | None = None) -> bool:
     """True when the machine plainly has no NVIDIA GPU: no driver at all, or a driver that
     sees none. A kernel driver without its library is a broken install, not "no GPU"."""
-    try:
-        driver = (load or _load_library)(_driver_library(), False)
-    except OSError:
-        return not NVIDIA_KERNEL_DRIVER.exists()
-    try:
-        return driver.cuInit(0) == _CUDA_ERROR_NO_DEVICE
-    except (AttributeError, OSError):
-        return False
+    driver = nvidia_driver(load)
+    if not driver.loaded:
+        return not driver.kernel_driver
+    return driver.init_status == _CUDA_ERROR_NO_DEVICE
 
 
 def explain_not_started(
@@ -119,6 +198,23 @@ def explain_not_started(
     """Why ``provider`` did not start, as a clause: "the CUDA library X is missing (...)".
 
     ``load`` and ``installed`` default to the real ones; tests pass fakes.
+    """
+    return provider_problem(provider, error=error, load=load, installed=installed) or (
+        "onnxruntime did not say why (run with EASEL_ORT_LOG_SEVERITY=0 to see its log)")
+
+
+def provider_problem(
+    provider: str,
+    *,
+    error: BaseException | None = None,
+    load: Loader | None = None,
+    installed: Sequence[str] | None = None,
+) -> str | None:
+    """What stops ``provider`` from starting, as a clause; None when nothing Easel can check
+    does (the provider is built in and, for NVIDIA's, its libraries and the driver load).
+
+    Only the NVIDIA providers can be checked without starting a session: for DirectML and
+    CoreML, being built in is all that is known.
     """
     load = load or _load_library
     installed = available_providers() if installed is None else installed
@@ -138,11 +234,7 @@ def explain_not_started(
             causes = causes[:1]
     if not causes and error is not None:
         causes.append(f"onnxruntime reported: {ort_detail(error)}")
-    if not causes:
-        causes.append(
-            "onnxruntime did not say why (run with EASEL_ORT_LOG_SEVERITY=0 to see its log)"
-        )
-    return " and ".join(causes)
+    return " and ".join(causes) or None
 
 
 def _running_on(provider: str) -> str:
@@ -195,45 +287,36 @@ def _cuda_install_hint() -> str:
     major = cuda.split(".")[0] if cuda else ""
     runtime = f"CUDA {major} runtime" if major else "CUDA runtime"
     package = f"{getattr(ort, 'package_name', 'onnxruntime-gpu')} {ort.__version__}"
-    return (f"install the {runtime} and cuDNN {_CUDNN_MAJOR} that {package} needs, "
+    return (f"install the {runtime} and cuDNN {CUDNN_MAJOR} that {package} needs, "
             f"or pip install \"easel[cuda]\"")
 
 
 def _nvidia_driver_problem(load: Loader) -> str | None:
     """Whether the NVIDIA driver is there, sees a GPU, and is new enough for this build."""
-    name = _driver_library()
-    try:
-        driver = load(name, False)
-    except OSError:
-        return f"the NVIDIA driver's library {name} is missing (reinstall the NVIDIA driver)"
-    try:
-        status = driver.cuInit(0)
-        if status == _CUDA_ERROR_NO_DEVICE:
-            return "the NVIDIA driver found no GPU"
-        version = ctypes.c_int(0)
-        driver.cuDriverGetVersion(ctypes.pointer(version))
-    except (AttributeError, OSError):
+    driver = nvidia_driver(load)
+    if not driver.loaded:
+        return (f"the NVIDIA driver's library {driver.library} is missing "
+                f"(reinstall the NVIDIA driver)")
+    if driver.init_status is None:
         return None
-    needed = _needed_cuda_major()
-    have_major, have_minor = divmod(version.value, 1000)
-    if needed and version.value and have_major < needed:
+    if driver.init_status == _CUDA_ERROR_NO_DEVICE:
+        return "the NVIDIA driver found no GPU"
+    if driver.cuda_version is None:
+        return None
+    needed = built_cuda_major()
+    have_major, have_minor = divmod(driver.cuda_version, 1000)
+    if needed and driver.cuda_version and have_major < needed:
         return (
             f"the NVIDIA driver supports CUDA {have_major}.{have_minor // 10} but this "
             f"onnxruntime needs CUDA {needed} (update the driver)"
         )
-    if status != _CUDA_SUCCESS:
-        return f"the NVIDIA driver could not start (CUDA error {status})"
+    if driver.init_status != _CUDA_SUCCESS:
+        return f"the NVIDIA driver could not start (CUDA error {driver.init_status})"
     return None
 
 
 def _driver_library() -> str:
     return "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
-
-
-def _needed_cuda_major() -> int | None:
-    cuda = getattr(ort, "cuda_version", "") or ""
-    head = cuda.split(".")[0]
-    return int(head) if head.isdigit() else None
 
 
 def _library_file(stem: str) -> str:

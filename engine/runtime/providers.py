@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import importlib.util
-import io
 from collections.abc import Sequence
 
 import onnxruntime as ort
 
 from engine.errors import BadRequest
+from engine.runtime.cuda_libraries import Preload, preload_pip_libraries
 
 # The user's word for each provider, in the order the settings list them.
 ORT_NAMES: dict[str, str] = {
@@ -95,16 +92,8 @@ def short_provider_names(ort_names: Sequence[str]) -> list[str]:
     return [SHORT_NAMES.get(name, name) for name in ort_names]
 
 
-@functools.cache
-def load_pip_cuda_libraries() -> None:
-    """Make CUDA and cuDNN installed from PyPI (``easel[cuda]``) visible to onnxruntime.
-
-    Those wheels put the libraries under site-packages/nvidia, where the dynamic loader does
-    not look; onnxruntime's ``preload_dlls`` loads them by path. It prints advice to stdout,
-    which would end up in the user's pipes, so that is swallowed: when loading still fails,
-    the device report explains it in words.
-    """
-    if importlib.util.find_spec("nvidia") is None or not hasattr(ort, "preload_dlls"):
-        return
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(OSError):
-        ort.preload_dlls(directory="")
+def load_pip_cuda_libraries() -> Preload:
+    """Make CUDA and cuDNN installed from PyPI (``easel[cuda]``) visible to onnxruntime, once,
+    before the first CUDA session; what happened is returned, never raised (see
+    ``engine.runtime.cuda_libraries``)."""
+    return preload_pip_libraries()
