@@ -63,12 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _open_window() -> int:
-    """``easel`` with no command opens the desktop window (or says why it cannot)."""
+def _open_window(picture: Path | None = None) -> int:
+    """``easel`` with no command opens the desktop window (or says why it cannot);
+    ``easel open PICTURE`` opens it with that picture as the source."""
     # Imported only here: the command line stays Qt-free until a window is asked for.
     from desktop.app import main as open_app
 
-    return open_app([])
+    return open_app([], picture)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
                                "image is saved in the library either way)")
     add_runtime_arguments(generate)
     generate.set_defaults(run=_generate)
+
+    opening = commands.add_parser("open", help="open the window with a picture as the source")
+    opening.add_argument("picture", type=Path, help="a PNG, JPEG or WEBP file")
+    opening.set_defaults(run=lambda arguments: _open_window(arguments.picture))
 
     models = commands.add_parser("models", help="import, list and remove models")
     model_commands = models.add_subparsers(title="model commands", metavar="COMMAND")

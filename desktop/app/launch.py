@@ -1,5 +1,5 @@
 """Starting the desktop app: settings, the one-window lock (a second start brings the open
-window forward), the library, the window."""
+window forward, handing it the picture it was started with), the library, the window."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -15,7 +16,13 @@ from desktop import paths
 from desktop.app import settings as settings_file
 from desktop.app.generation import EnginePipelines, runtime_options
 from desktop.app.settings import Settings
-from desktop.app.single_window import WindowServer, ask_to_show, bring_forward, server_name
+from desktop.app.single_window import (
+    WindowServer,
+    ask_to_open,
+    ask_to_show,
+    bring_forward,
+    server_name,
+)
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.main_window import MainWindow
@@ -25,8 +32,12 @@ from desktop.model_store import ModelStore
 from engine.errors import EaselError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the window until it is closed; the exit status for the ``easel`` command."""
+def main(argv: Sequence[str] | None = None, picture: Path | None = None) -> int:
+    """Run the window until it is closed; the exit status for the ``easel`` command.
+
+    ``picture`` (an absolute path, checked as a drop is: ``open_picture.checked_picture``)
+    becomes the source picture, in this window or in the one already open on the library.
+    """
     app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
     app.setApplicationName("Easel")
     app.setOrganizationName("Easel")
@@ -40,20 +51,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         window_lock = claim_window(data_folder / "library")
     except LibraryError as error:
-        if ask_to_show(server.name):
-            return 0  # the open window came forward: that is what the user wanted
+        answered = (ask_to_open(server.name, picture) if picture is not None
+                    else ask_to_show(server.name))
+        if answered:
+            return 0  # the open window came forward (with the picture): what the user wanted
         QMessageBox.information(None, "Easel", str(error))
         return 1
     try:
         server.listen()  # after the lock: a socket left by a crashed window is ours to remove
-        return _run(app, loaded.settings, loaded.message, server)
+        return _run(app, loaded.settings, loaded.message, server, picture)
     finally:
         server.close()
         window_lock.close()
 
 
 def _run(app: QApplication, settings: Settings, settings_message: str | None,
-         server: WindowServer) -> int:
+         server: WindowServer, picture: Path | None) -> int:
     try:
         library = Library.open(paths.data_dir())
         store = ModelStore(paths.models_dir(), paths.built_in_models_dir())
@@ -67,14 +80,24 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None,
                                  settings_file.default_path()))
         window = MainWindow(studio)
         server.show_requested.connect(lambda: bring_forward(window))
+        server.open_requested.connect(lambda later: _take_picture(window, later))
         window.show()
         settle_memory()
         for warning in [settings_message, *library.report.warnings]:
             if warning:
                 window.show_problem(warning)
+        if picture is not None:
+            studio.drop_file(picture)
         return app.exec()
     finally:
         library.close()
+
+
+def _take_picture(window: MainWindow, picture: Path) -> None:
+    """A later ``easel open PICTURE``: the window comes forward and takes the picture as a
+    drop on its canvas (a file that went bad meanwhile is said there, in one sentence)."""
+    bring_forward(window)
+    window.studio.drop_file(picture)
 
 
 def settle_memory() -> None:

@@ -8,8 +8,11 @@ other's window. A start that cannot take the lock asks over that socket; when no
 in time (an older Easel without a listener, a socket left by a crash) the caller falls back to
 saying the library is in use.
 
-The conversation is one line each way: ``show`` and ``ok``. Both sides run on the GUI
-thread's event loop, so a test can hold the server and the client in one process.
+The conversation is one line each way: ``show`` (come forward) or ``open PATH`` (come forward
+with this picture as the source: "Open with Easel" while the window is open), answered
+``ok``. The path is absolute and percent-encoded bytes, so any file name (spaces, newlines,
+bytes that are no UTF-8) travels whole. Both sides run on the GUI thread's event loop, so a
+test can hold the server and the client in one process.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from PySide6.QtCore import QEventLoop, QObject, Qt, QTimer, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
@@ -27,9 +31,10 @@ from PySide6.QtWidgets import QWidget
 log = logging.getLogger(__name__)
 
 SHOW = b"show\n"
+OPEN = b"open "  # then the picture's path, percent-encoded, and a newline
 OK = b"ok\n"
 ANSWER_MS = 2000  # a busy window still answers in well under a second
-MAX_LINE = 64  # a request is one short word; anything longer is not ours
+MAX_LINE = 16 * 1024  # a word, or a path (4096 bytes at most, each at most 3 when encoded)
 
 
 def server_name(data_folder: Path) -> str:
@@ -56,6 +61,22 @@ def ask_to_show(name: str, timeout_ms: int = ANSWER_MS) -> bool:
     connects but does not answer. Runs a local event loop, so the caller's own server (in
     tests) keeps working meanwhile.
     """
+    return _ask(name, SHOW, timeout_ms)
+
+
+def ask_to_open(name: str, picture: Path, timeout_ms: int = ANSWER_MS) -> bool:
+    """Ask the window listening on ``name`` to come forward and take ``picture`` (an absolute
+    path) as its source; True once it said it will, False as ``ask_to_show``. An older
+    window, which knows only ``show``, does not answer ``ok``: the picture is never dropped
+    without the caller hearing of it."""
+    return _ask(name, open_request(picture), timeout_ms)
+
+
+def open_request(picture: Path) -> bytes:
+    return OPEN + quote_from_bytes(os.fsencode(picture), safe="/").encode("ascii") + b"\n"
+
+
+def _ask(name: str, request: bytes, timeout_ms: int) -> bool:
     socket = QLocalSocket()
     loop = QEventLoop()
     answer = bytearray()
@@ -65,7 +86,7 @@ def ask_to_show(name: str, timeout_ms: int = ANSWER_MS) -> bool:
         nonlocal sent
         if not sent:
             sent = True
-            socket.write(SHOW)
+            socket.write(request)
             socket.flush()
 
     def read() -> None:
@@ -100,9 +121,11 @@ def ask_to_show(name: str, timeout_ms: int = ANSWER_MS) -> bool:
 
 
 class WindowServer(QObject):
-    """Listens for later starts on the same data folder; ``show_requested`` when one asks."""
+    """Listens for later starts on the same data folder: ``show_requested`` when one asks the
+    window to come forward, ``open_requested(Path)`` when one brings a picture."""
 
     show_requested = Signal()
+    open_requested = Signal(object)  # the picture's absolute Path
 
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -140,10 +163,26 @@ class WindowServer(QObject):
             return
         request = socket.readLine(MAX_LINE).data()
         if request == SHOW:
-            socket.write(OK)
-            socket.flush()
+            self._agree(socket)
             self.show_requested.emit()
+        elif (picture := _picture_in(request)) is not None:
+            self._agree(socket)
+            self.open_requested.emit(picture)
         socket.disconnectFromServer()
+
+    @staticmethod
+    def _agree(socket: QLocalSocket) -> None:
+        socket.write(OK)
+        socket.flush()
+
+
+def _picture_in(request: bytes) -> Path | None:
+    """The picture an ``open`` request names; None for anything else (a relative path means
+    nothing to this window, whose working folder is not the caller's)."""
+    if not (request.startswith(OPEN) and request.endswith(b"\n")):
+        return None
+    picture = Path(os.fsdecode(unquote_to_bytes(request[len(OPEN):-1])))
+    return picture if picture.is_absolute() else None
 
 
 def bring_forward(window: QWidget) -> None:
