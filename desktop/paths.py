@@ -7,6 +7,8 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from engine.resource_files import resource_path
+
 
 def standard_data_dir() -> Path:
     """Where data lives when ``EASEL_HOME`` says nothing: the platform's user data folder."""
@@ -25,11 +27,16 @@ def models_dir() -> Path:
 
 
 def built_in_models_dir() -> Path:
-    """Models that ship with Easel (the starter model), read-only, beside the code."""
+    """Models that ship with Easel (the starter model), read-only, in its resources."""
     override = os.environ.get("EASEL_BUILT_IN_MODELS")
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parents[1] / "resources" / "models"
+    return resource_path("models")
+
+
+def icons_dir() -> Path:
+    """The app's SVG icons, in Easel's resources."""
+    return resource_path("icons")
 
 
 def images_dir() -> Path:

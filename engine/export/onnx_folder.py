@@ -33,16 +33,16 @@ from engine.export.onnx_description import (
     vocabulary_size,
 )
 from engine.onnx_folder import GRAPH_FILE, OnnxFolder, read_json, recognise_onnx_folder
+from engine.resource_files import resource_path
 
 Progress = Callable[[str, int, int], None]
 ShouldStop = Callable[[], bool]
 
 DATA_FILE = "model.onnx.data"
-_RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 # Every SD 1.x/2.x model uses CLIP's vocabulary; only the pad token differs by family.
-CLIP_TOKENIZER = _RESOURCES / "tokenizers" / "clip"
+CLIP_TOKENIZER = resource_path("tokenizers", "clip")
 PAD_TOKENS = {"sd1": "<|endoftext|>", "sd2": "!"}
-SD1_SCHEDULER = _RESOURCES / "configs" / "sd15" / "scheduler" / "scheduler_config.json"
+SD1_SCHEDULER = resource_path("configs", "sd15", "scheduler", "scheduler_config.json")
 TOKENIZER_CONFIGS = ("tokenizer_config.json", "special_tokens_map.json")
 # What the import needs of the export extra: torch is not among them.
 _DEPENDENCIES = ("onnx", "transformers")

@@ -31,10 +31,10 @@ from engine.export.checkpoint_family import (
 )
 from engine.export.safetensors_check import TensorInfo, check_safetensors_header
 from engine.export.safetensors_write import save_safetensors
+from engine.resource_files import resource_path
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-CONFIGS_ROOT = RESOURCES / "configs"
-CLIP_TOKENIZER = RESOURCES / "tokenizers" / "clip"
+CONFIGS_ROOT = resource_path("configs")
+CLIP_TOKENIZER = resource_path("tokenizers", "clip")
 CONFIG_FOLDERS = {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}
 # The pad token each tokenizer uses: OpenAI CLIP pads with <|endoftext|>, OpenCLIP with "!".
 TOKENIZERS = {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
-ICONS = Path(__file__).resolve().parents[3] / "resources" / "icons"
+from desktop.paths import icons_dir
 
 
 @cache
 def icon(name: str) -> QIcon:
-    path = ICONS / f"{name}.svg"
+    path = icons_dir() / f"{name}.svg"
     return QIcon(str(path)) if path.is_file() else QIcon()
