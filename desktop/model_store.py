@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from desktop import importer
 from desktop.files import fsync_folder
 from engine.description import ModelDescription
-from engine.errors import EaselError, ModelError
+from engine.errors import EaselError, ExportUnavailable, ModelError
 from engine.manifest import verify_manifest, write_manifest
 from engine.upscale.description import UpscalerDescription, is_upscaler_folder
 
@@ -144,10 +145,33 @@ class ModelStore:
         exported to ONNX; a single-file .safetensors checkpoint, or a pickle checkpoint read
         only as plain tensors, is converted to a diffusers folder first. ``family`` and
         ``prediction`` answer what a checkpoint file cannot tell; ``distillation`` ("turbo",
-        "lcm", None) overrides the few-step detection."""
+        "lcm", None) overrides the few-step detection.
+
+        Without the exporter's packages here (the desktop packages leave them out), the
+        separate model importer does the work when it is installed (desktop.importer)."""
         source = Path(source).expanduser()
         if not source.exists():
             raise ModelError(f"'{source}' does not exist.")
+        try:
+            return self._import_here(source, name, progress, should_stop, family=family,
+                                     prediction=prediction, distillation=distillation)
+        except ExportUnavailable as missing:
+            # Never when this process is the importer: it would hand the work to itself.
+            elsewhere = None if os.environ.get(importer.DELEGATED_ENV) else \
+                importer.find_importer()
+            if elsewhere is None:
+                raise ExportUnavailable(importer.unavailable_sentence(str(missing))) from None
+        name = name or (source.resolve().name if source.is_dir() else source.stem)
+        self._check_new_name(name)
+        importer.import_with(elsewhere, source, name, family=family, prediction=prediction,
+                             distillation=distillation, progress=progress,
+                             should_stop=should_stop)
+        return next(m for m in self.list() + self.upscalers() if m.name == name)
+
+    def _import_here(self, source: Path, name: str | None,
+                     progress: ImportProgress | None,
+                     should_stop: Callable[[], bool] | None, *, family: str | None,
+                     prediction: str | None, distillation: str | None) -> InstalledModel:
         from engine.onnx_folder import is_onnx_model_folder
 
         if source.is_dir() and is_onnx_model_folder(source):
