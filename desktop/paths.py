@@ -7,6 +7,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from desktop.files import data_folder_writes
 from engine.resource_files import resource_path
 
 
@@ -16,9 +17,12 @@ def standard_data_dir() -> Path:
 
 
 def data_dir() -> Path:
+    """The data folder, made if missing; one sentence (``DataFolderUnusable``) when it
+    cannot be: read-only, full, or a file in the way."""
     override = os.environ.get("EASEL_HOME")
     folder = Path(override).expanduser() if override else standard_data_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    with data_folder_writes(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -49,6 +53,7 @@ def optimized_graphs_dir() -> Path:
 
 
 def _subfolder(name: str) -> Path:
-    folder = data_dir() / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    root = data_dir()
+    with data_folder_writes(root):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    return root / name
