@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from desktop import doctor as desktop_doctor
 from desktop.cli_common import (
     HEIGHT_HELP,
     WIDTH_HELP,
@@ -110,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     opening = commands.add_parser("open", help="open the window with a picture as the source")
     opening.add_argument("picture", type=Path, help="a PNG, JPEG or WEBP file")
     opening.set_defaults(run=lambda arguments: _open_window(arguments.picture))
+
+    doctor = commands.add_parser("doctor", help="a report of this installation to paste "
+                                                "into a bug report (never uses the network)")
+    desktop_doctor.add_arguments(doctor)
+    doctor.set_defaults(run=desktop_doctor.run)
 
     models = commands.add_parser("models", help="import, list and remove models")
     model_commands = models.add_subparsers(title="model commands", metavar="COMMAND")

@@ -255,3 +255,12 @@ def test_how_easel_runs_frozen_from_a_checkout_or_installed(tmp_path, monkeypatc
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path / "_internal"), raising=False)
     assert doctor.easel_installation(site) == (
         "9.8.6", f"frozen app (PyInstaller) in {tmp_path / '_internal'}")
+
+
+def test_easel_doctor_is_a_command(home, capsys):
+    from desktop import cli
+
+    assert cli.main(["doctor"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Easel doctor report")
+    assert "== Models ==" in printed and "no models installed" in printed
