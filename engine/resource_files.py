@@ -12,8 +12,6 @@ from pathlib import Path
 
 from engine.errors import EaselError
 
-PACKAGE = "easel_resources"
-
 
 def resource_path(*parts: str) -> Path:
     """A file or folder of Easel's resources, e.g. ``resource_path("tokenizers", "clip")``.
@@ -24,7 +22,9 @@ def resource_path(*parts: str) -> Path:
 
 def _root() -> Path:
     try:
-        root = resources.files(PACKAGE)
+        # Imported by name, not only named to importlib.resources: a freezer (PyInstaller)
+        # follows import statements, and so bundles the package.
+        import easel_resources
     except ModuleNotFoundError:
         # A source checkout run without installing it (no editable install either).
         checkout = Path(__file__).resolve().parents[1] / "resources"
@@ -33,6 +33,7 @@ def _root() -> Path:
         raise EaselError(
             "Easel's resource files are missing (the easel_resources package is not "
             "installed); reinstall Easel.") from None
+    root = resources.files(easel_resources)
     if not isinstance(root, Path):
         raise EaselError(
             f"Easel's resource files are inside an archive ({root}); install Easel unpacked.")
