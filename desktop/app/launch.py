@@ -26,7 +26,7 @@ from desktop.app.single_window import (
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.main_window import MainWindow
-from desktop.library import Library, LibraryError
+from desktop.library import Library, LibraryInUse
 from desktop.library.instance import claim_window
 from desktop.model_store import ModelStore
 from engine.errors import EaselError
@@ -46,17 +46,19 @@ def main(argv: Sequence[str] | None = None, picture: Path | None = None) -> int:
     apply_theme(app, loaded.settings.theme)
     if loaded.settings.data_folder and not os.environ.get("EASEL_HOME"):
         os.environ["EASEL_HOME"] = loaded.settings.data_folder  # the environment wins
-    data_folder = paths.data_dir()
-    server = WindowServer(server_name(data_folder))
     try:
+        data_folder = paths.data_dir()
+        server = WindowServer(server_name(data_folder))
         window_lock = claim_window(data_folder / "library")
-    except LibraryError as error:
+    except LibraryInUse as error:
         answered = (ask_to_open(server.name, picture) if picture is not None
                     else ask_to_show(server.name))
         if answered:
             return 0  # the open window came forward (with the picture): what the user wanted
         QMessageBox.information(None, "Easel", str(error))
         return 1
+    except EaselError as error:  # a data folder Easel cannot write in (read-only, full)
+        return _cannot_start(error)
     try:
         server.listen()  # after the lock: a socket left by a crashed window is ours to remove
         return _run(app, loaded.settings, loaded.message, server, picture)
@@ -67,15 +69,17 @@ def main(argv: Sequence[str] | None = None, picture: Path | None = None) -> int:
 
 def _run(app: QApplication, settings: Settings, settings_message: str | None,
          server: WindowServer, picture: Path | None) -> int:
-    try:
+    try:  # each of these may be the first write in a new data folder (read-only, full)
         library = Library.open(paths.data_dir())
-        store = ModelStore(paths.models_dir(), paths.built_in_models_dir())
     except EaselError as error:
-        QMessageBox.critical(None, "Easel", str(error))
-        return 1
+        return _cannot_start(error)
     try:
-        pipelines = EnginePipelines(store, runtime_options(settings),
-                                    settings.models_kept_loaded)
+        try:
+            store = ModelStore(paths.models_dir(), paths.built_in_models_dir())
+            options = runtime_options(settings)
+        except EaselError as error:
+            return _cannot_start(error)
+        pipelines = EnginePipelines(store, options, settings.models_kept_loaded)
         studio = Studio(Services(library, store, pipelines, settings,
                                  settings_file.default_path()))
         window = MainWindow(studio)
@@ -91,6 +95,12 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None,
         return app.exec()
     finally:
         library.close()
+
+
+def _cannot_start(error: EaselError) -> int:
+    """Why the window cannot open, in one sentence, before any window opened."""
+    QMessageBox.critical(None, "Easel", str(error))
+    return 1
 
 
 def _take_picture(window: MainWindow, picture: Path) -> None:

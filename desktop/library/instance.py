@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from desktop.files import data_folder_writes
 from desktop.library.errors import LibraryInUse
 from desktop.library.locks import FileLock
 
@@ -13,18 +14,25 @@ WINDOW_LOCK = "window.lock"
 
 
 def claim_window(library_folder: Path) -> FileLock:
-    """Hold the window lock for the app's lifetime (the OS drops it if the app dies).
+    """Hold the window lock for the app's lifetime (the OS drops it if the app dies); the
+    library folder is under the data folder, whose fault (read-only, full) is one sentence.
 
     The holder's process id is written in the lock file so a second start can ask that
     window to come forward instead (the GUI's job).
     """
-    library_folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(library_folder / WINDOW_LOCK)
+    with data_folder_writes(library_folder.parent):  # read-only or full: one sentence
+        library_folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(library_folder / WINDOW_LOCK)
     if not lock.try_exclusive():
         lock.close()
         raise LibraryInUse(f"Easel is already open on the library in '{library_folder}'; "
                            "use that window (or close it first).")
-    lock.write_text(str(os.getpid()))
+    try:
+        with data_folder_writes(library_folder.parent):
+            lock.write_text(str(os.getpid()))
+    except BaseException:
+        lock.close()
+        raise
     return lock
 
 

@@ -32,6 +32,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 
+from desktop.files import data_folder_writes, unusable_data_folder
 from desktop.image_files import new_image_id
 from desktop.library import backups, history
 from desktop.library.atomic import is_disk_full, is_temporary, write_atomically
@@ -134,10 +135,13 @@ class Library:
 
     @classmethod
     def open(cls, root: Path, **options: Any) -> Library:
-        """Open (creating, migrating or repairing as needed) the library under ``root``."""
+        """Open (creating, migrating or repairing as needed) the library under ``root``. A
+        data folder that cannot be written (read-only, full) is one sentence
+        (``DataFolderUnusable``), and nothing is moved aside as damaged."""
         library = cls(root, **options)
         try:
-            library._start()
+            with data_folder_writes(library.root):
+                library._start()
         except BaseException:
             library.close(back_up=False)
             raise
@@ -168,6 +172,8 @@ class Library:
         try:
             return self._connect_checked()
         except sqlite3.DatabaseError as error:
+            if unusable_data_folder(self.root, error) is not None:
+                raise  # a read-only or full disk, not damage: there is nothing to repair
             if not alone:
                 raise LibraryError(
                     "The library database is damaged and another Easel is using it; close "
