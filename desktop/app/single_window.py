@@ -34,6 +34,10 @@ SHOW = b"show\n"
 OPEN = b"open "  # then the picture's path, percent-encoded, and a newline
 OK = b"ok\n"
 ANSWER_MS = 2000  # a busy window still answers in well under a second
+# A picture may come while the window is still starting: it listens from the moment it holds
+# the lock but answers only once its event loop runs, about 3 s into a cold start. Several
+# pictures opened at once from a file manager start that way, one start each.
+OPEN_ANSWER_MS = 15_000
 MAX_LINE = 16 * 1024  # a word, or a path (4096 bytes at most, each at most 3 when encoded)
 
 
@@ -64,7 +68,7 @@ def ask_to_show(name: str, timeout_ms: int = ANSWER_MS) -> bool:
     return _ask(name, SHOW, timeout_ms)
 
 
-def ask_to_open(name: str, picture: Path, timeout_ms: int = ANSWER_MS) -> bool:
+def ask_to_open(name: str, picture: Path, timeout_ms: int = OPEN_ANSWER_MS) -> bool:
     """Ask the window listening on ``name`` to come forward and take ``picture`` (an absolute
     path) as its source; True once it said it will, False as ``ask_to_show``. An older
     window, which knows only ``show``, does not answer ``ok``: the picture is never dropped
