@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QFileOpenEvent
 from PySide6.QtWidgets import QApplication
 
 import desktop.cli
@@ -113,6 +114,22 @@ def test_the_window_opened_with_a_picture_shows_it_as_the_source(home, tmp_path)
     assert errors == [] and status == 0
     assert seen == {"path": first, "size": (24, 16), "on canvas": True}
     assert home[1] == []  # no dialog
+
+
+def test_a_file_open_event_gives_the_window_its_source(home, tmp_path):
+    """macOS's Finder sends "Open with" to the running app as a FileOpen event."""
+    opened = picture(tmp_path.resolve() / "from finder.webp", size=(12, 20), kind="WEBP")
+    seen = {}
+
+    def script(window: MainWindow):
+        studio = window.studio
+        QApplication.sendEvent(QApplication.instance(), QFileOpenEvent(str(opened)))
+        yield lambda: studio.source_path == opened
+        seen["size"] = studio.source.size
+
+    status, errors = run_window(script, lambda: launch.main(["easel"]))
+    assert errors == [] and status == 0
+    assert seen == {"size": (12, 20)}
 
 
 def test_a_second_open_hands_the_picture_to_the_open_window(home, tmp_path, monkeypatch):

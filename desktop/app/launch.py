@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop import paths
 from desktop.app import settings as settings_file
+from desktop.app.file_open_events import FileOpenEvents
 from desktop.app.generation import EnginePipelines, runtime_options
 from desktop.app.settings import Settings
 from desktop.app.single_window import (
@@ -85,6 +86,8 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None,
         window = MainWindow(studio)
         server.show_requested.connect(lambda: bring_forward(window))
         server.open_requested.connect(lambda later: _take_picture(window, later))
+        file_opened = FileOpenEvents(lambda later: _take_picture(window, later))
+        app.installEventFilter(file_opened)
         window.show()
         settle_memory()
         for warning in [settings_message, *library.report.warnings]:
