@@ -1,0 +1,36 @@
+"""Renders Easel's SVG icon into one large PNG, from which build.sh makes the .icns with sips
+and iconutil (neither reads SVG).
+
+    QT_QPA_PLATFORM=offscreen python make_icon.py resources/icons/easel.svg easel.png 1024
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication, QImage, QPainter
+    from PySide6.QtSvg import QSvgRenderer
+
+    svg, target, size = Path(argv[0]), Path(argv[1]), int(argv[2])
+    app = QGuiApplication([])  # noqa: F841 (the renderer needs one, for fonts)
+    renderer = QSvgRenderer(str(svg))
+    if not renderer.isValid():
+        raise SystemExit(f"make_icon: {svg} is not an SVG Qt can draw")
+    image = QImage(size, size, QImage.Format.Format_ARGB32)
+    image.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(image)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    renderer.render(painter)
+    painter.end()
+    if not image.save(str(target), "PNG"):
+        raise SystemExit(f"make_icon: could not write {target}")
+    print(f"make_icon: {target} ({size} px)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
