@@ -1,6 +1,6 @@
 ; Inno Setup 6 script for Easel's Windows installer, one per flavour (cpu, cuda, directml).
 ; installers\windows\build.ps1 compiles it with everything it needs on the command line:
-;   ISCC /DAppVersion=0.1.0 /DNumericVersion=0.1.0.0 /DFlavour=cpu /DBundleDir=...\dist\Easel
+;   ISCC /DAppVersion=VERSION /DNumericVersion=A.B.C.D /DFlavour=cpu /DBundleDir=...\dist\Easel
 ;        /DIconFile=...\easel.ico /DOutputDir=... easel.iss
 ; The version comes from pyproject.toml (build.ps1 reads it); nothing here repeats it.
 ;
