@@ -108,8 +108,15 @@ mkdir -p "$staging"
 ditto "$app" "$staging/Easel.app"
 ln -s /Applications "$staging/Applications"
 dmg=$out/Easel-$version-macos-$arch.dmg
-hdiutil create -volname "Easel $version" -srcfolder "$staging" -fs HFS+ -format UDZO -ov "$dmg" \
-    >/dev/null
+# hdiutil now and then answers "Resource busy" on hosted runners; a second try goes through.
+for attempt in 1 2 3; do
+    if hdiutil create -volname "Easel $version" -srcfolder "$staging" -fs HFS+ -format UDZO \
+        -ov "$dmg" >/dev/null; then
+        break
+    fi
+    [ "$attempt" = 3 ] && { echo "build: hdiutil could not make $dmg." >&2; exit 1; }
+    sleep 10
+done
 hdiutil verify "$dmg" >/dev/null
 step "dmg: $dmg ($(du -h "$dmg" | cut -f1); the app $(du -sh "$app" | cut -f1))"
 step "done"
