@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds Easel's self-contained Linux packages from the locked dependencies:
+#   bash installers/linux/build.sh [--flavour cpu|nvidia] [--no-appimage]
+# Output under installers/linux/build/FLAVOUR/ (git-ignored):
+#   dist/easel/             the PyInstaller onedir bundle (no Python needed on the machine)
+#   easel_VERSION_ARCH.deb  (easel-nvidia_... for the NVIDIA flavour)
+#   AppDir/                 the AppImage's tree; Easel-VERSION-ARCH.AppImage when a runtime is
+#                           at hand (EASEL_APPIMAGE_RUNTIME=FILE, or appimagetool on PATH)
+# Needs Python 3.11 (PYTHON=... to name it), dpkg-deb for the .deb, mksquashfs for the AppImage.
+# Docs: installers/linux/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+flavour=cpu
+appimage=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --flavour) flavour=${2:-}; shift 2 ;;
+        --flavour=*) flavour=${1#*=}; shift ;;
+        --no-appimage) appimage=0; shift ;;
+        *) echo "build: unknown argument $1 (usage: build.sh [--flavour cpu|nvidia] [--no-appimage])" >&2
+           exit 2 ;;
+    esac
+done
+case $flavour in
+    # One flavour installed at a time; the NVIDIA one also stands in for "easel" as a dependency.
+    cpu) package=easel; conflicts=easel-nvidia; provides= ;;
+    nvidia) package=easel-nvidia; conflicts=easel; provides=easel ;;
+    *) echo "build: the flavour is cpu or nvidia, not '$flavour'." >&2; exit 2 ;;
+esac
+
+python=${PYTHON:-python3.11}
+if ! command -v "$python" >/dev/null; then
+    echo "build: needs Python 3.11 ($python was not found; set PYTHON=/path/to/python3.11)." >&2
+    exit 1
+fi
+here=installers/linux
+out=$here/build/$flavour
+started=$(date +%s)
+step() { echo "build: [$(( $(date +%s) - started )) s] $*" >&2; }
+version=$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+
+# 1. A fresh build environment: the app's wheel and its locked dependencies, the freezer.
+step "fresh build environment in $out/venv ($flavour flavour, Easel $version)"
+rm -rf "$out"
+mkdir -p "$out"
+"$python" -m venv "$out/venv"
+py="$out/venv/bin/python"
+pip() {  # quiet, less this machine's notes about local package folders that are not there
+    "$py" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v 'is ignored: it is neither' >&2)
+}
+pip install -r "$here/requirements-build.txt"
+# The pins, with the plain onnxruntime's pin applying here too (constraints.txt keeps it for
+# macOS, where pyproject.toml asks for it): the CPU flavour installs it at the same version as
+# onnxruntime-gpu.
+"$py" "$here/flavour.py" constraints installers/constraints.txt > "$out/constraints.txt"
+pip wheel --no-deps --no-build-isolation -w "$out/wheel" .
+wheel=$(ls "$out"/wheel/easel-*.whl)
+if [ "$flavour" = cpu ]; then
+    # onnxruntime and onnxruntime-gpu provide the same module and cannot share an environment:
+    # the app's dependencies with the GPU build swapped for the plain one, then the app itself.
+    mapfile -t requirements < <("$py" "$here/flavour.py" requirements "$wheel" cpu)
+    pip install -c "$out/constraints.txt" "${requirements[@]}"
+    pip install --no-deps "$wheel"
+else
+    pip install -c "$out/constraints.txt" "easel[cuda] @ file://$PWD/$wheel"
+fi
+"$py" -m pip --disable-pip-version-check freeze > "$out/installed.txt"
+
+# 2. Freeze: a onedir bundle.
+step "PyInstaller"
+# Its warnings about GTK (for Qt's optional GTK theme plugin, left to the system) and Windows
+# libraries are expected; the rest are shown.
+EASEL_FLAVOUR=$flavour "$out/venv/bin/pyinstaller" --noconfirm --log-level WARN \
+    --distpath "$out/dist" --workpath "$out/work" "$here/easel.spec" \
+    2> >(grep -vE "libqgtk3.so'|Library (shell32|ole32) required via ctypes" >&2)
+bundle=$out/dist/easel
+find "$bundle" -xtype l -delete  # links to the Qt libraries the spec left out (eglfs)
+"$bundle/easel" --help >/dev/null  # starts at all: imports the command line and its engine
+# The system libraries the bundle leaves to the system (easel.spec) must all be in Depends.
+"$py" "$here/flavour.py" depends-check "$bundle" "$here/control.in"
+glibc=$("$py" "$here/flavour.py" glibc "$bundle")
+step "bundle: $(du -sh "$bundle" | cut -f1)"
+
+# 3. Icons at the hicolor sizes, rendered from the one SVG.
+step "icons"
+icons=$out/icons
+QT_QPA_PLATFORM=offscreen "$py" "$here/render_icons.py" resources/icons/easel.svg "$icons"
+
+# 4. The .deb: /opt/easel, /usr/bin/easel, desktop entries, icons. No maintainer scripts: the
+# desktop database and icon caches update through the triggers desktop-file-utils and the icon
+# themes register, and nothing of the user's (~/.local/share/Easel) is ever touched.
+step "deb"
+root=$out/deb
+mkdir -p "$root/DEBIAN" "$root/opt" "$root/usr/bin" "$root/usr/share/applications" \
+    "$root/usr/share/doc/$package"
+cp -al "$bundle" "$root/opt/easel"
+ln -s /opt/easel/easel "$root/usr/bin/easel"
+cp "$here/easel.desktop" "$here/easel-open.desktop" "$root/usr/share/applications/"
+cp -r "$icons" "$root/usr/share/icons"
+cp "$here/copyright" "$root/usr/share/doc/$package/copyright"
+installed_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+"$py" "$here/flavour.py" control "$here/control.in" package="$package" version="$version" \
+    arch="$arch" conflicts="$conflicts" provides="$provides" glibc="$glibc" installed_size="$installed_kb" > "$root/DEBIAN/control"
+deb=$out/${package}_${version}_${arch}.deb
+# xz -6, what Debian uses: 2.5 min here on 2 cores; zstd -19 took longer and gave 7% more.
+dpkg-deb --root-owner-group -Zxz -z6 --threads-max="$(nproc)" --build "$root" "$deb" >/dev/null
+step "deb: $deb ($(du -h "$deb" | cut -f1) download, $((installed_kb / 1024)) MiB installed)"
+
+# 5. The AppImage: an AppDir (AppRun, desktop entry, icon, the bundle), then runtime + squashfs.
+if [ "$appimage" = 1 ]; then
+    step "AppDir"
+    appdir=$out/AppDir
+    mkdir -p "$appdir/usr/lib" "$appdir/usr/share/applications"
+    cp -al "$bundle" "$appdir/usr/lib/easel"
+    cp "$here/AppRun" "$appdir/AppRun"
+    chmod 755 "$appdir/AppRun"
+    cp "$here/easel-open.desktop" "$appdir/usr/share/applications/"
+    cp "$here/easel.desktop" "$appdir/easel.desktop"
+    cp -r "$icons" "$appdir/usr/share/icons"
+    cp "$icons/hicolor/256x256/apps/easel.png" "$appdir/easel.png"
+    ln -s easel.png "$appdir/.DirIcon"
+    image=$out/Easel-$version-$(uname -m).AppImage
+    runtime=${EASEL_APPIMAGE_RUNTIME:-}
+    if [ -n "$runtime" ] && command -v mksquashfs >/dev/null; then
+        # The type-2 runtime reads a squashfs appended to it (zstd needs a runtime from 2022 on;
+        # gzip reads everywhere).
+        mksquashfs "$appdir" "$out/AppDir.squashfs" -root-owned -noappend -comp gzip -quiet
+        cat "$runtime" "$out/AppDir.squashfs" > "$image"
+        chmod 755 "$image"
+        rm "$out/AppDir.squashfs"
+        step "AppImage: $image ($(du -h "$image" | cut -f1))"
+    elif command -v appimagetool >/dev/null; then
+        ARCH=$(uname -m) appimagetool --no-appstream "$appdir" "$image" >/dev/null
+        step "AppImage: $image ($(du -h "$image" | cut -f1))"
+    else
+        step "AppImage: not made. The AppDir is ready in $appdir; the last step needs the" \
+             "AppImage type-2 runtime or appimagetool, which come only from GitHub (not from" \
+             "PyPI, npm or Debian). Where they can be fetched: appimagetool $appdir" \
+             "$image, or EASEL_APPIMAGE_RUNTIME=runtime-$(uname -m) bash $0 (with mksquashfs)."
+    fi
+fi
+step "done in $(( $(date +%s) - started )) s"
