@@ -11,6 +11,7 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 export DEBIAN_FRONTEND=noninteractive
 prompt="a dog on the left"
+check_started=$(date +%s)
 package=easel
 summary=()
 say() { echo "ci-check: $*" >&2; }
@@ -122,6 +123,22 @@ summary+=("window under Xvfb, up after 10 s|yes")
 [ "$first_frame" = none ] || first_frame="$(printf '%.2f' "$first_frame") s"
 summary+=("window: start to first painted frame|${first_frame}")
 
+# "Open with Easel": the desktop entry's `easel open PICTURE`, up after five seconds.
+picture=$(find "$EASEL_HOME/images" -name '*.png' | head -1)
+if easel open --help >/dev/null 2>&1; then
+    xvfb-run -a -s "-screen 0 1280x800x24" bash -c '
+        easel open "$1" > "$2" 2>&1 & pid=$!
+        sleep 5
+        if kill -0 $pid 2>/dev/null; then echo yes; else echo no; fi > "$3"
+        kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+    ' open "$picture" "$work/open.log" "$work/open.result" || fail "xvfb-run (easel open)"
+    [ "$(cat "$work/open.result")" = yes ] \
+        || { cat "$work/open.log" >&2; fail "easel open PICTURE was not up after 5 s."; }
+    summary+=("easel open PICTURE under Xvfb, up after 5 s|yes")
+else
+    summary+=("easel open PICTURE|not in this version (skipped)")
+fi
+
 # 5. easel doctor, where this version has it.
 if easel doctor --help >/dev/null 2>&1; then
     easel doctor || fail "easel doctor"
@@ -154,6 +171,7 @@ after=$(cd "$EASEL_HOME" && find . -type f -print0 | sort -z | xargs -0 sha256su
 [ "$before" = "$after" ] || fail "removing the package changed the user's EASEL_HOME"
 summary+=("apt-get remove: EASEL_HOME untouched|yes ($(echo "$after" | wc -l) files)")
 
+summary+=("the whole check (build, install, runs, remove)|$(( $(date +%s) - check_started )) s")
 echo
 echo "Linux package check (installers/linux/ci-check.sh), $(nproc) cores:"
 for line in "${summary[@]}"; do
