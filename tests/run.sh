@@ -18,3 +18,12 @@ fi
 "$venv"/bin/ruff check .
 "$venv"/bin/lint-imports
 QT_QPA_PLATFORM=offscreen "$venv"/bin/python -m pytest "$@"
+# Last: the Linux package built, installed and run as a user would (installers/linux/ci-check.sh,
+# about 6 minutes). EASEL_SKIP_PACKAGE=1 skips it for a quick local run.
+if [ "${EASEL_SKIP_PACKAGE:-}" = 1 ]; then
+    echo "run.sh: the Linux package check was skipped (EASEL_SKIP_PACKAGE=1)."
+elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null && [ "$(id -u)" = 0 ]; then
+    bash installers/linux/ci-check.sh
+else
+    echo "run.sh: the Linux package check was skipped: it needs apt-get, dpkg-deb and root."
+fi
