@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Easel's self-contained Linux packages from the locked dependencies:
-#   bash installers/linux/build.sh [--flavour cpu|nvidia] [--no-appimage]
+#   bash installers/linux/build.sh [--flavour cpu|nvidia] [--no-appimage] [--bundle-only]
 # Output under installers/linux/build/FLAVOUR/ (git-ignored):
 #   dist/easel/             the PyInstaller onedir bundle (no Python needed on the machine)
 #   easel_VERSION_ARCH.deb  (easel-nvidia_... for the NVIDIA flavour)
@@ -13,12 +13,15 @@ cd "$(dirname "$0")/../.."
 
 flavour=cpu
 appimage=1
+packages=1
 while [ $# -gt 0 ]; do
     case $1 in
         --flavour) flavour=${2:-}; shift 2 ;;
         --flavour=*) flavour=${1#*=}; shift ;;
         --no-appimage) appimage=0; shift ;;
-        *) echo "build: unknown argument $1 (usage: build.sh [--flavour cpu|nvidia] [--no-appimage])" >&2
+        --bundle-only) packages=0; shift ;;  # stop after the onedir bundle (and its checks)
+        *) echo "build: unknown argument $1 (usage: build.sh [--flavour cpu|nvidia]" \
+                "[--no-appimage] [--bundle-only])" >&2
            exit 2 ;;
     esac
 done
@@ -82,6 +85,11 @@ find "$bundle" -xtype l -delete  # links to the Qt libraries the spec left out (
 "$py" "$here/flavour.py" depends-check "$bundle" "$here/control.in"
 glibc=$("$py" "$here/flavour.py" glibc "$bundle")
 step "bundle: $(du -sh "$bundle" | cut -f1)"
+
+if [ "$packages" = 0 ]; then
+    step "done in $(( $(date +%s) - started )) s (--bundle-only: no .deb, no AppDir)"
+    exit 0
+fi
 
 # 3. Icons at the hicolor sizes, rendered from the one SVG.
 step "icons"

@@ -87,9 +87,13 @@ def control(template: str, values: dict[str, str]) -> str:
 
 # Bundled files whose system libraries may be absent: Qt skips the plugin (GTK theme, Wayland,
 # GLX) and carries on, so they are not worth a dependency.
+# ONNX Runtime's TensorRT provider, likewise, loads only where TensorRT is installed.
 OPTIONAL = ("plugins/platformthemes/libqgtk3.so", "plugins/platforms/libqwayland.so",
             "plugins/wayland-", "libQt6WaylandClient.so", "libQt6WlShellIntegration.so",
-            "plugins/xcbglintegrations/libqxcb-glx-integration.so")
+            "plugins/xcbglintegrations/libqxcb-glx-integration.so",
+            "onnxruntime/capi/libonnxruntime_providers_tensorrt.so")
+# The NVIDIA driver's own library: it comes with the driver, never from a package we can name.
+DRIVER = ("libcuda.so.1",)
 
 
 def elf_files(bundle: Path) -> Iterator[Path]:
@@ -119,7 +123,7 @@ def system_libraries(bundle: Path) -> dict[str, list[str]]:
         if any(part in relative for part in OPTIONAL):
             continue
         for soname in needed_libraries(path):
-            if soname not in held:
+            if soname not in held and soname not in DRIVER:
                 needed.setdefault(soname, []).append(relative)
     return needed
 
