@@ -58,7 +58,16 @@ pip install -r "$here/requirements-build.txt"
 # macOS, where pyproject.toml asks for it): the CPU flavour installs it at the same version as
 # onnxruntime-gpu.
 "$py" "$here/flavour.py" constraints installers/constraints.txt > "$out/constraints.txt"
-pip wheel --no-deps --no-build-isolation -w "$out/wheel" .
+# The wheel is built from a copy of the files git tracks or would track, not in the checkout:
+# setuptools' build/ folder keeps files since deleted and would put them in the wheel.
+source=.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    source=$out/source
+    mkdir -p "$source"
+    git ls-files -z --cached --others --exclude-standard \
+        | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$source"
+fi
+pip wheel --no-deps --no-build-isolation -w "$out/wheel" "$source"
 wheel=$(ls "$out"/wheel/easel-*.whl)
 if [ "$flavour" = cpu ]; then
     # onnxruntime and onnxruntime-gpu provide the same module and cannot share an environment:

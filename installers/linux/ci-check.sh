@@ -62,10 +62,8 @@ summary+=(".deb installed size|${installed_mib} MiB")
 # 2. Install, with the removal armed from here on.
 work=$(mktemp -d)
 installed=0
-window_pid=
 cleanup() {
     status=$?
-    [ -n "$window_pid" ] && kill "$window_pid" 2>/dev/null || true
     if [ "$installed" = 1 ]; then
         apt-get remove -y -qq "$package" >/dev/null 2>&1 || say "could not remove $package"
     fi
