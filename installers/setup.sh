@@ -32,7 +32,7 @@ extras="export"
 # does not import. --no-deps keeps torch as it is.
 "$venv/bin/python" -c "import spandrel" 2>/dev/null \
     || "${pip[@]}" install "${pins[@]}" --no-deps "spandrel>=0.4,<0.5" "einops>=0.7"
-# The window needs some system libraries that a stock desktop may lack (README: System packages
+# The window needs some system libraries that a stock desktop may lack (user guide: System packages
 # the window needs). The command line works without them, so this only warns.
 if [ "$(uname -s)" = Linux ] && ! "$venv/bin/python" -m desktop.display_check --libraries; then
     echo "setup: warning: the window will not open until those packages are installed;" \
