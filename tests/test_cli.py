@@ -253,6 +253,7 @@ def test_no_command_opens_the_window(home, monkeypatch):
 
     opened = []
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(desktop.app, "main", lambda argv: opened.append(argv) or 0)
+    monkeypatch.setattr(desktop.app, "main",
+                        lambda argv, picture=None: opened.append((argv, picture)) or 0)
     assert main([]) == 0
-    assert opened == [[]]
+    assert opened == [([], None)]  # no picture: the window opens on its own
