@@ -11,24 +11,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication, QImage, QPainter
-from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtGui import QGuiApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # installers/, for svg_icon
+from svg_icon import draw  # noqa: E402
 
 SIZES = (16, 32, 48, 64, 128, 256, 512)
 
 
 def render(svg: Path, out: Path) -> None:
-    renderer = QSvgRenderer(str(svg))
-    if not renderer.isValid():
-        raise SystemExit(f"render_icons: {svg} is not an SVG Qt can read")
     for size in SIZES:
-        image = QImage(size, size, QImage.Format.Format_ARGB32)
-        image.fill(Qt.GlobalColor.transparent)
-        painter = QPainter(image)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        renderer.render(painter)
-        painter.end()
+        image = draw(svg, size)
         target = out / "hicolor" / f"{size}x{size}" / "apps" / "easel.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not image.save(str(target), "PNG"):

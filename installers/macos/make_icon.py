@@ -9,23 +9,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # installers/, for svg_icon
+from svg_icon import draw  # noqa: E402
+
 
 def main(argv: list[str]) -> int:
-    from PySide6.QtCore import Qt
-    from PySide6.QtGui import QGuiApplication, QImage, QPainter
-    from PySide6.QtSvg import QSvgRenderer
+    from PySide6.QtGui import QGuiApplication
 
     svg, target, size = Path(argv[0]), Path(argv[1]), int(argv[2])
     app = QGuiApplication([])  # noqa: F841 (the renderer needs one, for fonts)
-    renderer = QSvgRenderer(str(svg))
-    if not renderer.isValid():
-        raise SystemExit(f"make_icon: {svg} is not an SVG Qt can draw")
-    image = QImage(size, size, QImage.Format.Format_ARGB32)
-    image.fill(Qt.GlobalColor.transparent)
-    painter = QPainter(image)
-    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    renderer.render(painter)
-    painter.end()
+    image = draw(svg, size)
     if not image.save(str(target), "PNG"):
         raise SystemExit(f"make_icon: could not write {target}")
     print(f"make_icon: {target} ({size} px)")

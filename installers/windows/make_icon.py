@@ -12,25 +12,18 @@ import io
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # installers/, for svg_icon
+from svg_icon import draw  # noqa: E402
+
 SIZES = (16, 20, 24, 32, 40, 48, 64, 128, 256)
 
 
 def render(svg: Path, size: int):
     """The SVG drawn on a transparent square of ``size`` pixels, as a Pillow RGBA image."""
     from PIL import Image
-    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
-    from PySide6.QtGui import QImage, QPainter
-    from PySide6.QtSvg import QSvgRenderer
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 
-    renderer = QSvgRenderer(str(svg))
-    if not renderer.isValid():
-        raise SystemExit(f"make_icon: {svg} is not an SVG Qt can draw")
-    image = QImage(size, size, QImage.Format.Format_ARGB32)
-    image.fill(Qt.GlobalColor.transparent)
-    painter = QPainter(image)
-    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    renderer.render(painter)
-    painter.end()
+    image = draw(svg, size)
     data = QByteArray()
     buffer = QBuffer(data)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
