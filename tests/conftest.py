@@ -50,3 +50,15 @@ def installed_tiny_sd1(tiny_sd1_onnx, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def installed_tiny_sd2(tiny_sd2_onnx, tmp_path_factory) -> Path:
     return _installed(tiny_sd2_onnx, tmp_path_factory.mktemp("models") / "tiny-sd2")
+
+
+@pytest.fixture
+def server(qapp, tmp_path):
+    """A window's single-window server, listening for a second start (Qt imported here, so
+    tests that never open a window never load it)."""
+    from desktop.app.single_window import WindowServer, server_name
+
+    listening = WindowServer(server_name(tmp_path / "data"))
+    assert listening.listen()
+    yield listening
+    listening.close()

@@ -24,6 +24,8 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.test_constraints import read_pins as pins
+
 ROOT = Path(__file__).resolve().parents[1]
 INSTALLERS = ROOT / "installers"
 WINDOWS = INSTALLERS / "windows"
@@ -54,16 +56,6 @@ bundle_info = load(MACOS / "bundle_info.py", "macos_bundle_info")
 def workflow() -> dict:
     yaml = pytest.importorskip("yaml")
     return yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
-
-
-def pins(text: str) -> dict[str, Requirement]:
-    found = {}
-    for line in text.splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            requirement = Requirement(entry)
-            found[canonicalize_name(requirement.name)] = requirement
-    return found
 
 
 def pinned_version(requirement: Requirement) -> str:

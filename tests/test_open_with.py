@@ -202,14 +202,6 @@ def test_a_bad_picture_is_refused_in_one_sentence_before_any_window(case, tmp_pa
 
 # The hand-over ------------------------------------------------------------------------------
 
-@pytest.fixture
-def server(qapp, tmp_path):
-    listening = WindowServer(server_name(tmp_path / "data"))
-    assert listening.listen()
-    yield listening
-    listening.close()
-
-
 @pytest.mark.parametrize("name", ["plain.png", "two words & 100%.png", "новый\nрисунок.webp",
                                   os.fsdecode(b"latin-\xe9.png")])
 def test_any_file_name_reaches_the_open_window_whole(server, tmp_path, name):

@@ -21,14 +21,6 @@ from desktop.app.single_window import WindowServer, ask_to_show, bring_forward, 
 from desktop.library.instance import claim_window
 
 
-@pytest.fixture
-def server(qapp, tmp_path):
-    listening = WindowServer(server_name(tmp_path / "data"))
-    assert listening.listen()
-    yield listening
-    listening.close()
-
-
 def test_a_second_start_asks_the_window_to_come_forward(server):
     asked = []
     server.show_requested.connect(lambda: asked.append(True))
