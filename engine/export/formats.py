@@ -117,7 +117,7 @@ def looks_like_upscaler(path: Path, kind: str) -> bool:
     if kind == SAFETENSORS:
         names = _safetensors_names(Path(path))
     elif kind == PICKLE:
-        names = _pickled_strings(Path(path))
+        names = pickled_strings(Path(path))
     else:
         return False
     if any(name.startswith(DIFFUSION_PREFIXES) for name in names):
@@ -137,7 +137,7 @@ def _safetensors_names(path: Path) -> set[str]:
     return set(header) if isinstance(header, dict) else set()
 
 
-def _pickled_strings(path: Path) -> set[str]:
+def pickled_strings(path: Path) -> set[str]:
     """The strings in a torch checkpoint's pickle: its tensor names, among others."""
     try:
         if zipfile.is_zipfile(path):
