@@ -30,9 +30,11 @@ NO_SCREEN = ("there is no screen to open the window on (neither DISPLAY nor WAYL
              "is set); use the commands instead, e.g. easel generate \"a red chair\" "
              "(easel --help lists them).")
 
-# The Qt files the window loads: the xcb plugin and the widget library; the Qt libraries they
-# need are followed inside the Qt folder, and everything else is a system library.
-_QT_STARTS = ("plugins/platforms/libqxcb.so", "lib/libQt6Widgets.so.6")
+# The Qt files the window loads: the xcb plugin, the widget library and the network library
+# (the single-window socket); the Qt libraries they need are followed inside the Qt folder,
+# and everything else is a system library.
+_QT_STARTS = ("plugins/platforms/libqxcb.so", "lib/libQt6Widgets.so.6",
+              "lib/libQt6Network.so.6")
 
 # System library (soname) -> (Debian/Ubuntu package, Fedora package).
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -62,6 +64,10 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "libgthread-2.0.so.0": ("libglib2.0-0", "glib2"),
     "libdbus-1.so.3": ("libdbus-1-3", "dbus-libs"),
     "libz.so.1": ("zlib1g", "zlib"),
+    # QtNetwork's: Kerberos for HTTP authentication, Brotli for compressed replies.
+    "libgssapi_krb5.so.2": ("libgssapi-krb5-2", "krb5-libs"),
+    "libbrotlidec.so.1": ("libbrotli1", "libbrotli"),
+    "libbrotlicommon.so.1": ("libbrotli1", "libbrotli"),
     "libzstd.so.1": ("libzstd1", "libzstd"),
     "libstdc++.so.6": ("libstdc++6", "libstdc++"),
     "libgcc_s.so.1": ("libgcc-s1", "libgcc"),

@@ -24,6 +24,7 @@ FAKE_NEEDED = {
                           "libxcb-image.so.0", "libQt6Gui.so.6"],
     "libQt6Widgets.so.6": ["libQt6Gui.so.6"],
     "libQt6Gui.so.6": ["libEGL.so.1", "libxkbcommon.so.0"],
+    "libQt6Network.so.6": ["libgssapi_krb5.so.2", "libbrotlidec.so.1", "libQt6Core.so.6"],
 }
 
 
@@ -34,7 +35,8 @@ def qt_folder(tmp_path) -> Path:
     (folder / "plugins" / "platforms").mkdir(parents=True)
     (folder / "lib").mkdir()
     (folder / "plugins" / "platforms" / "libqxcb.so").touch()
-    for name in ("libQt6XcbQpa.so.6", "libQt6Widgets.so.6", "libQt6Gui.so.6"):
+    for name in ("libQt6XcbQpa.so.6", "libQt6Widgets.so.6", "libQt6Gui.so.6",
+                 "libQt6Network.so.6", "libQt6Core.so.6"):
         (folder / "lib" / name).touch()
     return folder
 
@@ -74,6 +76,15 @@ def test_a_library_missing_behind_another_is_the_one_named(qt_folder):
                     "'sudo dnf install xcb-util' (Fedora).")
 
 
+def test_the_network_library_behind_the_single_window_socket_is_checked(qt_folder):
+    # QtNetwork (the socket that keeps one window) needs Kerberos and Brotli, which a
+    # minimal system may lack; Qt would fail to import it after the window had started.
+    said = check(qt_folder, {"libgssapi_krb5.so.2": "libgssapi_krb5.so.2"})
+    assert said == ("the window cannot open: the system library libgssapi_krb5.so.2 is "
+                    "missing; install it with 'sudo apt install libgssapi-krb5-2' (Debian, "
+                    "Ubuntu) or 'sudo dnf install krb5-libs' (Fedora).")
+
+
 def test_libraries_of_qt_itself_are_checked_and_unknown_ones_named(qt_folder):
     said = check(qt_folder, {"libEGL.so.1": "libEGL.so.1", "libxkbcommon.so.0": "libfoo.so.3"})
     assert "libEGL.so.1 and libfoo.so.3 are missing" in said
@@ -87,7 +98,8 @@ def test_bundled_qt_libraries_are_followed_not_loaded(qt_folder):
                    needed=lambda path: FAKE_NEEDED.get(path.name, [])) is None
     assert sorted(loaded) == sorted(["libc.so.6", "libxcb-cursor.so.0", "libxcb-icccm.so.4",
                                      "libxcb-keysyms.so.1", "libxcb-image.so.0", "libEGL.so.1",
-                                     "libxkbcommon.so.0"])
+                                     "libxkbcommon.so.0", "libgssapi_krb5.so.2",
+                                     "libbrotlidec.so.1"])
 
 
 @pytest.mark.parametrize("environ", [
