@@ -350,7 +350,7 @@ def _writable(folder: Path) -> str:
 
 
 def _model_lines(full: bool) -> list[str]:
-    from desktop.cli_common import model_store
+    from desktop.cli.common import model_store
     from engine.manifest import verify_manifest
 
     store = model_store()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import onnxruntime as ort
 import pytest
 
-from desktop.cli_common import say_device
+from desktop.cli.common import say_device
 from engine.runtime import device as device_module
 from engine.runtime.device import device_report
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from desktop.cli_common import (
+from desktop.cli.common import (
     HEIGHT_HELP,
     OUTPAINT_DESCRIPTION,
     WIDTH_HELP,
@@ -51,7 +51,7 @@ from engine.request import (
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 
-def add_edit_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     edit = commands.add_parser("edit", help="redraw a picture with a prompt (image to image)")
     _source(edit)
     edit.add_argument("prompt", nargs="?", default="", help="what the new picture should show")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from desktop.cli_common import (
+from desktop.cli.common import (
     add_runtime_arguments,
     model_store,
     open_library,
@@ -41,7 +41,7 @@ from engine.upscale import (
 )
 
 
-def add_upscale_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     upscale = commands.add_parser("upscale", help="enlarge a picture 2x or 4x")
     upscale.add_argument("source", help="a picture file, or a library picture's id")
     upscale.add_argument("--scale", type=int, choices=SCALES, default=4,

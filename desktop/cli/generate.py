@@ -1,0 +1,111 @@
+"""The ``easel generate`` command: make pictures from a prompt, optionally with a hires fix
+(made at the model's size, enlarged, then redrawn in detail)."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from pathlib import Path
+
+from desktop.cli.common import (
+    HEIGHT_HELP,
+    WIDTH_HELP,
+    add_runtime_arguments,
+    model_store,
+    open_library,
+    output_paths,
+    progress_printer,
+    run_cancellable,
+    runtime_options,
+    say,
+    say_device,
+)
+from desktop.cli.upscale import chosen_upscaler
+from desktop.image_files import save_png
+from engine.errors import BadRequest
+from engine.model import Model, load_model
+from engine.pipelines.hires_fix import HiresFixPipeline
+from engine.pipelines.text_to_image import TextToImagePipeline
+from engine.request import HiresFixRequest, TextToImageRequest
+from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser("generate", help="make pictures from a prompt")
+    generate.add_argument("prompt", help="what the picture should show")
+    generate.add_argument("--model", "-m",
+                          help="name of an installed model (default: the only one installed, "
+                               "or the built-in starter model when none is)")
+    generate.add_argument("--negative-prompt", "-n", default="", help="what to avoid")
+    generate.add_argument("--steps", type=int, help="denoising steps (model default if unset)")
+    generate.add_argument("--guidance", "--cfg", type=float,
+                          help="how closely to follow the prompt (model default if unset)")
+    generate.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES,
+                          help="sampling method (lcm only for LCM models)")
+    generate.add_argument("--seed", type=int, help="random seed; image i uses seed + i")
+    generate.add_argument("--width", type=int, help=WIDTH_HELP)
+    generate.add_argument("--height", type=int, help=HEIGHT_HELP)
+    generate.add_argument("--count", type=int, default=1, help="number of images")
+    generate.add_argument("--hires-scale", type=float,
+                          help="hires fix: make the picture at its size, enlarge it this many "
+                               "times (more than 1, at most 4) and redraw its detail")
+    generate.add_argument("--hires-strength", type=float,
+                          help=f"how much the hires fix redraws, more than 0 and at most 1 "
+                               f"(default {HiresFixRequest.strength})")
+    generate.add_argument("--upscaler",
+                          help="the installed upscaler a hires fix enlarges with (default: the "
+                               "only one installed; with none, Lanczos resampling)")
+    generate.add_argument("--output", "-o", type=Path,
+                          help="also write a copy to this .png file name or folder (every "
+                               "image is saved in the library either way)")
+    add_runtime_arguments(generate)
+    generate.set_defaults(run=_generate)
+
+
+def _generate(arguments: argparse.Namespace) -> int:
+    store = model_store()
+    name = arguments.model or store.default_model().name
+    model = load_model(store.path_of(name), runtime_options(arguments), name)
+    seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
+    request = TextToImageRequest(
+        prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,
+        width=arguments.width, height=arguments.height, steps=arguments.steps,
+        guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
+        count=arguments.count)
+    pipeline = TextToImagePipeline(model)
+    if arguments.hires_scale is not None:
+        request, pipeline = _hires_fix(arguments, request, model)
+    elif arguments.hires_strength is not None or arguments.upscaler is not None:
+        raise BadRequest("--hires-strength and --upscaler belong to a hires fix; add "
+                         "--hires-scale.")
+    pipeline.check_inputs(request)  # bad input fails before anything loads or runs
+    targets = output_paths(arguments.output, seed, arguments.count)
+    # Opened before the work, so a library that cannot be used fails now, not after it.
+    with open_library() as library:
+        device = model.unet.device  # loads the UNet now, so the device is known before waiting
+        say(f"running on {device.summary}")
+        say_device(device)
+        result = run_cancellable(
+            lambda cancel: pipeline(request, progress_printer(), cancel))
+        for warning in result.warnings:
+            say(f"warning: {warning}")
+        for image, target in zip(result.images, targets, strict=True):
+            entry = library.add_generated(image.pixels, image.parameters)
+            if target is not None:  # the copy carries the same id as the library's image
+                save_png(image.pixels, target, image.parameters, entry.id)
+            print(target or entry.path)
+    return 0
+
+
+def _hires_fix(arguments: argparse.Namespace, request: TextToImageRequest,
+               model: Model) -> tuple[HiresFixRequest, HiresFixPipeline]:
+    """The text-to-image request as a hires fix's first pass, enlarged by the chosen upscaler
+    (checked with the rest of the request, before anything runs)."""
+    upscaler = chosen_upscaler(model_store(), arguments.upscaler, runtime_options(arguments),
+                               "--upscaler")
+    strength = HiresFixRequest.strength if arguments.hires_strength is None else (
+        arguments.hires_strength)
+    if upscaler is not None:
+        say(f"hires fix: enlarging with '{upscaler.name}' ({upscaler.description.summary})")
+    hires = HiresFixRequest(request, scale=arguments.hires_scale, strength=strength)
+    return hires, HiresFixPipeline(model, upscaler)
