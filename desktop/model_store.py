@@ -7,37 +7,27 @@ failed import leaves nothing the app would mistake for a model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from desktop import importer
+from desktop import importer, model_kinds
 from desktop.files import fsync_folder
-from engine.description import ModelDescription
+from desktop.model_kinds import InstalledModel, ModelKind
 from engine.errors import EaselError, ExportUnavailable, ModelError
 from engine.manifest import verify_manifest, write_manifest
-from engine.upscale.description import UpscalerDescription, is_upscaler_folder
+
+__all__ = ["DIFFUSION", "UPSCALER", "ImportProgress", "InstalledModel", "ModelStore"]
 
 ImportProgress = Callable[[str, int, int], None]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,63}")
 _IMPORTING = ".importing-"
-DIFFUSION, UPSCALER = "diffusion", "upscaler"  # the kinds of model folder
-
-
-@dataclass(frozen=True)
-class InstalledModel:
-    name: str
-    family: str
-    prediction_type: str
-    size_bytes: int
-    path: Path
-    built_in: bool = False
-    # "diffusion" (makes pictures) or "upscaler" (enlarges them; its family says its scale).
-    kind: str = DIFFUSION
+# The first two kinds (desktop.model_kinds), named where the store keeps their old methods.
+DIFFUSION, UPSCALER = model_kinds.diffusion.name, model_kinds.upscaler.name
 
 
 class ModelStore:
@@ -50,47 +40,51 @@ class ModelStore:
         self.built_in = Path(built_in) if built_in is not None else None
         self._remove_abandoned_imports()
 
+    def installed(self, kind: str | None = None) -> list[InstalledModel]:
+        """The installed models of ``kind`` (every kind when None): the user's by name, then
+        the built-in ones."""
+        return self._models_in(self.root, kind) + self._built_in(kind)
+
     def list(self) -> list[InstalledModel]:
         """The user's models that make pictures, by name, then the built-in ones (upscalers
         are listed by ``upscalers``)."""
-        return self._models_in(self.root) + self.built_in_models()
+        return self.installed(DIFFUSION)
 
     def upscalers(self) -> list[InstalledModel]:
         """The installed upscalers, by name."""
-        found = []
-        for folder in sorted(self.root.iterdir(), key=lambda path: path.name.lower()):
-            if folder.name.startswith(".") or not is_upscaler_folder(folder):
-                continue
-            try:
-                found.append(_installed_upscaler(folder))
-            except ModelError:
-                continue  # a damaged description: listing must not fail because of it
-        return found
+        return self._models_in(self.root, UPSCALER)
 
     def upscaler_path(self, name: str) -> Path:
         """The folder of the installed upscaler ``name``."""
         folder = self.root / name
-        if _NAME.fullmatch(name) and is_upscaler_folder(folder):
+        if _NAME.fullmatch(name) and _kind_name(folder) == UPSCALER:
             return folder
         installed = ", ".join(model.name for model in self.upscalers()) or "none"
         raise ModelError(f"No upscaler named '{name}' is installed (installed: {installed}); "
                          f"add one with: easel models import FILE.")
 
     def built_in_models(self) -> list[InstalledModel]:
+        return self._built_in(DIFFUSION)
+
+    def _built_in(self, kind: str | None) -> list[InstalledModel]:
         if self.built_in is None or not self.built_in.is_dir():
             return []
-        return self._models_in(self.built_in, built_in=True)
+        return [dataclasses.replace(model, built_in=True)
+                for model in self._models_in(self.built_in, kind)]
 
     @staticmethod
-    def _models_in(root: Path, built_in: bool = False) -> list[InstalledModel]:
+    def _models_in(root: Path, kind: str | None) -> list[InstalledModel]:
         models = []
         for folder in sorted(root.iterdir(), key=lambda path: path.name.lower()):
             if folder.name.startswith(".") or not folder.is_dir():
                 continue
+            found = model_kinds.kind_of_folder(folder)
+            if found is None or kind not in (None, found.name):
+                continue  # not a model (a stray folder), or not of the kind asked for
             try:
-                models.append(_installed(folder, built_in))
+                models.append(found.describe(folder))
             except ModelError:
-                continue  # not ours (a stray folder); listing must not fail because of it
+                continue  # a damaged description: listing must not fail because of it
         return models
 
     def path_of(self, name: str, kind: str | None = DIFFUSION) -> Path:
@@ -100,11 +94,14 @@ class ModelStore:
             if root is None:
                 continue
             folder = root / name
-            if _NAME.fullmatch(name) and (folder / "easel.json").is_file():
-                if kind == DIFFUSION and is_upscaler_folder(folder):
-                    raise ModelError(f"'{name}' is an upscaler, not a model that makes "
-                                     f"pictures; use it with: easel upscale --model {name}.")
-                return folder
+            found = model_kinds.kind_of_folder(folder) if _NAME.fullmatch(name) else None
+            if found is None:
+                continue
+            if kind is not None and found.name != kind:
+                raise ModelError(f"'{name}' is {found.noun}, not "
+                                 f"{model_kinds.kind_named(kind).noun}; use it with: "
+                                 f"{found.use_with(name)}.")
+            return folder
         installed = ", ".join(model.name for model in self.list()) or "none"
         raise ModelError(f"No model named '{name}' is installed (installed: {installed}); "
                          f"add one with: easel models import FOLDER.")
@@ -112,7 +109,7 @@ class ModelStore:
     def default_model(self) -> InstalledModel:
         """The model to use when none is named: the user's only model, or with none
         installed the built-in starter model."""
-        own = self._models_in(self.root)
+        own = self._models_in(self.root, DIFFUSION)
         if len(own) == 1:
             return own[0]
         if len(own) > 1:
@@ -126,7 +123,7 @@ class ModelStore:
         return built_in[0]
 
     def remove(self, name: str) -> None:
-        own = (self.root / name / "easel.json").is_file()
+        own = _kind_name(self.root / name) is not None
         if not own and name in {model.name for model in self.built_in_models()}:
             raise EaselError(f"'{name}' is built into Easel and cannot be removed.")
         folder = self.path_of(name, kind=None)
@@ -139,100 +136,49 @@ class ModelStore:
                      progress: ImportProgress | None = None,
                      should_stop: Callable[[], bool] | None = None, *,
                      family: str | None = None, prediction: str | None = None,
-                     distillation: str | None = "auto") -> InstalledModel:
+                     distillation: str | None = "auto",
+                     kind: str | None = None) -> InstalledModel:
         """Install a model, whatever form it comes in (told by its content, not its name):
-        an ONNX folder (optimum, Amuse) is checked and used as it is; a diffusers folder is
-        exported to ONNX; a single-file .safetensors checkpoint, or a pickle checkpoint read
-        only as plain tensors, is converted to a diffusers folder first. ``family`` and
-        ``prediction`` answer what a checkpoint file cannot tell; ``distillation`` ("turbo",
-        "lcm", None) overrides the few-step detection.
+        the one kind that recognises it imports it (desktop.model_kinds), or ``kind`` when the
+        user names one. ``family``, ``prediction`` and ``distillation`` answer what a
+        checkpoint cannot tell (desktop.model_kinds.diffusion.import_into).
 
         Without the exporter's packages here (the desktop packages leave them out), the
         separate model importer does the work when it is installed (desktop.importer)."""
         source = Path(source).expanduser()
         if not source.exists():
             raise ModelError(f"'{source}' does not exist.")
+        options = {"family": family, "prediction": prediction, "distillation": distillation}
         try:
-            return self._import_here(source, name, progress, should_stop, family=family,
-                                     prediction=prediction, distillation=distillation)
+            return self._import_here(source, name, progress, should_stop, kind, options)
         except ExportUnavailable as missing:
             # Never when this process is the importer: it would hand the work to itself.
             elsewhere = None if os.environ.get(importer.DELEGATED_ENV) else \
                 importer.find_importer()
             if elsewhere is None:
                 raise ExportUnavailable(importer.unavailable_sentence(str(missing))) from None
-        name = name or (source.resolve().name if source.is_dir() else source.stem)
+        name = name or _default_name(source)
         self._check_new_name(name)
         importer.import_with(elsewhere, source, name, family=family, prediction=prediction,
                              distillation=distillation, progress=progress,
                              should_stop=should_stop)
-        return next(m for m in self.list() + self.upscalers() if m.name == name)
+        return next(model for model in self.installed() if model.name == name)
 
-    def _import_here(self, source: Path, name: str | None,
-                     progress: ImportProgress | None,
-                     should_stop: Callable[[], bool] | None, *, family: str | None,
-                     prediction: str | None, distillation: str | None) -> InstalledModel:
-        from engine.onnx_folder import is_onnx_model_folder
-
-        if source.is_dir() and is_onnx_model_folder(source):
-            from engine.export.onnx_folder import import_onnx_folder
-
-            def build(building: Path) -> None:
-                import_onnx_folder(source, building, progress, should_stop)
-
-            return self._install(name or source.resolve().name, build)
-
+    def _import_here(self, source: Path, name: str | None, progress: ImportProgress | None,
+                     should_stop: Callable[[], bool] | None, chosen: str | None,
+                     options: dict[str, str | None]) -> InstalledModel:
         from engine.export import require_export_dependencies
         from engine.export.formats import detect_format
 
-        kind = detect_format(source)  # one sentence for anything that is not a model
-        require_export_dependencies()  # one sentence if the export extra is missing
-        default_name = source.resolve().name if source.is_dir() else source.stem
-        if _is_upscaler(source, kind):
-            from engine.export.upscaler import import_upscaler
+        format = detect_format(source)  # one sentence for anything that is not a model
+        kind = model_kinds.kind_for_source(source, format, chosen)
+        if kind.needs_exporter(source, format):
+            require_export_dependencies()  # one sentence if the export extra is missing
+        return self._install(name or _default_name(source), kind, lambda building: (
+            kind.import_into(source, building, progress, should_stop, **options)))
 
-            return self._install(name or default_name, lambda building: import_upscaler(
-                source, building, progress, should_stop), describe=_installed_upscaler)
-        from engine.export.diffusers_folder import export_diffusers_folder
-
-        def build(building: Path) -> None:
-            if kind in ("safetensors", "pickle"):
-                converted = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-convert-",
-                                                  dir=self.root))
-                try:
-                    self._convert_checkpoint(source, kind, converted / "model", family,
-                                             prediction, progress, should_stop)
-                    export_diffusers_folder(converted / "model", building, progress,
-                                            should_stop, distillation=distillation)
-                finally:
-                    shutil.rmtree(converted, ignore_errors=True)
-            else:
-                export_diffusers_folder(source, building, progress, should_stop,
-                                        distillation=distillation)
-
-        return self._install(name or default_name, build)
-
-    def _convert_checkpoint(self, source: Path, kind: str, destination: Path,
-                            family: str | None, prediction: str | None,
-                            progress: ImportProgress | None,
-                            should_stop: Callable[[], bool] | None) -> None:
-        destination.mkdir()
-        if kind == "safetensors":
-            from engine.export.single_file import convert_single_file
-
-            convert_single_file(source, destination, family=family, prediction=prediction,
-                                progress=progress, should_stop=should_stop)
-        else:
-            from engine.export.pickle_convert import convert_pickle
-
-            # The plain-tensor copy of the pickle is as large as the checkpoint: keep it
-            # beside the models (same disk), not in a small system temporary folder.
-            convert_pickle(source, destination, family=family, prediction=prediction,
-                           progress=progress, should_stop=should_stop,
-                           scratch=destination.parent)
-
-    def _install(self, name: str, build: Callable[[Path], object],
-                 describe: Callable[[Path], InstalledModel] | None = None) -> InstalledModel:
+    def _install(self, name: str, kind: ModelKind,
+                 build: Callable[[Path], object]) -> InstalledModel:
         """Build the model in a hidden folder, checksum it, then move it into place."""
         self._check_new_name(name)
         building = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-", dir=self.root))
@@ -247,7 +193,7 @@ class ModelStore:
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
-        return (describe or _installed)(self.root / name)
+        return kind.describe(self.root / name)
 
     def _check_new_name(self, name: str) -> None:
         if not _NAME.fullmatch(name):
@@ -269,25 +215,13 @@ class ModelStore:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _is_upscaler(source: Path, kind: str) -> bool:
-    """Told by content: an ONNX upscaler, or a checkpoint whose tensor names are a
-    super-resolution network's."""
-    from engine.export.formats import ONNX_UPSCALER, looks_like_upscaler
-
-    return kind == ONNX_UPSCALER or looks_like_upscaler(source, kind)
+def _default_name(source: Path) -> str:
+    return source.resolve().name if source.is_dir() else source.stem
 
 
-def _installed_upscaler(folder: Path) -> InstalledModel:
-    description = UpscalerDescription.load(folder)
-    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    return InstalledModel(folder.name, description.summary, "", size, folder, kind=UPSCALER)
-
-
-def _installed(folder: Path, built_in: bool = False) -> InstalledModel:
-    description = ModelDescription.load(folder)
-    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    return InstalledModel(folder.name, description.family, description.prediction_type, size,
-                          folder, built_in)
+def _kind_name(folder: Path) -> str | None:
+    found = model_kinds.kind_of_folder(folder)
+    return None if found is None else found.name
 
 
 def _pid_in(name: str) -> int | None:

@@ -1,0 +1,69 @@
+"""What every kind of installed model answers, and what the store lists for each model.
+
+A kind is a small module (desktop.model_kinds.diffusion, .upscaler, ...) whose module-level
+names satisfy ``ModelKind``; the store asks the registry's kinds in turn instead of branching
+on each, so adding a kind adds a module and a registry entry, not a branch in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+Progress = Callable[[str, int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    family: str  # the family it fits ("sd1"), or for other kinds a short summary ("4x upscaler")
+    prediction_type: str  # diffusion models only; "" for other kinds
+    size_bytes: int
+    path: Path
+    built_in: bool = False
+    kind: str = "diffusion"  # the name of its kind in the registry
+    use: str = ""  # one line for lists: what the model is for
+    licence: str | None = None  # None when the model's description does not say
+
+
+class ModelKind(Protocol):
+    """One kind of installed model: how it is recognised, imported, found and described."""
+
+    name: str  # "diffusion", "upscaler": InstalledModel.kind and the word --kind takes
+    noun: str  # the kind in a sentence: "an upscaler", "a model that makes pictures"
+    # Source formats (engine.export.formats) this kind takes when no kind recognises a source;
+    # its importer then says in one sentence what does not fit.
+    fallback_formats: Collection[str]
+
+    def recognises(self, source: Path, format: str) -> bool:
+        """True when ``source`` (of detected ``format``) is this kind, told by its content."""
+        ...
+
+    def needs_exporter(self, source: Path, format: str) -> bool:
+        """True when importing ``source`` needs the export extra (torch, onnx, ...)."""
+        ...
+
+    def import_into(self, source: Path, building: Path, progress: Progress | None,
+                    should_stop: ShouldStop | None, **options: Any) -> None:
+        """Build the model in the empty folder ``building`` (the store checksums and moves
+        it); ``options`` are the import's answers, each kind reading those it knows."""
+        ...
+
+    def is_installed_folder(self, folder: Path) -> bool:
+        """True when ``folder`` holds a model of this kind (a cheap look, not a check)."""
+        ...
+
+    def describe(self, folder: Path) -> InstalledModel:
+        """The installed model in ``folder``; ModelError when its description is damaged."""
+        ...
+
+    def use_with(self, name: str) -> str:
+        """The command that uses the installed model ``name``."""
+        ...
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())

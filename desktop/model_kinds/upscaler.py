@@ -1,0 +1,49 @@
+"""The upscaler kind: super-resolution networks that enlarge pictures.
+
+Recognised as an ONNX upscaler graph (a lone ``.onnx`` file or Amuse's folder with one graph at
+its top) or a checkpoint whose tensor names are a super-resolution network's; imported by
+engine.export.upscaler, described by engine.upscale.description (``easel.json`` marked
+``"kind": "upscaler"``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from desktop.model_kinds.kind import InstalledModel, Progress, ShouldStop, folder_size
+from engine.export.formats import ONNX_UPSCALER, looks_like_upscaler
+from engine.upscale.description import UpscalerDescription, is_upscaler_folder
+
+name = "upscaler"
+noun = "an upscaler"
+fallback_formats: tuple[str, ...] = ()
+
+
+def recognises(source: Path, format: str) -> bool:
+    return format == ONNX_UPSCALER or looks_like_upscaler(source, format)
+
+
+def needs_exporter(source: Path, format: str) -> bool:
+    return True  # onnx checks the graph even when nothing is converted
+
+
+def import_into(source: Path, building: Path, progress: Progress | None,
+                should_stop: ShouldStop | None, **_other_kinds_options: Any) -> None:
+    from engine.export.upscaler import import_upscaler
+
+    import_upscaler(source, building, progress, should_stop)
+
+
+def is_installed_folder(folder: Path) -> bool:
+    return is_upscaler_folder(folder)
+
+
+def describe(folder: Path) -> InstalledModel:
+    description = UpscalerDescription.load(folder)
+    return InstalledModel(folder.name, description.summary, "", folder_size(folder), folder,
+                          kind=name, use=f"enlarges pictures {description.scale}x")
+
+
+def use_with(model: str) -> str:
+    return f"easel upscale --model {model}"
