@@ -13,6 +13,8 @@ GENERATION_MODULES = [
     "engine.starter.vocabulary", "engine.starter.evaluate",  # the starter model, used
     "engine.onnx_folder", "engine.vae_encoding",  # checked ONNX folders, used as they are
     "desktop.cli", "desktop.model_store", "desktop.image_files", "desktop.paths",
+    "desktop.model_kinds", "desktop.model_sources.scan", "desktop.model_sources.hf_cache",
+    "desktop.catalogue",
 ]
 
 

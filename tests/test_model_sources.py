@@ -75,6 +75,7 @@ def test_a_comfyui_folder_is_told_apart_by_content(comfy):
     assert found["diffusers/tiny"].kind == DIFFUSION
     assert not any(key.startswith("diffusers/tiny/") for key in found)
     assert "checkpoints/notes.txt" not in found
+    assert "checkpoints/broken.safetensors" not in found  # holds no model at all
     assert found["checkpoints/dreamy.safetensors"].size_bytes == \
         (comfy / "checkpoints" / "dreamy.safetensors").stat().st_size
     assert app_of(comfy.parent) == "ComfyUI"
@@ -100,6 +101,22 @@ def test_scanning_and_importing_in_place_change_nothing(comfy, tmp_path):
     store.import_model(upscaler.path, "sharp")
     assert [model.name for model in store.upscalers()] == ["sharp"]
     assert _fingerprint(comfy) == before
+
+
+def test_a_checkpoint_the_import_would_refuse_says_why(tmp_path):
+    # A Stable Diffusion UNet's first layer, but not the rest: the import's own reason.
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4)},
+              str(tmp_path / "odd.safetensors"))
+    (found,) = scan_folder(tmp_path)
+    assert not found.importable
+    assert "has no Stable Diffusion UNet" in found.description
+
+
+def test_a_folder_of_configs_is_not_a_model(tmp_path):
+    (tmp_path / "sd15" / "unet").mkdir(parents=True)
+    (tmp_path / "sd15" / "model_index.json").write_text("{}")
+    (tmp_path / "sd15" / "unet" / "config.json").write_text("{}")
+    assert scan_folder(tmp_path) == []
 
 
 def test_bad_folders_are_one_sentence(tmp_path):
@@ -172,3 +189,59 @@ def test_the_cache_location_follows_hf_home(tmp_path):
                             "print(hf_cache.cache_folder())"], env=env, capture_output=True,
                            text=True, check=True)
     assert where.stdout.strip() == str(tmp_path / "hf" / "hub")
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_models_catalogue_marks_what_is_installed(home, capsys, tmp_path):
+    from desktop.catalogue import load_catalogue
+    from desktop.cli import main
+    from desktop.model_store import ModelStore
+
+    torch.save({"params_ema": rrdb_state(4)}, tmp_path / "x4.pth")
+    ModelStore(home / "models").import_model(tmp_path / "x4.pth", "realesrgan-x4plus")
+    assert main(["models", "catalogue"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for entry in load_catalogue().entries:
+        line = next(line for line in lines if line.startswith(entry.id + " "))
+        assert ("installed" in line) == (entry.install_as == "realesrgan-x4plus"), line
+    turbo = lines.index(next(line for line in lines if line.startswith("sd-turbo ")))
+    assert "no commercial use" in lines[turbo + 1]
+
+
+def test_models_scan_lists_what_it_found(comfy, capsys):
+    from desktop.cli import main
+
+    assert main(["models", "scan", str(comfy.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "(ComfyUI)" in out
+    assert "dreamy.safetensors  Stable Diffusion 1.x" in out
+    assert "style.safetensors  a LoRA, which Easel cannot use yet" in out
+    assert "[cannot be imported]" in out
+    assert main(["models", "scan", str(comfy / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_models_import_takes_a_repo_id_from_the_cache(home, capsys, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from desktop.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    _cache_with(tmp_path / "hub", "someone/tiny-sd", tiny_models.tiny_diffusers("sd1"))
+    assert main(["models", "import", "someone/tiny-sd"]) == 0
+    assert "from the Hugging Face cache" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    assert capsys.readouterr().out.startswith("tiny-sd ")
+    # Not cached: one sentence naming the catalogue entry to get, nothing installed.
+    assert main(["models", "import", "stabilityai/sd-turbo"]) == 1
+    assert "easel models get sd-turbo" in capsys.readouterr().err
+    assert sorted(path.name for path in (home / "models").iterdir()) == ["tiny-sd"]

@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from desktop.cli import model_sources
 from desktop.cli.common import model_store, say
+from desktop.model_sources import hf_cache
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="import, list and remove models")
     model_commands = models.add_subparsers(title="model commands", metavar="COMMAND")
     importing = model_commands.add_parser("import", help="import a model folder")
-    importing.add_argument("source", type=Path,
+    importing.add_argument("source",
                            help="a Stable Diffusion 1.x, 2.x or XL model: a diffusers or ONNX "
                                 "(optimum, Amuse) folder, a single-file .safetensors "
-                                "checkpoint, or a .ckpt/.pt/.bin file (read as plain tensors "
-                                "only)")
+                                "checkpoint, a .ckpt/.pt/.bin file (read as plain tensors "
+                                "only), or a Hugging Face repo id (owner/name) already in "
+                                "the Hugging Face cache")
     importing.add_argument("--family", choices=("sd1", "sd2", "sdxl"),
                            help="the model family, checked against a checkpoint file")
     importing.add_argument("--prediction", choices=("epsilon", "v_prediction"),
@@ -31,6 +34,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     removing = model_commands.add_parser("remove", help="remove an installed model")
     removing.add_argument("name")
     removing.set_defaults(run=_remove_model)
+    model_sources.add_commands(model_commands)
     models.set_defaults(run=lambda _: models.print_help() or 0)
 
 
@@ -41,11 +45,24 @@ def _import_model(arguments: argparse.Namespace) -> int:
         say(f"[{done}/{total}] {stage}")
 
     distillation = None if arguments.few_step == "none" else arguments.few_step
-    model = store.import_model(arguments.source, arguments.name, progress,
+    source, name = Path(arguments.source), arguments.name
+    if hf_cache.looks_like_repo_id(arguments.source):
+        cached = hf_cache.cached_snapshot(arguments.source, hint=_get_hint(arguments.source))
+        say(f"Importing {arguments.source} from the Hugging Face cache ({cached.folder}).")
+        source, name = cached.folder, name or arguments.source.split("/")[1]
+    model = store.import_model(source, name, progress,
                                family=arguments.family, prediction=arguments.prediction,
                                distillation=distillation)
     print(f"Installed '{model.name}' ({model.family}, {_size(model.size_bytes)}).")
     return 0
+
+
+def _get_hint(repo_id: str) -> str | None:
+    """What to run when ``repo_id`` is not in the cache: the catalogue's entry, if it has one."""
+    from desktop.catalogue import load_catalogue
+
+    entry = next((e for e in load_catalogue().entries if e.repo == repo_id), None)
+    return f"download it with: easel models get {entry.id}" if entry else None
 
 
 def _list_models(arguments: argparse.Namespace) -> int:

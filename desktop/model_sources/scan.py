@@ -20,7 +20,9 @@ from engine.errors import EaselError, ModelError
 DIFFUSION, UPSCALER = "diffusion", "upscaler"  # kinds Easel imports today
 LORA, CONTROLNET, EMBEDDING, VAE = "lora", "controlnet", "embedding", "vae"  # not yet
 UNKNOWN = "unknown"
+UNSUPPORTED = "unsupported"  # a Stable Diffusion checkpoint the import would refuse
 IMPORTABLE = (DIFFUSION, UPSCALER)
+_UNSUPPORTED = "unsupported: "
 _MODEL_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _NOT_YET = {LORA: "a LoRA", CONTROLNET: "a ControlNet", EMBEDDING: "a textual-inversion "
             "embedding", VAE: "a VAE on its own"}
@@ -77,14 +79,19 @@ def _candidates(folder: Path) -> Iterator[FoundModel]:
             if path.is_symlink() and not path.exists():
                 continue  # a dangling link: nothing to import
             found = _describe_file(path)
-            if found is not None:
-                yield found
+            if found is not None and found.kind != UNKNOWN:
+                yield found  # files that hold no model (test data, caches) stay out
 
 
 def _is_model_folder(folder: Path) -> bool:
     from engine.onnx_folder import is_onnx_model_folder
 
-    return (folder / "model_index.json").is_file() or is_onnx_model_folder(folder)
+    if is_onnx_model_folder(folder):
+        return True
+    # A diffusers folder with weights; one with configs only (a template) is no model.
+    weights = folder / "unet"
+    return (folder / "model_index.json").is_file() and weights.is_dir() and any(
+        path.suffix in (".safetensors", ".bin") for path in weights.iterdir())
 
 
 def _describe_folder(folder: Path) -> FoundModel:
@@ -120,7 +127,10 @@ def _describe_file(path: Path) -> FoundModel | None:
         description = (f"{_NOT_YET[kind]}, which Easel cannot use yet" if kind in _NOT_YET
                        else "not a model Easel recognises")
         return FoundModel(path, kind, size, description)
-    return FoundModel(path, DIFFUSION, size, _diffusion_description(path, names, shapes))
+    description = _diffusion_description(path, names, shapes)
+    if description.startswith(_UNSUPPORTED):
+        return FoundModel(path, UNSUPPORTED, size, description.removeprefix(_UNSUPPORTED))
+    return FoundModel(path, DIFFUSION, size, description)
 
 
 def _kind_of(names: set[str]) -> str:
@@ -156,7 +166,7 @@ def _diffusion_description(path: Path, names: set[str],
     try:
         kind = detect_checkpoint(shapes, path.name)
     except ModelError as unsupported:
-        return str(unsupported)  # the import's own sentence: why it would be refused
+        return _UNSUPPORTED + str(unsupported).rstrip(".")  # why the import would refuse it
     return kind.family_name + (" inpainting" if kind.inpainting else "")
 
 
