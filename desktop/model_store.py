@@ -158,7 +158,7 @@ class ModelStore:
             if elsewhere is None:
                 raise ExportUnavailable(importer.unavailable_sentence(str(missing))) from None
         name = name or _default_name(source)
-        self._check_new_name(name)
+        self.check_new_name(name)
         importer.import_with(elsewhere, source, name, family=family, prediction=prediction,
                              distillation=distillation, progress=progress,
                              should_stop=should_stop)
@@ -180,14 +180,14 @@ class ModelStore:
     def _install(self, name: str, kind: ModelKind,
                  build: Callable[[Path], object]) -> InstalledModel:
         """Build the model in a hidden folder, checksum it, then move it into place."""
-        self._check_new_name(name)
+        self.check_new_name(name)
         building = Path(tempfile.mkdtemp(prefix=f"{_IMPORTING}{os.getpid()}-", dir=self.root))
         try:
             build(building)
             write_manifest(building)
             verify_manifest(building, full=True)
             _make_readable(building)  # mkdtemp made it private to this user
-            self._check_new_name(name)  # another import may have taken it meanwhile
+            self.check_new_name(name)  # another import may have taken it meanwhile
             building.rename(self.root / name)
             fsync_folder(self.root)
         except BaseException:
@@ -195,7 +195,9 @@ class ModelStore:
             raise
         return kind.describe(self.root / name)
 
-    def _check_new_name(self, name: str) -> None:
+    def check_new_name(self, name: str) -> None:
+        """Raise one sentence when ``name`` cannot be given to a new model (a download asks
+        before fetching gigabytes)."""
         if not _NAME.fullmatch(name):
             raise EaselError(f"'{name}' cannot be a model name: use up to 64 letters, digits, "
                              f"spaces, dots, dashes or underscores, starting with a letter or "

@@ -47,6 +47,12 @@ def images_dir() -> Path:
     return _subfolder("images")
 
 
+def downloads_dir() -> Path:
+    """Model downloads in progress (partial files resume from here) and, where the user keeps
+    them, finished ones."""
+    return _subfolder("downloads")
+
+
 def optimized_graphs_dir() -> Path:
     """ONNX graphs optimised for one provider, so the next start loads faster."""
     return _subfolder("cache/optimized")

@@ -303,7 +303,7 @@ def test_store_prefers_the_users_only_model_and_protects_built_in_ones(tmp_path)
     with pytest.raises(EaselError, match="built into Easel"):
         store.remove("starter")
     with pytest.raises(EaselError, match="built into Easel"):
-        store._check_new_name("starter")
+        store.check_new_name("starter")
 
     for name in ("mine", "other"):
         (tmp_path / "models" / name).mkdir()
