@@ -192,3 +192,23 @@ def test_folders_from_earlier_versions_are_listed_with_their_kind(store, tiny_sd
     assert store.installed(DIFFUSION) == store.list()
     assert store.path_of("broken") == store.root / "broken"  # loading it says what is wrong
     assert store.upscaler_path("sharp") == sharp
+
+
+def test_the_command_line_lists_every_kind_and_takes_kind(tmp_path, monkeypatch, capsys,
+                                                          tiny_sd1_onnx):
+    from desktop.cli import main
+
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    store = ModelStore(tmp_path / "home" / "models")
+    shutil.copytree(tiny_sd1_onnx, store.root / "tiny")
+    sharp = store.root / "sharp"
+    sharp.mkdir()
+    (sharp / "easel.json").write_text(json.dumps(
+        {"kind": "upscaler", "format": 1, "scale": 4, "architecture": "ESRGAN"}))
+    assert main(["models", "list"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert rows == {"sharp": UPSCALER, "tiny": DIFFUSION, "starter": DIFFUSION}
+    assert main(["models", "import", str(tiny_sd1_onnx), "--name", "x", "--kind",
+                 "upscaler"]) == 1
+    assert capsys.readouterr().err.rstrip().endswith("is not an upscaler.")
+    assert not (store.root / "x").exists()

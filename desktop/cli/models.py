@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from desktop import model_kinds
 from desktop.cli import model_sources
 from desktop.cli.common import model_store, say
 from desktop.model_sources import hf_cache
@@ -28,6 +29,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                            default="auto",
                            help="a few-step distilled model (default: detected from its configs)")
     importing.add_argument("--name", help="name to install it under (default: folder name)")
+    importing.add_argument("--kind", choices=[kind.name for kind in model_kinds.KINDS],
+                           help="what the model is, where its content could be either")
     importing.set_defaults(run=_import_model)
     listing = model_commands.add_parser("list", help="list installed models")
     listing.set_defaults(run=_list_models)
@@ -52,7 +55,7 @@ def _import_model(arguments: argparse.Namespace) -> int:
         source, name = cached.folder, name or arguments.source.split("/")[1]
     model = store.import_model(source, name, progress,
                                family=arguments.family, prediction=arguments.prediction,
-                               distillation=distillation)
+                               distillation=distillation, kind=arguments.kind)
     print(f"Installed '{model.name}' ({model.family}, {_size(model.size_bytes)}).")
     return 0
 
@@ -67,17 +70,20 @@ def _get_hint(repo_id: str) -> str | None:
 
 def _list_models(arguments: argparse.Namespace) -> int:
     store = model_store()
-    models = store.list() + (store.upscalers() if store.root.is_dir() else [])
+    models = store.installed() if store.root.is_dir() else store.list()
     if not models:
-        print("No models installed. Add one with: easel models import FOLDER")
+        print("No models installed. Get one with: easel models get sd-turbo "
+              "(easel models catalogue lists them), or add one with: easel models import "
+              "FOLDER")
         return 0
     width = max(len(model.name) for model in models)
     for model in models:
         where = "  (built in)" if model.built_in else ""
         # An upscaler's family says its scale ("4x upscaler (ESRGAN)"); it has no prediction.
-        kind = model.family if model.kind == "upscaler" else \
+        details = model.family if model.kind == "upscaler" else \
             f"{model.family:<7}  {model.prediction_type:<12}"
-        print(f"{model.name:<{width}}  {kind}  {_size(model.size_bytes)}{where}")
+        print(f"{model.name:<{width}}  {model.kind:<9}  {details}  "
+              f"{_size(model.size_bytes)}{where}")
     return 0
 
 
