@@ -38,6 +38,9 @@ class Settings:
     # first installed by name.
     upscaler: str = ""
     window_geometry: str = ""  # Qt's saveGeometry(), base64
+    # Whether Models › Get models… keeps the downloaded source after a successful import;
+    # Easel uses its own ONNX copy, so by default the download is deleted.
+    keep_downloads: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def validated(self) -> Settings:
@@ -50,8 +53,9 @@ class Settings:
                                  ("cpu_threads", self.cpu_threads, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"bad {name}")
-        if not isinstance(self.embed_metadata, bool):
-            raise ValueError("bad embed_metadata")
+        for name in ("embed_metadata", "keep_downloads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"bad {name}")
         if not isinstance(self.upscaler, str):
             raise ValueError("bad upscaler")
         return self

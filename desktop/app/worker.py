@@ -45,6 +45,7 @@ class JobProgress:
     elapsed_s: float
     preview: QImage | None = None
     stage: str = ""  # what a model import is doing ("UNet")
+    detail: str = ""  # free text after the stage ("1.2/4.3 GB · 45 MB/s · 1 min left")
 
     @property
     def fraction(self) -> float:
@@ -68,14 +69,16 @@ class JobContext:
         self._last_sent = 0.0
 
     def report(self, step: int, steps: int, image: int = 0, images: int = 1,
-               preview: Callable[[], np.ndarray] | None = None, stage: str = "") -> None:
+               preview: Callable[[], np.ndarray] | None = None, stage: str = "",
+               detail: str = "") -> None:
         now = time.monotonic()
         last_of_image = step >= steps
         if not last_of_image and now - self._last_sent < REPORT_INTERVAL_S:
             return
         self._last_sent = now
         picture = qimage_from_pixels(preview()) if preview is not None else None
-        self._emit(JobProgress(step, steps, image, images, now - self._started, picture, stage))
+        self._emit(JobProgress(step, steps, image, images, now - self._started, picture, stage,
+                               detail))
 
 
 @dataclass(eq=False)

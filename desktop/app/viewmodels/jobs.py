@@ -16,7 +16,7 @@ JobIdRole = Qt.ItemDataRole.UserRole + 1
 class JobRow:
     id: int
     title: str
-    kind: str  # "generate" or "import"
+    kind: str  # "generate", "import" or "download"
     running: bool = False
     progress: JobProgress | None = None
     extra: dict = field(default_factory=dict)  # what the job's owner needs back at the end
@@ -88,6 +88,8 @@ def describe(row: JobRow) -> str:
     progress = row.progress
     if progress is None:
         return "starting…"
+    if progress.detail:  # a download: its own words for bytes, speed and time left
+        return f"{progress.stage} · {progress.detail}" if progress.stage else progress.detail
     if progress.stage:
         stage = progress.stage[:1].upper() + progress.stage[1:]  # the engine's are lower case
         return f"{stage} ({progress.step}/{progress.steps})"

@@ -22,6 +22,7 @@ from desktop.app.generation import Device, Outcome, Pipelines
 from desktop.app.parameters import final_size, request_from
 from desktop.app.settings import Settings
 from desktop.app.variations import variations_form
+from desktop.app.viewmodels.catalogue import CatalogueModel
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
@@ -79,6 +80,12 @@ class Studio(QObject):
         self.jobs = JobQueueModel(self)
         self.gallery.embed_metadata = services.settings.embed_metadata
         self.models = ModelListModel(services.store, self)
+        # Models › Get models…: download jobs in this queue; a finished one lands in `models`.
+        self.catalogue = CatalogueModel(services.store, self.runner, self.jobs,
+                                        lambda: self.settings.keep_downloads, self)
+        self.catalogue.problem.connect(self.problem)
+        self.catalogue.message.connect(self.message)
+        self.models.modelReset.connect(self.catalogue.refresh_installed)
         self.pictures = PictureActions(services.library, self.gallery, self.runner, self)
         self.pictures.message.connect(self.message)
         self.pictures.problem.connect(self.problem)
@@ -392,7 +399,7 @@ class Studio(QObject):
         row = self._job_ended(job_id)
         if row is not None and row.running:
             self._drop_preview()
-            self.message.emit("Cancelled; nothing was saved.")
+            self.message.emit(row.extra.get("cancelled", "Cancelled; nothing was saved."))
 
     def _job_ended(self, job_id: int) -> JobRow | None:
         row = self.jobs.remove(job_id)

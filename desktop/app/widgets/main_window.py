@@ -26,6 +26,7 @@ from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.canvas import Canvas
 from desktop.app.widgets.export_actions import ExportActions
 from desktop.app.widgets.gallery_view import GalleryView
+from desktop.app.widgets.get_models_dialog import GetModelsDialog
 from desktop.app.widgets.history_panel import HistoryPanel
 from desktop.app.widgets.icons import icon
 from desktop.app.widgets.models_dialog import ModelsDialog, import_model
@@ -66,6 +67,7 @@ class MainWindow(QMainWindow):
         self.device_label = QLabel()
         self.zoom_label = QLabel("100 %")
         self.last_problem: str | None = None  # the last sentence shown in a dialog (tests)
+        self.get_models_dialog: GetModelsDialog | None = None
         self._build()
         self._actions()
         self._connect()
@@ -153,6 +155,8 @@ class MainWindow(QMainWindow):
                                           "Stop the running job")
         import_action = self._action("Import model…", self._import_model, "Ctrl+I", "import")
         models_action = self._action("Manage models…", self._manage_models, None, "models")
+        get_action = self._action("Get models…", self._get_models, None, "import",
+                                  "Download a model from Easel's catalogue and import it")
         settings_action = self._action("Settings…", self._settings,
                                        QKeySequence.StandardKey.Preferences, "settings")
         quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -201,6 +205,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.gallery_dock.toggleViewAction())
         view_menu.addAction(self.queue_dock.toggleViewAction())
         model_menu = menus.addMenu("&Models")
+        model_menu.addAction(get_action)
         model_menu.addAction(import_action)
         model_menu.addAction(models_action)
         spacer = QWidget()  # the view's icons sit at the right end
@@ -423,6 +428,14 @@ class MainWindow(QMainWindow):
 
     def _manage_models(self) -> None:
         ModelsDialog(self.studio, self).exec()
+
+    def _get_models(self) -> GetModelsDialog:
+        """Not modal, so the queue's Cancel stays in reach; one, shown again each time."""
+        if self.get_models_dialog is None:
+            self.get_models_dialog = GetModelsDialog(self.studio.catalogue, self)
+        self.get_models_dialog.show()
+        self.get_models_dialog.raise_()
+        return self.get_models_dialog
 
     def _settings(self) -> None:
         dialog = SettingsDialog(self.studio.settings, self.studio.upscaler_names(), self,

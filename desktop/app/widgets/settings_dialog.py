@@ -1,5 +1,5 @@
 """Settings: provider order, data folder, metadata in copies, theme, models kept loaded,
-CPU threads, the upscaler for Upscale and hires fix."""
+CPU threads, the upscaler for Upscale and hires fix, whether downloaded models are kept."""
 
 from __future__ import annotations
 
@@ -87,6 +87,11 @@ class SettingsDialog(QDialog):
         self.upscaler.setCurrentIndex(max(self.upscaler.findData(settings.upscaler), 0))
         self.upscaler.setToolTip("What Upscale and hires fix enlarge with; add one with "
                                  "Models › Import model…")
+        self.keep_downloads = QCheckBox("Keep downloaded model files after import")
+        self.keep_downloads.setChecked(settings.keep_downloads)
+        self.keep_downloads.setToolTip("Models › Get models… imports a download into Easel's "
+                                       "own copy; kept files stay in the data folder's "
+                                       "downloads folder")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -100,6 +105,7 @@ class SettingsDialog(QDialog):
         layout.addRow("Models kept loaded", self.kept)
         layout.addRow("CPU threads", self.threads)
         layout.addRow("Upscaler", self.upscaler)
+        layout.addRow("", self.keep_downloads)
         layout.addRow(buttons)
 
     def _choose_folder(self) -> None:
@@ -113,4 +119,4 @@ class SettingsDialog(QDialog):
             data_folder=self.folder.text().strip() or None,
             embed_metadata=self.metadata.isChecked(), theme=self.theme.currentData(),
             models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value(),
-            upscaler=self.upscaler.currentData())
+            upscaler=self.upscaler.currentData(), keep_downloads=self.keep_downloads.isChecked())
