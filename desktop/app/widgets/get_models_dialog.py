@@ -27,7 +27,9 @@ from desktop.app.widgets.icons import icon
 
 INTRO = ("Models Easel can download and import for you. Sizes are downloads; the import "
          "needs more room while it runs. Progress and Cancel are in the job queue.")
-USE_WIDTH = 300  # the "Use" column: one line of the catalogue's short sentences, wrapped
+# Wrapped columns: the catalogue's one-line uses and its long licence names ("... (no
+# commercial use)" must show, not be cut off) fit in two lines at the default size.
+WRAPPED_WIDTHS = {1: 280, 3: 300}  # Use, Licence
 
 
 class GetModelsDialog(QDialog):
@@ -77,8 +79,9 @@ class GetModelsDialog(QDialog):
     def _size_columns(self) -> None:
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(1, USE_WIDTH)
+        for column, width in WRAPPED_WIDTHS.items():
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(column, width)
         header.setStretchLastSection(True)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
 
