@@ -213,6 +213,16 @@ def test_a_failed_download_is_one_sentence(qtbot, window, hub, asked):
     assert window.get_models_dialog.get_button.isEnabled()  # it can be tried again
 
 
+def test_a_damaged_catalogue_is_one_sentence_in_the_dialog(qtbot, window, hub, tmp_path,
+                                                          monkeypatch):
+    (tmp_path / "damaged.json").write_text('{"format": 1, "entries": [')
+    monkeypatch.setenv(CATALOGUE_ENV, str(tmp_path / "damaged.json"))
+    dialog = _dialog(window, 0)
+    assert dialog.error.isVisible()
+    assert dialog.error.text() == "The model catalogue 'damaged.json' is not valid JSON."
+    assert dialog.table.model().rowCount() == 0 and not dialog.get_button.isEnabled()
+
+
 def test_progress_reads_bytes_speed_and_time_left():
     assert downloading.progress_text(1_200_000_000, 4_300_000_000, 45e6) == (
         "1.2/4.3 GB · 45 MB/s · 69 s left")

@@ -82,7 +82,8 @@ class JobQueueModel(QAbstractListModel):
 
 
 def describe(row: JobRow) -> str:
-    """"queued", "step 5/12 · 3 s left", "image 2/4 · step 5/12"."""
+    """"queued", "step 5/12 · 3 s left", "image 2/4 · step 5/12", "Downloading X · 1.2/4.3 GB
+    · 45 MB/s · 69 s left"."""
     if not row.running:
         return "queued"
     progress = row.progress

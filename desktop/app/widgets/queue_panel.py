@@ -37,7 +37,8 @@ class QueuePanel(QWidget):
         self.bar.setFormat("idle")
         self.bar.setValue(0)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel")
-        self.cancel_button.setToolTip("Stop the running job (Esc); nothing is saved")
+        self.cancel_button.setToolTip("Stop the running job (Esc); nothing is saved, except "
+                                      "what a download fetched: Get resumes it")
         self.remove_button = QPushButton(icon("clear"), "Remove")
         self.remove_button.setToolTip("Take the selected waiting job off the queue")
         buttons = QHBoxLayout()
