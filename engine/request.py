@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.images import PictureInput, preview_pixels
+from engine.prompt_emphasis import check_emphasis
 from engine.runtime import DeviceReport
 
 # Named in every image's metadata, so a later generator can live beside this one.
@@ -31,6 +32,12 @@ class TextToImageRequest:
     # standard normal. They replace the generator's first draw for each image; the generator
     # still advances past that draw, so per-step noise stays the same for a given seed.
     latents: np.ndarray | None = None
+    # How (words:1.3) weights act on CLIP models: "original" (A1111's default: weighted, then
+    # rescaled to the unweighted mean) or "none" (A1111's "No norm": weighted only).
+    emphasis: str = "original"
+
+    def __post_init__(self) -> None:
+        check_emphasis(self.emphasis)
 
 
 @dataclass(frozen=True, eq=False)
