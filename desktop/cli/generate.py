@@ -26,6 +26,7 @@ from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
+from engine.prompt_emphasis import EMPHASES
 from engine.request import HiresFixRequest, TextToImageRequest
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
@@ -46,6 +47,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--width", type=int, help=WIDTH_HELP)
     generate.add_argument("--height", type=int, help=HEIGHT_HELP)
     generate.add_argument("--count", type=int, default=1, help="number of images")
+    generate.add_argument("--emphasis", choices=EMPHASES, default="original",
+                          help="how (words:1.3) weights act: original (as AUTOMATIC1111: "
+                               "weighted, then rescaled to the prompt's mean) or none (weighted "
+                               "only, A1111's 'No norm')")
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "
                                "times (more than 1, at most 4) and redraw its detail")
@@ -71,7 +76,7 @@ def _generate(arguments: argparse.Namespace) -> int:
         prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,
         width=arguments.width, height=arguments.height, steps=arguments.steps,
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
-        count=arguments.count)
+        count=arguments.count, emphasis=arguments.emphasis)
     pipeline = TextToImagePipeline(model)
     if arguments.hires_scale is not None:
         request, pipeline = _hires_fix(arguments, request, model)
