@@ -203,11 +203,13 @@ class ModelStore:
                              f"spaces, dots, dashes or underscores, starting with a letter or "
                              f"digit.")
         if (self.root / name).exists():
-            raise EaselError(f"A model named '{name}' is already installed; choose another "
-                             f"name with --name or remove it first.")
+            # Said the same in the window, where the name comes from the file or the catalogue.
+            raise EaselError(f"A model named '{name}' is already installed; remove it first, "
+                             f"or import the new one under another name (on the command "
+                             f"line: --name NAME).")
         if self.built_in is not None and (self.built_in / name).exists():
-            raise EaselError(f"'{name}' is the name of a model built into Easel; choose "
-                             f"another name with --name.")
+            raise EaselError(f"'{name}' is the name of a model built into Easel; import the "
+                             f"new one under another name (on the command line: --name NAME).")
 
     def _remove_abandoned_imports(self) -> None:
         """Clear what a killed import or removal left behind (only if its process is gone)."""

@@ -72,14 +72,16 @@ def get_model(download: Download, store: ModelStore, downloads: Path, *,
               fetched: Callable[[DownloadProgress], None] | None = None,
               imported: ImportProgress | None = None,
               should_stop: Callable[[], bool] | None = None,
-              keep_download: bool = False) -> InstalledModel:
+              keep_download: bool = False, endpoint: str | None = None) -> InstalledModel:
     """Download, verify and import; return the installed model. The name is checked before
-    any byte is fetched; a failed import keeps the verified download for the next try."""
+    any byte is fetched; a failed import keeps the verified download for the next try.
+    ``endpoint`` overrides HF_ENDPOINT for this download (a mirror; the tests' fake Hub)."""
     store.check_new_name(download.install_as)
     folder = Path(downloads) / download.label
     extra = download.extra_bytes or _IMPORT_FACTOR * sum(f.size or 0 for f in download.files)
     paths = download_files(list(download.files), folder, fetched, should_stop,
-                           extra_bytes=extra, what=f"'{download.install_as}'")
+                           extra_bytes=extra, what=f"'{download.install_as}'",
+                           endpoint=endpoint)
     source = paths[0] if download.single_file else folder
     model = store.import_model(source, download.install_as, imported, should_stop,
                                **download.import_options)
