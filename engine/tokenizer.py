@@ -2,7 +2,9 @@
 
 The exporter writes ``tokenizer/tokenizer.json``; padding and truncation are set here so they
 match what the text encoder was trained with (CLIP pads to 77, SD 1.x with the end token,
-SD 2.x with "!").
+SD 2.x with "!"). A CLIP model reads a prompt of any length in chunks
+(``engine.prompt_chunks``), from the bare ids of ``piece_ids``; calling the tokenizer gives the
+one truncated 77-token input, which the starter model's word list still uses.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from engine.errors import ModelError
+from engine.prompt_chunks import SpecialTokens
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,25 @@ class PromptTokenizer:
                 word for word in self._tokenizer.get_vocab()
                 if word not in specials and word not in self._function_words
                 and not (word.startswith("[") and word.endswith("]"))))
+
+    @property
+    def is_word_list(self) -> bool:
+        """A closed word list (the starter model's) rather than CLIP's open vocabulary."""
+        return self._unknown_id is not None
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """The start, end, pad and comma tokens that chunking needs."""
+        token_id = self._tokenizer.token_to_id
+        start, end = token_id("<|startoftext|>"), token_id("<|endoftext|>")
+        if start is None or end is None:
+            raise ModelError("The model's tokenizer has no CLIP start and end tokens, so it "
+                             "cannot read prompts.")
+        return SpecialTokens(start, end, self._pad_id, token_id(",</w>"))
+
+    def piece_ids(self, text: str) -> list[int]:
+        """The ids of a piece of a prompt, without start or end tokens and never cut short."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def __call__(self, prompt: str) -> TokenizedPrompt:
         encoding = self._tokenizer.encode(prompt)

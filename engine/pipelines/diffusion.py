@@ -17,11 +17,14 @@ import numpy as np
 from engine.errors import BadRequest, ModelError
 from engine.images import to_pixels
 from engine.model import Model
+from engine.prompt_chunks import make_chunks
+from engine.prompt_emphasis import apply_emphasis, check_emphasis
+from engine.prompt_syntax import ParsedPrompt, parse_prompt
 from engine.request import Progress, ProgressCallback
 from engine.runtime import CancelToken, Session
 from engine.schedulers import make_scheduler
 from engine.schedulers.base import Scheduler
-from engine.tokenizer import truncation_warning
+from engine.tokenizer import PromptTokenizer, truncation_warning
 
 StepReport = Callable[[int, np.ndarray], None]
 # After a step, given (step from 1, latents), the latents to go on with (masked blending).
@@ -91,6 +94,7 @@ class DiffusionPipeline:
             raise BadRequest(f"The seed must be between 0 and {MAX_SEED - count}.")
         self.make_scheduler(scheduler)  # an unknown name is refused before any work
         self.check_words(prompt, prompt_may_be_empty)
+        self.check_prompt_syntax(prompt, "prompt")
         return Settings(steps, float(guidance), scheduler)
 
     def check_words(self, prompt: str, allow_empty: bool = True) -> None:
@@ -114,6 +118,13 @@ class DiffusionPipeline:
             return
         raise BadRequest(f"The model '{self.model.name}' {what}; it knows only these words: "
                          f"{', '.join(tokenizer.known_words)}.")
+
+    def check_prompt_syntax(self, text: str, label: str) -> ParsedPrompt | None:
+        """A CLIP model reads weights and BREAK (``engine.prompt_syntax``), so bad brackets or
+        weights are refused before any work; a word list (the starter) reads plain words."""
+        if self.model.tokenizer.is_word_list:
+            return None
+        return parse_prompt(text, label)
 
     def check_latent_shape(self, latents: np.ndarray | None, count: int, width: int,
                            height: int, label: str) -> None:
@@ -145,37 +156,102 @@ class DiffusionPipeline:
     # --- the prompt ---------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str, negative_prompt: str, use_guidance: bool,
-                      cancel: CancelToken) -> tuple[PromptEmbeddings, list[str]]:
-        """Text embeddings, [negative, positive] stacked when guidance is on."""
+                      cancel: CancelToken, emphasis: str = "original",
+                      ) -> tuple[PromptEmbeddings, list[str]]:
+        """Text embeddings, [negative, positive] stacked when guidance is on.
+
+        A prompt and negative prompt of different lengths are made the same number of chunks
+        by adding chunks of the empty prompt to the shorter (A1111's "pad prompt/negative
+        prompt" option: the UNet then runs both in one batch).
+        """
+        check_emphasis(emphasis)
         warnings: list[str] = []
         texts = {"prompt": prompt}
         if use_guidance:
             texts = {"negative prompt": negative_prompt, **texts}
+        for label, text in texts.items():  # both refused before either is encoded
+            self.check_prompt_syntax(text, label)
         zero_negative = use_guidance and not negative_prompt and (
             self.description.force_zeros_for_empty_prompt)
         encoded = {}
         for label, text in texts.items():
             if label == "negative prompt" and zero_negative:
                 continue  # SDXL was trained with zeros for "no negative prompt"
-            encoded[label] = self.encode_text(text, label, warnings, cancel)
+            encoded[label] = self.encode_text(text, label, warnings, cancel, emphasis)
         if zero_negative:
+            # Zeros of any length attend to nothing, so they match A1111's one zero chunk.
             hidden, pooled = encoded["prompt"]
             zeros = None if pooled is None else np.zeros_like(pooled)
             encoded = {"negative prompt": (np.zeros_like(hidden), zeros), **encoded}
-        hidden_states = np.concatenate([hidden for hidden, _ in encoded.values()])
+        hidden_states = self.same_length([hidden for hidden, _ in encoded.values()], cancel)
+        hidden_states = np.concatenate(hidden_states)
         text_embeds = None
         if self.description.text_encoders == 2:
             text_embeds = np.concatenate([pooled for _, pooled in encoded.values()])
             text_embeds = text_embeds.astype(np.float32)
         return PromptEmbeddings(hidden_states.astype(np.float32), text_embeds), warnings
 
+    def same_length(self, hidden_states: list[np.ndarray],
+                    cancel: CancelToken) -> list[np.ndarray]:
+        """Hidden states (1, tokens, features) of several texts, the shorter ones lengthened
+        with chunks of the empty prompt, so they stack into one UNet batch."""
+        longest = max(hidden.shape[1] for hidden in hidden_states)
+        if all(hidden.shape[1] == longest for hidden in hidden_states):
+            return hidden_states
+        empty = self.encode_text("", "empty prompt", [], cancel)[0]
+        return [np.concatenate([hidden] + [empty] * ((longest - hidden.shape[1])
+                                                     // empty.shape[1]), axis=1)
+                for hidden in hidden_states]
+
     def encode_text(self, text: str, label: str, warnings: list[str],
-                    cancel: CancelToken) -> tuple[np.ndarray, np.ndarray | None]:
+                    cancel: CancelToken, emphasis: str = "original",
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(hidden states, pooled projection or None) of one text, through every encoder.
 
+        A CLIP model reads the text in 77-token chunks, weighted (``engine.prompt_syntax``,
+        ``engine.prompt_chunks``, ``engine.prompt_emphasis``), as AUTOMATIC1111's web UI does.
         With two encoders (SDXL) their hidden states are joined along the features, and the
-        second one's projected pooled output is the pooled embedding, as in diffusers.
+        second one's projected pooled output of the first chunk is the pooled embedding.
         """
+        parsed = self.check_prompt_syntax(text, label)
+        if parsed is None:
+            return self._encode_words(text, label, warnings, cancel)
+        if parsed.unclosed:
+            warnings.append(f"The {label} leaves '{parsed.unclosed}' open, so "
+                            f"{'it weighs' if len(parsed.unclosed) == 1 else 'they weigh'} "
+                            f"everything after to the end.")
+        hidden = self._encode_chunks(self.model.text_encoder, self.model.tokenizer, parsed,
+                                     emphasis, [], cancel)[0]
+        if self.description.text_encoders == 1:
+            return hidden, None
+        # The same words again: the second tokenizer pads with its own token.
+        hidden_2, pooled = self._encode_chunks(self.model.text_encoder_2,
+                                               self.model.tokenizer_2, parsed, emphasis,
+                                               ["text_embeds"], cancel)
+        return np.concatenate([hidden, hidden_2], axis=-1), pooled
+
+    def _encode_chunks(self, encoder: Session, tokenizer: PromptTokenizer,
+                       parsed: ParsedPrompt, emphasis: str, extra_outputs: list[str],
+                       cancel: CancelToken) -> list[np.ndarray]:
+        """The weighted hidden states of every chunk joined along the tokens (1, 77 × n,
+        features), then ``extra_outputs`` of the first chunk."""
+        sections = [[(tokenizer.piece_ids(piece), weight) for piece, weight in section]
+                    for section in parsed.sections]
+        chunks = make_chunks(sections, tokenizer.special_tokens,
+                             self.description.text_max_length - 2)
+        states, first_extras = [], []
+        for index, chunk in enumerate(chunks):  # one run each: imported encoders may take
+            hidden, *extras = self._hidden_state(  # one text at a time
+                encoder, np.array([chunk.ids]), extra_outputs, cancel)
+            states.append(apply_emphasis(hidden[0], np.array(chunk.weights), emphasis))
+            if index == 0:
+                first_extras = extras
+        return [np.concatenate(states)[np.newaxis], *first_extras]
+
+    def _encode_words(self, text: str, label: str, warnings: list[str],
+                      cancel: CancelToken) -> tuple[np.ndarray, np.ndarray | None]:
+        """A word-list model's (the starter's) one 77-token input: cut at its length, with
+        a warning that says what was left out, and unknown words named."""
         tokens = self.model.tokenizer(text)
         if tokens.truncated_text:
             warnings.append(truncation_warning(tokens.truncated_text, label,
@@ -186,7 +262,6 @@ class DiffusionPipeline:
         hidden = self._hidden_state(self.model.text_encoder, tokens.ids, [], cancel)[0]
         if self.description.text_encoders == 1:
             return hidden, None
-        # The same words, tokenized again: the second tokenizer pads with its own token.
         ids_2 = self.model.tokenizer_2(text).ids
         hidden_2, pooled = self._hidden_state(self.model.text_encoder_2, ids_2, ["text_embeds"],
                                               cancel)
