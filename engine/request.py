@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.images import PictureInput, preview_pixels
+from engine.noise import NUMPY, NUMPY_STORED_NAME, generator_name
 from engine.prompt_emphasis import check_emphasis
 from engine.runtime import DeviceReport
 
-# Named in every image's metadata, so a later generator can live beside this one.
-GENERATOR = "numpy-pcg64-standard-normal-float32"
+# numpy's generator as every image's metadata names it (engine.noise has the others).
+GENERATOR = NUMPY_STORED_NAME
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,9 +36,13 @@ class TextToImageRequest:
     # How (words:1.3) weights act on CLIP models: "original" (A1111's default: weighted, then
     # rescaled to the unweighted mean) or "none" (A1111's "No norm": weighted only).
     emphasis: str = "original"
+    # Where the random numbers come from: "numpy" (Easel's own), "torch-cpu" or "torch-cuda"
+    # (torch.randn's on the CPU or an NVIDIA GPU, to remake seeds from torch-based tools).
+    generator: str = NUMPY
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
+        generator_name(self.generator)
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +68,10 @@ class ImageToImageRequest:
     # to the model's pixel multiple; it replaces the generator's first draw for each image, as
     # ``TextToImageRequest.latents`` does.
     noise: np.ndarray | None = None
+    generator: str = NUMPY  # as TextToImageRequest.generator
+
+    def __post_init__(self) -> None:
+        generator_name(self.generator)
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +98,10 @@ class InpaintRequest:
     seed: int = 0
     count: int = 1
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise
+    generator: str = NUMPY  # as TextToImageRequest.generator
+
+    def __post_init__(self) -> None:
+        generator_name(self.generator)
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +123,10 @@ class OutpaintRequest:
     seed: int = 0
     count: int = 1
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise, for the larger canvas
+    generator: str = NUMPY  # as TextToImageRequest.generator
+
+    def __post_init__(self) -> None:
+        generator_name(self.generator)
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +150,10 @@ class InstructPix2PixRequest:
     count: int = 1
     # Explicit starting noise, as ``ImageToImageRequest.noise``.
     noise: np.ndarray | None = None
+    generator: str = NUMPY  # as TextToImageRequest.generator
+
+    def __post_init__(self) -> None:
+        generator_name(self.generator)
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +203,10 @@ class RegionsRequest:
     seed: int = 0
     count: int = 1
     latents: np.ndarray | None = None  # as TextToImageRequest.latents
+    generator: str = NUMPY  # as TextToImageRequest.generator
+
+    def __post_init__(self) -> None:
+        generator_name(self.generator)
 
 
 @dataclass(frozen=True)
@@ -199,7 +224,7 @@ class GenerationParameters:
     model_name: str
     model_hash: str
     model_family: str
-    generator: str = GENERATOR
+    generator: str = GENERATOR  # as engine.noise.stored_name names it
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).

@@ -5,10 +5,10 @@ The picture's latents are noised to the level that ``strength`` says and denoise
 there: check inputs, encode the prompt, preprocess the picture, set the timesteps (the first
 1 - strength of them are skipped), prepare the latents, denoise, decode.
 
-Each image i draws from default_rng(seed + i), in this order (design.md, Seeds): the starting
-noise (the same first draw as text to image), the VAE encoder's sample, then the per-step
-noise of ancestral samplers. The VAE encoder runs once per request, whatever the count;
-only its sampling is per image.
+Each image i draws from its own generator fed seed + i (``engine.noise``), in this order
+(design.md, Seeds): the starting noise (the same first draw as text to image), the VAE
+encoder's sample, then the per-step noise of ancestral samplers. The VAE encoder runs once
+per request, whatever the count; only its sampling is per image.
 
 Any picture size works: the picture is grown to the model's pixel multiple by repeating its
 edge, and the result is cropped back, so it has the picture's size and nothing is resampled,
@@ -26,6 +26,7 @@ import numpy as np
 from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
 from engine.model import Model
+from engine.noise import NoiseGenerator, make_generator, stored_name
 from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
 from engine.pipelines.native_size import (
     drawing_notes,
@@ -77,7 +78,7 @@ class SourceLatents:
         self.shape = (1, self.description.latent_channels,
                       sample.shape[2] // factor, sample.shape[3] // factor)
 
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, rng: NoiseGenerator) -> np.ndarray:
         """The latents the UNet works in, shifted and scaled as the description says."""
         latents = latents_from_encoder_output(self.output_name, self.output, rng)
         latents = latents - np.float32(self.description.latent_shift_factor)
@@ -110,7 +111,7 @@ class ImageToImagePipeline(DiffusionPipeline):
         images = []
         for index in range(request.count):
             seed = parameters.seed + index
-            rng = np.random.default_rng(seed)
+            rng = make_generator(request.generator, seed)
             # 4. Set the timesteps: a strength of s runs the last s of them.
             scheduler, begin = self.get_timesteps(parameters.scheduler, parameters.steps,
                                                   parameters.strength)
@@ -161,7 +162,7 @@ class ImageToImagePipeline(DiffusionPipeline):
             width=width, height=height, steps=steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
-            operation=operation, strength=strength)
+            operation=operation, strength=strength, generator=stored_name(request.generator))
         if at_native_size:
             parameters = record_drawing(parameters, self.description)
             picture = shrink(picture, *drawn_size(parameters))
@@ -218,7 +219,7 @@ class ImageToImagePipeline(DiffusionPipeline):
         return scheduler, begin
 
     @staticmethod
-    def prepare_noise(rng: np.random.Generator, shape: tuple[int, ...],
+    def prepare_noise(rng: NoiseGenerator, shape: tuple[int, ...],
                       given: np.ndarray | None, index: int) -> np.ndarray:
         """The generator's first draw, or the caller's noise in its place (the generator still
         advances, so the later draws stay those of the seed)."""

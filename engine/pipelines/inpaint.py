@@ -20,9 +20,9 @@ image to image redraws it (``engine.pipelines.native_size``): the picture and th
 shrunk to the size text to image would draw at, repainted there, and the result enlarged and
 composited over the full-size picture through the full-size mask.
 
-Each image i draws from default_rng(seed + i), in this order: the starting noise, the
-picture's VAE sample (blending, or a strength below 1), the masked picture's VAE sample
-(inpainting models), then the per-step noise of ancestral samplers.
+Each image i draws from its own generator fed seed + i (``engine.noise``), in this order:
+the starting noise, the picture's VAE sample (blending, or a strength below 1), the masked
+picture's VAE sample (inpainting models), then the per-step noise of ancestral samplers.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from engine.images import (
     picture_pixels,
     to_sample,
 )
+from engine.noise import make_generator
 from engine.pipelines.diffusion import MAX_SIDE, AfterStep
 from engine.pipelines.image_to_image import EditSettings, ImageToImagePipeline, SourceLatents
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, shrink_mask
@@ -108,7 +109,7 @@ class InpaintPipeline(ImageToImagePipeline):
         images = []
         for index in range(request.count):
             seed = parameters.seed + index
-            rng = np.random.default_rng(seed)
+            rng = make_generator(request.generator, seed)
             # 4. Set the timesteps: a strength of s runs the last s of them.
             scheduler, begin = self.get_timesteps(parameters.scheduler, parameters.steps,
                                                   parameters.strength)

@@ -11,9 +11,9 @@ picture) and (negative prompt, no picture: zeros), combined as
 
 The steps: check inputs, encode the prompt, preprocess the picture, set the timesteps,
 prepare the picture's latents, prepare the latents, denoise, decode. Each image i draws from
-default_rng(seed + i): the starting noise first (as text to image), then the per-step noise
-of ancestral samplers. Any picture size works, grown to the model's multiple by repeating its
-edge and cropped back, as in image to image.
+its own generator fed seed + i (``engine.noise``): the starting noise first (as text to
+image), then the per-step noise of ancestral samplers. Any picture size works, grown to the
+model's multiple by repeating its edge and cropped back, as in image to image.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
+from engine.noise import make_generator, stored_name
 from engine.pipelines.diffusion import MAX_SIDE, CombinePrediction, PromptEmbeddings
 from engine.pipelines.image_to_image import ImageToImagePipeline, _round_up
 from engine.request import (
@@ -78,7 +79,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
         images = []
         for index in range(request.count):
             seed = parameters.seed + index
-            rng = np.random.default_rng(seed)
+            rng = make_generator(request.generator, seed)
             # 4. Set the timesteps: the whole schedule, from pure noise.
             scheduler = self.make_scheduler(parameters.scheduler)
             scheduler.set_timesteps(parameters.steps)
@@ -126,7 +127,8 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
-            operation="instruct_pix2pix", image_guidance=float(image_guidance))
+            operation="instruct_pix2pix", image_guidance=float(image_guidance),
+            generator=stored_name(request.generator))
         return InstructSettings(parameters, picture, multiple)
 
     def uses_image_guidance(self, parameters: GenerationParameters) -> bool:

@@ -73,4 +73,4 @@ class OutpaintPipeline:
             negative_prompt=request.negative_prompt, strength=request.strength,
             feather=request.feather, steps=request.steps, guidance=request.guidance,
             scheduler=request.scheduler, seed=request.seed, count=request.count,
-            noise=request.noise)
+            noise=request.noise, generator=request.generator)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine.errors import BadRequest
+from engine.noise import make_generator
 from engine.pipelines.diffusion import CombinePrediction, PromptEmbeddings
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge
 from engine.pipelines.text_to_image import TextToImagePipeline
@@ -81,7 +82,7 @@ class RegionsPipeline(TextToImagePipeline):
         images = []
         for index in range(request.count):
             seed = parameters.seed + index
-            rng = np.random.default_rng(seed)
+            rng = make_generator(request.generator, seed)
             scheduler = self.make_scheduler(parameters.scheduler)
             scheduler.set_timesteps(parameters.steps)
 

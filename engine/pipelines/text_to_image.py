@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from engine.errors import BadRequest
+from engine.noise import NoiseGenerator, make_generator, stored_name
 from engine.pipelines.diffusion import (
     MAX_COUNT,
     MAX_SEED,
@@ -67,7 +68,7 @@ class TextToImagePipeline(DiffusionPipeline):
         images = []
         for index in range(request.count):
             seed = parameters.seed + index
-            rng = np.random.default_rng(seed)
+            rng = make_generator(request.generator, seed)
             scheduler = self.make_scheduler(parameters.scheduler)
             scheduler.set_timesteps(parameters.steps)
 
@@ -104,12 +105,13 @@ class TextToImagePipeline(DiffusionPipeline):
             prompt=request.prompt, negative_prompt=request.negative_prompt or "",
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
-            model_hash=self.model.hash, model_family=description.family), description)
+            model_hash=self.model.hash, model_family=description.family,
+            generator=stored_name(request.generator)), description)
         self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
                                 "initial latents")
         return parameters
 
-    def prepare_latents(self, rng: np.random.Generator, parameters: GenerationParameters,
+    def prepare_latents(self, rng: NoiseGenerator, parameters: GenerationParameters,
                         request: TextToImageRequest, index: int) -> np.ndarray:
         factor = self.description.vae_scale_factor
         width, height = drawn_size(parameters)
