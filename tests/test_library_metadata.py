@@ -10,7 +10,13 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from desktop.library import Library
-from desktop.library.metadata import from_a1111, from_comfyui, from_invokeai, read_info
+from desktop.library.metadata import (
+    a1111_generator,
+    from_a1111,
+    from_comfyui,
+    from_invokeai,
+    read_info,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +66,17 @@ def test_a1111_parameters():
     assert (bare.prompt, bare.negative_prompt, bare.seed) == ("just a prompt, no settings", "",
                                                               None)
 
+
+
+def test_a1111_rng_names_the_generator_that_remakes_its_seed():
+    line = "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x512"
+    # No RNG written is A1111's default, GPU: torch.randn on an NVIDIA GPU, as NV reproduces.
+    assert a1111_generator(from_a1111(line).parameters["settings"]) == "torch-cuda"
+    for rng, generator in (("CPU", "torch-cpu"), ("NV", "torch-cuda"), ("GPU", "torch-cuda")):
+        settings = from_a1111(f"{line}, RNG: {rng}, Version: v1.10.1").parameters["settings"]
+        assert settings["RNG"] == rng
+        assert a1111_generator(settings) == generator
+    assert a1111_generator({"RNG": "Quantum"}) is None
 
 def test_comfyui_prompt_graph():
     info = from_comfyui(json.dumps(COMFY_GRAPH))

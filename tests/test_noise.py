@@ -7,15 +7,22 @@ GPU runs these tests, so torch.randn(device="cuda") itself is not compared here.
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image, PngImagePlugin
 
+from desktop.app.parameters import Form, form_from_image, request_from
+from desktop.cli import main
+from desktop.image_files import read_parameters, save_png
+from desktop.library.metadata import read_info
 from engine.errors import BadRequest
 from engine.model import load_model
 from engine.noise import (
     NUMPY_STORED_NAME,
+    a1111_rng_name,
     generator_name,
     make_generator,
     stored_name,
@@ -23,7 +30,12 @@ from engine.noise import (
 from engine.pipelines import image_to_image, text_to_image
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
-from engine.request import GENERATOR, ImageToImageRequest, TextToImageRequest
+from engine.request import (
+    GENERATOR,
+    GenerationParameters,
+    ImageToImageRequest,
+    TextToImageRequest,
+)
 
 SEEDS = [0, 1, 7, 42, 1234, 2**31 - 1, 2**32 - 1, 2**32 + 5, 987654321, 2**62 + 3]
 # Sizes below 16 (one at a time), exactly 16, multiples of 16, odd tails, latents.
@@ -194,3 +206,70 @@ def test_image_to_image_draws_the_noise_then_the_vae_sample_then_steps(model, mo
     for drawn in seen:
         assert np.array_equal(drawn, reference.standard_normal(drawn.shape))
     assert result.images[0].parameters.generator == "torch-cuda"
+
+
+# --- pictures remember it, and Reuse parameters and the command line pass it on ----------
+
+
+def test_a1111s_rng_setting_is_the_generators():
+    assert a1111_rng_name("torch-cpu") == "CPU"
+    assert a1111_rng_name("torch-cuda") == "NV"  # NV: the GPU's values on any machine
+    assert a1111_rng_name("numpy") is None and a1111_rng_name(NUMPY_STORED_NAME) is None
+
+
+def parameters_with(generator: str) -> GenerationParameters:
+    return GenerationParameters(
+        prompt="a dog", negative_prompt="", width=64, height=48, steps=3, guidance=7.0,
+        scheduler="euler_ancestral", seed=9, model_name="tiny", model_hash="abc",
+        model_family="sd1", generator=generator)
+
+
+def reused(path) -> Form:
+    with Image.open(path) as image:
+        info = read_info(dict(image.text), image.size)
+    return form_from_image(Form(), info.prompt, info.negative_prompt, info.model, info.seed,
+                           info.width, info.height, info.parameters)
+
+
+@pytest.mark.parametrize(("stored", "generator"), [("torch-cpu", "torch-cpu"),
+                                                   ("torch-cuda", "torch-cuda"),
+                                                   (NUMPY_STORED_NAME, "numpy")])
+def test_reuse_parameters_makes_the_request_with_the_pictures_generator(tmp_path, stored,
+                                                                        generator):
+    path = save_png(np.zeros((48, 64, 3), np.uint8), tmp_path / "made.png",
+                    parameters_with(stored))
+    assert read_parameters(path).generator == stored
+    form = reused(path)
+    assert form.generator == generator
+    assert request_from(form).generator == generator
+    assert request_from(replace(form, hires_scale=2.0)).base.generator == generator
+
+
+@pytest.mark.parametrize(("settings", "generator"), [("", "torch-cuda"),
+                                                     (", RNG: CPU", "torch-cpu"),
+                                                     (", RNG: NV", "torch-cuda")])
+def test_reusing_an_a1111_picture_picks_its_rng(tmp_path, settings, generator):
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, "
+                                f"Size: 64x48, Model: cats{settings}")
+    Image.new("RGB", (64, 48)).save(tmp_path / "a1111.png", pnginfo=text)
+    form = reused(tmp_path / "a1111.png")
+    assert (form.seed, form.generator) == (5, generator)
+    assert request_from(form).generator == generator
+
+
+def test_easel_generate_and_edits_take_rng(tiny_sd1_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    assert main(["models", "import", str(tiny_sd1_onnx), "--name", "tiny"]) == 0
+    common = ["--model", "tiny", "--steps", "2", "--seed", "4"]
+    assert main(["generate", "a dog", "--width", "64", "--height", "48", *common,
+                 "--rng", "torch-cpu", "-o", str(tmp_path / "cpu.png")]) == 0
+    assert main(["generate", "a dog", "--width", "64", "--height", "48", *common,
+                 "-o", str(tmp_path / "numpy.png")]) == 0
+    assert main(["variations", str(tmp_path / "cpu.png"), *common, "--count", "1",
+                 "--rng", "torch-cuda", "-o", str(tmp_path / "cuda.png")]) == 0
+    stored = {name: read_parameters(tmp_path / f"{name}.png").generator
+              for name in ("cpu", "numpy", "cuda")}
+    assert stored == {"cpu": "torch-cpu", "numpy": NUMPY_STORED_NAME, "cuda": "torch-cuda"}
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["generate", "a dog", "--rng", "mt19937"])

@@ -11,8 +11,11 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
+from desktop.library.metadata import a1111_generator
 from desktop.model_store import InstalledModel
 from engine.description import ModelDescription
+from engine.errors import BadRequest
+from engine.noise import NUMPY, generator_name
 from engine.pipelines.hires_fix import enlarged_size
 from engine.pipelines.text_to_image import MAX_SEED
 from engine.request import HiresFixRequest, InstructPix2PixRequest, TextToImageRequest
@@ -79,6 +82,9 @@ class Form:
     # this many times and redraws it by hires_strength (the engine's defaults).
     hires_scale: float = 1.0
     hires_strength: float = HiresFixRequest.strength
+    # Where the seed's random numbers come from (engine.noise): numpy, or torch's when a
+    # picture from a torch-based tool is made again.
+    generator: str = NUMPY
 
 
 def choice_of(model: InstalledModel) -> ModelChoice:
@@ -133,7 +139,8 @@ def request_from(form: Form) -> TextToImageRequest | HiresFixRequest:
     request = TextToImageRequest(
         prompt=form.prompt, negative_prompt=form.negative_prompt, width=form.width,
         height=form.height, steps=form.steps, guidance=form.guidance,
-        scheduler=form.scheduler, seed=batch_seed(form), count=form.count)
+        scheduler=form.scheduler, seed=batch_seed(form), count=form.count,
+        generator=form.generator)
     if form.hires_scale > 1:
         return HiresFixRequest(request, form.hires_scale, form.hires_strength)
     return request
@@ -185,7 +192,21 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
         scheduler=scheduler if isinstance(scheduler, str) else form.scheduler,
         strength=form.strength if strength is None else min(max(strength, 0.05), 1.0),
         image_guidance=form.image_guidance if image_guidance is None else image_guidance,
-        hires_scale=hires_scale, hires_strength=hires_strength)
+        hires_scale=hires_scale, hires_strength=hires_strength,
+        generator=image_generator(parameters) or form.generator)
+
+
+def image_generator(parameters: dict[str, Any]) -> str | None:
+    """The generator a picture's seed was drawn with, when the picture says: Easel's own
+    record, or an AUTOMATIC1111 picture's RNG setting (none written means its GPU source)."""
+    if parameters.get("tool") == "a1111":
+        settings = parameters.get("settings")
+        return a1111_generator(settings) if isinstance(settings, dict) else None
+    stored = parameters.get("generator")
+    try:
+        return generator_name(stored) if isinstance(stored, str) else None
+    except BadRequest:  # a generator from a later Easel: the form keeps its own
+        return None
 
 
 def _number(value: Any, kind: type) -> Any:

@@ -22,6 +22,7 @@ from desktop.library.images import load_pixels, open_image
 from desktop.library.metadata import from_easel
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
+from engine.noise import GENERATOR_NAMES, NUMPY
 from engine.request import GenerationResult, Progress
 from engine.runtime import CancelToken, DeviceReport, RuntimeOptions
 from engine.size_rule import RULE, RULE_SENTENCE
@@ -46,6 +47,15 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
              "env EASEL_PROVIDERS)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for inference (default: all cores)")
+
+
+def add_rng_argument(parser: argparse.ArgumentParser) -> None:
+    """``--rng``: the generator each picture's seed is fed to (``engine.noise``)."""
+    parser.add_argument(
+        "--rng", choices=GENERATOR_NAMES, default=NUMPY,
+        help="where the random numbers come from: numpy (Easel's own, the default), or "
+             "torch-cpu / torch-cuda (torch.randn on the CPU / an NVIDIA GPU, to remake seeds "
+             "from AUTOMATIC1111: its RNG 'CPU', or its default 'GPU' and 'NV')")
 
 
 def runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:

@@ -19,6 +19,7 @@ from desktop.cli.common import (
     OUTPAINT_DESCRIPTION,
     WIDTH_HELP,
     SourcePicture,
+    add_rng_argument,
     add_runtime_arguments,
     model_store,
     open_library,
@@ -138,6 +139,7 @@ def _common(parser: argparse.ArgumentParser, count: int = 1) -> None:
     parser.add_argument("--count", type=int, default=count, help=f"pictures (default {count})")
     parser.add_argument("--output", "-o", type=Path,
                         help="also write a copy to this .png file name or folder")
+    add_rng_argument(parser)
     add_runtime_arguments(parser)
 
 
@@ -202,7 +204,7 @@ def _parse_region(text: str) -> Region:
 def _settings(arguments: argparse.Namespace, seed: int) -> dict:
     return {"negative_prompt": arguments.negative_prompt, "steps": arguments.steps,
             "guidance": arguments.guidance, "scheduler": arguments.scheduler, "seed": seed,
-            "count": arguments.count}
+            "count": arguments.count, "generator": arguments.rng}
 
 
 def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> int:

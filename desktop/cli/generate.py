@@ -10,6 +10,7 @@ from pathlib import Path
 from desktop.cli.common import (
     HEIGHT_HELP,
     WIDTH_HELP,
+    add_rng_argument,
     add_runtime_arguments,
     model_store,
     open_library,
@@ -63,6 +64,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--output", "-o", type=Path,
                           help="also write a copy to this .png file name or folder (every "
                                "image is saved in the library either way)")
+    add_rng_argument(generate)
     add_runtime_arguments(generate)
     generate.set_defaults(run=_generate)
 
@@ -76,7 +78,7 @@ def _generate(arguments: argparse.Namespace) -> int:
         prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,
         width=arguments.width, height=arguments.height, steps=arguments.steps,
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
-        count=arguments.count, emphasis=arguments.emphasis)
+        count=arguments.count, emphasis=arguments.emphasis, generator=arguments.rng)
     pipeline = TextToImagePipeline(model)
     if arguments.hires_scale is not None:
         request, pipeline = _hires_fix(arguments, request, model)

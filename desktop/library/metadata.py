@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from engine.noise import TORCH_CPU, TORCH_CUDA
+
 _INT64 = 2**63
 
 
@@ -112,6 +114,17 @@ def from_a1111(text: str) -> ImageInfo | None:
         width=int(size.group(1)) if size else None, height=int(size.group(2)) if size else None,
         operation=operation,
         parameters={"tool": "a1111", "parameters": text, "settings": settings})
+
+
+# AUTOMATIC1111's "RNG" setting (its random number source) and the generator that remakes its
+# noise: "GPU" is torch.randn on the GPU, which "NV" reproduces anywhere, "CPU" on the CPU.
+_A1111_GENERATORS = {"GPU": TORCH_CUDA, "NV": TORCH_CUDA, "CPU": TORCH_CPU}
+
+
+def a1111_generator(settings: dict[str, str]) -> str | None:
+    """The generator (``engine.noise``) that remakes an A1111 picture's seed, from its settings
+    line; A1111 writes no "RNG" for its default, GPU. None for a source Easel does not have."""
+    return _A1111_GENERATORS.get(settings.get("RNG", "GPU").strip())
 
 
 def _a1111_operation(settings: dict[str, str]) -> str:

@@ -38,6 +38,9 @@ TORCH_CUDA = "torch-cuda"
 GENERATOR_NAMES = (NUMPY, TORCH_CPU, TORCH_CUDA)
 # How pictures name numpy's generator, since before there was a choice.
 NUMPY_STORED_NAME = "numpy-pcg64-standard-normal-float32"
+# AUTOMATIC1111's "RNG" setting for the generators it has: "NV" rather than its default
+# "GPU" for torch-cuda, since NV gives these very values on any machine, NVIDIA or not.
+_A1111_RNG = {TORCH_CPU: "CPU", TORCH_CUDA: "NV"}
 
 
 class NoiseGenerator(Protocol):
@@ -62,6 +65,12 @@ def stored_name(name: str) -> str:
     name of a torch generator."""
     name = generator_name(name)
     return NUMPY_STORED_NAME if name == NUMPY else name
+
+
+def a1111_rng_name(name: str) -> str | None:
+    """The "RNG" setting that makes A1111 draw a generator's noise, None for numpy (which A1111
+    cannot draw)."""
+    return _A1111_RNG.get(generator_name(name))
 
 
 def make_generator(name: str, seed: int) -> NoiseGenerator:
