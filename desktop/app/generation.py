@@ -203,10 +203,11 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
                    device)
 
 
-def import_model(store: ModelStore, source: Path, context: Context) -> InstalledModel:
+def import_model(store: ModelStore, source: Path, context: Context,
+                 name: str | None = None) -> InstalledModel:
     """The same import as ``easel models import``, stopping when the job is cancelled."""
 
     def progress(stage: str, done: int, total: int) -> None:
         context.report(done, max(total, 1), stage=stage)
 
-    return store.import_model(source, None, progress, lambda: context.cancel.cancelled)
+    return store.import_model(source, name, progress, lambda: context.cancel.cancelled)

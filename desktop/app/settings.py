@@ -41,6 +41,9 @@ class Settings:
     # Whether Models › Get models… keeps the downloaded source after a successful import;
     # Easel uses its own ONNX copy, so by default the download is deleted.
     keep_downloads: bool = False
+    # Other apps' model folders (ComfyUI, AUTOMATIC1111, InvokeAI): the model picker offers
+    # what they hold and imports a model when it is chosen, reading the file in place.
+    model_folders: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
 
     def validated(self) -> Settings:
@@ -58,6 +61,8 @@ class Settings:
                 raise ValueError(f"bad {name}")
         if not isinstance(self.upscaler, str):
             raise ValueError("bad upscaler")
+        if not all(isinstance(folder, str) and folder for folder in self.model_folders):
+            raise ValueError("bad model_folders")
         return self
 
 
@@ -119,6 +124,10 @@ def _parse(text: str) -> Settings:
         if not isinstance(values["providers"], list):
             raise ValueError("providers is not a list")
         values["providers"] = tuple(values["providers"])
+    if "model_folders" in values:
+        if not isinstance(values["model_folders"], list):
+            raise ValueError("model_folders is not a list")
+        values["model_folders"] = tuple(values["model_folders"])
     for name in ("data_folder", "window_geometry", "theme"):
         value = values.get(name)
         if value is not None and not isinstance(value, str):
@@ -134,6 +143,7 @@ def save(settings: Settings, path: Path) -> None:
     data = {"schema": SCHEMA_VERSION, **settings.extra}
     data.update({key: value for key, value in asdict(settings).items() if key != "extra"})
     data["providers"] = list(settings.providers)
+    data["model_folders"] = list(settings.model_folders)
     descriptor, temporary = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:

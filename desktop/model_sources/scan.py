@@ -23,7 +23,7 @@ UNKNOWN = "unknown"
 UNSUPPORTED = "unsupported"  # a Stable Diffusion checkpoint the import would refuse
 IMPORTABLE = (DIFFUSION, UPSCALER)
 _UNSUPPORTED = "unsupported: "
-_MODEL_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+MODEL_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _NOT_YET = {LORA: "a LoRA", CONTROLNET: "a ControlNet", EMBEDDING: "a textual-inversion "
             "embedding", VAE: "a VAE on its own"}
 
@@ -74,7 +74,7 @@ def _candidates(folder: Path) -> Iterator[FoundModel]:
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         for name in sorted(files):
             path = here_path / name
-            if name.startswith(".") or not name.lower().endswith(_MODEL_FILES):
+            if name.startswith(".") or not name.lower().endswith(MODEL_FILES):
                 continue
             if path.is_symlink() and not path.exists():
                 continue  # a dangling link: nothing to import

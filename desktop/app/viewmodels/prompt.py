@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from PySide6.QtCore import QObject, Signal
 
+from desktop.app.model_folders import FolderChoice
 from desktop.app.parameters import (
     Form,
     ModelChoice,
@@ -26,6 +27,7 @@ class PromptViewModel(QObject):
     form_changed = Signal()  # the whole form was replaced (model change, reuse, history)
     models_changed = Signal()
     size_changed = Signal()  # the user chose another picture size (the region tool follows)
+    import_wanted = Signal(object)  # a FolderChoice was picked: import it, then use it
 
     def __init__(self, store: ModelStore, library: Library,
                  parent: QObject | None = None) -> None:
@@ -33,6 +35,9 @@ class PromptViewModel(QObject):
         self._store = store
         self._library = library
         self.models: list[ModelChoice] = []
+        # Models in the user's other model folders, listed after the installed ones.
+        self.folder_models: list[FolderChoice] = []
+        self._wanted: str | None = None  # picked from a folder: chosen once imported
         self.form = Form(seed=new_seed())
         self._walk: list[str] = []  # the history being walked with Up/Down, newest first
         self._walk_at = -1
@@ -50,7 +55,10 @@ class PromptViewModel(QObject):
                 continue  # listed but unreadable: the models view says why
         self.models = choices
         self.models_changed.emit()
-        if self.model() is None and choices:
+        if self._wanted is not None and any(c.name == self._wanted for c in choices):
+            wanted, self._wanted = self._wanted, None
+            self.choose_model(wanted)
+        elif self.model() is None and choices:
             self.choose_model(self._default_model_name())
         elif not choices:
             self.form = replace(self.form, model="")
@@ -65,8 +73,21 @@ class PromptViewModel(QObject):
     def model(self) -> ModelChoice | None:
         return next((choice for choice in self.models if choice.name == self.form.model), None)
 
+    def set_folder_models(self, choices: list[FolderChoice]) -> None:
+        installed = {choice.name for choice in self.models}
+        self.folder_models = [choice for choice in choices if choice.name not in installed]
+        self.models_changed.emit()
+
     def choose_model(self, name: str) -> None:
-        """Switch model and take its defaults (steps, guidance, size, scheduler)."""
+        """Switch model and take its defaults (steps, guidance, size, scheduler). A model
+        from the user's folders is imported first (``import_wanted``) and chosen when it is
+        in; until then the form keeps the model it had."""
+        found = next((choice for choice in self.folder_models if choice.name == name), None)
+        if found is not None and not any(choice.name == name for choice in self.models):
+            self._wanted = name
+            self.import_wanted.emit(found)
+            self.form_changed.emit()  # the picker shows the model still in use
+            return
         choice = next((choice for choice in self.models if choice.name == name), None)
         if choice is None or (choice.name == self.form.model):
             return

@@ -27,6 +27,7 @@ from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
 from desktop.app.viewmodels.mask import MaskModel
+from desktop.app.viewmodels.model_folders import FolderModels
 from desktop.app.viewmodels.models import ModelListModel
 from desktop.app.viewmodels.outpaint import OutpaintModel
 from desktop.app.viewmodels.pictures import PictureActions
@@ -86,6 +87,11 @@ class Studio(QObject):
         self.catalogue.problem.connect(self.problem)
         self.catalogue.message.connect(self.message)
         self.models.modelReset.connect(self.catalogue.refresh_installed)
+        # The user's other model folders, offered in the picker and imported when chosen.
+        self.folders = FolderModels(self.runner, services.store, self)
+        self.folders.serve(self.prompt, self.models, self.import_model)
+        self.folders.problem.connect(self.problem)
+        self.folders.read(services.settings.model_folders)
         self.pictures = PictureActions(services.library, self.gallery, self.runner, self)
         self.pictures.message.connect(self.message)
         self.pictures.problem.connect(self.problem)
@@ -570,8 +576,9 @@ class Studio(QObject):
 
     # Models --------------------------------------------------------------------------------
 
-    def import_model(self, source: Path) -> int:
-        work = functools.partial(generation.import_model, self.services.store, Path(source))
+    def import_model(self, source: Path, name: str | None = None) -> int:
+        work = functools.partial(generation.import_model, self.services.store, Path(source),
+                                 name=name)
         job_id = self.runner.submit(work)
         self.jobs.add(JobRow(job_id, f"Import {Path(source).name}", "import"))
         return job_id
@@ -603,6 +610,8 @@ class Studio(QObject):
                                                 new.models_kept_loaded)
         self.gallery.embed_metadata = new.embed_metadata
         self._prefer_upscaler()
+        if old.model_folders != new.model_folders:
+            self.folders.read(new.model_folders)
         if old.data_folder != new.data_folder:
             self.message.emit("The new data folder is used from the next start.")
 

@@ -208,6 +208,12 @@ class PromptPanel(QWidget):
                                            f"{choice.family} model"
                                            + (", built in" if choice.built_in else ""),
                                            Qt.ItemDataRole.ToolTipRole)
+            if self.vm.folder_models:  # the user's other model folders, imported when picked
+                self.model_box.insertSeparator(self.model_box.count())
+            for found in self.vm.folder_models:
+                self.model_box.addItem(found.label, found.name)
+                self.model_box.setItemData(self.model_box.count() - 1, found.tooltip,
+                                           Qt.ItemDataRole.ToolTipRole)
         self.show_form()
 
     def show_form(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -92,6 +94,22 @@ class SettingsDialog(QDialog):
         self.keep_downloads.setToolTip("Models › Get models… imports a download into Easel's "
                                        "own copy; kept files stay in the data folder's "
                                        "downloads folder")
+        self.model_folders = QListWidget()
+        self.model_folders.addItems(list(settings.model_folders))
+        self.model_folders.setMaximumHeight(80)
+        self.model_folders.setToolTip("Other apps' model folders (ComfyUI, AUTOMATIC1111, "
+                                      "InvokeAI): the model picker offers their checkpoints "
+                                      "and imports one when you choose it; the files are "
+                                      "only read")
+        add_folder = QPushButton("Add…")
+        add_folder.clicked.connect(self._add_model_folder)
+        self.remove_folder = QPushButton("Remove")
+        self.remove_folder.clicked.connect(
+            lambda: self.model_folders.takeItem(self.model_folders.currentRow()))
+        folder_buttons = QHBoxLayout()
+        folder_buttons.addWidget(add_folder)
+        folder_buttons.addWidget(self.remove_folder)
+        folder_buttons.addStretch(1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -106,6 +124,8 @@ class SettingsDialog(QDialog):
         layout.addRow("CPU threads", self.threads)
         layout.addRow("Upscaler", self.upscaler)
         layout.addRow("", self.keep_downloads)
+        layout.addRow("Model folders", self.model_folders)
+        layout.addRow("", folder_buttons)
         layout.addRow(buttons)
 
     def _choose_folder(self) -> None:
@@ -113,10 +133,17 @@ class SettingsDialog(QDialog):
         if folder:
             self.folder.setText(folder)
 
+    def _add_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A folder of models")
+        if folder and not self.model_folders.findItems(folder, Qt.MatchFlag.MatchExactly):
+            self.model_folders.addItem(folder)
+
     def chosen(self) -> Settings:
         return with_changes(
             self._settings, providers=tuple(self.providers.currentData()),
             data_folder=self.folder.text().strip() or None,
             embed_metadata=self.metadata.isChecked(), theme=self.theme.currentData(),
             models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value(),
-            upscaler=self.upscaler.currentData(), keep_downloads=self.keep_downloads.isChecked())
+            upscaler=self.upscaler.currentData(), keep_downloads=self.keep_downloads.isChecked(),
+            model_folders=tuple(self.model_folders.item(row).text()
+                                for row in range(self.model_folders.count())))
