@@ -215,6 +215,7 @@ def test_a1111s_rng_setting_is_the_generators():
     assert a1111_rng_name("torch-cpu") == "CPU"
     assert a1111_rng_name("torch-cuda") == "NV"  # NV: the GPU's values on any machine
     assert a1111_rng_name("numpy") is None and a1111_rng_name(NUMPY_STORED_NAME) is None
+    assert a1111_rng_name("philox-from-a-later-easel") is None
 
 
 def parameters_with(generator: str) -> GenerationParameters:

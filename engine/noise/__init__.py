@@ -68,9 +68,9 @@ def stored_name(name: str) -> str:
 
 
 def a1111_rng_name(name: str) -> str | None:
-    """The "RNG" setting that makes A1111 draw a generator's noise, None for numpy (which A1111
-    cannot draw)."""
-    return _A1111_RNG.get(generator_name(name))
+    """The "RNG" setting that makes A1111 draw a generator's noise (named either way), None
+    for numpy, which A1111 cannot draw, and for a name this Easel does not know."""
+    return _A1111_RNG.get(name)
 
 
 def make_generator(name: str, seed: int) -> NoiseGenerator:
