@@ -18,6 +18,7 @@ from PIL import Image, PngImagePlugin
 from desktop.files import create_temporary, fsync_folder
 from engine import __version__ as engine_version
 from engine.errors import BadRequest
+from engine.noise import a1111_rng_name
 from engine.request import GenerationParameters
 from engine.schedulers import a1111_sampler_name
 
@@ -55,6 +56,10 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
     elif parameters.scale is not None:
         settings += [("Postprocess upscale by", f"{parameters.scale:g}"),
                      ("Postprocess upscaler", parameters.upscaler)]
+    # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
+    rng = a1111_rng_name(parameters.generator)
+    if rng:
+        settings.append(("RNG", rng))
     settings.append(("Version", f"Easel {engine_version}"))
     lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in settings))
     return "\n".join(lines)

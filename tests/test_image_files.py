@@ -53,3 +53,16 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_png(pixels, tmp_path / "out.png", PARAMETERS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_rng_field_names_a_torch_generator_and_reads_back():
+    from dataclasses import replace
+
+    from desktop.app.parameters import image_generator
+    from desktop.library.metadata import from_a1111
+
+    assert "RNG:" not in a1111_parameters(PARAMETERS)  # numpy: A1111 has no such generator
+    for generator in ("torch-cpu", "torch-cuda"):
+        text = a1111_parameters(replace(PARAMETERS, generator=generator))
+        parsed = from_a1111(text).parameters
+        assert image_generator(parsed) == generator, text

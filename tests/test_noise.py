@@ -274,3 +274,24 @@ def test_easel_generate_and_edits_take_rng(tiny_sd1_onnx, tmp_path, monkeypatch)
     assert stored == {"cpu": "torch-cpu", "numpy": NUMPY_STORED_NAME, "cuda": "torch-cuda"}
     with pytest.raises(SystemExit):  # argparse names the choices
         main(["generate", "a dog", "--rng", "mt19937"])
+
+
+def test_the_window_s_editing_actions_use_the_form_s_generator():
+    # After Reuse picks a torch generator, every action draws with it, not only Generate.
+    from dataclasses import replace
+
+    import numpy as np
+
+    from desktop.app import editing, instructing
+    from desktop.app.parameters import Form
+    from desktop.app.viewmodels.regions import RegionsModel, regions_request
+
+    form = replace(Form(seed=5), prompt="a cat", generator="torch-cpu")
+    source = editing.SourcePicture(np.zeros((64, 64, 3), np.uint8), "x.png", None)
+    mask = np.zeros((64, 64), np.uint8)
+    requests = [editing.variations_request(form, source),
+                editing.inpaint_request(form, source, mask),
+                editing.outpaint_request(form, source, editing.Sides(right=64)),
+                instructing.instruct_request(form, source),
+                regions_request(form, RegionsModel())]
+    assert [request.generator for request in requests] == ["torch-cpu"] * len(requests)
