@@ -22,13 +22,16 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.app.instructing import is_instruct_model
+from desktop.app.prompt_weight import step_weight
 from desktop.app.scheduler_names import display_name
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.widgets.icons import icon
 
 
 class PromptBox(QPlainTextEdit):
-    """A multi-line prompt: Ctrl+Enter generates; Up/Down in an empty box walk the history."""
+    """A multi-line prompt: Ctrl+Enter generates; Up/Down in an empty box walk the history;
+    Ctrl+Up / Ctrl+Down weigh the selected words (or the word under the cursor) more or less,
+    as (words:1.1), as AUTOMATIC1111 does."""
 
     submitted = Signal()
     walk = Signal(bool)  # True: older
@@ -47,12 +50,44 @@ class PromptBox(QPlainTextEdit):
                 modifiers & Qt.KeyboardModifier.ControlModifier):
             self.submitted.emit()
             return
+        if key in (Qt.Key.Key_Up, Qt.Key.Key_Down) and (
+                modifiers & Qt.KeyboardModifier.ControlModifier):
+            self.weigh_selection(key == Qt.Key.Key_Up)
+            return
         empty_or_walking = not self.toPlainText() or self.walking
         if self._walks and key in (Qt.Key.Key_Up, Qt.Key.Key_Down) and empty_or_walking:
             self.walk.emit(key == Qt.Key.Key_Up)
             return
         self.walking = False
         super().keyPressEvent(event)
+
+    def weigh_selection(self, up: bool) -> None:
+        """Weigh the selection (or the word under the cursor) one step more or less, as one
+        undoable edit, and keep the words selected so the next press goes on."""
+        text = self.toPlainText()
+        cursor = self.textCursor()
+        start = _python_index(text, cursor.selectionStart())
+        end = _python_index(text, cursor.selectionEnd())
+        edit = step_weight(text, start, end, up)
+        if edit is None:
+            return
+        self.walking = False
+        cursor.beginEditBlock()
+        cursor.select(cursor.SelectionType.Document)
+        cursor.insertText(edit.text)
+        cursor.endEditBlock()
+        cursor.setPosition(_qt_index(edit.text, edit.start))
+        cursor.setPosition(_qt_index(edit.text, edit.end), cursor.MoveMode.KeepAnchor)
+        self.setTextCursor(cursor)
+
+
+def _python_index(text: str, position: int) -> int:
+    """A Qt text position (UTF-16 units) as an index into the Python string."""
+    return len(text.encode("utf-16-le")[:2 * position].decode("utf-16-le", errors="ignore"))
+
+
+def _qt_index(text: str, index: int) -> int:
+    return len(text[:index].encode("utf-16-le")) // 2
 
 
 class PromptPanel(QWidget):
