@@ -10,7 +10,8 @@ not granted, 404 for a revision or a file). The storage part (a second server, s
 origin, as the real storage host is) serves the LFS blobs and plain files with Range support.
 
 Every body byte sent is logged (``served``), so tests can show that nothing was fetched twice.
-Switches inject trouble: ``drop_at`` (close the connection once at that offset), ``corrupt_at``
+``rate`` (bytes per second) paces every answer like a real link. Switches inject trouble:
+``drop_at`` (close the connection once at that offset), ``corrupt_at``
 (flip one byte), ``stall_at`` (stop sending at that offset until ``release()`` or ``abort()``).
 """
 
@@ -62,6 +63,7 @@ class FakeHub:
         self.drop_at: int | None = None
         self.corrupt_at: int | None = None
         self.stall_at: int | None = None
+        self.rate: int | None = None  # bytes per second: a link slower than loopback
         self.stalled = threading.Event()  # set while an answer is held at stall_at
         self._go_on = threading.Event()
         self._abort = threading.Event()
@@ -127,7 +129,7 @@ class FakeHub:
             time.sleep(0.01)
 
     def reset_switches(self) -> None:
-        self.drop_at = self.corrupt_at = self.stall_at = None
+        self.drop_at = self.corrupt_at = self.stall_at = self.rate = None
         self._go_on.clear()
         self._abort.clear()
         self.stalled.clear()
@@ -265,13 +267,18 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with open(content, "rb") as file:
                 file.seek(start)
-                if fake.drop_at is None and fake.corrupt_at is None and fake.stall_at is None:
+                switches = (fake.drop_at, fake.corrupt_at, fake.stall_at, fake.rate)
+                if all(switch is None for switch in switches):
                     try:
                         self.connection.sendfile(file, start, size - start)
                     finally:
                         sent = file.tell()
                     return
+                began = time.monotonic()
                 while sent < size:
+                    if fake.rate:  # pace the answer: no byte before its time on the link
+                        time.sleep(max(0.0, began + (sent - start) / fake.rate
+                                       - time.monotonic()))
                     stall = fake.stall_at is not None and sent >= fake.stall_at
                     if stall and not self._stall():
                         return

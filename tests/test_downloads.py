@@ -276,3 +276,14 @@ def test_too_little_space_is_refused_before_any_request(hub, tmp_path, monkeypat
     assert str(caught.value) == ("There is not enough free space for the download of Tiny SD: "
                                  f"it needs 3.0 MB and {tmp_path} has 1.5 MB free.")
     assert hub.requests == [] and not (tmp_path / "model").exists()
+
+
+def test_a_paced_server_is_as_slow_as_its_link(hub, tmp_path):
+    # The benchmark's "real link" (tests/benchmarks/download_speed.py) must really be paced.
+    data = _bytes(MiB, seed=9)
+    url = hub.add_plain("paced.bin", data)
+    hub.rate = 4 * MiB
+    started = time.monotonic()
+    fetch(url, tmp_path / "paced.bin", expected_sha256=hashlib.sha256(data).hexdigest())
+    assert time.monotonic() - started >= 0.2  # 1 MiB at 4 MiB/s: a quarter of a second
+    assert (tmp_path / "paced.bin").read_bytes() == data

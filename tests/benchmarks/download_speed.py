@@ -5,8 +5,10 @@ Serves a random file (default 500 MiB) from tests/fake_hub.py on 127.0.0.1 (send
 switches set), downloads it with ``curl -s -o``, with curl followed by an fsync of its file (the
 durability fetch gives), and with ``fetch`` (SHA-256 checked, fsync and rename included) in
 turn (fetch in a process of its own, as curl is, timing its call), and prints the medians and
-the ratios. Then cancels a fetch at
-about half, resumes it, and prints the bytes the server sent beyond the file's size.
+the ratios. The same again with the server pacing
+its answers like a real link (``--link-mib``, default 112 MiB/s, about 1 Gbit/s), where the
+network, not the machine, should set the speed. Then cancels a fetch at about half, resumes
+it, and prints the bytes the server sent beyond the file's size.
 
     .venv/bin/python tests/benchmarks/download_speed.py [--mib 500] [--runs 3]
 """
@@ -46,6 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--link-mib", type=float, default=112.0,
+                        help="also compare on a link paced at this many MiB/s (112: about "
+                             "1 Gbit/s Ethernet); 0 to skip")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="easel-download-") as scratch:
         folder = Path(scratch)
@@ -54,6 +59,11 @@ def main() -> None:
         try:
             url = hub.add_plain("model.bin", source)
             _speed(url, folder, sha256, args.runs, args.mib * MiB)
+            if args.link_mib:
+                hub.rate = int(args.link_mib * MiB)
+                print(f"on a link paced at {args.link_mib:g} MiB/s by the server:")
+                _speed(url, folder, sha256, args.runs, args.mib * MiB)
+                hub.rate = None
             _resume_overhead(hub, url, folder, sha256, args.mib * MiB)
         finally:
             hub.close()
