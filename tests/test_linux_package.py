@@ -126,3 +126,47 @@ def test_the_cpu_flavour_swaps_onnxruntime_gpu_for_the_plain_build(tmp_path):
         pytest.skip("the flavours are Linux's")
     assert flavour.requirements(wheel, "cpu") == ["numpy>=1.26", "onnxruntime>=1.20"]
     assert flavour.requirements(wheel, "nvidia") == ["numpy>=1.26", "onnxruntime-gpu>=1.20"]
+
+
+def test_the_importer_takes_the_export_extra_too(tmp_path):
+    wheel = tmp_path / "easel-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("easel-1.0.dist-info/METADATA", "\n".join([
+            "Name: easel", "Version: 1.0", "Requires-Dist: numpy>=1.26",
+            "Requires-Dist: torch<3,>=2.4; extra == 'export'",
+            "Requires-Dist: pytest>=8; extra == 'test'",
+        ]))
+    assert flavour.requirements(wheel, "cpu", ("export",)) == ["numpy>=1.26", "torch<3,>=2.4"]
+
+
+def test_the_importer_spec_freezes_the_export_stack_without_qt():
+    spec = (LINUX / "easel-importer.spec").read_text()
+    assert 'name="easel-importer"' in spec and "importer_entry.py" in spec
+    excludes = spec.split("excludes = [", 1)[1].split("]", 1)[0]
+    for module in ("PySide6", "shiboken6", "desktop.app"):
+        assert f'"{module}"' in excludes
+    for module in ("torch", "diffusers", "transformers", "onnx", "onnxscript", "safetensors",
+                   "accelerate", "spandrel", "einops"):
+        assert f'"{module}"' not in excludes
+    hidden = spec.split("hiddenimports = [", 1)[1].split("]", 1)[0]
+    for module in ("easel_resources", "diffusers", "transformers", "onnx", "spandrel"):
+        assert f'"{module}"' in hidden
+    # The pickle converter's isolated process runs this file by its path.
+    assert "export/safetensors_write.py" in spec
+    build = (LINUX / "build.sh").read_text()
+    assert "--importer)" in build and "spandrel einops" in build and "grep -vi '^pyside6'" in build
+
+
+def test_the_importer_control_file_names_its_package_and_no_graphics():
+    values = {"package": "easel-importer", "version": "1.0", "arch": "amd64",
+              "glibc": "2.35", "installed_size": "1000"}
+    control = flavour.control((LINUX / "importer-control.in").read_text(), values)
+    assert control.startswith("Package: easel-importer\n")
+    assert "import models from diffusers folders and checkpoints" in control
+    depends = flavour.depends(control)
+    assert "libc6" in depends and not {"libx11-6", "libegl1", "libfontconfig1"} & depends
+    # The app finds the program where the package puts it (desktop/importer.py).
+    from desktop.importer import INSTALLED_IMPORTERS
+
+    assert Path("/opt/easel-importer/easel-importer") in INSTALLED_IMPORTERS
+    assert 'ln -s "/opt/$program/$program"' in (LINUX / "build.sh").read_text()

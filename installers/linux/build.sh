@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Builds Easel's self-contained Linux packages from the locked dependencies:
 #   bash installers/linux/build.sh [--flavour cpu|nvidia] [--no-appimage] [--bundle-only]
+#   bash installers/linux/build.sh --importer [--bundle-only]
 # Output under installers/linux/build/FLAVOUR/ (git-ignored):
 #   dist/easel/             the PyInstaller onedir bundle (no Python needed on the machine)
 #   easel_VERSION_ARCH.deb  (easel-nvidia_... for the NVIDIA flavour)
 #   AppDir/                 the AppImage's tree; Easel-VERSION-ARCH.AppImage when a runtime is
 #                           at hand (EASEL_APPIMAGE_RUNTIME=FILE, or appimagetool on PATH)
+# --importer builds the model importer instead, under installers/linux/build/importer/:
+# dist/easel-importer/ (the same command with torch, diffusers and transformers, no Qt) and
+# easel-importer_VERSION_ARCH.deb. Its torch must be the CPU build: PyPI's Linux torch is the
+# CUDA one, so name the CPU index where there is one (EASEL_TORCH_INDEX=https://download.pytorch.org/whl/cpu).
 # Needs Python 3.11 (PYTHON=... to name it), dpkg-deb for the .deb, mksquashfs for the AppImage.
 # Docs: installers/linux/README.md.
 set -euo pipefail
@@ -14,14 +19,16 @@ cd "$(dirname "$0")/../.."
 flavour=cpu
 appimage=1
 packages=1
+importer=0
 while [ $# -gt 0 ]; do
     case $1 in
         --flavour) flavour=${2:-}; shift 2 ;;
         --flavour=*) flavour=${1#*=}; shift ;;
         --no-appimage) appimage=0; shift ;;
         --bundle-only) packages=0; shift ;;  # stop after the onedir bundle (and its checks)
+        --importer) importer=1; shift ;;  # the model importer package (CPU torch)
         *) echo "build: unknown argument $1 (usage: build.sh [--flavour cpu|nvidia]" \
-                "[--no-appimage] [--bundle-only])" >&2
+                "[--no-appimage] [--bundle-only] [--importer])" >&2
            exit 2 ;;
     esac
 done
@@ -31,6 +38,12 @@ case $flavour in
     nvidia) package=easel-nvidia; conflicts=easel; provides=easel ;;
     *) echo "build: the flavour is cpu or nvidia, not '$flavour'." >&2; exit 2 ;;
 esac
+# The program, its spec and control template, and where it all goes.
+program=easel
+if [ "$importer" = 1 ]; then
+    [ "$flavour" = cpu ] || { echo "build: the importer is built with the cpu flavour." >&2; exit 2; }
+    program=easel-importer package=easel-importer conflicts= provides= appimage=0
+fi
 
 python=${PYTHON:-python3.11}
 if ! command -v "$python" >/dev/null; then
@@ -39,6 +52,7 @@ if ! command -v "$python" >/dev/null; then
 fi
 here=installers/linux
 out=$here/build/$flavour
+[ "$importer" = 1 ] && out=$here/build/importer
 started=$(date +%s)
 step() { echo "build: [$(( $(date +%s) - started )) s] $*" >&2; }
 version=$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
@@ -69,7 +83,22 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 fi
 pip wheel --no-deps --no-build-isolation -w "$out/wheel" "$source"
 wheel=$(ls "$out"/wheel/easel-*.whl)
-if [ "$flavour" = cpu ]; then
+if [ "$importer" = 1 ]; then
+    # torch first, on its own: with nothing installed, a torch requirement takes PyPI's CUDA
+    # build (several GB of nvidia-* wheels). Then the app with the export extra, and spandrel
+    # and einops without their torchvision requirement, as installers/setup.sh does.
+    pip install ${EASEL_TORCH_INDEX:+--index-url "$EASEL_TORCH_INDEX"} \
+        -c "$out/constraints.txt" torch
+    # Less Qt: the importer never opens a window (its spec leaves PySide6 out too).
+    mapfile -t requirements < <("$py" "$here/flavour.py" requirements "$wheel" cpu export \
+                                | grep -vi '^pyside6')
+    pip install -c "$out/constraints.txt" "${requirements[@]}"
+    pip install -c "$out/constraints.txt" --no-deps spandrel einops
+    pip install --no-deps "$wheel"
+    "$py" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)' || {
+        echo "build: torch in $out/venv is a CUDA build; the importer needs the CPU one" \
+             "(EASEL_TORCH_INDEX=https://download.pytorch.org/whl/cpu)." >&2; exit 1; }
+elif [ "$flavour" = cpu ]; then
     # onnxruntime and onnxruntime-gpu provide the same module and cannot share an environment:
     # the app's dependencies with the GPU build swapped for the plain one, then the app itself.
     mapfile -t requirements < <("$py" "$here/flavour.py" requirements "$wheel" cpu)
@@ -84,14 +113,26 @@ fi
 step "PyInstaller"
 # Its warnings about GTK (for Qt's optional GTK theme plugin, left to the system) and Windows
 # libraries are expected; the rest are shown.
+control_in=$here/control.in
+[ "$importer" = 1 ] && control_in=$here/importer-control.in
 EASEL_FLAVOUR=$flavour "$out/venv/bin/pyinstaller" --noconfirm --log-level WARN \
-    --distpath "$out/dist" --workpath "$out/work" "$here/easel.spec" \
+    --distpath "$out/dist" --workpath "$out/work" "$here/$program.spec" \
     2> >(grep -vE "libqgtk3.so'|Library (shell32|ole32) required via ctypes" >&2)
-bundle=$out/dist/easel
+bundle=$out/dist/$program
 find "$bundle" -xtype l -delete  # links to the Qt libraries the spec left out (eglfs)
-"$bundle/easel" --help >/dev/null  # starts at all: imports the command line and its engine
-# The system libraries the bundle leaves to the system (easel.spec) must all be in Depends.
-"$py" "$here/flavour.py" depends-check "$bundle" "$here/control.in"
+"$bundle/$program" --help >/dev/null  # starts at all: imports the command line and its engine
+if [ "$importer" = 1 ]; then
+    # The classes the exporter loads by name from diffusers' and transformers' lazy modules,
+    # and spandrel as the exporter loads it (with its stand-in for torchvision).
+    "$bundle/$program" -I -c 'from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders import single_file_utils
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizerFast
+import onnx, onnxscript, torch.onnx, engine.export.fusion, engine.export.diffusers_folder
+from engine.export.upscaler_checkpoint import import_spandrel
+import_spandrel()'
+fi
+# The system libraries the bundle leaves to the system (the spec) must all be in Depends.
+"$py" "$here/flavour.py" depends-check "$bundle" "$control_in"
 glibc=$("$py" "$here/flavour.py" glibc "$bundle")
 step "bundle: $(du -sh "$bundle" | cut -f1)"
 
@@ -100,29 +141,40 @@ if [ "$packages" = 0 ]; then
     exit 0
 fi
 
-# 3. Icons at the hicolor sizes, rendered from the one SVG.
-step "icons"
-icons=$out/icons
-QT_QPA_PLATFORM=offscreen "$py" "$here/render_icons.py" resources/icons/easel.svg "$icons"
+# 3. Icons at the hicolor sizes, rendered from the one SVG (the app only: the importer has no
+# window and no menu entry).
+if [ "$importer" = 0 ]; then
+    step "icons"
+    icons=$out/icons
+    QT_QPA_PLATFORM=offscreen "$py" "$here/render_icons.py" resources/icons/easel.svg "$icons"
+fi
 
-# 4. The .deb: /opt/easel, /usr/bin/easel, desktop entries, icons. No maintainer scripts: the
-# desktop database and icon caches update through the triggers desktop-file-utils and the icon
-# themes register, and nothing of the user's (~/.local/share/Easel) is ever touched.
+# 4. The .deb: /opt/PROGRAM, /usr/bin/PROGRAM; the app adds desktop entries and icons. No
+# maintainer scripts: the desktop database and icon caches update through the triggers
+# desktop-file-utils and the icon themes register, and nothing of the user's
+# (~/.local/share/Easel) is ever touched.
 step "deb"
 root=$out/deb
-mkdir -p "$root/DEBIAN" "$root/opt" "$root/usr/bin" "$root/usr/share/applications" \
-    "$root/usr/share/doc/$package"
-cp -al "$bundle" "$root/opt/easel"
-ln -s /opt/easel/easel "$root/usr/bin/easel"
-cp "$here/easel.desktop" "$here/easel-open.desktop" "$root/usr/share/applications/"
-cp -r "$icons" "$root/usr/share/icons"
-cp "$here/copyright" "$root/usr/share/doc/$package/copyright"
+mkdir -p "$root/DEBIAN" "$root/opt" "$root/usr/bin" "$root/usr/share/doc/$package"
+cp -al "$bundle" "$root/opt/$program"
+ln -s "/opt/$program/$program" "$root/usr/bin/$program"
+if [ "$importer" = 0 ]; then
+    mkdir -p "$root/usr/share/applications"
+    cp "$here/easel.desktop" "$here/easel-open.desktop" "$root/usr/share/applications/"
+    cp -r "$icons" "$root/usr/share/icons"
+fi
+copyright=$here/copyright
+[ "$importer" = 1 ] && copyright=$here/importer-copyright
+cp "$copyright" "$root/usr/share/doc/$package/copyright"
 installed_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-"$py" "$here/flavour.py" control "$here/control.in" package="$package" version="$version" \
+"$py" "$here/flavour.py" control "$control_in" package="$package" version="$version" \
     arch="$arch" conflicts="$conflicts" provides="$provides" glibc="$glibc" installed_size="$installed_kb" > "$root/DEBIAN/control"
 deb=$out/${package}_${version}_${arch}.deb
-# xz -6, what Debian uses: 2.5 min here on 2 cores; zstd -19 took longer and gave 7% more.
-dpkg-deb --root-owner-group -Zxz -z6 --threads-max="$(nproc)" --build "$root" "$deb" >/dev/null
+# The app: xz -6, what Debian uses: 2.5 min here on 2 cores; zstd -19 took longer and gave 7%
+# more. The importer: IMPORTER_COMPRESSION (README.md: its bundle is four times the app's).
+compression=(-Zxz -z6)
+[ "$importer" = 1 ] && compression=(-Zzstd -z9)
+dpkg-deb --root-owner-group "${compression[@]}" --threads-max="$(nproc)" --build "$root" "$deb" >/dev/null
 step "deb: $deb ($(du -h "$deb" | cut -f1) download, $((installed_kb / 1024)) MiB installed)"
 
 # 5. The AppImage: an AppDir (AppRun, desktop entry, icon, the bundle), then runtime + squashfs.

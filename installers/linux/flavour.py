@@ -1,7 +1,9 @@
 """Small steps of installers/linux/build.sh that are easier in Python than in shell.
 
     python flavour.py constraints CONSTRAINTS          the pins, for this flavour's environment
-    python flavour.py requirements WHEEL cpu|nvidia    the app's requirements, one a line
+    python flavour.py requirements WHEEL cpu|nvidia [EXTRA ...]
+                                                       the app's requirements (and those of the
+                                                       extras named), one a line
     python flavour.py control TEMPLATE key=value ...   DEBIAN/control from its template
     python flavour.py glibc BUNDLE                     the newest glibc symbol version it needs
     python flavour.py depends-check BUNDLE CONTROL     every system library the bundle needs is
@@ -55,9 +57,9 @@ def constraints(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def requirements(wheel: Path, flavour: str) -> list[str]:
-    """The wheel's own requirements (no extras) for this machine, with onnxruntime-gpu
-    swapped for the plain onnxruntime in the CPU flavour."""
+def requirements(wheel: Path, flavour: str, extras: tuple[str, ...] = ()) -> list[str]:
+    """The wheel's own requirements for this machine, and those of ``extras``, with
+    onnxruntime-gpu swapped for the plain onnxruntime in the CPU flavour."""
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = archive.read(name).decode()
@@ -66,7 +68,8 @@ def requirements(wheel: Path, flavour: str) -> list[str]:
         if not line.startswith("Requires-Dist:"):
             continue
         requirement = Requirement(line.split(":", 1)[1].strip())
-        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+        if requirement.marker and not any(requirement.marker.evaluate({"extra": extra})
+                                          for extra in ("", *extras)):
             continue
         requirement.marker = None
         if flavour == "cpu" and canonicalize_name(requirement.name) == GPU:
@@ -179,7 +182,7 @@ def main(argv: list[str]) -> int:
     if command == "constraints":
         sys.stdout.write(constraints(Path(rest[0]).read_text()))
     elif command == "requirements":
-        print("\n".join(requirements(Path(rest[0]), rest[1])))
+        print("\n".join(requirements(Path(rest[0]), rest[1], tuple(rest[2:]))))
     elif command == "control":
         values = dict(item.split("=", 1) for item in rest[1:])
         sys.stdout.write(control(Path(rest[0]).read_text(), values))
