@@ -24,6 +24,7 @@ if [ "${EASEL_SKIP_PACKAGE:-}" = 1 ]; then
     echo "run.sh: the Linux package check was skipped (EASEL_SKIP_PACKAGE=1)."
 elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null && [ "$(id -u)" = 0 ]; then
     bash installers/linux/ci-check.sh
+    [ "${EASEL_SKIP_IMPORTER_PACKAGE:-}" = 1 ] || bash installers/linux/importer-check.sh  # ~6 min
 else
     echo "run.sh: the Linux package check was skipped: it needs apt-get, dpkg-deb and root."
 fi
