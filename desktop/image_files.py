@@ -56,6 +56,8 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
     elif parameters.scale is not None:
         settings += [("Postprocess upscale by", f"{parameters.scale:g}"),
                      ("Postprocess upscaler", parameters.upscaler)]
+    if parameters.emphasis == "none":  # A1111 writes its emphasis only when not the default
+        settings.append(("Emphasis", "No norm"))
     # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
     rng = a1111_rng_name(parameters.generator)
     if rng:

@@ -69,8 +69,10 @@ class ImageToImageRequest:
     # ``TextToImageRequest.latents`` does.
     noise: np.ndarray | None = None
     generator: str = NUMPY  # as TextToImageRequest.generator
+    emphasis: str = "original"  # as TextToImageRequest.emphasis
 
     def __post_init__(self) -> None:
+        check_emphasis(self.emphasis)
         generator_name(self.generator)
 
 
@@ -99,8 +101,10 @@ class InpaintRequest:
     count: int = 1
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise
     generator: str = NUMPY  # as TextToImageRequest.generator
+    emphasis: str = "original"  # as TextToImageRequest.emphasis
 
     def __post_init__(self) -> None:
+        check_emphasis(self.emphasis)
         generator_name(self.generator)
 
 
@@ -124,8 +128,10 @@ class OutpaintRequest:
     count: int = 1
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise, for the larger canvas
     generator: str = NUMPY  # as TextToImageRequest.generator
+    emphasis: str = "original"  # as TextToImageRequest.emphasis
 
     def __post_init__(self) -> None:
+        check_emphasis(self.emphasis)
         generator_name(self.generator)
 
 
@@ -151,8 +157,10 @@ class InstructPix2PixRequest:
     # Explicit starting noise, as ``ImageToImageRequest.noise``.
     noise: np.ndarray | None = None
     generator: str = NUMPY  # as TextToImageRequest.generator
+    emphasis: str = "original"  # as TextToImageRequest.emphasis
 
     def __post_init__(self) -> None:
+        check_emphasis(self.emphasis)
         generator_name(self.generator)
 
 
@@ -204,8 +212,10 @@ class RegionsRequest:
     count: int = 1
     latents: np.ndarray | None = None  # as TextToImageRequest.latents
     generator: str = NUMPY  # as TextToImageRequest.generator
+    emphasis: str = "original"  # as TextToImageRequest.emphasis
 
     def __post_init__(self) -> None:
+        check_emphasis(self.emphasis)
         generator_name(self.generator)
 
 
@@ -225,6 +235,7 @@ class GenerationParameters:
     model_hash: str
     model_family: str
     generator: str = GENERATOR  # as engine.noise.stored_name names it
+    emphasis: str = "original"  # as TextToImageRequest.emphasis
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).

@@ -66,3 +66,10 @@ def test_the_rng_field_names_a_torch_generator_and_reads_back():
         text = a1111_parameters(replace(PARAMETERS, generator=generator))
         parsed = from_a1111(text).parameters
         assert image_generator(parsed) == generator, text
+
+
+def test_no_norm_emphasis_is_written_as_a1111_does():
+    from dataclasses import replace
+
+    assert "Emphasis" not in a1111_parameters(PARAMETERS)  # the default writes nothing
+    assert "Emphasis: No norm" in a1111_parameters(replace(PARAMETERS, emphasis="none"))

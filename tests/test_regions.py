@@ -50,6 +50,17 @@ def test_one_region_repeating_the_prompt_everywhere_is_text_to_image(family, tin
     assert made.parameters.operation == "regions" and made.parameters.regions == (whole,)
 
 
+def test_a_region_prompt_longer_than_one_chunk_is_drawn(tiny):
+    # 75 tokens are one CLIP chunk; a longer region prompt is two, and the others are padded
+    # with empty-prompt chunks so all of them stack into one UNet batch.
+    width, height = tiny.description.default_width, tiny.description.default_height
+    long_prompt = ", ".join(["a red horse in a green field"] * 14)
+    request = RegionsRequest("a photo", [((0, 0, width // 2, height), long_prompt)], steps=2,
+                             seed=5, guidance=7.5)
+    made = RegionsPipeline(tiny)(request).images[0]
+    assert made.pixels.shape == (height, width, 3)
+
+
 def test_a_region_changes_its_box_more_than_the_rest(starter):
     settings = {"steps": 12, "seed": 2}
     plain = TextToImagePipeline(starter)(TextToImageRequest(STARTER_PROMPT, **settings))

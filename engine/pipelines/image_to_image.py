@@ -101,7 +101,8 @@ class ImageToImagePipeline(DiffusionPipeline):
         # 2. Encode the prompt and gather the UNet's other conditioning.
         canvas = pad_to_multiple(settings.picture, settings.multiple)
         embeddings, warnings = self.encode_prompt(
-            parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+            parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
+            parameters.emphasis)
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
                                                  canvas.shape[1], canvas.shape[0])
 
@@ -162,7 +163,8 @@ class ImageToImagePipeline(DiffusionPipeline):
             width=width, height=height, steps=steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
-            operation=operation, strength=strength, generator=stored_name(request.generator))
+            operation=operation, strength=strength, generator=stored_name(request.generator),
+            emphasis=request.emphasis)
         if at_native_size:
             parameters = record_drawing(parameters, self.description)
             picture = shrink(picture, *drawn_size(parameters))

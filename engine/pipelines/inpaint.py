@@ -85,7 +85,8 @@ class InpaintPipeline(ImageToImagePipeline):
         multiple = settings.edit.multiple
         canvas = pad_to_multiple(settings.edit.picture, multiple)
         embeddings, prompt_warnings = self.encode_prompt(
-            parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+            parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
+            parameters.emphasis)
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
                                                  canvas.shape[1], canvas.shape[0])
 

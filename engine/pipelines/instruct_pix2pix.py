@@ -64,7 +64,8 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
         # 2. Encode the prompt: [instruction, negative, negative] with guidance, as diffusers.
         canvas = pad_to_multiple(settings.picture, settings.multiple)
         embeddings, warnings = self.encode_prompt(
-            parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+            parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
+            parameters.emphasis)
         if use_guidance:
             negative, positive = embeddings.hidden_states[:1], embeddings.hidden_states[1:]
             embeddings = PromptEmbeddings(np.concatenate([positive, negative, negative]))
@@ -128,7 +129,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
             operation="instruct_pix2pix", image_guidance=float(image_guidance),
-            generator=stored_name(request.generator))
+            generator=stored_name(request.generator), emphasis=request.emphasis)
         return InstructSettings(parameters, picture, multiple)
 
     def uses_image_guidance(self, parameters: GenerationParameters) -> bool:

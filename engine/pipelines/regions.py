@@ -72,7 +72,8 @@ class RegionsPipeline(TextToImagePipeline):
 
         # 2. Encode every distinct prompt once, the negative prompt once for all of them.
         embeddings, prompt_warnings = self.encode_prompts(
-            layout.prompts, parameters.negative_prompt, use_guidance, cancel)
+            layout.prompts, parameters.negative_prompt, use_guidance, cancel,
+            parameters.emphasis)
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
                                                  *drawn_size(parameters))
 
@@ -179,21 +180,25 @@ class RegionsPipeline(TextToImagePipeline):
     # --- the prompts ------------------------------------------------------------------------
 
     def encode_prompts(self, prompts: tuple[str, ...], negative_prompt: str, use_guidance: bool,
-                       cancel: CancelToken) -> tuple[PromptEmbeddings, list[str]]:
+                       cancel: CancelToken, emphasis: str = "original",
+                       ) -> tuple[PromptEmbeddings, list[str]]:
         """[negative,] global, region prompts... stacked on the batch: the negative prompt
-        once, as every prompt's guidance subtracts the same prediction."""
+        once, as every prompt's guidance subtracts the same prediction. Prompts of different
+        lengths (in chunks of 75 tokens) are padded with empty-prompt chunks to stack."""
         embeddings, warnings = self.encode_prompt(prompts[0], negative_prompt, use_guidance,
-                                                  cancel)
-        hidden = [embeddings.hidden_states]
+                                                  cancel, emphasis)
+        rows = len(embeddings.hidden_states)  # [negative,] global
+        hidden = list(np.split(embeddings.hidden_states, rows))
         pooled = [embeddings.text_embeds]
         for text in prompts[1:]:
             states, text_embeds = self.encode_text(text, f"region prompt \"{text}\"", warnings,
-                                                   cancel)
+                                                   cancel, emphasis)
             hidden.append(states)
             pooled.append(text_embeds)
         text_embeds = None
         if embeddings.text_embeds is not None:
             text_embeds = np.concatenate(pooled).astype(np.float32)
+        hidden = self.same_length(hidden, cancel)
         return PromptEmbeddings(np.concatenate(hidden).astype(np.float32), text_embeds), warnings
 
     @staticmethod

@@ -61,7 +61,8 @@ class TextToImagePipeline(DiffusionPipeline):
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
         # gather everything else the UNet is conditioned on.
         embeddings, warnings = self.encode_prompt(
-            parameters.prompt, parameters.negative_prompt, use_guidance, cancel)
+            parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
+            parameters.emphasis)
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
                                                  *drawn_size(parameters))
 
@@ -106,7 +107,7 @@ class TextToImagePipeline(DiffusionPipeline):
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=description.family,
-            generator=stored_name(request.generator)), description)
+            generator=stored_name(request.generator), emphasis=request.emphasis), description)
         self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
                                 "initial latents")
         return parameters
