@@ -49,6 +49,16 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for inference (default: all cores)")
 
 
+def add_emphasis_argument(parser: argparse.ArgumentParser) -> None:
+    """``--emphasis``: how A1111's (words:1.3) weights act on CLIP models."""
+    from engine.prompt_emphasis import EMPHASES
+
+    parser.add_argument("--emphasis", choices=EMPHASES, default="original",
+                        help="how (words:1.3) weights act: original (as AUTOMATIC1111: "
+                             "weighted, then rescaled to the prompt's mean) or none (weighted "
+                             "only, A1111's 'No norm')")
+
+
 def add_rng_argument(parser: argparse.ArgumentParser) -> None:
     """``--rng``: the generator each picture's seed is fed to (``engine.noise``)."""
     parser.add_argument(

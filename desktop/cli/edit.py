@@ -19,6 +19,7 @@ from desktop.cli.common import (
     OUTPAINT_DESCRIPTION,
     WIDTH_HELP,
     SourcePicture,
+    add_emphasis_argument,
     add_rng_argument,
     add_runtime_arguments,
     model_store,
@@ -140,6 +141,7 @@ def _common(parser: argparse.ArgumentParser, count: int = 1) -> None:
     parser.add_argument("--output", "-o", type=Path,
                         help="also write a copy to this .png file name or folder")
     add_rng_argument(parser)
+    add_emphasis_argument(parser)
     add_runtime_arguments(parser)
 
 
@@ -204,7 +206,8 @@ def _parse_region(text: str) -> Region:
 def _settings(arguments: argparse.Namespace, seed: int) -> dict:
     return {"negative_prompt": arguments.negative_prompt, "steps": arguments.steps,
             "guidance": arguments.guidance, "scheduler": arguments.scheduler, "seed": seed,
-            "count": arguments.count, "generator": arguments.rng}
+            "count": arguments.count, "generator": arguments.rng,
+            "emphasis": arguments.emphasis}
 
 
 def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from desktop.cli.common import (
     HEIGHT_HELP,
     WIDTH_HELP,
+    add_emphasis_argument,
     add_rng_argument,
     add_runtime_arguments,
     model_store,
@@ -27,7 +28,6 @@ from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
-from engine.prompt_emphasis import EMPHASES
 from engine.request import HiresFixRequest, TextToImageRequest
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
@@ -48,10 +48,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--width", type=int, help=WIDTH_HELP)
     generate.add_argument("--height", type=int, help=HEIGHT_HELP)
     generate.add_argument("--count", type=int, default=1, help="number of images")
-    generate.add_argument("--emphasis", choices=EMPHASES, default="original",
-                          help="how (words:1.3) weights act: original (as AUTOMATIC1111: "
-                               "weighted, then rescaled to the prompt's mean) or none (weighted "
-                               "only, A1111's 'No norm')")
+    add_emphasis_argument(generate)
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "
                                "times (more than 1, at most 4) and redraw its detail")
