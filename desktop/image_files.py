@@ -82,6 +82,7 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         "scheduler": parameters.scheduler,
         "seed": parameters.seed,
         "generator": parameters.generator,
+        "emphasis": parameters.emphasis,
         "model": {"name": parameters.model_name, "hash": parameters.model_hash,
                   "family": parameters.model_family},
         # Editing settings, only where the operation has them.
@@ -159,7 +160,8 @@ def read_parameters(path: Path) -> GenerationParameters | None:
             guidance=float(data["guidance"]), scheduler=str(data["scheduler"]),
             seed=int(data["seed"]), model_name=str(model["name"]),
             model_hash=str(model["hash"]), model_family=str(model["family"]),
-            generator=str(data["generator"]))
+            generator=str(data["generator"]),
+            emphasis=str(data.get("emphasis", "original")))  # older pictures: the default
         a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
     except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
         return None

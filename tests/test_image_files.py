@@ -73,3 +73,24 @@ def test_no_norm_emphasis_is_written_as_a1111_does():
 
     assert "Emphasis" not in a1111_parameters(PARAMETERS)  # the default writes nothing
     assert "Emphasis: No norm" in a1111_parameters(replace(PARAMETERS, emphasis="none"))
+
+
+def test_emphasis_is_recorded_and_reused(tmp_path):
+    from dataclasses import replace
+
+    from desktop.app.parameters import Form, form_from_image
+    from desktop.image_files import read_parameters
+    from desktop.library.metadata import from_a1111
+
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    path = save_png(pixels, tmp_path / "none.png", replace(PARAMETERS, emphasis="none"), "x")
+    assert read_parameters(path).emphasis == "none"
+    with Image.open(path) as image:
+        ours = json.loads(image.text["easel"])
+        theirs = from_a1111(image.text["parameters"]).parameters
+    form = Form(seed=1)
+    assert form_from_image(form, "p", "", "m", 1, 64, 48, ours).emphasis == "none"
+    assert form_from_image(form, "p", "", "m", 1, 64, 48, theirs).emphasis == "none"
+    plain = from_a1111(a1111_parameters(PARAMETERS)).parameters
+    assert form_from_image(replace(form, emphasis="none"), "p", "", "m", 1, 64, 48,
+                           plain).emphasis == "original"

@@ -286,7 +286,7 @@ def test_the_window_s_editing_actions_use_the_form_s_generator():
     from desktop.app.parameters import Form
     from desktop.app.viewmodels.regions import RegionsModel, regions_request
 
-    form = replace(Form(seed=5), prompt="a cat", generator="torch-cpu")
+    form = replace(Form(seed=5), prompt="a cat", generator="torch-cpu", emphasis="none")
     source = editing.SourcePicture(np.zeros((64, 64, 3), np.uint8), "x.png", None)
     mask = np.zeros((64, 64), np.uint8)
     requests = [editing.variations_request(form, source),
@@ -295,3 +295,4 @@ def test_the_window_s_editing_actions_use_the_form_s_generator():
                 instructing.instruct_request(form, source),
                 regions_request(form, RegionsModel())]
     assert [request.generator for request in requests] == ["torch-cpu"] * len(requests)
+    assert [request.emphasis for request in requests] == ["none"] * len(requests)

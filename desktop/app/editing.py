@@ -129,7 +129,8 @@ def outpaint_request(form: Form, source: SourcePicture, sides: Sides) -> Outpain
 def _shared(form: Form) -> dict:
     return {"negative_prompt": form.negative_prompt, "steps": form.steps,
             "guidance": form.guidance, "scheduler": form.scheduler,
-            "seed": batch_seed(form), "count": form.count, "generator": form.generator}
+            "seed": batch_seed(form), "count": form.count, "generator": form.generator,
+            "emphasis": form.emphasis}
 
 
 def result_size(request: ImageToImageRequest | InpaintRequest | OutpaintRequest,

@@ -45,4 +45,5 @@ def instruct_request(form: Form, source: SourcePicture) -> InstructPix2PixReques
     return InstructPix2PixRequest(
         source.pixels, form.prompt, guidance=form.guidance, image_guidance=form.image_guidance,
         negative_prompt=form.negative_prompt, steps=form.steps, scheduler=form.scheduler,
-        seed=batch_seed(form), count=form.count, generator=form.generator)
+        seed=batch_seed(form), count=form.count, generator=form.generator,
+        emphasis=form.emphasis)

@@ -85,6 +85,9 @@ class Form:
     # Where the seed's random numbers come from (engine.noise): numpy, or torch's when a
     # picture from a torch-based tool is made again.
     generator: str = NUMPY
+    # How (words:1.3) weights act on CLIP models (engine.prompt_emphasis): "original" or
+    # "none" (A1111's "No norm").
+    emphasis: str = "original"
 
 
 def choice_of(model: InstalledModel) -> ModelChoice:
@@ -140,7 +143,7 @@ def request_from(form: Form) -> TextToImageRequest | HiresFixRequest:
         prompt=form.prompt, negative_prompt=form.negative_prompt, width=form.width,
         height=form.height, steps=form.steps, guidance=form.guidance,
         scheduler=form.scheduler, seed=batch_seed(form), count=form.count,
-        generator=form.generator)
+        generator=form.generator, emphasis=form.emphasis)
     if form.hires_scale > 1:
         return HiresFixRequest(request, form.hires_scale, form.hires_strength)
     return request
@@ -193,7 +196,16 @@ def form_from_image(form: Form, prompt: str, negative_prompt: str, model: str,
         strength=form.strength if strength is None else min(max(strength, 0.05), 1.0),
         image_guidance=form.image_guidance if image_guidance is None else image_guidance,
         hires_scale=hires_scale, hires_strength=hires_strength,
-        generator=image_generator(parameters) or form.generator)
+        generator=image_generator(parameters) or form.generator,
+        emphasis=image_emphasis(parameters, settings))
+
+
+def image_emphasis(parameters: dict[str, Any], settings: dict[str, Any]) -> str:
+    """How a picture's prompt weights acted: Easel's record, or A1111's Emphasis setting
+    (written only when not its default); anything else reads as the default."""
+    stored = parameters.get("emphasis", "none" if settings.get("Emphasis") == "No norm"
+                            else "original")
+    return stored if stored in ("original", "none") else "original"
 
 
 def image_generator(parameters: dict[str, Any]) -> str | None:

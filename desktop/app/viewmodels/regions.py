@@ -353,4 +353,4 @@ def regions_request(form: Form, layout: RegionsModel) -> RegionsRequest:
         prompt=form.prompt, regions=layout.regions(), negative_prompt=form.negative_prompt,
         width=width, height=height, region_weight=layout.weight, steps=form.steps,
         guidance=form.guidance, scheduler=form.scheduler, seed=batch_seed(form),
-        count=form.count, generator=form.generator)
+        count=form.count, generator=form.generator, emphasis=form.emphasis)

@@ -27,6 +27,14 @@ from desktop.app.scheduler_names import display_name
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.widgets.icons import icon
 
+# (label, engine.noise name, tooltip): the window's names for the three generators.
+NOISE_SOURCES = (
+    ("Easel", "numpy", "Easel's own random numbers (numpy)"),
+    ("A1111 CPU", "torch-cpu", "torch's on the CPU: AUTOMATIC1111's RNG setting 'CPU'"),
+    ("A1111 GPU", "torch-cuda", "torch's on an NVIDIA GPU: AUTOMATIC1111's default 'GPU' "
+                                "(and 'NV'), on any computer"),
+)
+EMPHASIS_CHOICES = (("weights rescaled", "original"), ("weights not rescaled", "none"))
 
 class PromptBox(QPlainTextEdit):
     """A multi-line prompt: Ctrl+Enter generates; Up/Down in an empty box walk the history;
@@ -127,6 +135,21 @@ class PromptPanel(QWidget):
         self.new_seed = QToolButton()
         self.new_seed.setIcon(icon("dice"))
         self.new_seed.setToolTip("New random seed")
+        # Where the seed's numbers come from: Easel's own, or torch's, to make pictures from
+        # AUTOMATIC1111 and other torch-based tools again (Reuse parameters picks it).
+        self.noise = QComboBox()
+        for label, name, tip in NOISE_SOURCES:
+            self.noise.addItem(label, name)
+            self.noise.setItemData(self.noise.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.noise.setToolTip("Where the seed's random numbers come from")
+        self.noise.setAccessibleName("Noise")
+        self.emphasis = QComboBox()
+        for label, name in EMPHASIS_CHOICES:
+            self.emphasis.addItem(label, name)
+        self.emphasis.setToolTip("How (words:1.2) weights in the prompt act, as AUTOMATIC1111's "
+                                 "Emphasis setting: rescaled to the prompt's mean (its default) "
+                                 "or not (its 'No norm')")
+        self.emphasis.setAccessibleName("Weights")
         self.count = QSpinBox()
         self.count.setRange(1, 16)
         self.count.setToolTip("How many pictures Generate, Edit, Inpaint and Outpaint make "
@@ -177,6 +200,7 @@ class PromptPanel(QWidget):
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.seed_lock)
         seed_row.addWidget(self.new_seed)
+        seed_row.addWidget(self.noise)
         seed_holder = QWidget()
         seed_holder.setLayout(seed_row)
         hires_row = QHBoxLayout()
@@ -189,7 +213,14 @@ class PromptPanel(QWidget):
         form.addRow("Model", self.model_box)
         form.addRow("Size", self.size_box)
         form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
+        # The prompt's (word:1.2) weights beside guidance: both say how the prompt steers.
+        guidance_row = QHBoxLayout()
+        guidance_row.setContentsMargins(0, 0, 0, 0)
+        guidance_row.addWidget(self.guidance, 1)
+        guidance_row.addWidget(self.emphasis, 1)
+        guidance_holder = QWidget()
+        guidance_holder.setLayout(guidance_row)
+        form.addRow("Guidance", guidance_holder)
         form.addRow("Scheduler", self.scheduler)
         form.addRow("Seed", seed_holder)
         form.addRow("Pictures", self.count)
@@ -224,6 +255,8 @@ class PromptPanel(QWidget):
         self.seed.textEdited.connect(lambda text: vm.update(seed=int(text or 0)))
         self.seed_lock.toggled.connect(self._seed_locked)
         self.new_seed.clicked.connect(vm.new_random_seed)
+        self.noise.activated.connect(lambda: vm.update(generator=self.noise.currentData()))
+        self.emphasis.activated.connect(lambda: vm.update(emphasis=self.emphasis.currentData()))
         self.count.valueChanged.connect(lambda value: vm.update(count=value))
         self.variations.valueChanged.connect(lambda value: vm.update(variations=value))
         self.strength.valueChanged.connect(lambda value: vm.update(strength=value))
@@ -255,7 +288,8 @@ class PromptPanel(QWidget):
         """Show the view-model's form (after a model change, reuse or history step)."""
         form = self.vm.form
         widgets = (self.prompt, self.negative, self.model_box, self.size_box, self.steps,
-                   self.guidance, self.scheduler, self.seed, self.seed_lock, self.count,
+                   self.guidance, self.scheduler, self.seed, self.seed_lock, self.noise,
+                   self.emphasis, self.count,
                    self.strength, self.variations, self.image_guidance, self.hires_scale,
                    self.hires_strength)
         blockers = [QSignalBlocker(widget) for widget in widgets]
@@ -274,6 +308,8 @@ class PromptPanel(QWidget):
         self.seed.setText(str(form.seed))
         self.seed_lock.setChecked(form.seed_locked)
         self.seed_lock.setIcon(icon("lock" if form.seed_locked else "unlock"))
+        self.noise.setCurrentIndex(max(self.noise.findData(form.generator), 0))
+        self.emphasis.setCurrentIndex(max(self.emphasis.findData(form.emphasis), 0))
         self.count.setValue(form.count)
         self.variations.setValue(form.variations)
         self.strength.setValue(form.strength)
