@@ -192,12 +192,28 @@ def test_a_bad_picture_is_refused_in_one_sentence_before_any_window(case, tmp_pa
     path = make(tmp_path, monkeypatch)
     monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
     monkeypatch.setitem(sys.modules, "desktop.app.launch", None)  # importing it would fail
+    monkeypatch.setattr(desktop.app, "_has_terminal", lambda: True)  # run from a terminal
     assert desktop.cli.main(["open", str(path)]) == 1
     said = capsys.readouterr()
     assert said.out == ""
     assert said.err.startswith("easel: error: '") and said.err.endswith(ending + "\n")
     assert said.err.count("\n") == 1
     assert not (tmp_path / "home").exists()  # nothing was made, so nothing half-made
+
+
+def test_without_a_terminal_the_refusal_is_said_in_a_box(tmp_path, monkeypatch, capsys):
+    # "Open with Easel" from a file manager: nobody reads stderr, so the sentence goes in a
+    # message box too, and still no window opens.
+    shown = []
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(desktop.app, "_has_terminal", lambda: False)
+    monkeypatch.setattr(launch.QMessageBox, "warning",
+                        lambda parent, title, text: shown.append((title, text)))
+    path = _written(tmp_path / "notes.png", b"shopping: eggs, milk\n")
+    assert desktop.cli.main(["open", str(path)]) == 1
+    assert shown == [("Easel", "'notes.png' is not an image Easel can read.")]
+    assert capsys.readouterr().err.startswith("easel: error: '")
+    assert not (tmp_path / "home").exists()
 
 
 # The hand-over ------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ def main(argv: Sequence[str] | None = None, picture: Path | None = None) -> int:
             picture = checked_picture(picture)
         except BadImage as error:
             print(f"easel: error: {error}", file=sys.stderr)
+            # Started by a file manager's "Open with Easel" there is no terminal to read
+            # stderr: say it where the user is looking, in a box.
+            if not _has_terminal() and display_check.problem() is None:
+                from desktop.app.launch import say_in_a_box
+
+                say_in_a_box(str(error))
             return 1
     # Before any Qt library loads: Qt aborts the process, naming the wrong package, when its
     # platform plugin cannot load; this says what is missing in one sentence instead.
@@ -37,3 +43,10 @@ def main(argv: Sequence[str] | None = None, picture: Path | None = None) -> int:
     from desktop.app.launch import main as launch
 
     return launch(argv, picture)
+
+
+def _has_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream (pythonw)
+        return False

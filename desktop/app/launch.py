@@ -100,6 +100,15 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None,
         library.close()
 
 
+def say_in_a_box(sentence: str) -> None:
+    """One sentence in a message box, for a start with no terminal (a file manager's "Open
+    with Easel") that ends before any window opens."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Easel")
+    app.setWindowIcon(icon("easel"))
+    QMessageBox.warning(None, "Easel", sentence)
+
+
 def _cannot_start(error: EaselError) -> int:
     """Why the window cannot open, in one sentence, before any window opened."""
     QMessageBox.critical(None, "Easel", str(error))
