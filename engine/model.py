@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -27,6 +28,16 @@ class Model:
         self.runtime = runtime
         self.name = name
         self.hash = manifest_hash(folder)
+        self._loras = None  # engine.lora.apply.LoraSet: the LoRAs the sessions carry
+
+    def use_loras(self, loras: Sequence[tuple[Path | str, float]]) -> None:
+        """Make pictures with these LoRAs (file, weight) from now on; empty (or all weights
+        0) for the model as it is. Everything wrong with them is said here, in one sentence,
+        before any work; the merging happens as each session is created, and a session
+        made for the same LoRAs and weights is reused (see engine.lora)."""
+        from engine.lora.apply import prepare_loras
+
+        self._loras = prepare_loras(self.folder, self.description.family, self.name, loras)
 
     @cached_property
     def tokenizer(self) -> PromptTokenizer:
@@ -84,7 +95,8 @@ class Model:
         path = self.folder / component / "model.onnx"
         if not path.is_file():
             raise ModelError(f"Model '{self.name}' has no {component.replace('_', ' ')}.")
-        return get_session(path, self.runtime)
+        overrides = None if self._loras is None else self._loras.overrides(component)
+        return get_session(path, self.runtime, overrides)
 
 
 def load_model(folder: Path, runtime: RuntimeOptions | None = None,

@@ -8,6 +8,7 @@ from engine.runtime.cancel import CancelToken
 from engine.runtime.device import DeviceReport
 from engine.runtime.providers import available_providers, resolve_providers
 from engine.runtime.sessions import (
+    InitializerOverrides,
     RuntimeOptions,
     Session,
     build_session_options,
@@ -19,6 +20,7 @@ from engine.runtime.sessions import (
 __all__ = [
     "CancelToken",
     "DeviceReport",
+    "InitializerOverrides",
     "RuntimeOptions",
     "Session",
     "available_providers",

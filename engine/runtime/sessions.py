@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +102,35 @@ class RuntimeOptions:
             return os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class InitializerOverrides:
+    """Weights that replace some of a graph's initializers when its session is created (a
+    LoRA set merged into them, engine.lora).
+
+    ``key`` says which weights they are (equal keys, equal weights), so a session is reused
+    for the same set and made anew for another; ``build`` makes them, only when a session is
+    created: initializer name -> array of that initializer's shape and type, and the names
+    among them the graph stores as external data (outside its file).
+    """
+
+    key: tuple
+    build: Callable[[], tuple[dict[str, np.ndarray], frozenset[str]]] = field(
+        compare=False, repr=False)
+
+
 class Session:
     """One model file opened in onnxruntime, with the device it really runs on."""
 
     def __init__(
-        self, inner: ort.InferenceSession, path: Path, loaded_from: Path, device: DeviceReport
+        self, inner: ort.InferenceSession, path: Path, loaded_from: Path, device: DeviceReport,
+        keep_alive: tuple = (),
     ) -> None:
         self._inner = inner
         self.path = path
         self.loaded_from = loaded_from  # the model, or its optimised copy from the cache
         self.device = device
+        # onnxruntime reads overriding initializers in place: they must outlive the session.
+        self._keep_alive = keep_alive
         self._inputs = {node.name: node for node in inner.get_inputs()}
 
     @property
@@ -187,11 +206,15 @@ _sessions: dict[tuple, Session] = {}
 _quieted = False
 
 
-def get_session(path: Path, options: RuntimeOptions | None = None) -> Session:
+def get_session(path: Path, options: RuntimeOptions | None = None,
+                overrides: InitializerOverrides | None = None) -> Session:
     """The session for ``path`` under ``options``, created on first use and then reused.
 
     The cache key holds the resolved path, the sizes and times of the model and its external
-    weights (a re-exported model is a new session), the providers and the options.
+    weights (a re-exported model is a new session), the providers and the options, and which
+    ``overrides`` replace some of its weights. One model file keeps at most one session
+    with overrides or none of its plain ones beside it: each holds a whole copy of the
+    weights (a UNet), so switching LoRA sets lets the old one go before the new one loads.
     """
     options = options or RuntimeOptions()
     path = Path(path).resolve()
@@ -199,15 +222,19 @@ def get_session(path: Path, options: RuntimeOptions | None = None) -> Session:
         identity = graph_cache.file_identity(path)
     except FileNotFoundError:
         raise ModelError(f"The model file {path} is missing.") from None
-    key = (path, identity, tuple(resolve_providers(options.providers)), options)
+    overridden = None if overrides is None else overrides.key
+    key = (path, identity, tuple(resolve_providers(options.providers)), options, overridden)
     with _lock:
         session = _sessions.get(key)
         if session is None:
-            _quiet_onnxruntime()
-            session = _open(path, options)
-            # A changed file's old session holds memory (a whole UNet) and is never used again.
-            for stale in [k for k in _sessions if k[0] == path and k[1] != identity]:
+            # A changed file's old session holds memory (a whole UNet) and is never used
+            # again; so does another set of overrides (see above).
+            for stale in [k for k in _sessions if k[0] == path and (
+                    k[1] != identity or k[4] != overridden and (
+                        k[4] is not None or overridden is not None))]:
                 del _sessions[stale]
+            _quiet_onnxruntime()
+            session = _open(path, options, overrides)
             _sessions[key] = session
     return session
 
@@ -262,16 +289,25 @@ def build_session_options(
     return session_options
 
 
-def _open(path: Path, options: RuntimeOptions) -> Session:
+def _open(path: Path, options: RuntimeOptions,
+          overrides: InitializerOverrides | None = None) -> Session:
     """Create a session, dropping GPU providers that fail to start until one works."""
     requested = requested_providers(options.providers)
     providers = resolve_providers(options.providers)
     if {"cuda", "tensorrt"} & set(providers):
         load_pip_cuda_libraries()
+    values, external = _ort_values(overrides)
     start_errors: dict[str, BaseException] = {}
     while True:
         try:
-            inner, loaded_from = _create(path, providers, options)
+            if values:
+                # Straight from the model file: an optimised graph from the cache may have
+                # renamed or packed the very initializers being replaced.
+                inner = _new_session(path, providers, options,
+                                     overrides=(values, external))
+                loaded_from = path
+            else:
+                inner, loaded_from = _create(path, providers, options)
             break
         except ORT_ERRORS as error:
             if providers == ["cpu"] or is_model_file_error(error):
@@ -287,7 +323,40 @@ def _open(path: Path, options: RuntimeOptions) -> Session:
     if report.reason:
         # Info, not warning: the app shows the reason itself; a console copy is for developers.
         log.info("%s", report.reason)
-    return Session(inner, path, loaded_from, report)
+    return Session(inner, path, loaded_from, report, keep_alive=tuple(values.values()))
+
+
+def _ort_values(overrides: InitializerOverrides | None
+                ) -> tuple[dict[str, ort.OrtValue], frozenset[str]]:
+    if overrides is None:
+        return {}, frozenset()
+    arrays, external = overrides.build()
+    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+              for name, array in arrays.items()}
+    return values, external
+
+
+def _add_overrides(session_options: ort.SessionOptions,
+                   overrides: tuple[Mapping[str, ort.OrtValue], frozenset[str]]) -> None:
+    """Replace initializers before the graph is optimised.
+
+    Weights stored as external data are swapped in the graph itself as it loads
+    (``add_external_initializers``), so every optimisation sees the new values. Weights
+    inside the graph file can only be handed over beside it (``add_initializer``); at the
+    full level onnxruntime's layout transformer then reorders a convolution's weights from
+    the graph's own copy and the override is silently lost, so such sessions stop one level
+    short of it (measured with onnxruntime 1.31; text encoders have no convolutions).
+    """
+    values, external = overrides
+    outside = [name for name in values if name in external]
+    if outside:
+        session_options.add_external_initializers(outside, [values[name] for name in outside])
+    inside = [name for name in values if name not in external]
+    for name in inside:
+        session_options.add_initializer(name, values[name])
+    if inside and session_options.graph_optimization_level == (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
 
 
 def _create(
@@ -335,10 +404,13 @@ def _new_session(
     *,
     save_to: Path | None = None,
     from_cache: bool = False,
+    overrides: tuple[Mapping[str, ort.OrtValue], frozenset[str]] | None = None,
 ) -> ort.InferenceSession:
     session_options = build_session_options(
         options, providers, save_to=save_to, from_cache=from_cache
     )
+    if overrides is not None:
+        _add_overrides(session_options, overrides)
     names = ort_provider_names(providers)
     with_options = [
         (name, _provider_options(short, options))

@@ -1,0 +1,440 @@
+"""LoRAs: merged at session creation match diffusers' fused LoRAs; refusals in one sentence.
+
+LoRA files are made here with random low-rank tensors on every attention, projection and
+feed-forward layer of the tiny UNet and text encoders (and one 3x3 LoCon convolution), in
+kohya/A1111 naming (SD 1.x with diffusers module names, SDXL with the original UNet's
+input_blocks names as sd-scripts writes them) and in diffusers/PEFT naming. The reference is
+diffusers: ``load_lora_weights`` + ``fuse_lora`` when peft is installed, else diffusers' own
+key conversion (``lora_state_dict`` + ``convert_unet_state_dict_to_peft``) with the weights
+fused by hand, which is what fuse_lora computes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from engine.errors import BadRequest, ModelError
+from engine.lora import extract_lora_tags, parse_lora_option
+from engine.model import load_model
+from engine.request import TextToImageRequest
+from tests import tiny_models, tiny_models_xl
+from tests.test_sdxl_parity import HEIGHT, WIDTH, run_diffusers, run_ours
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+PROMPT = "a photo of an astronaut riding a horse"
+STEPS, SEED, GUIDANCE = 3, 7, 5.0
+_ATTENTION_PARTS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
+                    "ff.net.2")
+_TEXT_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- making LoRA files ------------------------------------------------------------------------
+
+def _text_name(module: str) -> str:
+    # Checkpoints and LoRAs say text_model.encoder...; transformers 5's CLIPTextModel dropped
+    # that level (CLIPTextModelWithProjection kept it).
+    return module if module.startswith("text_model.") else f"text_model.{module}"
+
+
+def lora_layers(pipe) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(component, module name, weight shape) of every layer the test LoRAs change."""
+    layers = []
+    for name, module in pipe.unet.named_modules():
+        if name.endswith(_ATTENTION_PARTS) and hasattr(module, "weight"):
+            layers.append(("unet", name, tuple(module.weight.shape)))
+    layers.append(("unet", "down_blocks.0.resnets.0.conv1",  # LoCon on a 3x3 convolution
+                   tuple(pipe.unet.down_blocks[0].resnets[0].conv1.weight.shape)))
+    encoders = [("text_encoder", pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        encoders.append(("text_encoder_2", pipe.text_encoder_2))
+    for component, encoder in encoders:
+        for name, module in encoder.named_modules():
+            if name.endswith(_TEXT_PARTS):
+                layers.append((component, _text_name(name), tuple(module.weight.shape)))
+    return layers
+
+
+def _sgm_name(module: str, per_block: int = 2) -> str:
+    """A diffusers UNet module name as the original (SGM) UNet names it, for the tiny
+    2-block layout: what sd-scripts writes for SDXL."""
+    parts = module.split(".")
+    if parts[0] == "down_blocks":
+        block, kind, index = int(parts[1]), parts[2], int(parts[3])
+        slot = {"resnets": 0, "attentions": 1}[kind]
+        inner = ".".join(parts[4:])
+        inner = {"conv1": "in_layers.2"}.get(inner, inner)
+        return f"input_blocks.{1 + block * (per_block + 1) + index}.{slot}.{inner}"
+    if parts[0] == "up_blocks":
+        block, kind, index = int(parts[1]), parts[2], int(parts[3])
+        slot = {"resnets": 0, "attentions": 1}[kind]
+        return f"output_blocks.{block * (per_block + 1) + index}.{slot}.{'.'.join(parts[4:])}"
+    if parts[0] == "mid_block":
+        slot = {"attentions": 1}[parts[1]]
+        return f"middle_block.{slot}.{'.'.join(parts[3:])}"
+    raise AssertionError(module)
+
+
+def make_lora(pipe, path, naming: str, *, rank: int = 4, seed: int = 0, sgm: bool = False,
+              swap: bool = False, only=None) -> dict:
+    """A random LoRA file for ``pipe`` in ``naming`` ("kohya" or "diffusers"); ``swap`` gives
+    each self-attention's value and output layers each other's tensors (what a map that merged
+    them into the wrong tensor would do); returns {(component, module): (down, up, alpha)}."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [layer for layer in lora_layers(pipe) if only is None or layer[0] in only]
+    made, tensors = {}, {}
+    for component, module, shape in layers:
+        out, inputs = shape[0], shape[1]
+        kernel = shape[2:] if len(shape) == 4 else ()
+        down = torch.randn(rank, inputs, *kernel, generator=generator) / math.sqrt(
+            inputs * max(1, math.prod(kernel)))
+        up = torch.randn(out, rank, *((1, 1) if kernel else ()), generator=generator) * 0.15
+        alpha = rank / 2
+        made[(component, module)] = (down, up, alpha)
+    order = list(made)
+    for value in [key for key in order if swap and key[1].endswith("attn1.to_v")]:
+        out = (value[0], value[1].replace("to_v", "to_out.0"))
+        made[value], made[out] = made[out], made[value]
+    for (component, module), (down, up, alpha) in made.items():
+        if naming == "kohya":
+            prefix = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if sgm else "lora_te_",
+                      "text_encoder_2": "lora_te2_"}[component]
+            name = _sgm_name(module) if sgm and component == "unet" else module
+            base = prefix + name.replace(".", "_")
+            tensors[f"{base}.lora_down.weight"] = down.contiguous()
+            tensors[f"{base}.lora_up.weight"] = up.contiguous()
+            tensors[f"{base}.alpha"] = torch.tensor(alpha)
+        else:
+            base = f"{component}.{module}"
+            tensors[f"{base}.lora_A.weight"] = down.contiguous()
+            tensors[f"{base}.lora_B.weight"] = up.contiguous()
+            tensors[f"{base}.alpha"] = torch.tensor(alpha)
+    safetensors_torch.save_file(tensors, str(path))
+    return made
+
+
+# --- the reference: diffusers' fused LoRA -----------------------------------------------------
+
+def fuse_reference(pipe, path, weight: float) -> None:
+    """Fuse the LoRA file ``path`` into ``pipe`` as diffusers does."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        _fuse_by_hand(pipe, path, weight)
+        return
+    pipe.load_lora_weights(str(path))
+    pipe.fuse_lora(lora_scale=weight)
+    pipe.unload_lora_weights()
+
+
+def _fuse_by_hand(pipe, path, weight: float) -> None:
+    """diffusers' own key conversion, one layer at a time (so each keeps its alpha), and
+    ``W += weight * alpha / rank * up @ down`` as fuse_lora computes it."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    state = safetensors_torch.load_file(str(path))
+    bases = sorted({key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0]
+                    for key in state})
+    for base in bases:
+        pair = {key: value for key, value in state.items()
+                if key.startswith(base + ".") and key.count(".") - base.count(".") <= 2}
+        alpha = float(pair.pop(f"{base}.alpha"))
+        converted, _alphas = pipe.lora_state_dict(pair, unet_config=pipe.unet.config)
+        if any(key.startswith("unet.") for key in converted):
+            converted = convert_unet_state_dict_to_peft(converted)
+        else:  # diffusers' DIFFUSERS_OLD_TO_PEFT / DIFFUSERS_TO_PEFT renames
+            converted = {_text_encoder_peft_name(key): value for key, value in converted.items()}
+        (down_key,) = [key for key in converted if key.endswith("lora_A.weight")]
+        component, module = down_key.removesuffix(".lora_A.weight").split(".", 1)
+        down, up = converted[down_key], converted[down_key.replace("lora_A", "lora_B")]
+        target = _submodule(getattr(pipe, component), module)
+        delta = (up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1))
+        with torch.no_grad():
+            target.weight += (weight * alpha / down.shape[0] * delta).reshape(target.weight.shape)
+
+
+def _text_encoder_peft_name(key: str) -> str:
+    for old, new in ((".to_q_lora.", ".q_proj.lora_linear_layer."),
+                     (".to_k_lora.", ".k_proj.lora_linear_layer."),
+                     (".to_v_lora.", ".v_proj.lora_linear_layer."),
+                     (".to_out_lora.", ".out_proj.lora_linear_layer."),
+                     (".lora_linear_layer.down.", ".lora_A."),
+                     (".lora_linear_layer.up.", ".lora_B.")):
+        key = key.replace(old, new)
+    return key
+
+
+def _submodule(root, name: str):
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        return root.get_submodule(name.removeprefix("text_model."))
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sd1(tmp_path_factory):
+    folder = tiny_models_xl.installed_copy(tiny_models.tiny_onnx("sd1"),
+                                           tmp_path_factory.mktemp("m") / "tiny-sd1")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sd1_external(sd1, tmp_path_factory):
+    """The tiny SD 1.x with its UNet weights in model.onnx.data, as every real UNet has them
+    (3.4 GB): merged weights then replace the graph's own as it loads."""
+    import shutil
+
+    import onnx
+
+    from engine.manifest import write_manifest
+
+    folder = tmp_path_factory.mktemp("m") / "tiny-sd1-external"
+    shutil.copytree(sd1, folder)
+    graph = folder / "unet" / "model.onnx"
+    onnx.save_model(onnx.load(str(graph)), str(graph), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data",
+                    size_threshold=1024)
+    (folder / "manifest.json").unlink(missing_ok=True)
+    write_manifest(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory):
+    folder = tiny_models_xl.installed_copy(tiny_models_xl.tiny_onnx("sdxl"),
+                                           tmp_path_factory.mktemp("m") / "tiny-sdxl")
+    return folder
+
+
+@pytest.fixture
+def request_model(request):
+    return lambda family: request.getfixturevalue(family.replace("-", "_"))
+
+
+def sd1_pipe():
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        tiny_models.tiny_diffusers("sd1"), safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sdxl_pipe():
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(
+        tiny_models_xl.tiny_diffusers("sdxl"), add_watermarker=False)
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def request() -> TextToImageRequest:
+    return TextToImageRequest(PROMPT, width=WIDTH, height=HEIGHT, steps=STEPS,
+                              guidance=GUIDANCE, scheduler="euler", seed=SEED)
+
+
+def ours(folder, monkeypatch, loras=()):
+    model = load_model(folder)
+    model.use_loras(loras)
+    return run_ours(model, request(), monkeypatch)
+
+
+def theirs(pipe, monkeypatch):
+    call = {"prompt": PROMPT, "num_inference_steps": STEPS, "guidance_scale": GUIDANCE}
+    pixels = run_diffusers(pipe, SEED, monkeypatch, **call)
+    latents = run_diffusers(pipe, SEED, monkeypatch, "latent", **call)
+    return pixels, latents
+
+
+def difference(first, second) -> int:
+    return int(np.abs(first.astype(int) - second.astype(int)).max())
+
+
+# --- parity -----------------------------------------------------------------------------------
+
+CASES = [("sd1", "kohya", False), ("sd1", "diffusers", False),
+         ("sd1-external", "kohya", False), ("sdxl", "kohya", True), ("sdxl", "diffusers", False)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "naming", "sgm"), CASES)
+def test_lora_matches_diffusers_fused_lora(family, naming, sgm, request_model, tmp_path,
+                                           monkeypatch):
+    folder = request_model(family)
+    pipe = sdxl_pipe() if family == "sdxl" else sd1_pipe()
+    path = tmp_path / "style.safetensors"
+    make_lora(pipe, path, naming, sgm=sgm)
+    plain, _ = theirs(pipe, monkeypatch)
+    fuse_reference(pipe, path, 0.8)
+    their_pixels, their_latents = theirs(pipe, monkeypatch)
+    our_pixels, our_latents = ours(folder, monkeypatch, [(path, 0.8)])
+    assert difference(their_pixels, plain) > 20, "the LoRA must change the picture visibly"
+    assert difference(our_pixels, their_pixels) <= 2
+    np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_lora_merged_into_the_wrong_tensor_fails_the_parity(sd1, tmp_path, monkeypatch):
+    """The reference fuses the right LoRA; ours gets one whose self-attention value and
+    output layers are swapped (what a wrong map would do): the pictures then differ."""
+    pipe = sd1_pipe()
+    right, wrong = tmp_path / "right.safetensors", tmp_path / "wrong.safetensors"
+    make_lora(pipe, right, "kohya")
+    make_lora(pipe, wrong, "kohya", swap=True)
+    fuse_reference(pipe, right, 1.0)
+    their_pixels, their_latents = theirs(pipe, monkeypatch)
+    our_pixels, our_latents = ours(sd1, monkeypatch, [(wrong, 1.0)])
+    assert difference(our_pixels, their_pixels) > 2
+    assert not np.allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_several_loras_combine(sd1, tmp_path, monkeypatch):
+    pipe = sd1_pipe()
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    make_lora(pipe, first, "kohya", seed=1)
+    make_lora(pipe, second, "diffusers", seed=2, only=("unet",))
+    fuse_reference(pipe, first, 0.7)
+    fuse_reference(pipe, second, -0.5)
+    their_pixels, their_latents = theirs(pipe, monkeypatch)
+    our_pixels, our_latents = ours(sd1, monkeypatch, [(first, 0.7), (second, -0.5)])
+    assert difference(our_pixels, their_pixels) <= 2
+    np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
+
+
+def test_weight_zero_is_the_model_exactly(sd1, tmp_path, monkeypatch):
+    path = tmp_path / "style.safetensors"
+    make_lora(sd1_pipe(), path, "kohya")
+    without, _ = ours(sd1, monkeypatch)
+    with_zero, _ = ours(sd1, monkeypatch, [(path, 0.0)])
+    with_lora, _ = ours(sd1, monkeypatch, [(path, 1.0)])
+    assert np.array_equal(without, with_zero)
+    assert not np.array_equal(without, with_lora)
+
+
+def test_the_same_set_reuses_its_sessions_and_another_set_replaces_them(sd1, tmp_path):
+    from engine.runtime import sessions
+
+    path = tmp_path / "style.safetensors"
+    make_lora(sd1_pipe(), path, "kohya")
+    model = load_model(sd1)
+    model.use_loras([(path, 1.0)])
+    first = model.unet
+    model.use_loras([(path, 1.0)])
+    assert model.unet is first  # nothing merged again
+    model.use_loras([(path, 0.5)])
+    second = model.unet
+    assert second is not first
+    unet_sessions = [key for key in sessions._sessions if key[0] == first.path]
+    assert len(unet_sessions) == 1  # the old merged set is let go
+
+
+def test_merged_weights_land_in_the_mapped_initializers(sd1, tmp_path):
+    """The map's transposed MatMul weights and convolutions get exactly W + s·up@down."""
+    import onnx
+    from onnx import numpy_helper
+
+    from engine.lora.apply import prepare_loras
+
+    path = tmp_path / "style.safetensors"
+    made = make_lora(sd1_pipe(), path, "kohya")
+    overrides, _ = prepare_loras(sd1, "sd1", "tiny", [(path, 0.5)]).overrides("unet").build()
+    weights = json.loads((sd1 / "unet" / "weights_map.json").read_text())["weights"]
+    graph = onnx.load(str(sd1 / "unet" / "model.onnx"))
+    initial = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.graph.initializer}
+    for module in ("down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k",
+                   "down_blocks.1.attentions.0.proj_in", "down_blocks.0.resnets.0.conv1"):
+        down, up, alpha = made[("unet", module)]
+        entry = weights[module + ".weight"]
+        delta = (up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)).numpy()
+        delta = 0.5 * alpha / down.shape[0] * delta.reshape(entry["shape"])
+        expected = initial[entry["initializer"]] + (delta.T if entry["transposed"] else delta)
+        np.testing.assert_allclose(overrides[entry["initializer"]], expected, atol=1e-6)
+    assert any(entry["transposed"] for entry in weights.values())
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+def test_a_lora_of_another_family_is_refused_before_any_work(sd1, tmp_path):
+    path = tmp_path / "xl-style.safetensors"
+    make_lora(sdxl_pipe(), path, "kohya", sgm=True)
+    model = load_model(sd1)
+    with pytest.raises(BadRequest) as refused:
+        model.use_loras([(path, 1.0)])
+    assert str(refused.value) == ("LoRA 'xl-style' is made for SDXL, but model 'tiny-sd1' is "
+                                  "Stable Diffusion 1.x.")
+
+
+def test_layers_that_match_no_weight_are_counted(sd1, tmp_path):
+    path = tmp_path / "odd.safetensors"
+    made = make_lora(sd1_pipe(), path, "kohya", only=("text_encoder",))
+    tensors = safetensors_torch.load_file(str(path))
+    tensors["lora_unet_no_such_block_to_q.lora_down.weight"] = torch.zeros(4, 32)
+    tensors["lora_unet_no_such_block_to_q.lora_up.weight"] = torch.zeros(32, 4)
+    tensors["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"] = torch.zeros(4, 99)
+    safetensors_torch.save_file(tensors, str(path))
+    with pytest.raises(BadRequest) as refused:
+        load_model(sd1).use_loras([(path, 1.0)])
+    message = str(refused.value)
+    assert message.startswith(f"2 of the {len(made) + 1} layers of LoRA 'odd' match no weight "
+                              f"of model 'tiny-sd1' (the first: ")
+    assert message.endswith("), so it cannot be applied.") and message.count(". ") == 0
+
+
+def test_a_missing_lora_file_and_an_old_model_are_one_sentence(sd1, tmp_path):
+    with pytest.raises(ModelError, match=r"^The LoRA file .* is missing\.$"):
+        load_model(sd1).use_loras([(tmp_path / "gone.safetensors", 1.0)])
+    import shutil
+
+    old = tmp_path / "old-model"
+    shutil.copytree(sd1, old)
+    (old / "unet" / "weights_map.json").unlink()
+    path = tmp_path / "style.safetensors"
+    make_lora(sd1_pipe(), path, "kohya")
+    from engine.manifest import write_manifest
+
+    write_manifest(old)
+    with pytest.raises(ModelError) as refused:
+        load_model(old).use_loras([(path, 1.0)])
+    assert str(refused.value) == ("Model 'old-model' was installed before Easel could apply "
+                                  "LoRAs to it; remove it and import it again to use LoRAs.")
+
+
+def test_unsupported_networks_are_one_sentence(sd1, tmp_path):
+    path = tmp_path / "loha.safetensors"
+    safetensors_torch.save_file({"lora_unet_x.hada_w1_a": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(ModelError, match=r"^'loha' is a LoHa network, which Easel cannot apply "
+                                         r"yet \(only LoRA and LoCon\)\.$"):
+        load_model(sd1).use_loras([(path, 1.0)])
+
+
+# --- prompt tags and the command-line option --------------------------------------------------
+
+def test_prompt_tags_are_cut_out_with_their_weights():
+    assert extract_lora_tags("a cat <lora:ink:0.6>, <lora:paper> on a mat <lora:ink:0.2>") == (
+        "a cat ,  on a mat ", [("ink", pytest.approx(0.8)), ("paper", 1.0)])
+    assert extract_lora_tags("no tags") == ("no tags", [])
+    with pytest.raises(BadRequest, match=r"^The LoRA weight in '<lora:ink:x>' is not a "
+                                         r"number\.$"):
+        extract_lora_tags("a <lora:ink:x>")
+    assert parse_lora_option("ink:0.5") == ("ink", 0.5)
+    assert parse_lora_option("ink") == ("ink", 1.0)
+    with pytest.raises(BadRequest):
+        parse_lora_option(":0.5")
