@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.images import PictureInput, preview_pixels
+from engine.lora.tags import checked_loras
 from engine.noise import NUMPY, NUMPY_STORED_NAME, generator_name
 from engine.prompt_emphasis import check_emphasis
 from engine.runtime import DeviceReport
@@ -39,10 +40,14 @@ class TextToImageRequest:
     # Where the random numbers come from: "numpy" (Easel's own), "torch-cpu" or "torch-cuda"
     # (torch.randn's on the CPU or an NVIDIA GPU, to remake seeds from torch-based tools).
     generator: str = NUMPY
+    # LoRAs to make the picture with: (file, weight) pairs, files already found by the caller
+    # (the app's model store); weight 0 is the model as it is, exactly.
+    loras: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
+        object.__setattr__(self, "loras", checked_loras(self.loras))
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,10 +75,12 @@ class ImageToImageRequest:
     noise: np.ndarray | None = None
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
+    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
+        object.__setattr__(self, "loras", checked_loras(self.loras))
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,10 +109,12 @@ class InpaintRequest:
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
+    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
+        object.__setattr__(self, "loras", checked_loras(self.loras))
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,10 +138,12 @@ class OutpaintRequest:
     noise: np.ndarray | None = None  # as ImageToImageRequest.noise, for the larger canvas
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
+    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
+        object.__setattr__(self, "loras", checked_loras(self.loras))
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,10 +169,12 @@ class InstructPix2PixRequest:
     noise: np.ndarray | None = None
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
+    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
+        object.__setattr__(self, "loras", checked_loras(self.loras))
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,10 +226,12 @@ class RegionsRequest:
     latents: np.ndarray | None = None  # as TextToImageRequest.latents
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
+    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
+        object.__setattr__(self, "loras", checked_loras(self.loras))
 
 
 @dataclass(frozen=True)
@@ -236,6 +251,7 @@ class GenerationParameters:
     model_family: str
     generator: str = GENERATOR  # as engine.noise.stored_name names it
     emphasis: str = "original"  # as TextToImageRequest.emphasis
+    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).

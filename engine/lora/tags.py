@@ -44,3 +44,16 @@ def _weight(text: str | None, shown: str) -> float:
     if value != value or abs(value) == float("inf"):
         raise BadRequest(f"The LoRA weight in '{shown}' is not a number.")
     return value
+
+
+def checked_loras(loras: object) -> tuple[tuple[str, float], ...]:
+    """A request's ``loras`` as a tuple of (file, weight); BadRequest in one sentence when it
+    is not a list of pairs with a number for weight."""
+    try:
+        pairs = tuple((str(path), float(weight)) for path, weight in loras)  # type: ignore
+    except (TypeError, ValueError):
+        raise BadRequest("LoRAs are given as pairs of a LoRA and a weight.") from None
+    for path, weight in pairs:
+        if weight != weight or abs(weight) == float("inf"):
+            raise BadRequest(f"The weight of LoRA '{path}' is not a number.")
+    return pairs
