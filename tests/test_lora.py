@@ -438,3 +438,126 @@ def test_prompt_tags_are_cut_out_with_their_weights():
     assert parse_lora_option("ink") == ("ink", 1.0)
     with pytest.raises(BadRequest):
         parse_lora_option(":0.5")
+
+
+# --- the LoRA kind: import, list, remove, use by name -----------------------------------------
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _real_size_lora(path, family: str) -> None:
+    """One cross-attention layer at a real model's width (768: SD 1.x), plus SDXL's second
+    text encoder for "sdxl": what tells a LoRA's family."""
+    width = {"sd1": 768, "sdxl": 2048}[family]
+    tensors = {
+        "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight":
+            torch.randn(8, width),
+        "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight":
+            torch.randn(640, 8),
+        "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.alpha":
+            torch.tensor(4.0)}
+    if family == "sdxl":
+        tensors["lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = \
+            torch.randn(8, 1280)
+        tensors["lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] = \
+            torch.randn(1280, 8)
+    safetensors_torch.save_file(tensors, str(path))
+
+
+def test_import_list_remove_a_lora_as_its_own_kind(home, tmp_path, capsys):
+    from desktop.cli import main
+    from desktop.model_store import ModelStore
+    from desktop.paths import models_dir
+
+    _real_size_lora(tmp_path / "ink.safetensors", "sd1")
+    _real_size_lora(tmp_path / "xl-ink.safetensors", "sdxl")
+    assert main(["models", "import", str(tmp_path / "ink.safetensors")]) == 0
+    assert main(["models", "import", str(tmp_path / "xl-ink.safetensors")]) == 0
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert any(line.split()[:3] == ["ink", "lora", "sd1"] for line in listed.splitlines())
+    assert any(line.split()[:3] == ["xl-ink", "lora", "sdxl"] for line in listed.splitlines())
+    store = ModelStore(models_dir())
+    description = json.loads((store.root / "ink" / "easel.json").read_text())
+    assert description == {"format": 1, "kind": "lora", "family": "sd1", "rank": 8,
+                           "layers": 1, "tensors": 3, "naming": "kohya", "licence": None,
+                           "source": "ink.safetensors"}
+    assert (store.root / "ink" / "lora.safetensors").read_bytes() == (
+        tmp_path / "ink.safetensors").read_bytes()
+    assert [model.name for model in store.list()] == []  # never offered to make pictures
+    with pytest.raises(ModelError, match=r"^'ink' is a LoRA, not a model that makes "
+                                         r"pictures; use it with: easel generate --lora"):
+        store.path_of("ink")
+    assert main(["models", "remove", "ink"]) == 0
+    assert [model.name for model in store.installed("lora")] == ["xl-ink"]
+
+
+def test_a_pickle_lora_is_read_as_plain_tensors(home, tmp_path):
+    from desktop.model_store import ModelStore
+    from desktop.paths import models_dir
+
+    _real_size_lora(tmp_path / "ink.safetensors", "sd1")
+    tensors = safetensors_torch.load_file(str(tmp_path / "ink.safetensors"))
+    torch.save(tensors, tmp_path / "ink.pt")
+    store = ModelStore(models_dir())
+    installed = store.import_model(tmp_path / "ink.pt")
+    assert (installed.kind, installed.family) == ("lora", "sd1")
+    copied = safetensors_torch.load_file(str(installed.path / "lora.safetensors"))
+    assert all(torch.equal(copied[name], tensors[name]) for name in tensors)
+
+
+def test_the_scan_offers_loras_for_import(tmp_path):
+    from desktop.model_sources.scan import LORA, scan_folder
+
+    (tmp_path / "loras").mkdir()
+    _real_size_lora(tmp_path / "loras" / "ink.safetensors", "sd1")
+    (found,) = scan_folder(tmp_path)
+    assert (found.kind, found.importable, found.description) == (LORA, True, "LoRA")
+
+
+@pytest.fixture(scope="module")
+def home_with_tiny(tmp_path_factory):
+    """A data folder with the tiny SD 1.x imported and a LoRA made for it."""
+    from desktop.cli import main
+
+    template = tmp_path_factory.mktemp("template") / "home"
+    lora = template.parent / "tiny-ink.safetensors"
+    make_lora(sd1_pipe(), lora, "kohya")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EASEL_HOME", str(template))
+        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
+                     "tiny"]) == 0
+        assert main(["models", "import", str(lora)]) == 0
+    return template
+
+
+def test_easel_generate_takes_loras_by_name(home, home_with_tiny, tmp_path, capsys):
+    import shutil
+
+    from desktop.cli import main
+
+    shutil.copytree(home_with_tiny, home)
+
+    def generate(name, *loras):
+        command = ["generate", "a red chair", "--model", "tiny", "--width", "64", "--height",
+                   "48", "--steps", "2", "--seed", "3", "-o", str(tmp_path / name)]
+        assert main(command + [part for lora in loras for part in ("--lora", lora)]) == 0
+        from PIL import Image
+
+        with Image.open(tmp_path / name) as image:
+            return np.asarray(image)
+
+    plain = generate("plain.png")
+    assert np.array_equal(generate("zero.png", "tiny-ink:0"), plain)
+    styled = generate("styled.png", "tiny-ink:0.8")
+    assert not np.array_equal(styled, plain)
+    assert np.array_equal(generate("twice.png", "tiny-ink:0.5", "tiny-ink:0.3"), styled)
+    capsys.readouterr()
+    assert main(["generate", "x", "--model", "tiny", "--lora", "nope:1"]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "No LoRA named 'nope' is installed (installed LoRAs: tiny-ink); add one with: easel "
+        "models import FILE.safetensors.")

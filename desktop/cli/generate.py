@@ -24,7 +24,9 @@ from desktop.cli.common import (
 )
 from desktop.cli.upscale import chosen_upscaler
 from desktop.image_files import save_png
+from desktop.model_kinds.lora import resolve_loras
 from engine.errors import BadRequest
+from engine.lora import parse_lora_option
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
@@ -49,6 +51,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--height", type=int, help=HEIGHT_HELP)
     generate.add_argument("--count", type=int, default=1, help="number of images")
     add_emphasis_argument(generate)
+    generate.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
+                          help="an installed LoRA to make the pictures with, and its weight "
+                               "(default 1; 0 leaves the model as it is); repeat for several")
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "
                                "times (more than 1, at most 4) and redraw its detail")
@@ -69,13 +74,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _generate(arguments: argparse.Namespace) -> int:
     store = model_store()
     name = arguments.model or store.default_model().name
+    loras = resolve_loras(store, [parse_lora_option(text) for text in arguments.lora])
     model = load_model(store.path_of(name), runtime_options(arguments), name)
     seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
     request = TextToImageRequest(
         prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,
         width=arguments.width, height=arguments.height, steps=arguments.steps,
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
-        count=arguments.count, emphasis=arguments.emphasis, generator=arguments.rng)
+        count=arguments.count, emphasis=arguments.emphasis, generator=arguments.rng,
+        loras=loras)
+    model.use_loras(request.loras)  # a LoRA that does not fit is said before anything runs
     pipeline = TextToImagePipeline(model)
     if arguments.hires_scale is not None:
         request, pipeline = _hires_fix(arguments, request, model)

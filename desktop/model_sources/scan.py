@@ -17,15 +17,15 @@ from pathlib import Path
 
 from engine.errors import EaselError, ModelError
 
-DIFFUSION, UPSCALER = "diffusion", "upscaler"  # kinds Easel imports today
-LORA, CONTROLNET, EMBEDDING, VAE = "lora", "controlnet", "embedding", "vae"  # not yet
+DIFFUSION, UPSCALER, LORA = "diffusion", "upscaler", "lora"  # kinds Easel imports today
+CONTROLNET, EMBEDDING, VAE = "controlnet", "embedding", "vae"  # not yet
 UNKNOWN = "unknown"
 UNSUPPORTED = "unsupported"  # a Stable Diffusion checkpoint the import would refuse
-IMPORTABLE = (DIFFUSION, UPSCALER)
+IMPORTABLE = (DIFFUSION, UPSCALER, LORA)
 _UNSUPPORTED = "unsupported: "
 MODEL_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-_NOT_YET = {LORA: "a LoRA", CONTROLNET: "a ControlNet", EMBEDDING: "a textual-inversion "
-            "embedding", VAE: "a VAE on its own"}
+_NOT_YET = {CONTROLNET: "a ControlNet", EMBEDDING: "a textual-inversion embedding",
+            VAE: "a VAE on its own"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ def _describe_file(path: Path) -> FoundModel | None:
     shapes = _safetensors_shapes(path) if form == SAFETENSORS else None
     names = set(shapes) if shapes is not None else pickled_strings(path)
     kind = _kind_of(names)
+    if kind == LORA:
+        return FoundModel(path, LORA, size, "LoRA")
     if kind != DIFFUSION:
         description = (f"{_NOT_YET[kind]}, which Easel cannot use yet" if kind in _NOT_YET
                        else "not a model Easel recognises")
