@@ -171,9 +171,12 @@ installed_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
     arch="$arch" conflicts="$conflicts" provides="$provides" glibc="$glibc" installed_size="$installed_kb" > "$root/DEBIAN/control"
 deb=$out/${package}_${version}_${arch}.deb
 # The app: xz -6, what Debian uses: 2.5 min here on 2 cores; zstd -19 took longer and gave 7%
-# more. The importer: IMPORTER_COMPRESSION (README.md: its bundle is four times the app's).
+# more. The importer and the NVIDIA flavour: zstd -9 (README.md: their bundles are three to ten
+# times the app's, and xz would take most of an hour on 2 cores).
 compression=(-Zxz -z6)
-[ "$importer" = 1 ] && compression=(-Zzstd -z9)
+if [ "$importer" = 1 ] || [ "$flavour" = nvidia ]; then
+    compression=(-Zzstd -z9)
+fi
 dpkg-deb --root-owner-group "${compression[@]}" --threads-max="$(nproc)" --build "$root" "$deb" >/dev/null
 step "deb: $deb ($(du -h "$deb" | cut -f1) download, $((installed_kb / 1024)) MiB installed)"
 
