@@ -92,12 +92,13 @@ def _sgm_name(module: str, per_block: int = 2) -> str:
 
 
 def make_lora(pipe, path, naming: str, *, rank: int = 4, seed: int = 0, sgm: bool = False,
-              swap: bool = False, only=None) -> dict:
+              swap: bool = False, only=None, keep=None) -> dict:
     """A random LoRA file for ``pipe`` in ``naming`` ("kohya" or "diffusers"); ``swap`` gives
     each self-attention's value and output layers each other's tensors (what a map that merged
     them into the wrong tensor would do); returns {(component, module): (down, up, alpha)}."""
     generator = torch.Generator().manual_seed(seed)
-    layers = [layer for layer in lora_layers(pipe) if only is None or layer[0] in only]
+    layers = [layer for layer in lora_layers(pipe) if (only is None or layer[0] in only)
+              and (keep is None or keep(layer[1]))]
     made, tensors = {}, {}
     for component, module, shape in layers:
         out, inputs = shape[0], shape[1]
@@ -288,6 +289,31 @@ def test_lora_matches_diffusers_fused_lora(family, naming, sgm, request_model, t
     assert difference(their_pixels, plain) > 20, "the LoRA must change the picture visibly"
     assert difference(our_pixels, their_pixels) <= 2
     np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_the_optimised_graph_cache_is_used_where_it_kept_the_weights(sd1, tmp_path,
+                                                                      monkeypatch):
+    """Attention-only LoRAs replace weights in the cached optimised graph (onnxruntime keeps
+    MatMul weights as exported); a LoCon convolution (reordered there) goes through the model
+    file. Both still match diffusers."""
+    from engine.runtime import RuntimeOptions
+
+    runtime = RuntimeOptions(optimized_cache=tmp_path / "optimized")
+    load_model(sd1, runtime).unet.run  # noqa: B018 - fills the cache
+    for name, keep, cached in (("attention", lambda module: "attn" in module, True),
+                               ("locon", lambda module: module.endswith("conv1"), False)):
+        pipe = sd1_pipe()
+        path = tmp_path / f"{name}.safetensors"
+        make_lora(pipe, path, "kohya", only=("unet",), keep=keep)
+        fuse_reference(pipe, path, 1.0)
+        their_pixels, their_latents = theirs(pipe, monkeypatch)
+        model = load_model(sd1, runtime)
+        model.use_loras([(path, 1.0)])
+        assert model.unet.loaded_from.is_relative_to(tmp_path / "optimized") is cached
+        our_pixels, our_latents = run_ours(model, request(), monkeypatch)
+        assert difference(our_pixels, their_pixels) <= 2
+        np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ from engine.errors import BadRequest, ModelError
 from engine.export.safetensors_check import TensorInfo, check_safetensors
 from engine.lora.family import family_name, lora_family
 from engine.lora.lora_file import LoraLayer, layer_names, read_lora
-from engine.lora.onnx_weights import read_initializers
 from engine.lora.targets import ModelTargets, Target
+from engine.runtime.onnx_weights import read_initializers
 from engine.runtime.sessions import InitializerOverrides
 
 LORA_FILE = "lora.safetensors"  # the tensors of an installed LoRA, in its folder

@@ -53,6 +53,46 @@ def read_initializers(graph: Path, names: Collection[str]
     return values, external
 
 
+def same_initializers(first: Path, second: Path, names: Collection[str]) -> bool:
+    """True when both ONNX files hold every initializer ``names`` with equal shapes and
+    values, ``first`` as external data; one pair in memory at a time. False, never an
+    error, when one is missing or unreadable."""
+    wanted = set(names)
+    try:
+        with _Graph(first) as one, _Graph(second) as other:
+            found, others = one.tensors(wanted), other.tensors(wanted)
+            if set(found) != wanted or set(others) != wanted:
+                return False
+            if any(found[name].raw is not None for name in wanted):
+                return False
+            return all(np.array_equal(one.values(found[name], name),
+                                      other.values(others[name], name)) for name in wanted)
+    except (ModelError, OSError, IndexError, ValueError):
+        return False
+
+
+class _Graph:
+    """An ONNX file, memory-mapped while open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> _Graph:
+        self._file = self.path.open("rb")
+        self._data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._data.close()
+        self._file.close()
+
+    def tensors(self, wanted: set[str]) -> dict[str, _Tensor]:
+        return _find_tensors(self._data, wanted)
+
+    def values(self, tensor: _Tensor, name: str) -> np.ndarray:
+        return _values(tensor, self._data, self.path, name)
+
+
 def _find_tensors(data: mmap.mmap, wanted: set[str]) -> dict[str, _Tensor]:
     found: dict[str, _Tensor] = {}
     for field, _wire, start, end in _fields(data, 0, len(data)):
