@@ -587,3 +587,45 @@ def test_easel_generate_takes_loras_by_name(home, home_with_tiny, tmp_path, caps
     assert capsys.readouterr().err.strip().endswith(
         "No LoRA named 'nope' is installed (installed LoRAs: tiny-ink); add one with: easel "
         "models import FILE.safetensors.")
+
+
+# --- maps for graphs exported elsewhere ---------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_a_map_from_node_names_agrees_with_the_map_by_value(family, tmp_path):
+    """ONNX folders from other tools carry no map; theirs is derived from the module scopes in
+    node names at import. On our own exports it must agree with the map found by value, for
+    every MatMul, Gemm and Conv weight (all a LoRA can name)."""
+    import shutil
+
+    from engine.export.weights_map import write_weights_map_from_names
+
+    source = tiny_models.tiny_onnx("sd1") if family == "sd1" else tiny_models_xl.tiny_onnx(
+        "sdxl")
+    components = ("text_encoder", "unet") + (("text_encoder_2",) if family == "sdxl" else ())
+    for component in components:
+        (tmp_path / component).mkdir()
+        shutil.copyfile(source / component / "model.onnx", tmp_path / component / "model.onnx")
+        write_weights_map_from_names(tmp_path / component / "model.onnx")
+        by_name = json.loads((tmp_path / component / "weights_map.json").read_text())["weights"]
+        by_value = json.loads((source / component / "weights_map.json").read_text())["weights"]
+        assert by_name, component
+        assert {name: by_value[name] for name in by_name} == by_name
+        missing = {name for name in set(by_value) - set(by_name)
+                   if "embedding" not in name}  # Gather tables: no LoRA names them
+        assert not missing, sorted(missing)[:3]
+
+
+def test_an_imported_onnx_folder_gets_a_map(tmp_path):
+    import shutil
+
+    from engine.export.onnx_folder import import_onnx_folder
+
+    source = tmp_path / "optimum-like"
+    shutil.copytree(tiny_models.tiny_onnx("sd1"), source)
+    (source / "easel.json").unlink()
+    for old in source.glob("*/weights_map.json"):
+        old.unlink()
+    import_onnx_folder(source, tmp_path / "installed")
+    assert sorted(path.parent.name for path in (tmp_path / "installed").glob(
+        "*/weights_map.json")) == ["text_encoder", "unet"]

@@ -32,6 +32,7 @@ from engine.export.onnx_description import (
     read_configs,
     vocabulary_size,
 )
+from engine.export.weights_map import MAPPED_COMPONENTS, write_weights_map_from_names
 from engine.onnx_folder import GRAPH_FILE, OnnxFolder, read_json, recognise_onnx_folder
 from engine.resource_files import resource_path
 
@@ -75,6 +76,8 @@ def import_onnx_folder(source: Path, destination: Path, progress: Progress | Non
             if progress is not None:
                 progress(COMPONENT_NAMES[component], number, len(folder.graphs))
             _install_graph(graphs[component], source, destination)
+            if component in MAPPED_COMPONENTS:  # so a LoRA finds its weights (engine.lora)
+                write_weights_map_from_names(destination / component / GRAPH_FILE)
         _install_tokenizer(source / "tokenizer", destination / "tokenizer", description,
                            vocabulary_size(configs.text_encoder))
         (destination / "scheduler").mkdir()

@@ -111,3 +111,69 @@ def _digest(array: np.ndarray) -> str:
     digest = hashlib.blake2b(str(contiguous.shape).encode(), digest_size=16)
     digest.update(contiguous.tobytes())
     return digest.hexdigest()
+
+
+# --- graphs made elsewhere (optimum, Amuse): no PyTorch weights to compare with ----------------
+
+_WEIGHT_INPUTS = {"MatMul": 1, "Gemm": 1, "Conv": 1}
+# The wrapper modules exporters put around a component (ours: engine.export.graphs).
+_WRAPPERS = ("unet", "text_encoder")
+
+
+def write_weights_map_from_names(graph: Path) -> int:
+    """Write ``weights_map.json`` for a graph exported by another tool, from the module scopes
+    torch's exporter writes into node names (``/down_blocks.1/attentions.0/…/to_q/MatMul``):
+    each MatMul, Gemm or Conv weight used by that one node is named after its module. A
+    graph without such names (already fused by some optimiser) gets an empty map, so a LoRA
+    on it is refused with the count of layers that found no weight. Returns the count."""
+    graph = Path(graph)
+    model = onnx.load(str(graph), load_external_data=False)
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer
+              if tensor.data_type in _NUMPY_TYPES and len(tensor.dims) >= 2}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in set(node.input) & shapes.keys():
+            consumers.setdefault(name, []).append(node)
+    text_encoder = graph.parent.name.startswith("text_encoder")
+    weights: dict[str, dict] = {}
+    doubled: set[str] = set()
+    for initializer, nodes in consumers.items():
+        found = _named_weight(nodes, initializer, shapes[initializer])
+        if found is None:
+            continue
+        name, entry = found
+        name = _checkpoint_name(name) if text_encoder else name
+        if name in weights:
+            doubled.add(name)
+        weights[name] = entry
+    for name in doubled:  # two initializers claim one module: trust neither
+        del weights[name]
+    text = json.dumps({"format": MAP_FORMAT, "weights": weights}, indent=0, sort_keys=True)
+    (graph.parent / MAP_FILE).write_text(text + "\n", encoding="utf-8")
+    return len(weights)
+
+
+def _named_weight(nodes: list[onnx.NodeProto], initializer: str, dims: tuple[int, ...]
+                  ) -> tuple[str, dict] | None:
+    if len(nodes) != 1:
+        return None
+    (node,) = nodes
+    position = _WEIGHT_INPUTS.get(node.op_type)
+    if position is None or len(node.input) <= position or node.input[position] != initializer:
+        return None
+    scopes = node.name.split("/")
+    if len(scopes) < 3 or scopes[0] != "":
+        return None  # no module scope in the name
+    modules = scopes[1:-1]
+    if modules[0] in _WRAPPERS and len(modules) > 1:
+        modules = modules[1:]
+    if node.op_type == "Gemm":
+        transposed = not any(attribute.name == "transB" and attribute.i
+                             for attribute in node.attribute)
+    else:
+        transposed = node.op_type == "MatMul"
+    if transposed and len(dims) != 2:
+        return None
+    shape = list(reversed(dims)) if transposed else list(dims)
+    return ".".join(modules) + ".weight", {"initializer": initializer, "transposed": transposed,
+                                           "shape": shape}
