@@ -68,8 +68,9 @@ def test_a_comfyui_folder_is_told_apart_by_content(comfy):
     assert found["checkpoints/fill.safetensors"].description == "Stable Diffusion 1.x inpainting"
     assert found["upscale_models/4x-sharp.pth"].kind == UPSCALER
     assert found["loras/style.safetensors"].kind == LORA
-    assert not found["loras/style.safetensors"].importable
-    assert "cannot use yet" in found["loras/style.safetensors"].description
+    assert found["loras/style.safetensors"].importable  # its own kind, since issue 17
+    assert not found["controlnet/canny.safetensors"].importable
+    assert "cannot use yet" in found["controlnet/canny.safetensors"].description
     assert found["controlnet/canny.safetensors"].kind == CONTROLNET
     # The diffusers folder is one model, not its dozen weight files.
     assert found["diffusers/tiny"].kind == DIFFUSION
@@ -222,7 +223,8 @@ def test_models_scan_lists_what_it_found(comfy, capsys):
     out = capsys.readouterr().out
     assert "(ComfyUI)" in out
     assert "dreamy.safetensors  Stable Diffusion 1.x" in out
-    assert "style.safetensors  a LoRA, which Easel cannot use yet" in out
+    assert "style.safetensors  LoRA" in out
+    assert "canny.safetensors  a ControlNet, which Easel cannot use yet" in out
     assert "[cannot be imported]" in out
     assert main(["models", "scan", str(comfy / "nowhere")]) == 1
     assert "does not exist" in capsys.readouterr().err
