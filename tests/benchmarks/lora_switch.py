@@ -1,6 +1,6 @@
 """LoRA switching on a real-size model: switch time, peak memory, a repeated set's cost.
 
-Usage: ``python tests/benchmarks/lora_switch.py MODEL_FOLDER [--rank 16] [--json OUT]``
+Usage: ``python tests/benchmarks/lora_switch.py MODEL_FOLDER [--rank 16] [--locon] [--json OUT]``
 
 MODEL_FOLDER is an installed model exported by this version of Easel (it needs the
 ``weights_map.json`` files), e.g. the random SD 1.5 of README's real-size check, steps 1-2.
@@ -40,10 +40,19 @@ UNET_ATTENTION = re.compile(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$")
 TEXT_ATTENTION = re.compile(r"self_attn\.(q_proj|k_proj|v_proj|out_proj)\.weight$")
 
 
-def write_lora(model: Path, path: Path, rank: int, seed: int) -> int:
-    """A random kohya-named LoRA on every attention layer; returns its layer count."""
+def write_lora(model: Path, path: Path, rank: int, seed: int, locon: bool = False) -> int:
+    """A random kohya-named LoRA on every attention layer (and with ``locon`` one 3x3
+    convolution, which sends the UNet through the slower path: see engine.runtime.sessions,
+    _create_with_overrides); returns its layer count."""
     rng = np.random.default_rng(seed)
     tensors: dict[str, np.ndarray] = {}
+    if locon:
+        base = "lora_unet_down_blocks_0_resnets_0_conv1"
+        tensors[f"{base}.lora_down.weight"] = (
+            rng.standard_normal((rank, 320, 3, 3)) / 54).astype(np.float16)
+        tensors[f"{base}.lora_up.weight"] = (
+            rng.standard_normal((320, rank, 1, 1)) * 0.01).astype(np.float16)
+        tensors[f"{base}.alpha"] = np.array(rank, dtype=np.float16)
     for component, prefix, pattern in (("unet", "lora_unet_", UNET_ATTENTION),
                                        ("text_encoder", "lora_te_", TEXT_ATTENTION)):
         weights = json.loads((model / component / "weights_map.json").read_text())["weights"]
@@ -149,6 +158,8 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--locon", action="store_true",
+                        help="add a 3x3 LoCon convolution (SD 1.5's first one: 320 channels)")
     parser.add_argument("--child", choices=("plain", "lora"))
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--loras", default="")
@@ -160,7 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lora-switch-") as scratch:
         scratch_path = Path(scratch)
         loras = [scratch_path / "a.safetensors", scratch_path / "b.safetensors"]
-        layers = [write_lora(arguments.model, path, arguments.rank, seed)
+        layers = [write_lora(arguments.model, path, arguments.rank, seed, arguments.locon)
                   for seed, path in enumerate(loras)]
         lora_mb = loras[0].stat().st_size / 1e6
         cache = scratch_path / "optimized"
@@ -170,7 +181,7 @@ def main() -> None:
     result = {"rank": arguments.rank, "layers": layers[0],
               "lora_file_mb": lora_mb, "plain": plain, "lora": lora,
               "peak_ratio": lora["peak_rss_mb"] / plain["peak_rss_mb"]}
-    print(f"LoRA: rank {arguments.rank}, {layers[0]} attention layers (UNet and text encoder),"
+    print(f"LoRA: rank {arguments.rank}, {layers[0]} layers (UNet and text encoder),"
           f" {lora_mb:.0f} MB")
     print(f"switch to a new set:  {lora['switch_s']:.1f} s, then {lora['second_switch_s']:.1f} s"
           f" (target at most 15 s)")
