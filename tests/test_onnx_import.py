@@ -189,7 +189,7 @@ def test_single_external_weights_file_is_renamed_to_our_layout(installed_optimum
                                                               optimum_folder):
     unet = installed_optimum / "unet"
     assert sorted(path.name for path in unet.iterdir()) == [
-        "config.json", "model.onnx", "model.onnx.data"]
+        "config.json", "model.onnx", "model.onnx.data", "weights_map.json"]
     assert check_graph(installed_optimum, "unet").external_files == ("model.onnx.data",)
     # One file per tensor keeps its names.
     per_tensor = check_graph(optimum_folder, "vae_decoder").external_files
