@@ -43,6 +43,10 @@ class TextToImageRequest:
     # LoRAs to make the picture with: (file, weight) pairs, files already found by the caller
     # (the app's model store); weight 0 is the model as it is, exactly.
     loras: tuple[tuple[str, float], ...] = ()
+    # Textual-inversion embeddings a prompt may name: (name as written in prompts, file)
+    # pairs the caller has found (the app offers every installed one of the model's family,
+    # as A1111 does); a name not among them is just words.
+    embeddings: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
@@ -76,6 +80,7 @@ class ImageToImageRequest:
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
@@ -110,6 +115,7 @@ class InpaintRequest:
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
@@ -139,6 +145,7 @@ class OutpaintRequest:
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
@@ -170,6 +177,7 @@ class InstructPix2PixRequest:
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
@@ -227,6 +235,7 @@ class RegionsRequest:
     generator: str = NUMPY  # as TextToImageRequest.generator
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
@@ -252,6 +261,7 @@ class GenerationParameters:
     generator: str = GENERATOR  # as engine.noise.stored_name names it
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).
