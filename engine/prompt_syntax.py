@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from engine.errors import BadRequest
+from engine.lora.tags import extract_lora_tags
 
 EMPHASIS_UP = 1.1  # what "(words)" multiplies by; "[words]" divides by it
 
@@ -50,7 +51,10 @@ class _Piece:
 
 
 def parse_prompt(prompt: str, label: str = "prompt") -> ParsedPrompt:
-    """Read ``prompt``'s weights; bad syntax is refused in one sentence naming ``label``."""
+    """Read ``prompt``'s weights; bad syntax is refused in one sentence naming ``label``.
+    ``<lora:NAME:WEIGHT>`` tags are cut out first, as A1111 does: the caller has already
+    turned them into the request's LoRAs (``engine.lora.extract_lora_tags``)."""
+    prompt = extract_lora_tags(prompt)[0]
     pieces: list[_Piece] = []
     open_brackets: list[tuple[str, int]] = []  # (bracket, index of the first piece inside)
 

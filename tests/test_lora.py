@@ -582,11 +582,54 @@ def test_easel_generate_takes_loras_by_name(home, home_with_tiny, tmp_path, caps
     styled = generate("styled.png", "tiny-ink:0.8")
     assert not np.array_equal(styled, plain)
     assert np.array_equal(generate("twice.png", "tiny-ink:0.5", "tiny-ink:0.3"), styled)
+    # A1111's tag in the prompt does what --lora does; the tag itself is never encoded.
+    command = ["generate", "a red chair <lora:tiny-ink:0.8>", "--model", "tiny", "--width",
+               "64", "--height", "48", "--steps", "2", "--seed", "3", "-o",
+               str(tmp_path / "tagged.png")]
+    assert main(command) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "tagged.png") as image:
+        assert np.array_equal(np.asarray(image), styled)
+        assert image.text["parameters"].startswith("a red chair <lora:tiny-ink:0.8>")
+    # The editing commands take them too.
+    assert main(["variations", str(tmp_path / "plain.png"), "--prompt", "<lora:tiny-ink:0.8>",
+                 "--model", "tiny", "--steps", "2", "--count", "1", "--seed", "3", "-o",
+                 str(tmp_path / "varied.png")]) == 0
+    assert main(["variations", str(tmp_path / "plain.png"), "--model", "tiny", "--steps", "2",
+                 "--count", "1", "--seed", "3", "--lora", "tiny-ink:0.8", "-o",
+                 str(tmp_path / "unvaried.png")]) == 0
+    assert main(["variations", str(tmp_path / "plain.png"), "--model", "tiny", "--steps", "2",
+                 "--count", "1", "--seed", "3", "-o", str(tmp_path / "plainer.png")]) == 0
+    with Image.open(tmp_path / "varied.png") as tag, \
+            Image.open(tmp_path / "unvaried.png") as option, \
+            Image.open(tmp_path / "plainer.png") as none:
+        assert np.array_equal(np.asarray(tag), np.asarray(option))  # the tag, or --lora
+        assert not np.array_equal(np.asarray(tag), np.asarray(none))
     capsys.readouterr()
     assert main(["generate", "x", "--model", "tiny", "--lora", "nope:1"]) == 1
     assert capsys.readouterr().err.strip().endswith(
         "No LoRA named 'nope' is installed (installed LoRAs: tiny-ink); add one with: easel "
         "models import FILE.safetensors.")
+
+
+def test_the_window_resolves_prompt_tags_to_files(home, home_with_tiny):
+    import shutil
+
+    from desktop.app.generation import with_prompt_loras
+    from desktop.model_store import ModelStore
+    from desktop.paths import models_dir
+    from engine.request import HiresFixRequest
+
+    shutil.copytree(home_with_tiny, home)
+    store = ModelStore(models_dir())
+    plain = TextToImageRequest("a red chair", width=64, height=48)
+    assert with_prompt_loras(store, plain) is plain
+    tagged = with_prompt_loras(store, HiresFixRequest(TextToImageRequest(
+        "a red chair <lora:tiny-ink:0.5> <lora:tiny-ink:0.25>", width=64, height=48), 2.0))
+    assert tagged.base.loras == ((str(store.root / "tiny-ink" / "lora.safetensors"), 0.75),)
+    with pytest.raises(ModelError, match="No LoRA named 'nope' is installed"):
+        with_prompt_loras(store, TextToImageRequest("<lora:nope:1> a cat"))
 
 
 # --- maps for graphs exported elsewhere ---------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import numpy as np
 from desktop import paths
 from desktop.app.settings import Settings
 from desktop.library import ImageEntry, Library
+from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
 from engine.errors import BadRequest
 from engine.model import Model, load_model
@@ -111,6 +112,17 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
                           optimized_cache=paths.optimized_graphs_dir())
 
 
+def with_prompt_loras(store: ModelStore, request: Request) -> Request:
+    """The request with the LoRAs its prompt's ``<lora:NAME:WEIGHT>`` tags name, resolved to
+    their files (one sentence for a name that is not installed)."""
+    if isinstance(request, HiresFixRequest):
+        return replace(request, base=with_prompt_loras(store, request.base))
+    prompt = getattr(request, "prompt", None) or ""
+    if "<lora:" not in prompt:
+        return request
+    return replace(request, loras=prompt_loras(store, prompt))
+
+
 class EnginePipelines:
     """The real engine, keeping at most ``keep_loaded`` models' sessions in memory."""
 
@@ -139,6 +151,7 @@ class EnginePipelines:
                 self.store, self.upscaler)))
         else:
             pipeline = pipeline_class(self._model(model))
+        request = with_prompt_loras(self.store, request)  # <lora:NAME:WEIGHT> in the prompt
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         return pipeline(request, on_progress, cancel)
 

@@ -59,6 +59,25 @@ def add_emphasis_argument(parser: argparse.ArgumentParser) -> None:
                              "only, A1111's 'No norm')")
 
 
+def add_lora_argument(parser: argparse.ArgumentParser) -> None:
+    """``--lora NAME[:WEIGHT]``, repeatable; ``<lora:NAME:WEIGHT>`` in the prompt does the
+    same."""
+    parser.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
+                        help="an installed LoRA to make the pictures with, and its weight "
+                             "(default 1; 0 leaves the model as it is); repeat for several, "
+                             "or write <lora:NAME:WEIGHT> in the prompt")
+
+
+def lora_options(store: ModelStore, prompt: str | None,
+                 arguments: argparse.Namespace) -> tuple[tuple[str, float], ...]:
+    """The request's LoRAs, from the prompt's tags and ``--lora``, resolved to their files."""
+    from desktop.model_kinds.lora import prompt_loras
+    from engine.lora import parse_lora_option
+
+    named = [parse_lora_option(text) for text in arguments.lora]
+    return prompt_loras(store, prompt or "", named)
+
+
 def add_rng_argument(parser: argparse.ArgumentParser) -> None:
     """``--rng``: the generator each picture's seed is fed to (``engine.noise``)."""
     parser.add_argument(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -20,8 +21,10 @@ from desktop.cli.common import (
     WIDTH_HELP,
     SourcePicture,
     add_emphasis_argument,
+    add_lora_argument,
     add_rng_argument,
     add_runtime_arguments,
+    lora_options,
     model_store,
     open_library,
     open_picture,
@@ -142,6 +145,7 @@ def _common(parser: argparse.ArgumentParser, count: int = 1) -> None:
                         help="also write a copy to this .png file name or folder")
     add_rng_argument(parser)
     add_emphasis_argument(parser)
+    add_lora_argument(parser)
     add_runtime_arguments(parser)
 
 
@@ -223,6 +227,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         model = load_model(store.path_of(name), runtime_options(arguments), name)
         pipeline = pipeline_class(model)
         request = make_request(source.picture, seed)
+        request = replace(request, loras=lora_options(store, request.prompt, arguments))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
         targets = output_paths(arguments.output, seed, arguments.count)
         device = model.unet.device

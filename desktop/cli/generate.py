@@ -11,8 +11,10 @@ from desktop.cli.common import (
     HEIGHT_HELP,
     WIDTH_HELP,
     add_emphasis_argument,
+    add_lora_argument,
     add_rng_argument,
     add_runtime_arguments,
+    lora_options,
     model_store,
     open_library,
     output_paths,
@@ -24,9 +26,7 @@ from desktop.cli.common import (
 )
 from desktop.cli.upscale import chosen_upscaler
 from desktop.image_files import save_png
-from desktop.model_kinds.lora import resolve_loras
 from engine.errors import BadRequest
-from engine.lora import parse_lora_option
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
@@ -51,9 +51,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--height", type=int, help=HEIGHT_HELP)
     generate.add_argument("--count", type=int, default=1, help="number of images")
     add_emphasis_argument(generate)
-    generate.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
-                          help="an installed LoRA to make the pictures with, and its weight "
-                               "(default 1; 0 leaves the model as it is); repeat for several")
+    add_lora_argument(generate)
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "
                                "times (more than 1, at most 4) and redraw its detail")
@@ -74,7 +72,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _generate(arguments: argparse.Namespace) -> int:
     store = model_store()
     name = arguments.model or store.default_model().name
-    loras = resolve_loras(store, [parse_lora_option(text) for text in arguments.lora])
+    loras = lora_options(store, arguments.prompt, arguments)
     model = load_model(store.path_of(name), runtime_options(arguments), name)
     seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
     request = TextToImageRequest(

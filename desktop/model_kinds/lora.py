@@ -124,6 +124,18 @@ def resolve_loras(store: ModelStore, loras: Iterable[tuple[str, float]]
     return tuple(resolved)
 
 
+def prompt_loras(store: ModelStore, prompt: str, named: Iterable[tuple[str, float]] = ()
+                 ) -> tuple[tuple[str, float], ...]:
+    """The LoRAs a request needs: the prompt's ``<lora:NAME:WEIGHT>`` tags and ``named`` ones
+    (``--lora``), a name given twice adding up (as in A1111), resolved to their files."""
+    from engine.lora import extract_lora_tags
+
+    weights: dict[str, float] = {}
+    for lora, weight in [*extract_lora_tags(prompt)[1], *named]:
+        weights[lora] = weights.get(lora, 0.0) + weight
+    return resolve_loras(store, weights.items())
+
+
 def _kind_in(description: Path) -> str | None:
     if not description.is_file():
         return None

@@ -93,6 +93,8 @@ class ImageToImagePipeline(DiffusionPipeline):
         cancel: CancelToken | None = None,
     ) -> GenerationResult:
         cancel = cancel or CancelToken()
+        # The request's LoRAs (none: the plain model) on the sessions, before any encoding.
+        self.model.use_loras(request.loras)
         # 1. Check inputs and fill in the model's defaults.
         settings = self.check_inputs(request)
         parameters = settings.parameters

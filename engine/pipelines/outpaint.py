@@ -73,4 +73,5 @@ class OutpaintPipeline:
             negative_prompt=request.negative_prompt, strength=request.strength,
             feather=request.feather, steps=request.steps, guidance=request.guidance,
             scheduler=request.scheduler, seed=request.seed, count=request.count,
-            noise=request.noise, generator=request.generator)
+            noise=request.noise, generator=request.generator, emphasis=request.emphasis,
+            loras=request.loras)

@@ -54,6 +54,8 @@ class TextToImagePipeline(DiffusionPipeline):
         cancel: CancelToken | None = None,
     ) -> GenerationResult:
         cancel = cancel or CancelToken()
+        # The request's LoRAs (none: the plain model) on the sessions, before any encoding.
+        self.model.use_loras(request.loras)
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
         use_guidance = self.uses_guidance(parameters.guidance)
