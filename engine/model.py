@@ -6,14 +6,24 @@ import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.description import ModelDescription
 from engine.errors import ModelError
 from engine.manifest import manifest_hash, verify_manifest
-from engine.runtime import RuntimeOptions, Session, get_session, release_sessions
+from engine.runtime import (
+    InitializerOverrides,
+    RuntimeOptions,
+    Session,
+    get_session,
+    release_sessions,
+)
 from engine.tokenizer import PromptTokenizer
+
+if TYPE_CHECKING:
+    from engine.embeddings import EmbeddingSet
 
 REQUIRED_GRAPHS = ("text_encoder", "unet", "vae_decoder")
 
@@ -29,6 +39,7 @@ class Model:
         self.name = name
         self.hash = manifest_hash(folder)
         self._loras = None  # engine.lora.apply.LoraSet: the LoRAs the sessions carry
+        self._embeddings = None  # engine.embeddings.EmbeddingSet: extra token-table rows
 
     def use_loras(self, loras: Sequence[tuple[Path | str, float]]) -> None:
         """Make pictures with these LoRAs (file, weight) from now on; empty (or all weights
@@ -38,6 +49,21 @@ class Model:
         from engine.lora.apply import prepare_loras
 
         self._loras = prepare_loras(self.folder, self.description.family, self.name, loras)
+
+    def use_embeddings(self, embeddings: Sequence[tuple[str, Path | str]]) -> None:
+        """Read prompts with these textual-inversion embeddings (name as written in prompts,
+        file) from now on; empty for none. Everything wrong with them is said here, in one
+        sentence; their vectors join the token table as a text encoder's session is created
+        (see engine.embeddings), and a name in a prompt becomes their ids."""
+        from engine.embeddings import prepare_embeddings
+
+        self._embeddings = prepare_embeddings(self.folder, self.description.family,
+                                              self.name, embeddings)
+
+    @property
+    def embeddings(self) -> EmbeddingSet | None:
+        """The embeddings prompts may name, or None."""
+        return self._embeddings
 
     @cached_property
     def tokenizer(self) -> PromptTokenizer:
@@ -91,12 +117,34 @@ class Model:
         other models' stay loaded. Using the model again opens them anew."""
         release_sessions(self.folder)
 
+    def session(self, component: str) -> Session:
+        """The session of ``component`` ("unet", "text_encoder", ...), with the weights the
+        LoRAs and embeddings in use change."""
+        return self._session(component)
+
     def _session(self, component: str) -> Session:
         path = self.folder / component / "model.onnx"
         if not path.is_file():
             raise ModelError(f"Model '{self.name}' has no {component.replace('_', ' ')}.")
         overrides = None if self._loras is None else self._loras.overrides(component)
+        if self._embeddings is not None and component.startswith("text_encoder"):
+            overrides = _joined(overrides, self._embeddings.overrides(component))
         return get_session(path, self.runtime, overrides)
+
+
+def _joined(first: InitializerOverrides | None, second: InitializerOverrides
+            ) -> InitializerOverrides:
+    """Both sets of replaced weights in one session (a LoRA never changes the token table
+    that embeddings enlarge)."""
+    if first is None:
+        return second
+
+    def build() -> tuple[dict[str, np.ndarray], frozenset[str]]:
+        values, external = first.build()
+        more, more_external = second.build()
+        return {**values, **more}, external | more_external
+
+    return InitializerOverrides((first.key, second.key), build)
 
 
 def load_model(folder: Path, runtime: RuntimeOptions | None = None,

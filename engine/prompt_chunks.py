@@ -6,6 +6,8 @@ is left out. Where a chunk fills up and its last comma is at most 20 tokens back
 after that comma move to the next chunk, so a phrase is not split between two chunks. BREAK
 ends a chunk early. Each chunk is padded with the end token; a tokenizer with a pad token of
 its own (SD 2.x's and SDXL's second, "!") has it after the first end token instead.
+A textual-inversion embedding's ids come as one run (a tuple) that is never split: where it
+does not fit in what is left of a chunk, it starts the next one whole (A1111).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 CHUNK_TOKENS = 75  # the prompt's tokens in one chunk, between the start and end tokens
 COMMA_BACKTRACK = 20  # A1111's "Increase coherency by padding from the last comma" default
 
-# A section of a prompt (BREAK separates them): (token ids, weight) per piece of text.
-Section = Sequence[tuple[Sequence[int], float]]
+# A section of a prompt (BREAK separates them): (token ids, weight) per piece of text; a
+# tuple among the ids is a run that stays in one chunk (an embedding's vectors).
+Section = Sequence[tuple[Sequence[int | tuple[int, ...]], float]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,11 @@ def make_chunks(sections: Sequence[Section], tokens: SpecialTokens,
             filling = _Filling()
         for ids, weight in section:
             for token in ids:
-                filling = _add(token, weight, filling, chunks, tokens, length, backtrack)
+                if isinstance(token, tuple):
+                    filling = _add_run(token, weight, filling, chunks, tokens, length,
+                                       backtrack)
+                else:
+                    filling = _add(token, weight, filling, chunks, tokens, length, backtrack)
     if filling.ids or not chunks:
         chunks.append(_finish(filling, tokens, length))
     return chunks
@@ -78,6 +85,20 @@ def _add(token: int, weight: float, filling: _Filling, chunks: list[Chunk],
         filling = _Filling()
     filling.ids.append(token)
     filling.weights.append(weight)
+    return filling
+
+
+def _add_run(run: tuple[int, ...], weight: float, filling: _Filling, chunks: list[Chunk],
+             tokens: SpecialTokens, length: int, backtrack: int) -> _Filling:
+    """Add an embedding's run whole: its first token as any token (a full chunk is cut at
+    its last comma as before), then a new chunk first if the rest would not fit."""
+    filling = _add(run[0], weight, filling, chunks, tokens, length, backtrack)
+    if len(filling.ids) - 1 + len(run) > length:
+        first = filling.ids.pop(), filling.weights.pop()
+        chunks.append(_finish(filling, tokens, length))
+        filling = _Filling([first[0]], [first[1]])
+    filling.ids.extend(run[1:])
+    filling.weights.extend([weight] * (len(run) - 1))
     return filling
 
 

@@ -220,23 +220,29 @@ class DiffusionPipeline:
             warnings.append(f"The {label} leaves '{parsed.unclosed}' open, so "
                             f"{'it weighs' if len(parsed.unclosed) == 1 else 'they weigh'} "
                             f"everything after to the end.")
-        hidden = self._encode_chunks(self.model.text_encoder, self.model.tokenizer, parsed,
+        hidden = self._encode_chunks("text_encoder", self.model.tokenizer, parsed,
                                      emphasis, [], cancel)[0]
         if self.description.text_encoders == 1:
             return hidden, None
         # The same words again: the second tokenizer pads with its own token.
-        hidden_2, pooled = self._encode_chunks(self.model.text_encoder_2,
+        hidden_2, pooled = self._encode_chunks("text_encoder_2",
                                                self.model.tokenizer_2, parsed, emphasis,
                                                ["text_embeds"], cancel)
         return np.concatenate([hidden, hidden_2], axis=-1), pooled
 
-    def _encode_chunks(self, encoder: Session, tokenizer: PromptTokenizer,
+    def _encode_chunks(self, component: str, tokenizer: PromptTokenizer,
                        parsed: ParsedPrompt, emphasis: str, extra_outputs: list[str],
                        cancel: CancelToken) -> list[np.ndarray]:
         """The weighted hidden states of every chunk joined along the tokens (1, 77 × n,
-        features), then ``extra_outputs`` of the first chunk."""
+        features), then ``extra_outputs`` of the first chunk. ``component`` names the text
+        encoder that reads ``tokenizer``'s ids."""
+        embeddings = self.model.embeddings
         sections = [[(tokenizer.piece_ids(piece), weight) for piece, weight in section]
                     for section in parsed.sections]
+        if embeddings is not None:  # an embedding's name becomes the ids of its vectors
+            sections = [[(embeddings.find(component, tokenizer.piece_ids, ids), weight)
+                         for ids, weight in section] for section in sections]
+        encoder = self.model.session(component)
         chunks = make_chunks(sections, tokenizer.special_tokens,
                              self.description.text_max_length - 2)
         states, first_extras = [], []
