@@ -26,6 +26,7 @@ from desktop.cli.common import (
 )
 from desktop.cli.upscale import chosen_upscaler
 from desktop.image_files import save_png
+from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
@@ -80,8 +81,9 @@ def _generate(arguments: argparse.Namespace) -> int:
         width=arguments.width, height=arguments.height, steps=arguments.steps,
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
         count=arguments.count, emphasis=arguments.emphasis, generator=arguments.rng,
-        loras=loras)
+        loras=loras, embeddings=installed_embeddings(store, model.description.family))
     model.use_loras(request.loras)  # a LoRA that does not fit is said before anything runs
+    model.use_embeddings(request.embeddings)  # every installed one its prompt may name
     pipeline = TextToImagePipeline(model)
     if arguments.hires_scale is not None:
         request, pipeline = _hires_fix(arguments, request, model)
