@@ -126,6 +126,7 @@ def test_an_sdxl_embedding_matches_diffusers(sdxl, tmp_path, monkeypatch):
     clip_l = vectors(VECTORS, pipe.text_encoder.config.hidden_size, 1)
     clip_g = vectors(VECTORS, pipe.text_encoder_2.config.hidden_size, 2)
     safetensors_torch.save_file({"clip_l": clip_l, "clip_g": clip_g}, str(path))
+    plain, _ = theirs(pipe, monkeypatch)
     # diffusers reads SDXL files one encoder at a time (its documented way).
     pipe.load_textual_inversion(clip_l, token=NAME, text_encoder=pipe.text_encoder,
                                 tokenizer=pipe.tokenizer)
@@ -133,6 +134,7 @@ def test_an_sdxl_embedding_matches_diffusers(sdxl, tmp_path, monkeypatch):
                                 tokenizer=pipe.tokenizer_2)
     their_pixels, their_latents = theirs(pipe, monkeypatch)
     our_pixels, our_latents = ours(sdxl, monkeypatch, embeddings=[(NAME, str(path))])
+    assert difference(their_pixels, plain) > 4, "the embedding must change the picture"
     assert difference(our_pixels, their_pixels) <= 2
     np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
 
@@ -270,3 +272,22 @@ def test_an_embedding_of_another_family_is_refused_before_any_work(sd1, tmp_path
         load_model(sd1).use_embeddings([("sd2", str(path))])
     with pytest.raises(ModelError, match=r"^The embedding file .* is missing\.$"):
         load_model(sd1).use_embeddings([("gone", str(tmp_path / "gone.safetensors"))])
+
+
+def test_embeddings_work_through_the_optimised_graph_cache(sd1, tmp_path, monkeypatch):
+    """The enlarged table replaces the cached optimised graph's too (or the model file's
+    when onnxruntime will not), with the same pixels either way."""
+    from engine.runtime import RuntimeOptions, clear_sessions
+
+    path = tmp_path / f"{NAME}.safetensors"
+    safetensors_torch.save_file({"emb_params": vectors(VECTORS, 32)}, str(path))
+    embeddings = [(NAME, str(path))]
+    expected, _ = ours(sd1, monkeypatch, embeddings=embeddings)
+    options = RuntimeOptions(optimized_cache=tmp_path / "cache")
+    for _ in range(2):  # the first run fills the cache with the plain graphs
+        clear_sessions()
+        model = load_model(sd1, options)
+        run_ours(model, request(), monkeypatch)
+        model.use_embeddings(embeddings)
+        pixels, _ = run_ours(model, request(embeddings=embeddings), monkeypatch)
+        assert np.array_equal(pixels, expected)
