@@ -56,6 +56,10 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
     elif parameters.scale is not None:
         settings += [("Postprocess upscale by", f"{parameters.scale:g}"),
                      ("Postprocess upscaler", parameters.upscaler)]
+    if parameters.loras:  # as A1111 writes them, so model sites know the LoRAs used
+        settings.append(("Lora hashes", ", ".join(f"{name}: {short_hash}"
+                                                  for name, _weight, short_hash in
+                                                  parameters.loras)))
     if parameters.emphasis == "none":  # A1111 writes its emphasis only when not the default
         settings.append(("Emphasis", "No norm"))
     # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
@@ -83,6 +87,9 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         "seed": parameters.seed,
         "generator": parameters.generator,
         "emphasis": parameters.emphasis,
+        **({"loras": [{"name": name, "weight": weight, "hash": short_hash}
+                      for name, weight, short_hash in parameters.loras]}
+           if parameters.loras else {}),
         "model": {"name": parameters.model_name, "hash": parameters.model_hash,
                   "family": parameters.model_family},
         # Editing settings, only where the operation has them.
@@ -161,7 +168,9 @@ def read_parameters(path: Path) -> GenerationParameters | None:
             seed=int(data["seed"]), model_name=str(model["name"]),
             model_hash=str(model["hash"]), model_family=str(model["family"]),
             generator=str(data["generator"]),
-            emphasis=str(data.get("emphasis", "original")))  # older pictures: the default
+            emphasis=str(data.get("emphasis", "original")),  # older pictures: the default
+            loras=tuple((str(lora["name"]), float(lora["weight"]), str(lora["hash"]))
+                        for lora in data.get("loras", [])))
         a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
     except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
         return None

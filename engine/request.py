@@ -260,7 +260,9 @@ class GenerationParameters:
     model_family: str
     generator: str = GENERATOR  # as engine.noise.stored_name names it
     emphasis: str = "original"  # as TextToImageRequest.emphasis
-    loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
+    # The LoRAs it was made with, as a picture names them: (name, weight, A1111's short
+    # hash), weight 0 left out (engine.lora.record); never a path of this machine.
+    loras: tuple[tuple[str, float, str], ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source

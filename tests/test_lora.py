@@ -11,6 +11,7 @@ fused by hand, which is what fuse_lora computes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -592,6 +593,16 @@ def test_easel_generate_takes_loras_by_name(home, home_with_tiny, tmp_path, caps
     with Image.open(tmp_path / "tagged.png") as image:
         assert np.array_equal(np.asarray(image), styled)
         assert image.text["parameters"].startswith("a red chair <lora:tiny-ink:0.8>")
+        # Named as A1111 names it, so model sites know it: the SHA-256 of its tensor data.
+        data = (home / "models" / "tiny-ink" / "lora.safetensors").read_bytes()
+        autov3 = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+        assert f'Lora hashes: "tiny-ink: {autov3[:12]}"' in image.text["parameters"]
+        assert json.loads(image.text["easel"])["loras"] == [
+            {"name": "tiny-ink", "weight": 0.8, "hash": autov3[:12]}]
+        image_id = json.loads(image.text["easel"])["image_id"]
+    capsys.readouterr()
+    assert main(["gallery", "show", image_id]) == 0
+    assert f"tiny-ink 0.8 ({autov3[:12]})" in capsys.readouterr().out
     # The editing commands take them too.
     assert main(["variations", str(tmp_path / "plain.png"), "--prompt", "<lora:tiny-ink:0.8>",
                  "--model", "tiny", "--steps", "2", "--count", "1", "--seed", "3", "-o",

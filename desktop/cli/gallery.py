@@ -125,7 +125,8 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         entry.created_at).strftime("%Y-%m-%d %H:%M:%S")), ("prompt", entry.prompt),
         ("negative prompt", entry.negative_prompt), ("model", entry.model),
         ("seed", entry.seed), ("size", f"{entry.width}x{entry.height}"),
-        ("operation", entry.operation), ("from", entry.origin),
+        ("operation", entry.operation), ("LoRAs", _loras_line(entry.parameters)),
+        ("from", entry.origin),
         ("made from", " <- ".join(source.id[:12] for source in chain)),
         ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
         ("in the trash", "yes" if entry.trashed else ""),
@@ -134,6 +135,18 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         if value not in ("", None):
             print(f"{name + ':':<17}{value}")
     return 0
+
+
+def _loras_line(parameters: dict) -> str:
+    """The LoRAs a picture was made with: Easel's record (name, weight, hash), or the "Lora
+    hashes" of a picture from AUTOMATIC1111."""
+    loras = parameters.get("loras")
+    if isinstance(loras, list):
+        return ", ".join(f"{lora.get('name')} {lora.get('weight'):g} ({lora.get('hash')})"
+                         for lora in loras if isinstance(lora, dict))
+    settings = parameters.get("settings")
+    hashes = settings.get("Lora hashes") if isinstance(settings, dict) else None
+    return str(hashes) if hashes else ""
 
 
 def _gallery_export(arguments: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
+from engine.lora.record import recorded_loras
 from engine.model import Model
 from engine.noise import NoiseGenerator, make_generator, stored_name
 from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
@@ -166,7 +167,7 @@ class ImageToImagePipeline(DiffusionPipeline):
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
             operation=operation, strength=strength, generator=stored_name(request.generator),
-            emphasis=request.emphasis)
+            emphasis=request.emphasis, loras=recorded_loras(request.loras))
         if at_native_size:
             parameters = record_drawing(parameters, self.description)
             picture = shrink(picture, *drawn_size(parameters))

@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
+from engine.lora.record import recorded_loras
 from engine.noise import make_generator, stored_name
 from engine.pipelines.diffusion import MAX_SIDE, CombinePrediction, PromptEmbeddings
 from engine.pipelines.image_to_image import ImageToImagePipeline, _round_up
@@ -131,7 +132,8 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
             operation="instruct_pix2pix", image_guidance=float(image_guidance),
-            generator=stored_name(request.generator), emphasis=request.emphasis)
+            generator=stored_name(request.generator), emphasis=request.emphasis,
+            loras=recorded_loras(request.loras))
         return InstructSettings(parameters, picture, multiple)
 
     def uses_image_guidance(self, parameters: GenerationParameters) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from engine.errors import BadRequest
+from engine.lora.record import recorded_loras
 from engine.noise import NoiseGenerator, make_generator, stored_name
 from engine.pipelines.diffusion import (
     MAX_COUNT,
@@ -109,7 +110,8 @@ class TextToImagePipeline(DiffusionPipeline):
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=description.family,
-            generator=stored_name(request.generator), emphasis=request.emphasis), description)
+            generator=stored_name(request.generator), emphasis=request.emphasis,
+            loras=recorded_loras(request.loras)), description)
         self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
                                 "initial latents")
         return parameters
