@@ -291,3 +291,18 @@ def test_embeddings_work_through_the_optimised_graph_cache(sd1, tmp_path, monkey
         model.use_embeddings(embeddings)
         pixels, _ = run_ours(model, request(embeddings=embeddings), monkeypatch)
         assert np.array_equal(pixels, expected)
+
+
+def test_the_window_and_the_editing_commands_offer_every_fitting_embedding(tmp_path):
+    from desktop.app.generation import with_embeddings
+    from desktop.model_store import ModelStore
+    from engine.request import HiresFixRequest
+
+    store = ModelStore(tmp_path / "models")
+    safetensors_torch.save_file({"emb_params": torch.zeros(2, 768)},
+                                str(tmp_path / "ink.safetensors"))
+    store.import_model(tmp_path / "ink.safetensors")
+    hires = with_embeddings(store, HiresFixRequest(TextToImageRequest("ink", width=64,
+                                                                      height=64)), "sd1")
+    assert hires.base.embeddings == (("ink", str(store.root / "ink" / "embedding.safetensors")),)
+    assert with_embeddings(store, TextToImageRequest("ink"), "sdxl").embeddings == ()

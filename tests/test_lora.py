@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -253,9 +254,10 @@ def request() -> TextToImageRequest:
 
 
 def ours(folder, monkeypatch, loras=()):
-    model = load_model(folder)
-    model.use_loras(loras)
-    return run_ours(model, request(), monkeypatch)
+    # On the request, as callers give them: every pipeline puts the request's LoRAs on the
+    # model's sessions (none: the plain model).
+    made = replace(request(), loras=tuple((str(path), weight) for path, weight in loras))
+    return run_ours(load_model(folder), made, monkeypatch)
 
 
 def theirs(pipe, monkeypatch):
@@ -312,7 +314,8 @@ def test_the_optimised_graph_cache_is_used_where_it_kept_the_weights(sd1, tmp_pa
         model = load_model(sd1, runtime)
         model.use_loras([(path, 1.0)])
         assert model.unet.loaded_from.is_relative_to(tmp_path / "optimized") is cached
-        our_pixels, our_latents = run_ours(model, request(), monkeypatch)
+        our_pixels, our_latents = run_ours(
+            model, replace(request(), loras=((str(path), 1.0),)), monkeypatch)
         assert difference(our_pixels, their_pixels) <= 2
         np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
 

@@ -20,6 +20,7 @@ import numpy as np
 from desktop import paths
 from desktop.app.settings import Settings
 from desktop.library import ImageEntry, Library
+from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
 from engine.errors import BadRequest
@@ -123,6 +124,14 @@ def with_prompt_loras(store: ModelStore, request: Request) -> Request:
     return replace(request, loras=prompt_loras(store, prompt))
 
 
+def with_embeddings(store: ModelStore, request: Request, family: str) -> Request:
+    """The request with every installed embedding that fits the model, as A1111 offers them
+    all: a prompt that names none reads as before."""
+    if isinstance(request, HiresFixRequest):
+        return replace(request, base=with_embeddings(store, request.base, family))
+    return replace(request, embeddings=installed_embeddings(store, family))
+
+
 class EnginePipelines:
     """The real engine, keeping at most ``keep_loaded`` models' sessions in memory."""
 
@@ -146,12 +155,14 @@ class EnginePipelines:
             raise BadRequest(f"Easel cannot run a {type(request).__name__}.")
         if self._new_options is not None:
             self._take_new_options()
+        loaded = self._model(model)
         if pipeline_class is HiresFixPipeline:  # it enlarges with the window's upscaler
-            pipeline = HiresFixPipeline(self._model(model), self._upscaler(chosen_upscaler(
+            pipeline = HiresFixPipeline(loaded, self._upscaler(chosen_upscaler(
                 self.store, self.upscaler)))
         else:
-            pipeline = pipeline_class(self._model(model))
+            pipeline = pipeline_class(loaded)
         request = with_prompt_loras(self.store, request)  # <lora:NAME:WEIGHT> in the prompt
+        request = with_embeddings(self.store, request, loaded.description.family)
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         return pipeline(request, on_progress, cancel)
 

@@ -38,6 +38,7 @@ from desktop.cli.common import (
     source_picture,
 )
 from desktop.image_files import save_png
+from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
 from engine.model import load_model
 from engine.pipelines.image_to_image import ImageToImagePipeline
@@ -227,7 +228,8 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         model = load_model(store.path_of(name), runtime_options(arguments), name)
         pipeline = pipeline_class(model)
         request = make_request(source.picture, seed)
-        request = replace(request, loras=lora_options(store, request.prompt, arguments))
+        request = replace(request, loras=lora_options(store, request.prompt, arguments),
+                          embeddings=installed_embeddings(store, model.description.family))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
         targets = output_paths(arguments.output, seed, arguments.count)
         device = model.unet.device

@@ -133,21 +133,11 @@ def installed_embeddings(store: ModelStore, family: str) -> tuple[tuple[str, str
 # --- pickles ----------------------------------------------------------------------------------
 
 def _pickle_to_safetensors(source: Path, target: Path) -> None:
-    """engine.export.pickle_convert's isolated, tensors-only load, which also looks inside
-    A1111's ``string_to_param`` (a table of tensors one level down)."""
-    from engine.export import pickle_convert
+    """engine.export.pickle_convert's isolated, tensors-only load (which unwraps A1111's
+    ``string_to_param``, a table of tensors one level down)."""
+    from engine.export.pickle_convert import pickle_to_safetensors
 
-    script = pickle_convert.LOAD_SCRIPT.replace(
-        'for wrapper in ("state_dict",', 'for wrapper in ("string_to_param", "state_dict",')
-    original = pickle_convert.LOAD_SCRIPT
-    # The conversion reads its script at each call. Until pickle_convert itself unwraps
-    # string_to_param (asked of the lead), it is handed over for this call; another thread's
-    # conversion meanwhile would only gain a wrapper no model checkpoint has.
-    pickle_convert.LOAD_SCRIPT = script
-    try:
-        pickle_convert.pickle_to_safetensors(source, target)
-    finally:
-        pickle_convert.LOAD_SCRIPT = original
+    pickle_to_safetensors(source, target)
 
 
 def _kind_in(description: Path) -> str | None:

@@ -49,8 +49,9 @@ except MemoryError:
 except Exception:
     sys.exit(4)
 # Lightning/ldm training checkpoints wrap the weights in "state_dict"; BasicSR's (Real-ESRGAN's
-# .pth files) in "params_ema", the averaged weights it releases, or "params".
-for wrapper in ("state_dict", "params_ema", "params"):
+# .pth files) in "params_ema", the averaged weights it releases, or "params"; A1111's
+# textual-inversion embeddings in "string_to_param".
+for wrapper in ("string_to_param", "state_dict", "params_ema", "params"):
     if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
         loaded = loaded[wrapper]
         break

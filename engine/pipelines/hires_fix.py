@@ -119,7 +119,8 @@ class HiresFixPipeline:
                 enlarged, prompt=base.prompt, negative_prompt=base.negative_prompt,
                 strength=plan.strength, steps=plan.refine_steps,
                 guidance=plan.parameters.guidance, scheduler=plan.parameters.scheduler,
-                seed=seed, generator=base.generator, emphasis=base.emphasis, loras=base.loras)
+                seed=seed, generator=base.generator, emphasis=base.emphasis, loras=base.loras,
+                embeddings=base.embeddings)
             refined = self.image_to_image(refine, progress.refine, cancel)
 
             images.append(GeneratedImage(refined.images[0].pixels,

@@ -74,4 +74,4 @@ class OutpaintPipeline:
             feather=request.feather, steps=request.steps, guidance=request.guidance,
             scheduler=request.scheduler, seed=request.seed, count=request.count,
             noise=request.noise, generator=request.generator, emphasis=request.emphasis,
-            loras=request.loras)
+            loras=request.loras, embeddings=request.embeddings)

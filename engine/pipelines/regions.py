@@ -67,6 +67,7 @@ class RegionsPipeline(TextToImagePipeline):
         cancel = cancel or CancelToken()
         # The request's LoRAs (none: the plain model) on the sessions, before any encoding.
         self.model.use_loras(request.loras)
+        self.model.use_embeddings(request.embeddings)  # the ones its prompts may name
         # 1. Check inputs and fill in the model's defaults.
         layout = self.check_inputs(request)
         parameters = layout.parameters

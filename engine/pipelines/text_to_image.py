@@ -57,6 +57,7 @@ class TextToImagePipeline(DiffusionPipeline):
         cancel = cancel or CancelToken()
         # The request's LoRAs (none: the plain model) on the sessions, before any encoding.
         self.model.use_loras(request.loras)
+        self.model.use_embeddings(request.embeddings)  # the ones its prompts may name
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
         use_guidance = self.uses_guidance(parameters.guidance)
