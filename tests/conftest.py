@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,31 @@ def server(qapp, tmp_path):
     assert listening.listen()
     yield listening
     listening.close()
+
+
+# --- the end of the run ----------------------------------------------------------------------
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process once every report is written, without the interpreter's teardown.
+
+    With torch, Qt and ONNX Runtime loaded into one process for 1,500 tests, tearing down
+    their native objects at exit crashed (SIGSEGV, no Python frame) after a run in which
+    every test passed, so the run's exit status said "failed". The app and the command line
+    never hold all three: their own exits are checked in the tests that run them as separate
+    processes (test_installed_wheel, test_offline, the Linux package checks).
+    EASEL_TESTS_NORMAL_EXIT=1 keeps the normal teardown, to look for the crash.
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None or os.environ.get("EASEL_TESTS_NORMAL_EXIT") == "1":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

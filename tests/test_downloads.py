@@ -54,9 +54,12 @@ def _bytes(size: int, seed: int = 0) -> bytes:
 
 @pytest.fixture(autouse=True)
 def no_login(monkeypatch, tmp_path):
-    """No token from this machine's `hf auth login` or environment."""
+    """No token from this machine's `hf auth login` or environment, and online as a user who
+    asked for a download is (other test modules set HF_HUB_OFFLINE for the whole session,
+    which huggingface_hub reads once, when first imported)."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture
@@ -67,9 +70,10 @@ def hub(tmp_path):
 
 
 def _subprocess(hub: FakeHub, tmp_path: Path, *args: str, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"),
-                   **env}
-    environment.pop("HF_TOKEN", None)
+    # Only what the test names: other test modules set HF_HUB_OFFLINE for the whole session.
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
+    environment.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"), **env)
     return subprocess.Popen([sys.executable, "-c", DOWNLOAD, *args], cwd=ROOT, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

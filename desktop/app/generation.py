@@ -118,7 +118,7 @@ def with_prompt_loras(store: ModelStore, request: Request) -> Request:
     their files (one sentence for a name that is not installed)."""
     if isinstance(request, HiresFixRequest):
         return replace(request, base=with_prompt_loras(store, request.base))
-    prompt = getattr(request, "prompt", None) or ""
+    prompt = getattr(request, "prompt", None) or getattr(request, "instruction", None) or ""
     if "<lora:" not in prompt:
         return request
     return replace(request, loras=prompt_loras(store, prompt))

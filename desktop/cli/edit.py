@@ -228,7 +228,9 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         model = load_model(store.path_of(name), runtime_options(arguments), name)
         pipeline = pipeline_class(model)
         request = make_request(source.picture, seed)
-        request = replace(request, loras=lora_options(store, request.prompt, arguments),
+        # The text that may carry <lora:...> tags: the prompt, or an instruction.
+        words = getattr(request, "prompt", None) or getattr(request, "instruction", "")
+        request = replace(request, loras=lora_options(store, words, arguments),
                           embeddings=installed_embeddings(store, model.description.family))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
         targets = output_paths(arguments.output, seed, arguments.count)
