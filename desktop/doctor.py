@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from desktop.units import size_text
+
 if TYPE_CHECKING:
     from engine.runtime.cuda_libraries import Preload
 
@@ -185,7 +187,7 @@ def _cpu_and_memory() -> str:
     memory = _meminfo()
     if memory:
         total, available = memory
-        line += f"; memory {_size(available)} free of {_size(total)}"
+        line += f"; memory {size_text(available)} free of {size_text(total)}"
     return line
 
 
@@ -334,7 +336,7 @@ def _data_lines(_full: bool) -> list[str]:
     return [
         f"Data folder: {folder} {where}",
         f"Writable: {_writable(folder)}",
-        f"Free space: {_size(usage.free)} of {_size(usage.total)}",
+        f"Free space: {size_text(usage.free)} of {size_text(usage.total)}",
     ]
 
 
@@ -365,7 +367,7 @@ def _model_lines(full: bool) -> list[str]:
 
     for model in models:
         where = ", built in" if model.built_in else ""
-        label = f"{model.name} ({model.kind}, {model.family}, {_size(model.size_bytes)}{where})"
+        label = f"{model.name} ({model.kind}, {model.family}, {size_text(model.size_bytes)}{where})"
         lines.append(f"{label}: " + _checked(lambda model=model: checked(model)))
     listed = {model.path for model in models}
     for folder in sorted(store.root.iterdir()):
@@ -393,14 +395,6 @@ def _unreadable(folder: Path) -> str:
 
     (UpscalerDescription if is_upscaler_folder(folder) else ModelDescription).load(folder)
     return "its description reads, yet the store does not list it"
-
-
-def _size(size_bytes: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size_bytes < 1024 or unit == "GB":
-            return f"{size_bytes:.0f} {unit}" if unit == "bytes" else f"{size_bytes:.1f} {unit}"
-        size_bytes /= 1024
-    return f"{size_bytes:.1f} TB"
 
 
 CHECKS: tuple[Check, ...] = (

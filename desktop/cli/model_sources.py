@@ -15,6 +15,7 @@ from desktop.cli.common import model_store, run_cancellable, say
 from desktop.downloads import DownloadProgress
 from desktop.model_sources import get
 from desktop.model_sources.scan import app_of, scan_folder
+from desktop.units import size_text
 from engine.errors import Cancelled
 
 EXIT_STOPPED = 130
@@ -49,7 +50,7 @@ def _catalogue(arguments: argparse.Namespace) -> int:
     entries = load_catalogue().entries
     width = max(len(entry.id) for entry in entries)
     for entry in entries:
-        mark = "installed" if is_installed(entry, installed) else _gb(entry.download_size)
+        mark = "installed" if is_installed(entry, installed) else size_text(entry.download_size)
         print(f"{entry.id:<{width}}  {mark:>9}  {entry.name}: {entry.use}")
         print(f"{'':<{width}}  {'':>9}  {_licence(entry)}")
     print("Get one with: easel models get ID (sizes are downloads; "
@@ -65,7 +66,7 @@ def _get(arguments: argparse.Namespace) -> int:
     else:
         entry = load_catalogue().entry(source)
         download = get.from_entry(entry)
-        say(f"{entry.name}: {_gb(entry.download_size)} to download. {_licence(entry)}.")
+        say(f"{entry.name}: {size_text(entry.download_size)} to download. {_licence(entry)}.")
         if entry.licence_note:
             say(entry.licence_note)
     store = model_store()
@@ -81,7 +82,7 @@ def _get(arguments: argparse.Namespace) -> int:
     except Cancelled:
         say("Stopped. What was downloaded is kept: the same command resumes it.")
         return EXIT_STOPPED
-    print(f"Installed '{model.name}' ({model.family}, {_gb(model.size_bytes)}).")
+    print(f"Installed '{model.name}' ({model.family}, {size_text(model.size_bytes)}).")
     return 0
 
 
@@ -97,10 +98,10 @@ def _download_printer() -> Callable[[DownloadProgress], None]:
         if not finished and (progress.bytes_done == 0 or (not terminal and now - last[0] < 5)):
             return
         last[0] = now
-        total = f"/{_gb(progress.total)}" if progress.total else ""
+        total = f"/{size_text(progress.total)}" if progress.total else ""
         left = f", {_duration(progress.seconds_left)} left" \
             if progress.seconds_left is not None and not finished else ""
-        line = (f"{progress.file_name}: {_gb(progress.bytes_done)}{total} at "
+        line = (f"{progress.file_name}: {size_text(progress.bytes_done)}{total} at "
                 f"{progress.bytes_per_second / 1e6:.1f} MB/s{left}")
         if terminal:
             print(f"\r{line:<79}", end="\n" if finished else "", file=sys.stderr, flush=True)
@@ -135,15 +136,9 @@ def _scan(arguments: argparse.Namespace) -> int:
     print(f"Models in {where}:")
     for item in found:
         note = "" if item.importable else "  [cannot be imported]"
-        print(f"  {item.path}  {item.description}, {_gb(item.size_bytes)}{note}")
+        print(f"  {item.path}  {item.description}, {size_text(item.size_bytes)}{note}")
     importable = [item for item in found if item.importable]
     if importable:
         print(f"Import one in place (the file is read, never moved or changed) with: "
               f"easel models import '{importable[0].path}' --name NAME")
     return 0
-
-
-def _gb(size_bytes: int) -> str:
-    if size_bytes >= 10**9:
-        return f"{size_bytes / 10**9:.1f} GB"
-    return f"{size_bytes / 10**6:.0f} MB" if size_bytes >= 10**6 else f"{size_bytes} bytes"

@@ -9,6 +9,7 @@ from desktop import model_kinds
 from desktop.cli import model_sources
 from desktop.cli.common import model_store, say
 from desktop.model_sources import hf_cache
+from desktop.units import size_text
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -56,7 +57,7 @@ def _import_model(arguments: argparse.Namespace) -> int:
     model = store.import_model(source, name, progress,
                                family=arguments.family, prediction=arguments.prediction,
                                distillation=distillation, kind=arguments.kind)
-    print(f"Installed '{model.name}' ({model.family}, {_size(model.size_bytes)}).")
+    print(f"Installed '{model.name}' ({model.family}, {size_text(model.size_bytes)}).")
     return 0
 
 
@@ -83,7 +84,7 @@ def _list_models(arguments: argparse.Namespace) -> int:
         details = model.family if model.kind == "upscaler" else \
             f"{model.family:<7}  {model.prediction_type:<12}"
         print(f"{model.name:<{width}}  {model.kind:<9}  {details}  "
-              f"{_size(model.size_bytes)}{where}")
+              f"{size_text(model.size_bytes)}{where}")
     return 0
 
 
@@ -91,13 +92,3 @@ def _remove_model(arguments: argparse.Namespace) -> int:
     model_store().remove(arguments.name)
     print(f"Removed '{arguments.name}'.")
     return 0
-
-
-def _size(size_bytes: int) -> str:
-    if size_bytes < 1000:
-        return f"{size_bytes} bytes"
-    for unit in ("KB", "MB", "GB"):
-        size_bytes /= 1000
-        if size_bytes < 1000 or unit == "GB":
-            break
-    return f"{size_bytes:.1f} {unit}"

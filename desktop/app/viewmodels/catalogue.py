@@ -24,10 +24,10 @@ from PySide6.QtCore import (
 from desktop import paths
 from desktop.app import downloading
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
-from desktop.app.viewmodels.models import size_text
 from desktop.app.worker import JobRunner
 from desktop.catalogue import Entry, is_installed, load_catalogue
 from desktop.model_store import ModelStore
+from desktop.units import size_text
 from engine.errors import EaselError
 
 Index = QModelIndex | QPersistentModelIndex

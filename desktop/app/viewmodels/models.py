@@ -11,6 +11,7 @@ from PySide6.QtCore import (
 )
 
 from desktop.model_store import InstalledModel, ModelStore
+from desktop.units import size_text
 
 Index = QModelIndex | QPersistentModelIndex
 HEADERS = ("Model", "Family", "Size on disk", "")
@@ -49,13 +50,3 @@ class ModelListModel(QAbstractTableModel):
         model = self._models[index.row()]
         return (model.name, model.family, size_text(model.size_bytes),
                 "built in" if model.built_in else "")[index.column()]
-
-
-def size_text(size_bytes: float) -> str:
-    if size_bytes < 1000:
-        return f"{size_bytes:.0f} bytes"
-    for unit in ("KB", "MB", "GB"):
-        size_bytes /= 1000
-        if size_bytes < 1000 or unit == "GB":
-            break
-    return f"{size_bytes:.1f} {unit}"
