@@ -4,7 +4,7 @@ LoRA files are made here with random low-rank tensors on every attention, projec
 feed-forward layer of the tiny UNet and text encoders (and one 3x3 LoCon convolution), in
 kohya/A1111 naming (SD 1.x with diffusers module names, SDXL with the original UNet's
 input_blocks names as sd-scripts writes them) and in diffusers/PEFT naming. The reference is
-diffusers: ``load_lora_weights`` + ``fuse_lora`` when peft is installed, else diffusers' own
+diffusers: ``load_lora_weights`` + ``fuse_lora`` (peft is a test dependency), else diffusers' own
 key conversion (``lora_state_dict`` + ``convert_unet_state_dict_to_peft``) with the weights
 fused by hand, which is what fuse_lora computes.
 """
@@ -108,7 +108,9 @@ def make_lora(pipe, path, naming: str, *, rank: int = 4, seed: int = 0, sgm: boo
         down = torch.randn(rank, inputs, *kernel, generator=generator) / math.sqrt(
             inputs * max(1, math.prod(kernel)))
         up = torch.randn(out, rank, *((1, 1) if kernel else ()), generator=generator) * 0.15
-        alpha = rank / 2
+        # kohya files carry each layer's alpha; diffusers/PEFT files carry none (alpha is the
+        # rank there, a scale of 1), and diffusers refuses keys without "lora" in them.
+        alpha = rank / 2 if naming == "kohya" else float(rank)
         made[(component, module)] = (down, up, alpha)
     order = list(made)
     for value in [key for key in order if swap and key[1].endswith("attn1.to_v")]:
@@ -127,7 +129,6 @@ def make_lora(pipe, path, naming: str, *, rank: int = 4, seed: int = 0, sgm: boo
             base = f"{component}.{module}"
             tensors[f"{base}.lora_A.weight"] = down.contiguous()
             tensors[f"{base}.lora_B.weight"] = up.contiguous()
-            tensors[f"{base}.alpha"] = torch.tensor(alpha)
     safetensors_torch.save_file(tensors, str(path))
     return made
 
