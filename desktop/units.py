@@ -12,3 +12,12 @@ def size_text(size_bytes: float) -> str:
         if size_bytes < 1000 or unit == "TB":
             break
     return f"{size_bytes:.1f} {unit}"
+
+
+def duration_text(seconds: float) -> str:
+    """"12 s", "7 min", "1.5 h": a time left, as precise as it is worth."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

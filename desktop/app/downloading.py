@@ -16,6 +16,7 @@ from desktop.catalogue import Entry
 from desktop.downloads import DownloadProgress, partial_path
 from desktop.model_sources import get
 from desktop.model_store import InstalledModel, ModelStore
+from desktop.units import duration_text
 from engine.runtime import CancelToken
 
 
@@ -94,11 +95,3 @@ def progress_text(done: int, total: int, bytes_per_second: float) -> str:
         if done < total:
             parts.append(f"{duration_text((total - done) / bytes_per_second)} left")
     return " · ".join(parts)
-
-
-def duration_text(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -15,7 +15,7 @@ from desktop.cli.common import model_store, run_cancellable, say
 from desktop.downloads import DownloadProgress
 from desktop.model_sources import get
 from desktop.model_sources.scan import app_of, scan_folder
-from desktop.units import size_text
+from desktop.units import duration_text, size_text
 from engine.errors import Cancelled
 
 EXIT_STOPPED = 130
@@ -99,7 +99,7 @@ def _download_printer() -> Callable[[DownloadProgress], None]:
             return
         last[0] = now
         total = f"/{size_text(progress.total)}" if progress.total else ""
-        left = f", {_duration(progress.seconds_left)} left" \
+        left = f", {duration_text(progress.seconds_left)} left" \
             if progress.seconds_left is not None and not finished else ""
         line = (f"{progress.file_name}: {size_text(progress.bytes_done)}{total} at "
                 f"{progress.bytes_per_second / 1e6:.1f} MB/s{left}")
@@ -109,14 +109,6 @@ def _download_printer() -> Callable[[DownloadProgress], None]:
             say(line)
 
     return show
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _licence(entry: Entry) -> str:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desktop.model_kinds.kind import InstalledModel, Progress, ShouldStop, folder_size
+from desktop.model_kinds.kind import (
+    InstalledModel,
+    Progress,
+    ShouldStop,
+    folder_size,
+    kind_in_description,
+)
 from engine.description import DESCRIPTION_FILE
 from engine.embeddings import EMBEDDING_FILE, embedding_layout, read_embedding
 from engine.embeddings.embedding_file import family_of
@@ -102,7 +108,7 @@ def write_vectors(vectors: dict[str, np.ndarray], path: Path) -> None:
 
 
 def is_installed_folder(folder: Path) -> bool:
-    return _kind_in(Path(folder) / DESCRIPTION_FILE) == name
+    return kind_in_description(Path(folder) / DESCRIPTION_FILE) == name
 
 
 def describe(folder: Path) -> InstalledModel:
@@ -138,13 +144,3 @@ def _pickle_to_safetensors(source: Path, target: Path) -> None:
     from engine.export.pickle_convert import pickle_to_safetensors
 
     pickle_to_safetensors(source, target)
-
-
-def _kind_in(description: Path) -> str | None:
-    if not description.is_file():
-        return None
-    try:
-        data = json.loads(description.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("kind") if isinstance(data, dict) else None

@@ -7,6 +7,7 @@ on each, so adding a kind adds a module and a registry entry, not a branch in th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +68,15 @@ class ModelKind(Protocol):
 
 def folder_size(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def kind_in_description(description: Path) -> str | None:
+    """The "kind" an installed folder's description file names; None when there is none or
+    it cannot be read (a stray folder, a damaged file: listing must not fail on it)."""
+    if not description.is_file():
+        return None
+    try:
+        data = json.loads(description.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None

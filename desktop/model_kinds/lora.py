@@ -17,7 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from desktop.model_kinds.kind import InstalledModel, Progress, ShouldStop, folder_size
+from desktop.model_kinds.kind import (
+    InstalledModel,
+    Progress,
+    ShouldStop,
+    folder_size,
+    kind_in_description,
+)
 from engine.description import DESCRIPTION_FILE
 from engine.errors import ModelError
 from engine.export.formats import PICKLE, SAFETENSORS, pickled_strings
@@ -90,7 +96,7 @@ def describe_file(path: Path, shown: str) -> dict[str, Any]:
 
 
 def is_installed_folder(folder: Path) -> bool:
-    return _kind_in(Path(folder) / DESCRIPTION_FILE) == name
+    return kind_in_description(Path(folder) / DESCRIPTION_FILE) == name
 
 
 def describe(folder: Path) -> InstalledModel:
@@ -134,13 +140,3 @@ def prompt_loras(store: ModelStore, prompt: str, named: Iterable[tuple[str, floa
     for lora, weight in [*extract_lora_tags(prompt)[1], *named]:
         weights[lora] = weights.get(lora, 0.0) + weight
     return resolve_loras(store, weights.items())
-
-
-def _kind_in(description: Path) -> str | None:
-    if not description.is_file():
-        return None
-    try:
-        data = json.loads(description.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("kind") if isinstance(data, dict) else None
