@@ -263,6 +263,9 @@ class GenerationParameters:
     # The LoRAs it was made with, as a picture names them: (name, weight, A1111's short
     # hash), weight 0 left out (engine.lora.record); never a path of this machine.
     loras: tuple[tuple[str, float, str], ...] = ()
+    # The embeddings its prompts named, as a picture names them: (name, A1111's short hash)
+    # (engine.embeddings.record); never a path of this machine.
+    embeddings: tuple[tuple[str, str], ...] = ()
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.embeddings.record import recorded_embeddings
 from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
 from engine.lora.record import recorded_loras
@@ -168,7 +169,10 @@ class ImageToImagePipeline(DiffusionPipeline):
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
             operation=operation, strength=strength, generator=stored_name(request.generator),
-            emphasis=request.emphasis, loras=recorded_loras(request.loras))
+            emphasis=request.emphasis, loras=recorded_loras(request.loras),
+            embeddings=recorded_embeddings(request.embeddings, request.prompt,
+                                           request.negative_prompt or "",
+                                           tokenizer=self.model.tokenizer))
         if at_native_size:
             parameters = record_drawing(parameters, self.description)
             picture = shrink(picture, *drawn_size(parameters))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.embeddings.record import recorded_embeddings
 from engine.errors import BadRequest
 from engine.images import pad_to_multiple, picture_pixels, to_sample
 from engine.lora.record import recorded_loras
@@ -134,7 +135,10 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             model_hash=self.model.hash, model_family=self.description.family,
             operation="instruct_pix2pix", image_guidance=float(image_guidance),
             generator=stored_name(request.generator), emphasis=request.emphasis,
-            loras=recorded_loras(request.loras))
+            loras=recorded_loras(request.loras),
+            embeddings=recorded_embeddings(request.embeddings, request.instruction,
+                                           request.negative_prompt or "",
+                                           tokenizer=self.model.tokenizer))
         return InstructSettings(parameters, picture, multiple)
 
     def uses_image_guidance(self, parameters: GenerationParameters) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.embeddings.record import recorded_embeddings
 from engine.errors import BadRequest
 from engine.noise import make_generator
 from engine.pipelines.diffusion import CombinePrediction, PromptEmbeddings
@@ -131,7 +132,9 @@ class RegionsPipeline(TextToImagePipeline):
                                 f"larger.")
             weights[prompts.index(text)] += np.float32(weight) * coverage
         parameters = replace(parameters, operation="regions", regions=regions,
-                             region_weight=float(weight))
+                             region_weight=float(weight), embeddings=recorded_embeddings(
+                                 request.embeddings, *prompts, parameters.negative_prompt,
+                                 tokenizer=self.model.tokenizer))
         shares = weights / weights.sum(axis=0, keepdims=True)  # the global 1 keeps it above 0
         return Layout(parameters, prompts, shares, tuple(warnings))
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from engine.embeddings.record import recorded_embeddings
 from engine.errors import BadRequest
 from engine.lora.record import recorded_loras
 from engine.noise import NoiseGenerator, make_generator, stored_name
@@ -112,7 +113,10 @@ class TextToImagePipeline(DiffusionPipeline):
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=description.family,
             generator=stored_name(request.generator), emphasis=request.emphasis,
-            loras=recorded_loras(request.loras)), description)
+            loras=recorded_loras(request.loras),
+            embeddings=recorded_embeddings(request.embeddings, request.prompt,
+                                           request.negative_prompt or "",
+                                           tokenizer=self.model.tokenizer)), description)
         self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
                                 "initial latents")
         return parameters

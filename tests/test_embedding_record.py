@@ -1,0 +1,105 @@
+"""A picture records the embeddings its prompts used as AUTOMATIC1111 does ("TI hashes"): the
+ones named, each with the first 12 digits of its file's SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.embeddings import prepare_embeddings
+from engine.embeddings.record import recorded_embeddings, short_hash
+from engine.tokenizer import PromptTokenizer
+from tests import tiny_models
+
+VECTORS = 2
+
+
+@pytest.fixture(scope="module")
+def sd1() -> Path:
+    return tiny_models.tiny_onnx("sd1")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(sd1) -> PromptTokenizer:
+    return PromptTokenizer(sd1 / "tokenizer", 77)
+
+
+def write_embedding(path: Path, width: int, seed: int = 0) -> Path:
+    """An A1111 .safetensors embedding (``emb_params``), written by hand."""
+    values = np.random.default_rng(seed).standard_normal((VECTORS, width)).astype("<f4")
+    header = json.dumps({"emb_params": {"dtype": "F32", "shape": [VECTORS, width],
+                                        "data_offsets": [0, values.nbytes]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + values.tobytes())
+    return path
+
+
+def token_width(model: Path) -> int:
+    weights = json.loads((model / "text_encoder" / "weights_map.json").read_text())["weights"]
+    return next(entry["shape"][1] for key, entry in weights.items()
+                if key.endswith("token_embedding.weight"))
+
+
+def test_the_hash_is_the_sha256_of_the_whole_file(tmp_path):
+    path = write_embedding(tmp_path / "ink.safetensors", 32)
+    assert short_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    write_embedding(path, 32, seed=1)  # the same size: a new time tells the new file
+    os.utime(path, ns=(1, 1))
+    assert short_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def test_only_the_embeddings_a_prompt_names_are_recorded(tmp_path, tokenizer):
+    ink = write_embedding(tmp_path / "ink.safetensors", 32)
+    fog = write_embedding(tmp_path / "fog.safetensors", 32, seed=2)
+    offered = [("inkstyle", str(ink)), ("fogstyle", str(fog))]
+    assert recorded_embeddings(offered, "a photo, (inkstyle:1.2)", "",
+                               tokenizer=tokenizer) == (("inkstyle", short_hash(ink)),)
+    assert recorded_embeddings(offered, "a photo", "fogstyle", tokenizer=tokenizer) == (
+        ("fogstyle", short_hash(fog)),)
+    assert recorded_embeddings(offered, "a photo", "", tokenizer=tokenizer) == ()
+    # A word that only begins like the name is not the name: its tokens differ.
+    assert recorded_embeddings(offered, "inkstyles", "", tokenizer=tokenizer) == ()
+    # A prompt the encoder will refuse records nothing rather than failing here.
+    assert recorded_embeddings(offered, "inkstyle)", "", tokenizer=tokenizer) == ()
+
+
+def test_the_longer_name_wins_where_both_could_start(tmp_path, tokenizer):
+    ink = write_embedding(tmp_path / "ink.safetensors", 32)
+    ink_style = write_embedding(tmp_path / "ink-style.safetensors", 32, seed=3)
+    offered = [("ink", str(ink)), ("ink-style", str(ink_style))]
+    assert recorded_embeddings(offered, "ink-style portrait", "", tokenizer=tokenizer) == (
+        ("ink-style", short_hash(ink_style)),)
+    assert recorded_embeddings(offered, "ink-style, ink", "", tokenizer=tokenizer) == (
+        ("ink", short_hash(ink)), ("ink-style", short_hash(ink_style)))
+
+
+@pytest.mark.parametrize("prompt", ["a photo, inkstyle", "myinkstyle", "inkstyles",
+                                    "ink-style and ink", "[ink:0.5] BREAK inkstyle", "ink"])
+def test_the_names_recorded_are_the_ones_the_encoder_replaces(tmp_path, sd1, tokenizer,
+                                                              prompt):
+    """The same names as engine.embeddings.EmbeddingSet.find turns into vectors."""
+    width = token_width(sd1)
+    offered = [(name, str(write_embedding(tmp_path / f"{name}.safetensors", width, seed)))
+               for seed, name in enumerate(["ink", "inkstyle", "ink-style"])]
+    found = prepare_embeddings(sd1, "sd1", "tiny", offered)
+    rows = found.table("text_encoder")[1]
+    runs = {tuple(range(rows + VECTORS * index, rows + VECTORS * (index + 1))): name
+            for index, (name, _path) in enumerate(offered)}
+    from engine.prompt_syntax import parse_prompt
+
+    replaced = {runs[item] for section in parse_prompt(prompt).sections
+                for piece, _weight in section
+                for item in found.find("text_encoder", tokenizer.piece_ids,
+                                       tokenizer.piece_ids(piece)) if isinstance(item, tuple)}
+    recorded = recorded_embeddings(offered, prompt, tokenizer=tokenizer)
+    assert {name for name, _hash in recorded} == replaced
+    assert replaced or prompt == "inkstyles"  # the cases mean something
+
+
+def test_a_request_without_embeddings_reads_no_tokenizer():
+    assert recorded_embeddings((), "inkstyle", tokenizer=None) == ()
