@@ -100,6 +100,17 @@ class Model:
         return self._session("unet")
 
     @property
+    def control_unet(self) -> Session:
+        """The UNet that takes ControlNet residuals (engine.control.unet_variant): the
+        folder's own (OnnxStack's layout) or one made from ``unet`` on first use, beside the
+        optimised graphs; it keeps every weight's name, so the same LoRAs apply."""
+        from engine.control.unet_variant import control_unet_path
+
+        path = control_unet_path(self.folder, self.hash, self.runtime.optimized_cache)
+        overrides = None if self._loras is None else self._loras.overrides("unet")
+        return get_session(path, self.runtime, overrides)
+
+    @property
     def vae_decoder(self) -> Session:
         return self._session("vae_decoder")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from engine.runtime import CancelToken, Session
 from engine.schedulers import make_scheduler
 from engine.schedulers.base import Scheduler
 from engine.tokenizer import PromptTokenizer, truncation_warning
+
+if TYPE_CHECKING:  # the pipelines with controls import it; plain ones never load it
+    from engine.control.guide import ControlGuide
 
 StepReport = Callable[[int, np.ndarray], None]
 # After a step, given (step from 1, latents), the latents to go on with (masked blending).
@@ -319,7 +323,8 @@ class DiffusionPipeline:
                 extra_channels: np.ndarray | None = None,
                 after_step: AfterStep | None = None,
                 combine: CombinePrediction | None = None,
-                unet_batch: int | None = None) -> np.ndarray:
+                unet_batch: int | None = None,
+                control: ControlGuide | None = None) -> np.ndarray:
         """Run the scheduler's timesteps from ``begin`` (image to image starts partway).
 
         ``extra_channels`` (batched like the UNet input) are joined to the scaled latents on
@@ -328,26 +333,31 @@ class DiffusionPipeline:
         ``combine`` replaces classifier-free guidance: the UNet then runs the latents once per
         row of the conditioning, and ``combine`` turns its whole prediction into one.
         ``unet_batch`` caps the samples of one UNet call, so many prompts never need more
-        memory than that many.
+        memory than that many. ``control`` adds its ControlNets' residuals to every UNet call
+        (``engine.control.guide``).
         """
-        unet = self.model.unet
+        unet = self.model.unet if control is None else control.unet
         timestep_type = unet.input_type("timestep")
         batch = 2 if use_guidance else 1
         if combine is not None:
             batch = len(conditioning["encoder_hidden_states"])
-        for step, timestep in enumerate(scheduler.timesteps[begin:], start=1):
+        timesteps = scheduler.timesteps[begin:]
+        for step, timestep in enumerate(timesteps, start=1):
             cancel.raise_if_cancelled()
             # Guidance runs negative and positive as one batch-2 call.
             model_input = np.concatenate([latents] * batch)
             model_input = scheduler.scale_model_input(model_input, timestep)
-            if extra_channels is not None:
-                model_input = np.concatenate([model_input, extra_channels], axis=1)
             feeds = {
                 "sample": model_input.astype(np.float32),
                 "timestep": np.full((batch,), timestep, dtype=timestep_type),
                 **conditioning,
             }
-            noise_pred = self.predict_noise(feeds, unet_batch or batch, cancel)
+            if control is not None:  # ControlNets read the four latent channels alone
+                feeds.update(control.residual_feeds(step - 1, len(timesteps), feeds, cancel))
+            if extra_channels is not None:
+                feeds["sample"] = np.concatenate([feeds["sample"], extra_channels.astype(
+                    np.float32)], axis=1)
+            noise_pred = self.predict_noise(feeds, unet_batch or batch, cancel, unet)
             if combine is not None:
                 noise_pred = combine(noise_pred)
             elif use_guidance:
@@ -360,14 +370,14 @@ class DiffusionPipeline:
         return latents
 
     def predict_noise(self, feeds: dict[str, np.ndarray], most: int,
-                      cancel: CancelToken) -> np.ndarray:
+                      cancel: CancelToken, unet: Session | None = None) -> np.ndarray:
         """The UNet's output for a batch of inputs, run ``most`` samples at a time."""
+        unet = unet or self.model.unet
         batch = len(feeds["sample"])
         if batch <= most:
-            return self.model.unet.run(feeds, ["out_sample"], cancel)[0]
-        parts = [self.model.unet.run({name: value[start:start + most]
-                                      for name, value in feeds.items()}, ["out_sample"],
-                                     cancel)[0]
+            return unet.run(feeds, ["out_sample"], cancel)[0]
+        parts = [unet.run({name: value[start:start + most] for name, value in feeds.items()},
+                          ["out_sample"], cancel)[0]
                  for start in range(0, batch, most)]
         return np.concatenate(parts)
 

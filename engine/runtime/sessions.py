@@ -158,6 +158,12 @@ class Session:
             )
         return np.dtype(numpy_type)
 
+    def input_rank(self, name: str) -> int | None:
+        """How many dimensions input ``name`` has (0 for a scalar), None when the graph does
+        not say: exporters write a scale as a scalar or as a one-element vector."""
+        node = self._inputs.get(name)
+        return None if node is None or node.shape is None else len(node.shape)
+
     def run(
         self,
         feeds: Mapping[str, np.ndarray],

@@ -1,0 +1,117 @@
+"""ControlNets during denoising: at each step, the residuals every control adds to the UNet's
+skip connections, as diffusers' StableDiffusion(XL)ControlNetPipeline computes them.
+
+Several controls add up; a control outside its start and end steers with zeros (diffusers
+still runs it, at scale 0: the same sum). With controls the UNet that takes residuals runs
+every step, so the plain UNet is never loaded beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.control.control import Control
+from engine.control.controlnet import ControlNet
+from engine.control.pictures import prepare_control_picture
+from engine.errors import BadRequest
+from engine.model import Model
+from engine.runtime import CancelToken, Session
+
+FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
+                "sdxl": "Stable Diffusion XL"}
+
+
+class ControlGuide:
+    """The controls of one request, checked and with their pictures made ready, before any
+    denoising. ``notes`` are sentences for the user (a control picture was resized)."""
+
+    def __init__(self, model: Model, controls: Sequence[Control], width: int, height: int,
+                 use_guidance: bool) -> None:
+        self.model = model
+        self.use_guidance = use_guidance
+        self.notes: list[str] = []
+        self.controls: list[tuple[Control, ControlNet, np.ndarray]] = []
+        for control in controls:
+            controlnet = ControlNet(Path(control.controlnet), model.runtime)
+            check_fits(controlnet, model)
+            picture, note = prepare_control_picture(control.picture, width, height)
+            if note:
+                self.notes.append(note)
+            self.controls.append((control, controlnet, picture))
+        self._zero_shapes: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+
+    @property
+    def unet(self) -> Session:
+        return self.model.control_unet
+
+    def residual_feeds(self, index: int, steps: int, feeds: Mapping[str, np.ndarray],
+                       cancel: CancelToken) -> dict[str, np.ndarray]:
+        """The residual inputs of the UNet's call at step ``index`` (from 0) of ``steps``:
+        ``feeds`` are its other inputs, the latents without an inpainting UNet's extra
+        channels (the ControlNet reads four)."""
+        total = None
+        for control, controlnet, picture in self.controls:
+            if control.weight == 0 or not control.steers_at(index, steps):
+                continue
+            residuals = self._residuals(control, controlnet, picture, feeds, cancel)
+            total = residuals if total is None else [a + b for a, b in zip(total, residuals, strict=True)]
+        if total is None:
+            total = [np.zeros(shape, np.float32) for shape in self._shapes(feeds, cancel)]
+        names = self.controls[0][1].residual_names
+        return dict(zip(names, total, strict=True))
+
+    def _residuals(self, control: Control, controlnet: ControlNet, picture: np.ndarray,
+                   feeds: Mapping[str, np.ndarray], cancel: CancelToken) -> list[np.ndarray]:
+        guess = control.guess_mode and self.use_guidance
+        seen = feeds
+        if guess:
+            # Only the prompt's half (the second) sees the ControlNet; the negative half
+            # gets zeros, so guidance pushes towards the control.
+            half = len(feeds["sample"]) // 2
+            seen = {name: value[half:] for name, value in feeds.items()}
+        residuals = controlnet.residuals(seen, picture, cancel)
+        scales = layer_scales(len(residuals), control.weight, control.guess_mode)
+        residuals = [r * scale for r, scale in zip(residuals, scales, strict=True)]
+        if guess:
+            residuals = [np.concatenate([np.zeros_like(r), r]) for r in residuals]
+        self._zero_shapes.setdefault(_size_key(feeds), [r.shape for r in residuals])
+        return residuals
+
+    def _shapes(self, feeds: Mapping[str, np.ndarray],
+                cancel: CancelToken) -> list[tuple[int, ...]]:
+        """The residuals' shapes for zeros, learnt from one ControlNet run when no control
+        has run yet at this size (a control that starts after the first step)."""
+        key = _size_key(feeds)
+        if key not in self._zero_shapes:
+            control, controlnet, picture = self.controls[0]
+            self._zero_shapes[key] = [r.shape for r in controlnet.residuals(feeds, picture,
+                                                                            cancel)]
+        return self._zero_shapes[key]
+
+
+def _size_key(feeds: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+    """The UNet call's batch and latent size, which fix the residuals' shapes."""
+    shape = feeds["sample"].shape
+    return (shape[0], *shape[2:])
+
+
+def layer_scales(count: int, weight: float, guess_mode: bool) -> np.ndarray:
+    """Each residual's scale: the weight, or in guess mode the weight times 10^-1 … 10^0
+    from the shallowest layer to the mid block (diffusers' ``torch.logspace(-1, 0, n)``), so
+    the ControlNet's coarse layers lead."""
+    if not guess_mode:
+        return np.full(count, weight, dtype=np.float32)
+    return (np.float32(10.0) ** np.linspace(-1.0, 0.0, count, dtype=np.float32)
+            * np.float32(weight)).astype(np.float32)
+
+
+def check_fits(controlnet: ControlNet, model: Model) -> None:
+    """A ControlNet reads one family's latents and text; another family's is refused."""
+    family, fits = model.description.family, controlnet.description.family
+    if family != fits:
+        raise BadRequest(f"The ControlNet '{controlnet.name}' is for "
+                         f"{FAMILY_NAMES.get(fits, fits)} models; '{model.name}' is "
+                         f"{FAMILY_NAMES.get(family, family)}.")
