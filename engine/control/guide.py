@@ -57,7 +57,8 @@ class ControlGuide:
             if control.weight == 0 or not control.steers_at(index, steps):
                 continue
             residuals = self._residuals(control, controlnet, picture, feeds, cancel)
-            total = residuals if total is None else [a + b for a, b in zip(total, residuals, strict=True)]
+            total = residuals if total is None else [
+                a + b for a, b in zip(total, residuals, strict=True)]
         if total is None:
             total = [np.zeros(shape, np.float32) for shape in self._shapes(feeds, cancel)]
         names = self.controls[0][1].residual_names
