@@ -60,6 +60,8 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
         settings.append(("Lora hashes", ", ".join(f"{name}: {short_hash}"
                                                   for name, _weight, short_hash in
                                                   parameters.loras)))
+    if parameters.embeddings:  # as A1111 writes them, so model sites know the embeddings
+        settings.append(("TI hashes", a1111_embeddings_value(parameters.embeddings)))
     if parameters.emphasis == "none":  # A1111 writes its emphasis only when not the default
         settings.append(("Emphasis", "No norm"))
     # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
@@ -90,6 +92,9 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         **({"loras": [{"name": name, "weight": weight, "hash": short_hash}
                       for name, weight, short_hash in parameters.loras]}
            if parameters.loras else {}),
+        **({"embeddings": [{"name": name, "hash": short_hash}
+                           for name, short_hash in parameters.embeddings]}
+           if parameters.embeddings else {}),
         "model": {"name": parameters.model_name, "hash": parameters.model_hash,
                   "family": parameters.model_family},
         # Editing settings, only where the operation has them.
@@ -146,6 +151,29 @@ def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | 
     return path
 
 
+def a1111_embeddings_value(embeddings: tuple[tuple[str, str], ...]) -> str:
+    """A1111's "TI hashes" value: "name: hash, ...", each name without the ':' and ',' that
+    would make the list ambiguous (A1111 drops them too)."""
+    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {short_hash}"
+                     for name, short_hash in embeddings)
+
+
+def picture_embeddings(parameters: dict) -> tuple[tuple[str, str], ...]:
+    """(name, hash) of the embeddings a picture records: Easel's own list, else the "TI
+    hashes" of a picture from A1111 (``parameters`` as the library keeps them)."""
+    embeddings = parameters.get("embeddings")
+    if isinstance(embeddings, list):
+        return tuple((str(item.get("name")), str(item.get("hash")))
+                     for item in embeddings if isinstance(item, dict))
+    settings = parameters.get("settings")
+    value = settings.get("TI hashes") if isinstance(settings, dict) else None
+    if not isinstance(value, str):
+        return ()
+    pairs = (part.rpartition(":") for part in value.split(","))
+    return tuple((name.strip(), short_hash.strip()) for name, colon, short_hash in pairs
+                 if colon and name.strip())
+
+
 def _a1111_value(value: object) -> str:
     text = str(value)
     # A1111 quotes values that would break its comma-separated parser.
@@ -170,7 +198,9 @@ def read_parameters(path: Path) -> GenerationParameters | None:
             generator=str(data["generator"]),
             emphasis=str(data.get("emphasis", "original")),  # older pictures: the default
             loras=tuple((str(lora["name"]), float(lora["weight"]), str(lora["hash"]))
-                        for lora in data.get("loras", [])))
+                        for lora in data.get("loras", [])),
+            embeddings=tuple((str(embedding["name"]), str(embedding["hash"]))
+                             for embedding in data.get("embeddings", [])))
         a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
     except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
         return None

@@ -103,3 +103,51 @@ def test_the_names_recorded_are_the_ones_the_encoder_replaces(tmp_path, sd1, tok
 
 def test_a_request_without_embeddings_reads_no_tokenizer():
     assert recorded_embeddings((), "inkstyle", tokenizer=None) == ()
+
+
+# --- through the command line -----------------------------------------------------------------
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, installed_tiny_sd1, sd1):
+    """A data folder with the tiny SD 1.x and an embedding installed for it (written as the
+    store installs one: the tiny model's 32-wide vectors fit no family an import knows)."""
+    import shutil
+
+    from desktop.model_kinds.embedding import write_vectors
+
+    home = tmp_path / "home"
+    shutil.copytree(installed_tiny_sd1, home / "models" / "tiny")
+    folder = home / "models" / "inkstyle"
+    folder.mkdir()
+    vectors = np.random.default_rng(4).standard_normal((VECTORS, token_width(sd1)))
+    write_vectors({"text_encoder": vectors.astype(np.float32)}, folder / "embedding.safetensors")
+    (folder / "easel.json").write_text(json.dumps(
+        {"format": 1, "kind": "embedding", "family": "sd1", "vectors": VECTORS,
+         "licence": None, "source": "inkstyle.safetensors"}))
+    monkeypatch.setenv("EASEL_HOME", str(home))
+    return home
+
+
+def test_easel_generate_records_the_embeddings_its_prompt_used(home, tmp_path, capsys):
+    from PIL import Image
+
+    from desktop.cli import main
+
+    def generate(prompt: str, name: str) -> dict:
+        assert main(["generate", prompt, "--model", "tiny", "--width", "64", "--height", "48",
+                     "--steps", "2", "--seed", "3", "-o", str(tmp_path / name)]) == 0
+        with Image.open(tmp_path / name) as image:
+            return {"parameters": image.text["parameters"], **json.loads(image.text["easel"])}
+
+    data = (home / "models" / "inkstyle" / "embedding.safetensors").read_bytes()
+    expected = hashlib.sha256(data).hexdigest()[:12]
+    used = generate("a red chair, inkstyle", "used.png")
+    assert f'TI hashes: "inkstyle: {expected}"' in used["parameters"]
+    assert used["embeddings"] == [{"name": "inkstyle", "hash": expected}]
+    plain = generate("a red chair", "plain.png")  # offered, but not named: not recorded
+    assert "TI hashes" not in plain["parameters"] and "embeddings" not in plain
+    capsys.readouterr()
+    assert main(["gallery", "show", used["image_id"]]) == 0
+    assert f"Embeddings:      inkstyle ({expected})" in capsys.readouterr().out.splitlines()
+    assert main(["gallery", "show", plain["image_id"]]) == 0
+    assert "Embeddings:" not in capsys.readouterr().out

@@ -94,3 +94,27 @@ def test_emphasis_is_recorded_and_reused(tmp_path):
     plain = from_a1111(a1111_parameters(PARAMETERS)).parameters
     assert form_from_image(replace(form, emphasis="none"), "p", "", "m", 1, 64, 48,
                            plain).emphasis == "original"
+
+
+def test_embeddings_are_written_as_a1111_does_and_read_back(tmp_path):
+    from dataclasses import replace
+
+    from desktop.image_files import easel_metadata, picture_embeddings, read_parameters
+    from desktop.library.metadata import from_a1111
+
+    used = (("inkstyle", "0123456789ab"), ("bad: name, 2", "ba5eba11c0de"))
+    path = save_png(np.zeros((48, 64, 3), np.uint8), tmp_path / "ti.png",
+                    replace(PARAMETERS, embeddings=used), "x")
+    with Image.open(path) as image:
+        text, ours = image.text["parameters"], json.loads(image.text["easel"])
+    # Quoted as A1111 quotes a value with ':' or ','; its names lose both, as A1111's do.
+    assert 'TI hashes: "inkstyle: 0123456789ab, bad name 2: ba5eba11c0de"' in text
+    assert ours["embeddings"] == [{"name": "inkstyle", "hash": "0123456789ab"},
+                                  {"name": "bad: name, 2", "hash": "ba5eba11c0de"}]
+    assert read_parameters(path).embeddings == used
+    assert picture_embeddings(ours) == used  # Easel's own record first, names whole
+    theirs = from_a1111(text).parameters  # as a picture from A1111 is read
+    assert picture_embeddings(theirs) == (("inkstyle", "0123456789ab"),
+                                          ("bad name 2", "ba5eba11c0de"))
+    assert "TI hashes" not in a1111_parameters(PARAMETERS)
+    assert "embeddings" not in easel_metadata(PARAMETERS, "x")

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from desktop.cli.common import open_library, say
+from desktop.image_files import picture_embeddings
 from desktop.library import ImageEntry
 from engine.errors import BadRequest
 
@@ -126,6 +127,8 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         ("negative prompt", entry.negative_prompt), ("model", entry.model),
         ("seed", entry.seed), ("size", f"{entry.width}x{entry.height}"),
         ("operation", entry.operation), ("LoRAs", _loras_line(entry.parameters)),
+        ("Embeddings", ", ".join(f"{name} ({short_hash})" for name, short_hash in
+                                 picture_embeddings(entry.parameters))),
         ("from", entry.origin),
         ("made from", " <- ".join(source.id[:12] for source in chain)),
         ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
