@@ -18,6 +18,7 @@ from desktop.app.parameters import (
     schedulers_for,
 )
 from desktop.app.sizes import fitting_size, size_choices, size_tooltip
+from desktop.app.viewmodels.prompt_resources import PromptResources
 from desktop.library import ImageEntry, Library
 from desktop.model_store import ModelStore
 from engine.errors import EaselError, ModelError
@@ -42,6 +43,8 @@ class PromptViewModel(QObject):
         self._walk: list[str] = []  # the history being walked with Up/Down, newest first
         self._walk_at = -1
         self.reload_models()
+        # The LoRAs and embeddings that fit the chosen model, for the picker by the prompt.
+        self.resources = PromptResources(store, self, self)
 
     # Models --------------------------------------------------------------------------------
 

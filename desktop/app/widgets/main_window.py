@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         models_action = self._action("Manage models…", self._manage_models, None, "models")
         get_action = self._action("Get models…", self._get_models, None, "import",
                                   "Download a model from Easel's catalogue and import it")
+        self.prompt_panel.resources.offer([get_action, import_action])  # when nothing fits
         settings_action = self._action("Settings…", self._settings,
                                        QKeySequence.StandardKey.Preferences, "settings")
         quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)

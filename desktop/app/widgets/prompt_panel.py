@@ -26,6 +26,7 @@ from desktop.app.prompt_weight import step_weight
 from desktop.app.scheduler_names import display_name
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.widgets.icons import icon
+from desktop.app.widgets.prompt_resources import PromptResourcesButton
 
 # (label, engine.noise name, tooltip): the window's names for the three generators.
 NOISE_SOURCES = (
@@ -108,6 +109,7 @@ class PromptPanel(QWidget):
         # About five lines: room enough to write in, and the prompt history below keeps its
         # share of the column at 800 px.
         self.prompt.setMaximumHeight(5 * self.prompt.fontMetrics().lineSpacing() + 16)
+        self.resources = PromptResourcesButton(model.resources, self.prompt)
         self.negative = PromptBox("What to avoid (optional)", False)
         self.negative.setAccessibleName("Negative prompt")
         self.negative.setMaximumHeight(70)
@@ -230,7 +232,10 @@ class PromptPanel(QWidget):
         form.addRow("Image guidance", self.image_guidance)
         self.form_layout = form  # rows shown only for some models
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Prompt"))
+        prompt_row = QHBoxLayout()  # the LoRA / embedding picker beside the prompt's label
+        prompt_row.addWidget(QLabel("Prompt"), 1)
+        prompt_row.addWidget(self.resources)
+        layout.addLayout(prompt_row)
         layout.addWidget(self.prompt, 2)
         layout.addWidget(QLabel("Negative prompt"))
         layout.addWidget(self.negative, 1)
