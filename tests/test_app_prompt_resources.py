@@ -90,7 +90,7 @@ def menu_lines(window: MainWindow) -> list[str]:
 def choose(window: MainWindow, name: str) -> None:
     """Choose ``name`` in the picker's menu, as a click on it does."""
     found = [action for action in window.prompt_panel.resources.menu().actions()
-             if action.text().split("\t")[0] == name]
+             if action.text().split("  —  ")[0] == name]
     assert len(found) == 1 and found[0].isEnabled(), menu_lines(window)
     found[0].trigger()
 
@@ -108,9 +108,9 @@ def test_fitting_loras_and_embeddings_are_listed_each_with_its_use(installed):
     assert installed.studio.prompt.form.model == "tiny-sd1"
     lines = menu_lines(installed)
     assert lines[0] == "LoRAs" and lines[2] == "Embeddings"  # section titles
-    assert lines[1].startswith("ink\tLoRA for Stable Diffusion 1.x")
-    assert lines[3].startswith("paper\tembedding for Stable Diffusion 1.x")
-    names = [line.split("\t")[0] for line in lines]
+    assert lines[1].startswith("ink  —  LoRA for Stable Diffusion 1.x")
+    assert lines[3].startswith("paper  —  embedding for Stable Diffusion 1.x")
+    names = [line.split("  —  ")[0] for line in lines]
     assert "xl-ink" not in names and "xl-paper" not in names
     assert lines[-1] == "2 more installed for other model families"
 
@@ -118,12 +118,12 @@ def test_fitting_loras_and_embeddings_are_listed_each_with_its_use(installed):
 def test_the_list_follows_the_chosen_model(installed):
     installed.studio.prompt.choose_model("starter")  # fits neither family
     lines = menu_lines(installed)
-    assert "ink" not in [line.split("\t")[0] for line in lines]
+    assert "ink" not in [line.split("  —  ")[0] for line in lines]
     assert lines[0] == ("None of the installed LoRAs or embeddings fits 'starter' "
                         "(starter).")
     assert lines[-1] == "4 more installed for other model families"
     installed.studio.prompt.choose_model("tiny-sd1")
-    assert [line.split("\t")[0] for line in menu_lines(installed)][:2] == ["LoRAs", "ink"]
+    assert [line.split("  —  ")[0] for line in menu_lines(installed)][:2] == ["LoRAs", "ink"]
 
 
 def test_a_lora_goes_in_at_the_cursor_and_ctrl_z_takes_it_back(qtbot, installed):
@@ -163,7 +163,7 @@ def test_the_list_follows_installs_and_removals(qtbot, window, tmp_path):
     studio = window.studio
     with qtbot.waitSignal(studio.runner.finished, timeout=JOB_MS):
         studio.import_model(lora_file(tmp_path, "ink", "sd1"))
-    qtbot.waitUntil(lambda: "ink" in [line.split("\t")[0] for line in menu_lines(window)])
+    qtbot.waitUntil(lambda: "ink" in [line.split("  —  ")[0] for line in menu_lines(window)])
     studio.remove_model("ink")
     assert menu_lines(window)[0] == "No LoRAs or embeddings are installed."
 

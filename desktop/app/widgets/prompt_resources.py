@@ -56,7 +56,7 @@ class PromptResourcesButton(QToolButton):
             if add_ons:
                 menu.addSection(title)
             for add_on in add_ons:
-                action = menu.addAction(f"{add_on.name}\t{add_on.use}")
+                action = menu.addAction(f"{add_on.name}  —  {add_on.use}")
                 action.setToolTip(f"Puts {add_on.text} into the prompt")
                 action.triggered.connect(lambda _=False, chosen=add_on: self.put_in_prompt(chosen))
         if not (resources.loras or resources.embeddings):
