@@ -8,6 +8,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,12 @@ def sd1() -> Path:
 @pytest.fixture(scope="module")
 def tokenizer(sd1) -> PromptTokenizer:
     return PromptTokenizer(sd1 / "tokenizer", 77)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> SimpleNamespace:
+    """What recording reads of a model: its tokenizer."""
+    return SimpleNamespace(tokenizer=tokenizer)
 
 
 def write_embedding(path: Path, width: int, seed: int = 0) -> Path:
@@ -53,35 +60,35 @@ def test_the_hash_is_the_sha256_of_the_whole_file(tmp_path):
     assert short_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def test_only_the_embeddings_a_prompt_names_are_recorded(tmp_path, tokenizer):
+def test_only_the_embeddings_a_prompt_names_are_recorded(tmp_path, model):
     ink = write_embedding(tmp_path / "ink.safetensors", 32)
     fog = write_embedding(tmp_path / "fog.safetensors", 32, seed=2)
     offered = [("inkstyle", str(ink)), ("fogstyle", str(fog))]
     assert recorded_embeddings(offered, "a photo, (inkstyle:1.2)", "",
-                               tokenizer=tokenizer) == (("inkstyle", short_hash(ink)),)
-    assert recorded_embeddings(offered, "a photo", "fogstyle", tokenizer=tokenizer) == (
+                               model=model) == (("inkstyle", short_hash(ink)),)
+    assert recorded_embeddings(offered, "a photo", "fogstyle", model=model) == (
         ("fogstyle", short_hash(fog)),)
-    assert recorded_embeddings(offered, "a photo", "", tokenizer=tokenizer) == ()
+    assert recorded_embeddings(offered, "a photo", "", model=model) == ()
     # A word that only begins like the name is not the name: its tokens differ.
-    assert recorded_embeddings(offered, "inkstyles", "", tokenizer=tokenizer) == ()
+    assert recorded_embeddings(offered, "inkstyles", "", model=model) == ()
     # A prompt the encoder will refuse records nothing rather than failing here.
-    assert recorded_embeddings(offered, "inkstyle)", "", tokenizer=tokenizer) == ()
+    assert recorded_embeddings(offered, "inkstyle)", "", model=model) == ()
 
 
-def test_the_longer_name_wins_where_both_could_start(tmp_path, tokenizer):
+def test_the_longer_name_wins_where_both_could_start(tmp_path, model):
     ink = write_embedding(tmp_path / "ink.safetensors", 32)
     ink_style = write_embedding(tmp_path / "ink-style.safetensors", 32, seed=3)
     offered = [("ink", str(ink)), ("ink-style", str(ink_style))]
-    assert recorded_embeddings(offered, "ink-style portrait", "", tokenizer=tokenizer) == (
+    assert recorded_embeddings(offered, "ink-style portrait", "", model=model) == (
         ("ink-style", short_hash(ink_style)),)
-    assert recorded_embeddings(offered, "ink-style, ink", "", tokenizer=tokenizer) == (
+    assert recorded_embeddings(offered, "ink-style, ink", "", model=model) == (
         ("ink", short_hash(ink)), ("ink-style", short_hash(ink_style)))
 
 
 @pytest.mark.parametrize("prompt", ["a photo, inkstyle", "myinkstyle", "inkstyles",
                                     "ink-style and ink", "[ink:0.5] BREAK inkstyle", "ink"])
 def test_the_names_recorded_are_the_ones_the_encoder_replaces(tmp_path, sd1, tokenizer,
-                                                              prompt):
+                                                              model, prompt):
     """The same names as engine.embeddings.EmbeddingSet.find turns into vectors."""
     width = token_width(sd1)
     offered = [(name, str(write_embedding(tmp_path / f"{name}.safetensors", width, seed)))
@@ -96,13 +103,13 @@ def test_the_names_recorded_are_the_ones_the_encoder_replaces(tmp_path, sd1, tok
                 for piece, _weight in section
                 for item in found.find("text_encoder", tokenizer.piece_ids,
                                        tokenizer.piece_ids(piece)) if isinstance(item, tuple)}
-    recorded = recorded_embeddings(offered, prompt, tokenizer=tokenizer)
+    recorded = recorded_embeddings(offered, prompt, model=model)
     assert {name for name, _hash in recorded} == replaced
     assert replaced or prompt == "inkstyles"  # the cases mean something
 
 
 def test_a_request_without_embeddings_reads_no_tokenizer():
-    assert recorded_embeddings((), "inkstyle", tokenizer=None) == ()
+    assert recorded_embeddings((), "inkstyle", model=None) == ()  # None has no tokenizer
 
 
 # --- through the command line -----------------------------------------------------------------

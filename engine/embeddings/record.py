@@ -14,20 +14,27 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import BadRequest
 from engine.prompt_syntax import parse_prompt
-from engine.tokenizer import PromptTokenizer
+
+if TYPE_CHECKING:
+    from engine.model import Model
+    from engine.tokenizer import PromptTokenizer
 
 _BLOCK = 1 << 20
 Name = tuple[int, ...]  # a name's token ids
 
 
 def recorded_embeddings(embeddings: Sequence[tuple[str, str | Path]], *texts: str,
-                        tokenizer: PromptTokenizer) -> tuple[tuple[str, str], ...]:
+                        model: Model) -> tuple[tuple[str, str], ...]:
     """(name, short hash) of each of ``embeddings`` (name as written in prompts, file) that
-    one of ``texts`` names, in the request's order."""
-    if not embeddings or tokenizer.is_word_list:  # a word list never reads embeddings
+    one of ``texts`` names, read by ``model``'s tokenizer; in the request's order."""
+    if not embeddings:  # most requests: the tokenizer is not even read
+        return ()
+    tokenizer = model.tokenizer
+    if tokenizer.is_word_list:  # a word list never reads embeddings
         return ()
     names = _names_by_first_id([name for name, _path in embeddings], tokenizer)
     used = set()

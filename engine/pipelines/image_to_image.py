@@ -172,7 +172,7 @@ class ImageToImagePipeline(DiffusionPipeline):
             emphasis=request.emphasis, loras=recorded_loras(request.loras),
             embeddings=recorded_embeddings(request.embeddings, request.prompt,
                                            request.negative_prompt or "",
-                                           tokenizer=self.model.tokenizer))
+                                           model=self.model))
         if at_native_size:
             parameters = record_drawing(parameters, self.description)
             picture = shrink(picture, *drawn_size(parameters))

@@ -138,7 +138,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             loras=recorded_loras(request.loras),
             embeddings=recorded_embeddings(request.embeddings, request.instruction,
                                            request.negative_prompt or "",
-                                           tokenizer=self.model.tokenizer))
+                                           model=self.model))
         return InstructSettings(parameters, picture, multiple)
 
     def uses_image_guidance(self, parameters: GenerationParameters) -> bool:

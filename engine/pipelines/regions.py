@@ -134,7 +134,7 @@ class RegionsPipeline(TextToImagePipeline):
         parameters = replace(parameters, operation="regions", regions=regions,
                              region_weight=float(weight), embeddings=recorded_embeddings(
                                  request.embeddings, *prompts, parameters.negative_prompt,
-                                 tokenizer=self.model.tokenizer))
+                                 model=self.model))
         shares = weights / weights.sum(axis=0, keepdims=True)  # the global 1 keeps it above 0
         return Layout(parameters, prompts, shares, tuple(warnings))
 

@@ -116,7 +116,7 @@ class TextToImagePipeline(DiffusionPipeline):
             loras=recorded_loras(request.loras),
             embeddings=recorded_embeddings(request.embeddings, request.prompt,
                                            request.negative_prompt or "",
-                                           tokenizer=self.model.tokenizer)), description)
+                                           model=self.model)), description)
         self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
                                 "initial latents")
         return parameters
