@@ -158,3 +158,63 @@ def test_easel_generate_records_the_embeddings_its_prompt_used(home, tmp_path, c
     assert f"Embeddings:      inkstyle ({expected})" in capsys.readouterr().out.splitlines()
     assert main(["gallery", "show", plain["image_id"]]) == 0
     assert "Embeddings:" not in capsys.readouterr().out
+
+
+# --- every pipeline that draws from a prompt --------------------------------------------------
+
+def test_every_pipeline_records_the_embeddings_its_texts_named(tmp_path, installed_tiny_sd1):
+    from engine.model import load_model
+    from engine.pipelines.hires_fix import HiresFixPipeline
+    from engine.pipelines.image_to_image import ImageToImagePipeline
+    from engine.pipelines.inpaint import InpaintPipeline
+    from engine.pipelines.outpaint import OutpaintPipeline
+    from engine.pipelines.regions import RegionsPipeline
+    from engine.request import (
+        HiresFixRequest,
+        ImageToImageRequest,
+        InpaintRequest,
+        OutpaintRequest,
+        RegionsRequest,
+        TextToImageRequest,
+    )
+
+    model = load_model(installed_tiny_sd1)
+    path = write_embedding(tmp_path / "inkstyle.safetensors", token_width(installed_tiny_sd1))
+    offered = (("inkstyle", str(path)),)
+    expected = (("inkstyle", short_hash(path)),)
+    picture = np.full((48, 64, 3), 120, np.uint8)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, 32:] = 255
+    quick = {"steps": 2, "seed": 1, "embeddings": offered}
+    made = {
+        "image to image": ImageToImagePipeline(model)(ImageToImageRequest(
+            picture, prompt="inkstyle", **quick)),
+        "inpaint (negative prompt)": InpaintPipeline(model)(InpaintRequest(
+            picture, mask, prompt="a chair", negative_prompt="inkstyle", **quick)),
+        "outpaint": OutpaintPipeline(model)(OutpaintRequest(
+            picture, right=16, prompt="inkstyle", **quick)),
+        "regions (a region's prompt)": RegionsPipeline(model)(RegionsRequest(
+            "a field", [((0, 0, 32, 48), "inkstyle")], width=64, height=48, **quick)),
+        "hires fix": HiresFixPipeline(model)(HiresFixRequest(TextToImageRequest(
+            "inkstyle", width=64, height=48, **quick), scale=1.5)),
+    }
+    recorded = {name: result.images[0].parameters.embeddings for name, result in made.items()}
+    assert recorded == dict.fromkeys(made, expected)
+    plain = ImageToImagePipeline(model)(ImageToImageRequest(picture, prompt="a chair", **quick))
+    assert plain.images[0].parameters.embeddings == ()
+
+
+def test_an_instruction_records_the_embeddings_it_named(tmp_path):
+    from engine.model import load_model
+    from engine.pipelines.instruct_pix2pix import InstructPix2PixPipeline
+    from engine.request import InstructPix2PixRequest
+    from tests import tiny_models_pix2pix
+    from tests.tiny_models_xl import installed_copy
+
+    folder = installed_copy(tiny_models_pix2pix.tiny_pix2pix_onnx(), tmp_path / "pix2pix")
+    path = write_embedding(tmp_path / "inkstyle.safetensors", token_width(folder))
+    request = InstructPix2PixRequest(np.full((48, 64, 3), 120, np.uint8),
+                                     "make it inkstyle", steps=2, seed=1,
+                                     embeddings=(("inkstyle", str(path)),))
+    (image,) = InstructPix2PixPipeline(load_model(folder))(request).images
+    assert image.parameters.embeddings == (("inkstyle", short_hash(path)),)
