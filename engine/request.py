@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.control.control import Control, RecordedControl, checked_controls
 from engine.images import PictureInput, preview_pixels
 from engine.lora.tags import checked_loras
 from engine.noise import NUMPY, NUMPY_STORED_NAME, generator_name
@@ -47,11 +48,14 @@ class TextToImageRequest:
     # pairs the caller has found (the app offers every installed one of the model's family,
     # as A1111 does); a name not among them is just words.
     embeddings: tuple[tuple[str, str], ...] = ()
+    # ControlNets steering the picture, each with its control picture (engine.control).
+    controls: tuple[Control, ...] = ()
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
+        object.__setattr__(self, "controls", checked_controls(self.controls))
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,11 +85,13 @@ class ImageToImageRequest:
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
     embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
+    controls: tuple[Control, ...] = ()  # as TextToImageRequest.controls
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
+        object.__setattr__(self, "controls", checked_controls(self.controls))
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,11 +122,13 @@ class InpaintRequest:
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
     embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
+    controls: tuple[Control, ...] = ()  # as TextToImageRequest.controls
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
+        object.__setattr__(self, "controls", checked_controls(self.controls))
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,6 +274,9 @@ class GenerationParameters:
     # The embeddings its prompts named, as a picture names them: (name, A1111's short hash)
     # (engine.embeddings.record); never a path of this machine.
     embeddings: tuple[tuple[str, str], ...] = ()
+    # The ControlNets that steered it: name, hash, control, weight, start, end, guess mode
+    # (engine.control.control.RecordedControl); the control pictures are the caller's to keep.
+    controls: tuple[RecordedControl, ...] = ()
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).

@@ -52,6 +52,20 @@ class Control:
         return not (index / steps < self.start or (index + 1) / steps > self.end)
 
 
+@dataclass(frozen=True)
+class RecordedControl:
+    """What a picture records of a control: names and numbers, never a path of this machine
+    (the control picture is kept beside the picture by the app)."""
+
+    controlnet: str  # the installed ControlNet's name
+    hash: str  # its manifest hash, as a model's
+    control: str | None  # what it reads: "canny", "depth", ... when known
+    weight: float
+    start: float
+    end: float
+    guess_mode: bool
+
+
 def checked_controls(controls: Sequence[Control]) -> tuple[Control, ...]:
     """The request's controls as a tuple; one sentence when they are not controls or too
     many (each ControlNet holds a UNet's encoder half in memory)."""

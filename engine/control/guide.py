@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.control.control import Control
+from engine.control.control import Control, RecordedControl
 from engine.control.controlnet import ControlNet
 from engine.control.pictures import prepare_control_picture
 from engine.errors import BadRequest
@@ -42,6 +42,15 @@ class ControlGuide:
                 self.notes.append(note)
             self.controls.append((control, controlnet, picture))
         self._zero_shapes: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+
+    @property
+    def recorded(self) -> tuple[RecordedControl, ...]:
+        """What the picture records of its controls (engine.request.GenerationParameters)."""
+        return tuple(RecordedControl(controlnet.name, controlnet.hash,
+                                     controlnet.description.control, float(control.weight),
+                                     float(control.start), float(control.end),
+                                     bool(control.guess_mode))
+                     for control, controlnet, _ in self.controls)
 
     @property
     def unet(self) -> Session:

@@ -157,6 +157,15 @@ class DiffusionPipeline:
             config["prediction_type"] = self.description.prediction_type
         return make_scheduler(name, config)
 
+    def prepare_control(self, controls: tuple, width: int, height: int,
+                        use_guidance: bool) -> ControlGuide | None:
+        """The request's ControlNets checked (family, pictures) before any work, or None."""
+        if not controls:
+            return None
+        from engine.control.guide import ControlGuide
+
+        return ControlGuide(self.model, controls, width, height, use_guidance)
+
     # --- the prompt ---------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str, negative_prompt: str, use_guidance: bool,

@@ -102,9 +102,13 @@ class ImageToImagePipeline(DiffusionPipeline):
         settings = self.check_inputs(request)
         parameters = settings.parameters
         use_guidance = self.guidance_needed(parameters)
+        canvas = pad_to_multiple(settings.picture, settings.multiple)
+        control = self.prepare_control(request.controls, canvas.shape[1], canvas.shape[0],
+                                       use_guidance)
+        if control is not None:
+            parameters = replace(parameters, controls=control.recorded)
 
         # 2. Encode the prompt and gather the UNet's other conditioning.
-        canvas = pad_to_multiple(settings.picture, settings.multiple)
         embeddings, warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
             parameters.emphasis)
@@ -131,7 +135,8 @@ class ImageToImagePipeline(DiffusionPipeline):
             report = self.progress_reporter(on_progress, index, request.count,
                                             len(scheduler.timesteps) - begin)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
-                                   scheduler, rng, report, cancel, begin=begin)
+                                   scheduler, rng, report, cancel, begin=begin,
+                                   control=control)
 
             # 7. Decode (a NaN or black frame is a failure), crop to the picture's size as
             # drawn, and enlarge it back if it was redrawn smaller.
@@ -141,7 +146,9 @@ class ImageToImagePipeline(DiffusionPipeline):
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
-        return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
+        warnings += control.notes if control is not None else []
+        unet = self.model.unet if control is None else control.unet
+        return GenerationResult(tuple(images), tuple(warnings), unet.device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
         self.check_variant(("text-to-image",), "redraw a whole picture (inpaint with it instead)")

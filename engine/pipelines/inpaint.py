@@ -87,6 +87,10 @@ class InpaintPipeline(ImageToImagePipeline):
         # 2. Encode the prompt and gather the UNet's other conditioning.
         multiple = settings.edit.multiple
         canvas = pad_to_multiple(settings.edit.picture, multiple)
+        control = self.prepare_control(request.controls, canvas.shape[1], canvas.shape[0],
+                                       use_guidance)
+        if control is not None:
+            parameters = replace(parameters, controls=control.recorded)
         embeddings, prompt_warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
             parameters.emphasis)
@@ -141,7 +145,8 @@ class InpaintPipeline(ImageToImagePipeline):
             report = self.progress_reporter(on_progress, index, request.count, len(timesteps))
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin,
-                                   extra_channels=extra_channels, after_step=after_step)
+                                   extra_channels=extra_channels, after_step=after_step,
+                                   control=control)
 
             # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
             pixels = self.decode_latents(latents, cancel)
@@ -156,7 +161,9 @@ class InpaintPipeline(ImageToImagePipeline):
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description,
                                   "the repainted part")
-        return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
+        warnings += control.notes if control is not None else []
+        unet = self.model.unet if control is None else control.unet
+        return GenerationResult(tuple(images), tuple(warnings), unet.device)
 
     def check_inputs(self, request: InpaintRequest) -> InpaintSettings:
         self.check_variant(("text-to-image", "inpainting"), "repaint a masked part of a picture")

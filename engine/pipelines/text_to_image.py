@@ -62,6 +62,9 @@ class TextToImagePipeline(DiffusionPipeline):
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
         use_guidance = self.uses_guidance(parameters.guidance)
+        control = self.prepare_control(request.controls, *drawn_size(parameters), use_guidance)
+        if control is not None:
+            parameters = replace(parameters, controls=control.recorded)
 
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
         # gather everything else the UNet is conditioned on.
@@ -85,7 +88,7 @@ class TextToImagePipeline(DiffusionPipeline):
             # 4. Denoise.
             report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
-                                   scheduler, rng, report, cancel)
+                                   scheduler, rng, report, cancel, control=control)
 
             # 5. Decode (a NaN or black frame is a failure, never a picture), and enlarge
             # what was drawn smaller than asked (``engine.pipelines.native_size``).
@@ -93,7 +96,9 @@ class TextToImagePipeline(DiffusionPipeline):
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
-        return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
+        warnings += control.notes if control is not None else []
+        unet = self.model.unet if control is None else control.unet
+        return GenerationResult(tuple(images), tuple(warnings), unet.device)
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
