@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.embeddings.token_table import name_index, replace_names
 from engine.errors import BadRequest
 from engine.prompt_syntax import parse_prompt
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from engine.tokenizer import PromptTokenizer
 
 _BLOCK = 1 << 20
-Name = tuple[int, ...]  # a name's token ids
 
 
 def recorded_embeddings(embeddings: Sequence[tuple[str, str | Path]], *texts: str,
@@ -36,11 +36,9 @@ def recorded_embeddings(embeddings: Sequence[tuple[str, str | Path]], *texts: st
     tokenizer = model.tokenizer
     if tokenizer.is_word_list:  # a word list never reads embeddings
         return ()
-    names = _names_by_first_id([name for name, _path in embeddings], tokenizer)
-    used = set()
-    for text in texts:
-        for ids in _piece_ids(text, tokenizer):
-            used.update(_names_in(ids, names))
+    names = name_index((tuple(tokenizer.piece_ids(name)), name) for name, _path in embeddings)
+    used = {found for text in texts for ids in _piece_ids(text, tokenizer)
+            for found in replace_names(ids, names) if isinstance(found, str)}
     return tuple((name, short_hash(Path(path))) for name, path in embeddings if name in used)
 
 
@@ -68,30 +66,3 @@ def _piece_ids(text: str, tokenizer: PromptTokenizer) -> Iterable[list[int]]:
     for section in parsed.sections:
         for piece, _weight in section:
             yield tokenizer.piece_ids(piece)
-
-
-def _names_by_first_id(names: list[str], tokenizer: PromptTokenizer
-                       ) -> dict[int, list[tuple[Name, str]]]:
-    """First token of a name -> (its tokens, the name), longest first (as the engine)."""
-    index: dict[int, list[tuple[Name, str]]] = {}
-    for name in names:
-        ids = tuple(tokenizer.piece_ids(name))
-        if ids:
-            index.setdefault(ids[0], []).append((ids, name))
-    for candidates in index.values():
-        candidates.sort(key=lambda candidate: -len(candidate[0]))
-    return index
-
-
-def _names_in(ids: Sequence[int], names: dict[int, list[tuple[Name, str]]]) -> set[str]:
-    """The names ``ids`` holds, read left to right as EmbeddingSet.find replaces them."""
-    found, position = set(), 0
-    while position < len(ids):
-        for tokens, name in names.get(ids[position], ()):
-            if tuple(ids[position:position + len(tokens)]) == tokens:
-                found.add(name)
-                position += len(tokens)
-                break
-        else:
-            position += 1
-    return found

@@ -12,9 +12,10 @@ longest name first; a name that is no offered embedding is just words.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ MAP_FILE = "weights_map.json"  # as engine.export.weights_map writes it
 _TABLE_WEIGHT = "embeddings.token_embedding.weight"  # the end of its PyTorch name
 # A run of ids that must stay together in one chunk: one embedding's vectors.
 Run = tuple[int, ...]
+Found = TypeVar("Found")  # what a name found in a prompt stands for
 
 
 @dataclass(frozen=True)
@@ -81,36 +83,52 @@ class EmbeddingSet:
              ids: Sequence[int]) -> list[int | Run]:
         """``ids`` (one piece of a prompt) with every embedding's name replaced by the run of
         its vectors' ids; ``piece_ids`` is the component's tokenizer."""
-        names = self._name_index(component, piece_ids)
-        found: list[int | Run] = []
-        position = 0
-        while position < len(ids):
-            for name, run in names.get(ids[position], ()):
-                if tuple(ids[position:position + len(name)]) == name:
-                    found.append(run)
-                    position += len(name)
-                    break
-            else:
-                found.append(ids[position])
-                position += 1
-        return found
+        return replace_names(ids, self._name_index(component, piece_ids))
 
     def _name_index(self, component: str, piece_ids: Callable[[str], list[int]]
                     ) -> dict[int, list[tuple[Run, Run]]]:
         """First token of a name -> (the name's tokens, its run of new ids), longest first."""
         if component not in self._names:
-            index: dict[int, list[tuple[Run, Run]]] = {}
+            names: list[tuple[Run, Run]] = []
             next_id = self.table(component)[1]
             for embedding in self._embeddings:
-                name = tuple(piece_ids(embedding.name))
                 run = tuple(range(next_id, next_id + embedding.count))
                 next_id += embedding.count
-                if name:
-                    index.setdefault(name[0], []).append((name, run))
-            for candidates in index.values():
-                candidates.sort(key=lambda candidate: -len(candidate[0]))
-            self._names[component] = index
+                names.append((tuple(piece_ids(embedding.name)), run))
+            self._names[component] = name_index(names)
         return self._names[component]
+
+
+def name_index(names: Iterable[tuple[Run, Found]]) -> dict[int, list[tuple[Run, Found]]]:
+    """First token of each name (its token ids) -> (the name's ids, what it stands for),
+    longest first: where several names could start, A1111 takes the longest."""
+    index: dict[int, list[tuple[Run, Found]]] = {}
+    for ids, found in names:
+        if ids:  # a name of no tokens can never be written
+            index.setdefault(ids[0], []).append((ids, found))
+    for candidates in index.values():
+        candidates.sort(key=lambda candidate: -len(candidate[0]))
+    return index
+
+
+def replace_names(ids: Sequence[int], names: Mapping[int, Sequence[tuple[Run, Found]]]
+                  ) -> list[int | Found]:
+    """``ids`` (one piece of a prompt) read left to right, each name of ``names``
+    (name_index) found replaced by what it stands for; a name inside a longer name or word
+    is not found, as its ids differ. The one scan both the encoder and the record use, so a
+    picture records exactly the embeddings that changed it."""
+    found: list[int | Found] = []
+    position = 0
+    while position < len(ids):
+        for name, stands_for in names.get(ids[position], ()):
+            if tuple(ids[position:position + len(name)]) == name:
+                found.append(stands_for)
+                position += len(name)
+                break
+        else:
+            found.append(ids[position])
+            position += 1
+    return found
 
 
 def prepare_embeddings(folder: Path, family: str, model_name: str,
