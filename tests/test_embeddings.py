@@ -223,6 +223,8 @@ def test_import_list_remove_embeddings_as_their_own_kind(home, tmp_path, capsys)
         assert description["kind"] == "embedding" and description["vectors"] == count
         found, vectors_read = read_embedding(store.root / name / "embedding.safetensors")
         assert found == family and len(vectors_read["text_encoder"]) == count
+    uses = {model.name: model.use for model in store.installed("embedding")}
+    assert "(1 vector)" in uses["learned_embeds"] and "(2 vectors)" in uses["a1111"]
     assert [model.name for model in store.list()] == []  # never offered to make pictures
     assert [name for name, _ in installed_embeddings(store, "sd1")] == ["a1111",
                                                                         "learned_embeds"]

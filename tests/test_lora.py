@@ -519,6 +519,9 @@ def test_import_list_remove_a_lora_as_its_own_kind(home, tmp_path, capsys):
                            "source": "ink.safetensors"}
     assert (store.root / "ink" / "lora.safetensors").read_bytes() == (
         tmp_path / "ink.safetensors").read_bytes()
+    uses = {model.name: model.use for model in store.installed("lora")}
+    assert uses["ink"].endswith("(rank 8, 1 layer)")
+    assert uses["xl-ink"].endswith("(rank 8, 2 layers)")
     assert [model.name for model in store.list()] == []  # never offered to make pictures
     with pytest.raises(ModelError, match=r"^'ink' is a LoRA, not a model that makes "
                                          r"pictures; use it with: easel generate --lora"):

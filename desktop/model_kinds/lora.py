@@ -106,7 +106,8 @@ def describe(folder: Path) -> InstalledModel:
         family, rank, layers = str(data["family"]), int(data["rank"]), int(data["layers"])
     except (OSError, ValueError, KeyError, TypeError):
         raise ModelError(f"The description of LoRA '{folder.name}' is damaged.") from None
-    use = f"LoRA for {family_name(family)} (rank {rank}, {layers} layers)"
+    plural = "layer" if layers == 1 else "layers"
+    use = f"LoRA for {family_name(family)} (rank {rank}, {layers} {plural})"
     return InstalledModel(folder.name, family, "", folder_size(folder), folder, kind=name,
                           use=use, licence=data.get("licence"))
 
