@@ -118,6 +118,8 @@ def _make_once(unet_graph: Path, folder: Path) -> None:
     staging.mkdir()
     try:
         make_control_unet(unet_graph, staging)
+        if folder.is_dir() and not (folder / GRAPH_FILE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a crash left: not a variant
         try:
             staging.rename(folder)
         except OSError:
@@ -408,7 +410,7 @@ def _edited_model(data: mmap.mmap, graph: _Graph, plan: _Plan) -> list[bytes | m
     for skip, name in enumerate(residual_names(count)):
         pieces.append(_field(_GRAPH_INPUT, _residual_input(name, plan.channels[skip],
                                                            graph.sample_type, skip)))
-    return _with_graph(data, graph, pieces)
+    return _with_graph(data, pieces)
 
 
 def _spans(data: mmap.mmap, start: int, end: int
@@ -421,7 +423,7 @@ def _spans(data: mmap.mmap, start: int, end: int
         field_start = value_end
 
 
-def _with_graph(data: mmap.mmap, graph: _Graph, graph_pieces: list) -> list:
+def _with_graph(data: mmap.mmap, graph_pieces: list) -> list:
     """The whole file: the model's other fields as they are, the graph field rebuilt."""
     view = memoryview(data)
     length = sum(len(piece) for piece in graph_pieces)
