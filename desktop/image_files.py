@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image, PngImagePlugin
 
 from desktop.files import create_temporary, fsync_folder
 from engine import __version__ as engine_version
+from engine.control.control import RecordedControl
 from engine.errors import BadRequest
 from engine.noise import a1111_rng_name
 from engine.request import GenerationParameters
@@ -62,6 +64,9 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
                                                   parameters.loras)))
     if parameters.embeddings:  # as A1111 writes them, so model sites know the embeddings
         settings.append(("TI hashes", a1111_embeddings_value(parameters.embeddings)))
+    # As sd-webui-controlnet writes its units, so A1111's readers show the controls.
+    settings += [(f"ControlNet {index}", a1111_control_value(control))
+                 for index, control in enumerate(parameters.controls)]
     if parameters.emphasis == "none":  # A1111 writes its emphasis only when not the default
         settings.append(("Emphasis", "No norm"))
     # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
@@ -95,6 +100,8 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
         **({"embeddings": [{"name": name, "hash": short_hash}
                            for name, short_hash in parameters.embeddings]}
            if parameters.embeddings else {}),
+        **({"controls": [asdict(control) for control in parameters.controls]}
+           if parameters.controls else {}),
         "model": {"name": parameters.model_name, "hash": parameters.model_hash,
                   "family": parameters.model_family},
         # Editing settings, only where the operation has them.
@@ -151,6 +158,17 @@ def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | 
     return path
 
 
+def a1111_control_value(control: RecordedControl) -> str:
+    """One ControlNet unit in sd-webui-controlnet's words ("Module: canny, Model: name
+    [hash], Weight: 1, ...")."""
+    mode = "ControlNet is more important" if control.guess_mode else "Balanced"
+    fields = [("Module", control.control or "none"),
+              ("Model", f"{control.controlnet} [{control.hash}]"),
+              ("Weight", f"{control.weight:g}"), ("Guidance Start", f"{control.start:g}"),
+              ("Guidance End", f"{control.end:g}"), ("Control Mode", mode)]
+    return ", ".join(f"{key}: {value}" for key, value in fields)
+
+
 def a1111_embeddings_value(embeddings: tuple[tuple[str, str], ...]) -> str:
     """A1111's "TI hashes" value: "name: hash, ...", each name without the ':' and ',' that
     would make the list ambiguous (A1111 drops them too)."""
@@ -200,7 +218,8 @@ def read_parameters(path: Path) -> GenerationParameters | None:
             loras=tuple((str(lora["name"]), float(lora["weight"]), str(lora["hash"]))
                         for lora in data.get("loras", [])),
             embeddings=tuple((str(embedding["name"]), str(embedding["hash"]))
-                             for embedding in data.get("embeddings", [])))
+                             for embedding in data.get("embeddings", [])),
+            controls=tuple(RecordedControl(**control) for control in data.get("controls", [])))
         a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
     except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
         return None

@@ -19,7 +19,7 @@ from desktop import importer, model_kinds
 from desktop.files import fsync_folder
 from desktop.model_kinds import InstalledModel, ModelKind
 from engine.errors import EaselError, ExportUnavailable, ModelError
-from engine.manifest import verify_manifest, write_manifest
+from engine.manifest import manifest_hash, verify_manifest, write_manifest
 
 __all__ = ["DIFFUSION", "UPSCALER", "ImportProgress", "InstalledModel", "ModelStore"]
 
@@ -127,10 +127,23 @@ class ModelStore:
         if not own and name in {model.name for model in self.built_in_models()}:
             raise EaselError(f"'{name}' is built into Easel and cannot be removed.")
         folder = self.path_of(name, kind=None)
+        derived = self._derived_graphs(folder)
         # Rename first so a crash half-way through leaves a hidden leftover, not a broken model.
         doomed = self.root / f"{_IMPORTING}removed-{os.getpid()}-{name}"
         folder.rename(doomed)
         shutil.rmtree(doomed)
+        if derived is not None:  # its hard link would keep the UNet's weights on disk
+            shutil.rmtree(derived, ignore_errors=True)
+
+    def _derived_graphs(self, folder: Path) -> Path | None:
+        """The UNet that takes ControlNet residuals made from this model, in the data folder's
+        cache beside the models (engine.control.unet_variant), when there is one."""
+        try:
+            model_hash = manifest_hash(folder)
+        except (ModelError, OSError):
+            return None
+        derived = self.root.parent / "cache" / "optimized" / "control-unet" / model_hash
+        return derived if derived.is_dir() else None
 
     def import_model(self, source: Path, name: str | None = None,
                      progress: ImportProgress | None = None,

@@ -78,6 +78,36 @@ def lora_options(store: ModelStore, prompt: str | None,
     return prompt_loras(store, prompt or "", named)
 
 
+def add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--control TYPE[=CONTROLNET]:PICTURE[:WEIGHT[:START:END]]``, repeatable, and
+    ``--guess-mode``: ControlNets steering the picture (engine.control)."""
+    from engine.control.pictures import parse_control_option
+
+    def control(text: str):
+        try:
+            return parse_control_option(text)
+        except BadRequest as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parser.add_argument("--control", action="append", default=[], type=control,
+                        metavar="TYPE[=CONTROLNET]:PICTURE[:WEIGHT[:START:END]]",
+                        help="steer the picture by a control picture made from PICTURE "
+                             "(types: canny, scribble, picture = used as it is, ...); "
+                             "repeatable")
+    parser.add_argument("--guess-mode", action="store_true",
+                        help="let the controls steer without the prompt's help (A1111's "
+                             "'ControlNet is more important')")
+
+
+def control_options(store: ModelStore, family: str, arguments: argparse.Namespace) -> tuple:
+    """The request's controls, every picture read and made before any work."""
+    from desktop.controls import make_controls
+
+    if arguments.guess_mode and not arguments.control:
+        raise BadRequest("--guess-mode changes how controls steer; add a --control.")
+    return make_controls(store, family, arguments.control, arguments.guess_mode)
+
+
 def add_rng_argument(parser: argparse.ArgumentParser) -> None:
     """``--rng``: the generator each picture's seed is fed to (``engine.noise``)."""
     parser.add_argument(

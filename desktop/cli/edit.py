@@ -20,10 +20,12 @@ from desktop.cli.common import (
     OUTPAINT_DESCRIPTION,
     WIDTH_HELP,
     SourcePicture,
+    add_control_arguments,
     add_emphasis_argument,
     add_lora_argument,
     add_rng_argument,
     add_runtime_arguments,
+    control_options,
     lora_options,
     model_store,
     open_library,
@@ -63,6 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     edit.add_argument("prompt", nargs="?", default="", help="what the new picture should show")
     _strength(edit, 0.75)
     _common(edit)
+    add_control_arguments(edit)
     edit.set_defaults(run=_image_to_image)
 
     variations = commands.add_parser("variations", help="new pictures like a picture")
@@ -71,6 +74,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             help="optionally, what the variations should show")
     _strength(variations, 0.6)
     _common(variations, count=4)
+    add_control_arguments(variations)
     variations.set_defaults(run=_image_to_image)
 
     inpaint = commands.add_parser("inpaint", help="repaint the masked part of a picture")
@@ -83,6 +87,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _strength(inpaint, 1.0)
     _feather(inpaint)
     _common(inpaint)
+    add_control_arguments(inpaint)
     inpaint.set_defaults(run=_inpaint)
 
     outpaint = commands.add_parser("outpaint", help="extend a picture past its edges",
@@ -232,9 +237,13 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         words = getattr(request, "prompt", None) or getattr(request, "instruction", "")
         request = replace(request, loras=lora_options(store, words, arguments),
                           embeddings=installed_embeddings(store, model.description.family))
+        if hasattr(arguments, "control"):  # the edits that ControlNets can steer
+            request = replace(request, controls=control_options(
+                store, model.description.family, arguments))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
         targets = output_paths(arguments.output, seed, arguments.count)
-        device = model.unet.device
+        uses_controls = bool(getattr(request, "controls", ()))
+        device = (model.control_unet if uses_controls else model.unet).device
         say(f"running on {device.summary}")
         say_device(device)
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))

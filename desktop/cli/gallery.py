@@ -129,6 +129,7 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         ("operation", entry.operation), ("LoRAs", _loras_line(entry.parameters)),
         ("Embeddings", ", ".join(f"{name} ({short_hash})" for name, short_hash in
                                  picture_embeddings(entry.parameters))),
+        ("controls", _controls_line(entry.parameters)),
         ("from", entry.origin),
         ("made from", " <- ".join(source.id[:12] for source in chain)),
         ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
@@ -150,6 +151,19 @@ def _loras_line(parameters: dict) -> str:
     settings = parameters.get("settings")
     hashes = settings.get("Lora hashes") if isinstance(settings, dict) else None
     return str(hashes) if hashes else ""
+
+
+def _controls_line(parameters: dict) -> str:
+    """The ControlNets that steered a picture: name, control, weight and the share of the
+    steps they acted in."""
+    controls = parameters.get("controls")
+    if not isinstance(controls, list):
+        return ""
+    return ", ".join(
+        f"{control.get('controlnet')} ({control.get('control') or 'control'}) "
+        f"{control.get('weight'):g} from {control.get('start'):g} to {control.get('end'):g}"
+        + (" guess mode" if control.get("guess_mode") else "")
+        for control in controls if isinstance(control, dict))
 
 
 def _gallery_export(arguments: argparse.Namespace) -> int:

@@ -10,10 +10,12 @@ from pathlib import Path
 from desktop.cli.common import (
     HEIGHT_HELP,
     WIDTH_HELP,
+    add_control_arguments,
     add_emphasis_argument,
     add_lora_argument,
     add_rng_argument,
     add_runtime_arguments,
+    control_options,
     lora_options,
     model_store,
     open_library,
@@ -53,6 +55,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--count", type=int, default=1, help="number of images")
     add_emphasis_argument(generate)
     add_lora_argument(generate)
+    add_control_arguments(generate)
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "
                                "times (more than 1, at most 4) and redraw its detail")
@@ -81,10 +84,14 @@ def _generate(arguments: argparse.Namespace) -> int:
         width=arguments.width, height=arguments.height, steps=arguments.steps,
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
         count=arguments.count, emphasis=arguments.emphasis, generator=arguments.rng,
-        loras=loras, embeddings=installed_embeddings(store, model.description.family))
+        loras=loras, embeddings=installed_embeddings(store, model.description.family),
+        controls=control_options(store, model.description.family, arguments))
     model.use_loras(request.loras)  # a LoRA that does not fit is said before anything runs
     model.use_embeddings(request.embeddings)  # every installed one its prompt may name
     pipeline = TextToImagePipeline(model)
+    if arguments.hires_scale is not None and request.controls:
+        raise BadRequest("A hires fix cannot take controls yet; leave out --hires-scale or "
+                         "--control.")
     if arguments.hires_scale is not None:
         request, pipeline = _hires_fix(arguments, request, model)
     elif arguments.hires_strength is not None or arguments.upscaler is not None:
@@ -94,7 +101,9 @@ def _generate(arguments: argparse.Namespace) -> int:
     targets = output_paths(arguments.output, seed, arguments.count)
     # Opened before the work, so a library that cannot be used fails now, not after it.
     with open_library() as library:
-        device = model.unet.device  # loads the UNet now, so the device is known before waiting
+        # Loads the UNet now, so the device is known before waiting (with controls, the
+        # UNet that takes their residuals: the plain one is then never needed).
+        device = (model.control_unet if request.controls else model.unet).device
         say(f"running on {device.summary}")
         say_device(device)
         result = run_cancellable(
