@@ -1,5 +1,6 @@
 """A picture records the embeddings its prompts used as AUTOMATIC1111 does ("TI hashes"): the
-ones named, each with the first 12 digits of its file's SHA-256."""
+ones named, each with the first 12 digits of its file's SHA-256 (for an installed one, of the
+file it was imported from, which model sites know)."""
 
 from __future__ import annotations
 
@@ -115,49 +116,107 @@ def test_a_request_without_embeddings_reads_no_tokenizer():
 # --- through the command line -----------------------------------------------------------------
 
 @pytest.fixture
-def home(tmp_path, monkeypatch, installed_tiny_sd1, sd1):
-    """A data folder with the tiny SD 1.x and an embedding installed for it (written as the
-    store installs one: the tiny model's 32-wide vectors fit no family an import knows)."""
+def tiny_home(tmp_path, monkeypatch, installed_tiny_sd1) -> Path:
+    """A data folder with the tiny SD 1.x installed."""
     import shutil
-
-    from desktop.model_kinds.embedding import write_vectors
 
     home = tmp_path / "home"
     shutil.copytree(installed_tiny_sd1, home / "models" / "tiny")
-    folder = home / "models" / "inkstyle"
-    folder.mkdir()
-    vectors = np.random.default_rng(4).standard_normal((VECTORS, token_width(sd1)))
-    write_vectors({"text_encoder": vectors.astype(np.float32)}, folder / "embedding.safetensors")
-    (folder / "easel.json").write_text(json.dumps(
-        {"format": 1, "kind": "embedding", "family": "sd1", "vectors": VECTORS,
-         "licence": None, "source": "inkstyle.safetensors"}))
     monkeypatch.setenv("EASEL_HOME", str(home))
     return home
 
 
-def test_easel_generate_records_the_embeddings_its_prompt_used(home, tmp_path, capsys):
+def tiny_vectors(folder: Path, width: int) -> None:
+    """Replace the installed embedding in ``folder`` by vectors the tiny model reads (an import
+    knows only real widths, the tiny model's 32 fits none); its easel.json stays."""
+    from desktop.model_kinds.embedding import write_vectors
+
+    vectors = np.random.default_rng(4).standard_normal((VECTORS, width))
+    write_vectors({"text_encoder": vectors.astype(np.float32)}, folder / "embedding.safetensors")
+
+
+@pytest.fixture
+def home(tiny_home, sd1):
+    """The tiny SD 1.x and an embedding installed before imports kept the imported file's hash
+    (its easel.json has no "source_sha256")."""
+    folder = tiny_home / "models" / "inkstyle"
+    folder.mkdir()
+    tiny_vectors(folder, token_width(sd1))
+    (folder / "easel.json").write_text(json.dumps(
+        {"format": 1, "kind": "embedding", "family": "sd1", "vectors": VECTORS,
+         "licence": None, "source": "inkstyle.safetensors"}))
+    return tiny_home
+
+
+def generate(prompt: str, path: Path) -> dict:
+    """``easel generate`` with the tiny model: the picture's A1111 text and Easel's JSON."""
     from PIL import Image
 
     from desktop.cli import main
 
-    def generate(prompt: str, name: str) -> dict:
-        assert main(["generate", prompt, "--model", "tiny", "--width", "64", "--height", "48",
-                     "--steps", "2", "--seed", "3", "-o", str(tmp_path / name)]) == 0
-        with Image.open(tmp_path / name) as image:
-            return {"parameters": image.text["parameters"], **json.loads(image.text["easel"])}
+    assert main(["generate", prompt, "--model", "tiny", "--width", "64", "--height", "48",
+                 "--steps", "2", "--seed", "3", "-o", str(path)]) == 0
+    with Image.open(path) as image:
+        return {"parameters": image.text["parameters"], **json.loads(image.text["easel"])}
 
+
+def test_easel_generate_records_the_embeddings_its_prompt_used(home, tmp_path, capsys):
+    from desktop.cli import main
+
+    # Installed before imports kept the imported file's hash: the installed file's, then.
     data = (home / "models" / "inkstyle" / "embedding.safetensors").read_bytes()
     expected = hashlib.sha256(data).hexdigest()[:12]
-    used = generate("a red chair, inkstyle", "used.png")
+    used = generate("a red chair, inkstyle", tmp_path / "used.png")
     assert f'TI hashes: "inkstyle: {expected}"' in used["parameters"]
     assert used["embeddings"] == [{"name": "inkstyle", "hash": expected}]
-    plain = generate("a red chair", "plain.png")  # offered, but not named: not recorded
+    plain = generate("a red chair", tmp_path / "plain.png")  # offered, but not named: not recorded
     assert "TI hashes" not in plain["parameters"] and "embeddings" not in plain
     capsys.readouterr()
     assert main(["gallery", "show", used["image_id"]]) == 0
     assert f"Embeddings:      inkstyle ({expected})" in capsys.readouterr().out.splitlines()
     assert main(["gallery", "show", plain["image_id"]]) == 0
     assert "Embeddings:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_a_picture_names_an_imported_embedding_by_the_file_imported(tiny_home, sd1, tmp_path,
+                                                                     suffix):
+    """The import rewrites the file; the hash recorded is still the downloaded file's."""
+    from desktop.model_store import ModelStore
+    from desktop.paths import models_dir
+
+    source = tmp_path / f"downloaded{suffix}"
+    if suffix == ".pt":
+        torch = pytest.importorskip("torch")  # only to write A1111's pickle
+        torch.save({"string_to_token": {"*": 265}, "name": "downloaded", "step": 100,
+                    "string_to_param": {"*": torch.ones(VECTORS, 768)}}, source)
+    else:
+        write_embedding(source, 768)
+    installed = ModelStore(models_dir()).import_model(source, "inkstyle")
+    tiny_vectors(installed.path, token_width(sd1))
+    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert json.loads((installed.path / "easel.json").read_text())["source_sha256"] == expected
+    installed_file = (installed.path / "embedding.safetensors").read_bytes()
+    assert hashlib.sha256(installed_file).hexdigest() != expected  # the import rewrote it
+    used = generate("a red chair, inkstyle", tmp_path / "used.png")
+    assert f'TI hashes: "inkstyle: {expected[:12]}"' in used["parameters"]
+    assert used["embeddings"] == [{"name": "inkstyle", "hash": expected[:12]}]
+
+
+def test_only_an_installed_embeddings_easel_json_gives_its_hash(tmp_path):
+    folder = tmp_path / "inkstyle"
+    folder.mkdir()
+    path = write_embedding(folder / "embedding.safetensors", 32)
+    own = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert short_hash(path) == own  # no easel.json
+    for stored in ["", "not a hash", 7, "A" * 64]:
+        (folder / "easel.json").write_text(json.dumps({"source_sha256": stored}))
+        assert short_hash(path) == own
+    (folder / "easel.json").write_text(json.dumps({"source_sha256": "ab" * 32}))
+    assert short_hash(path) == "ab" * 6
+    # A file used where it lies is its own, whatever lies beside it.
+    assert short_hash(write_embedding(folder / "other.safetensors", 32)) == hashlib.sha256(
+        (folder / "other.safetensors").read_bytes()).hexdigest()[:12]
 
 
 # --- every pipeline that draws from a prompt --------------------------------------------------

@@ -4,9 +4,10 @@ Recognised by its tensors (engine.embeddings.embedding_file: A1111's ``string_to
 and ``emb_params`` .safetensors, diffusers' ``learned_embeds`` with one tensor named after
 its token, SDXL's ``clip_l`` + ``clip_g``); the family is told by the vectors' width. Imported
 as ``embedding.safetensors`` holding one float32 tensor per text encoder (``text_encoder``,
-``text_encoder_2``) with ``easel.json`` marked ``"kind": "embedding"``. Its name in a prompt
-is the installed name (the file's name without extension by default, as in A1111); every
-installed embedding of the model's family is offered to each request, as A1111 loads all.
+``text_encoder_2``) with ``easel.json`` marked ``"kind": "embedding"`` (and the SHA-256 of the
+file as imported, which pictures record). Its name in a prompt is the installed name (the
+file's name without extension by default, as in A1111); every installed embedding of the
+model's family is offered to each request, as A1111 loads all.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from desktop.model_kinds.kind import (
 from engine.description import DESCRIPTION_FILE
 from engine.embeddings import EMBEDDING_FILE, embedding_layout, read_embedding
 from engine.embeddings.embedding_file import family_of
+from engine.embeddings.record import SOURCE_HASH, file_sha256
 from engine.errors import ModelError
 from engine.export.checkpoint_family import FAMILY_NAMES
 from engine.export.formats import PICKLE, SAFETENSORS, pickled_strings
@@ -85,9 +87,11 @@ def import_into(source: Path, building: Path, progress: Progress | None,
         _family, vectors = read_embedding(source)
     family = family_of(vectors, source.name)
     write_vectors(vectors, building / EMBEDDING_FILE)
+    # Pictures name an embedding by the hash of the file the user downloaded (what sites
+    # know), which the installed copy is not (engine.embeddings.record).
     description = {"format": DESCRIPTION_FORMAT, "kind": name, "family": family,
                    "vectors": len(vectors["text_encoder"]), "licence": None,
-                   "source": source.name}
+                   "source": source.name, SOURCE_HASH: file_sha256(source)}
     (building / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n",
                                              encoding="utf-8")
 

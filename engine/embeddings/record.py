@@ -5,17 +5,23 @@ A1111 records only the embeddings a prompt named, found as the engine finds them
 (engine.embeddings.token_table): the name's token ids in a piece of the tokenized prompt,
 the longest name first where several could start, so a name inside a longer word or a longer
 name is not "used". Its hash of an embedding is the SHA-256 of the whole file, shortened to
-12 digits (unlike a LoRA's, which skips the header: engine.lora.record).
+12 digits (unlike a LoRA's, which skips the header: engine.lora.record). Sites know the file
+the user downloaded, which the import rewrites as Easel's own ``embedding.safetensors``, so
+the import keeps that file's SHA-256 in the installed folder's ``easel.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.description import DESCRIPTION_FILE
+from engine.embeddings.embedding_file import EMBEDDING_FILE
 from engine.embeddings.token_table import name_index, replace_names
 from engine.errors import BadRequest
 from engine.prompt_syntax import parse_prompt
@@ -25,6 +31,8 @@ if TYPE_CHECKING:
     from engine.tokenizer import PromptTokenizer
 
 _BLOCK = 1 << 20
+SOURCE_HASH = "source_sha256"  # in easel.json: the SHA-256 of the file that was imported
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def recorded_embeddings(embeddings: Sequence[tuple[str, str | Path]], *texts: str,
@@ -43,8 +51,28 @@ def recorded_embeddings(embeddings: Sequence[tuple[str, str | Path]], *texts: st
 
 
 def short_hash(path: Path) -> str:
+    """A1111's TI hash of the embedding file ``path``: of the file the user imported, as the
+    import kept it; a file used where it lies, or one installed before imports kept that
+    hash, is hashed as it is (for those, a site may not know the hash)."""
+    return (hash_at_import(path, EMBEDDING_FILE, SOURCE_HASH) or file_sha256(path))[:12]
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the whole file ``path``, in hex."""
     stat = path.stat()
-    return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)[:12]
+    return _file_hash(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def hash_at_import(path: Path, installed_file: str, key: str) -> str | None:
+    """The SHA-256 the import wrote under ``key`` in the ``easel.json`` beside ``path``, when
+    ``path`` is an installed ``installed_file``; None where there is none or it is no hash."""
+    if path.name != installed_file:
+        return None
+    try:
+        stored = json.loads((path.parent / DESCRIPTION_FILE).read_text(encoding="utf-8"))[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return stored if isinstance(stored, str) and _SHA256.fullmatch(stored) else None
 
 
 @lru_cache(maxsize=64)
