@@ -516,7 +516,8 @@ def test_import_list_remove_a_lora_as_its_own_kind(home, tmp_path, capsys):
     description = json.loads((store.root / "ink" / "easel.json").read_text())
     assert description == {"format": 1, "kind": "lora", "family": "sd1", "rank": 8,
                            "layers": 1, "tensors": 3, "naming": "kohya", "licence": None,
-                           "source": "ink.safetensors"}
+                           "source": "ink.safetensors",
+                           "source_hash": autov3((tmp_path / "ink.safetensors").read_bytes())}
     assert (store.root / "ink" / "lora.safetensors").read_bytes() == (
         tmp_path / "ink.safetensors").read_bytes()
     uses = {model.name: model.use for model in store.installed("lora")}
@@ -542,6 +543,29 @@ def test_a_pickle_lora_is_read_as_plain_tensors(home, tmp_path):
     assert (installed.kind, installed.family) == ("lora", "sd1")
     copied = safetensors_torch.load_file(str(installed.path / "lora.safetensors"))
     assert all(torch.equal(copied[name], tensors[name]) for name in tensors)
+    # A1111 hashes a LoRA that is no .safetensors file whole; the converted copy differs.
+    description = json.loads((installed.path / "easel.json").read_text())
+    assert description["source_hash"] == hashlib.sha256((tmp_path / "ink.pt").read_bytes()
+                                                        ).hexdigest()
+
+
+def autov3(data: bytes) -> str:
+    """A1111's hash of a .safetensors LoRA: the SHA-256 of what follows the header."""
+    return hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+
+
+def test_an_installed_lora_is_named_by_the_file_imported(tmp_path):
+    from engine.lora.record import short_hash
+
+    folder = tmp_path / "ink"
+    folder.mkdir()
+    _real_size_lora(folder / "lora.safetensors", "sd1")
+    own = autov3((folder / "lora.safetensors").read_bytes())[:12]
+    # Installed before imports kept the imported file's hash: the installed file's.
+    (folder / "easel.json").write_text(json.dumps({"kind": "lora", "source": "ink.pt"}))
+    assert short_hash(folder / "lora.safetensors") == own
+    (folder / "easel.json").write_text(json.dumps({"kind": "lora", "source_hash": "cd" * 32}))
+    assert short_hash(folder / "lora.safetensors") == "cd" * 6
 
 
 def test_the_scan_offers_loras_for_import(tmp_path):
@@ -602,14 +626,14 @@ def test_easel_generate_takes_loras_by_name(home, home_with_tiny, tmp_path, caps
         assert image.text["parameters"].startswith("a red chair <lora:tiny-ink:0.8>")
         # Named as A1111 names it, so model sites know it: the SHA-256 of its tensor data.
         data = (home / "models" / "tiny-ink" / "lora.safetensors").read_bytes()
-        autov3 = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
-        assert f'Lora hashes: "tiny-ink: {autov3[:12]}"' in image.text["parameters"]
+        expected = autov3(data)[:12]
+        assert f'Lora hashes: "tiny-ink: {expected}"' in image.text["parameters"]
         assert json.loads(image.text["easel"])["loras"] == [
-            {"name": "tiny-ink", "weight": 0.8, "hash": autov3[:12]}]
+            {"name": "tiny-ink", "weight": 0.8, "hash": expected}]
         image_id = json.loads(image.text["easel"])["image_id"]
     capsys.readouterr()
     assert main(["gallery", "show", image_id]) == 0
-    assert f"tiny-ink 0.8 ({autov3[:12]})" in capsys.readouterr().out
+    assert f"tiny-ink 0.8 ({expected})" in capsys.readouterr().out
     # The editing commands take them too.
     assert main(["variations", str(tmp_path / "plain.png"), "--prompt", "<lora:tiny-ink:0.8>",
                  "--model", "tiny", "--steps", "2", "--count", "1", "--seed", "3", "-o",
@@ -629,6 +653,29 @@ def test_easel_generate_takes_loras_by_name(home, home_with_tiny, tmp_path, caps
     assert capsys.readouterr().err.strip().endswith(
         "No LoRA named 'nope' is installed (installed LoRAs: tiny-ink); add one with: easel "
         "models import FILE.safetensors.")
+
+
+def test_a_picture_names_a_pickled_lora_by_the_file_imported(home, home_with_tiny, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from desktop.cli import main
+
+    shutil.copytree(home_with_tiny, home)
+    tensors = safetensors_torch.load_file(str(home / "models" / "tiny-ink" / "lora.safetensors"))
+    torch.save(tensors, tmp_path / "pickled-ink.pt")
+    assert main(["models", "import", str(tmp_path / "pickled-ink.pt")]) == 0
+    expected = hashlib.sha256((tmp_path / "pickled-ink.pt").read_bytes()).hexdigest()[:12]
+    converted = (home / "models" / "pickled-ink" / "lora.safetensors").read_bytes()
+    assert autov3(converted)[:12] != expected  # what the record read before
+    assert main(["generate", "a red chair <lora:pickled-ink:0.8>", "--model", "tiny",
+                 "--width", "64", "--height", "48", "--steps", "2", "--seed", "3", "-o",
+                 str(tmp_path / "tagged.png")]) == 0
+    with Image.open(tmp_path / "tagged.png") as image:
+        assert f'Lora hashes: "pickled-ink: {expected}"' in image.text["parameters"]
+        assert json.loads(image.text["easel"])["loras"] == [
+            {"name": "pickled-ink", "weight": 0.8, "hash": expected}]
 
 
 def test_the_window_resolves_prompt_tags_to_files(home, home_with_tiny):

@@ -4,9 +4,10 @@ Recognised by tensor names only LoRA files use (kohya/A1111's ``lora_unet_`` / `
 and ``.lora_down`` / ``.lora_up``, diffusers/PEFT's ``.lora_A`` / ``.lora_B``); the family it
 fits is told from the layers it changes (engine.lora.family). Imported as its tensors in a
 checked ``lora.safetensors`` (a pickle is read only as plain tensors, in a separate process,
-by engine.export.pickle_convert) with ``easel.json`` marked ``"kind": "lora"``. A LoRA is never
-a model that makes pictures: it is used with one, by name (``--lora NAME:WEIGHT`` or
-``<lora:NAME:WEIGHT>`` in a prompt), resolved here to its file before the engine sees it.
+by engine.export.pickle_convert) with ``easel.json`` marked ``"kind": "lora"`` (and A1111's
+hash of the file as imported, which pictures record). A LoRA is never a model that makes
+pictures: it is used with one, by name (``--lora NAME:WEIGHT`` or ``<lora:NAME:WEIGHT>`` in a
+prompt), resolved here to its file before the engine sees it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from engine.export.safetensors_check import check_safetensors
 from engine.lora import LORA_FILE
 from engine.lora.family import family_name, lora_family
 from engine.lora.lora_file import is_lora_name, layer_names, naming_of
+from engine.lora.record import SOURCE_HASH, a1111_hash
 
 if TYPE_CHECKING:
     from desktop.model_store import ModelStore
@@ -77,7 +79,9 @@ def import_into(source: Path, building: Path, progress: Progress | None,
     else:
         check_safetensors(source)  # before a byte is copied
         shutil.copyfile(source, target)
-    description = describe_file(target, source.name)
+    # Pictures name a LoRA by A1111's hash of the file the user downloaded (what sites know),
+    # which a pickle's converted copy does not keep (engine.lora.record).
+    description = {**describe_file(target, source.name), SOURCE_HASH: a1111_hash(source)}
     (building / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n",
                                              encoding="utf-8")
 
