@@ -241,6 +241,18 @@ def test_a_diffusers_folder_of_pickle_weights_is_read_as_plain_tensors(sd1, stor
     assert_same_outputs(installed.path, sd1)
 
 
+def test_a_hugging_face_cache_snapshot_is_named_by_its_repository(sd1, store, tmp_path):
+    repo = tmp_path / "hub" / "models--lllyasviel--control_v11p_sd15_canny"
+    sd1.save_pretrained(repo / "blobs")
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for blob in (repo / "blobs").iterdir():  # the cache's files are links into blobs/
+        (snapshot / blob.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    installed = store.import_model(snapshot, "canny")
+    assert read_controlnet_description(installed.path).control == "canny"
+    assert_same_outputs(installed.path, sd1)
+
+
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_a_single_file_in_diffusers_names(family, sd1, sdxl, store, tmp_path):
     model = {"sd1": sd1, "sdxl": sdxl}[family]

@@ -149,10 +149,12 @@ def read_controlnet_source(source: Path, family: str | None = None,
 
 
 def _read_folder(folder: Path, scratch: Path) -> tuple[dict, dict, dict]:
-    from engine.onnx_folder import refuse_unsafe_files
+    # Code is refused as in model folders; links are not (a Hugging Face cache snapshot is
+    # links into blobs/), since only config.json and the weights are read, each checked.
+    from engine.export.source import _refuse_code
 
     config = _read_config(folder)
-    refuse_unsafe_files(folder)  # no code, no native libraries, no links leading out
+    _refuse_code(folder)
     tensors = {}
     for weights in _weight_files(folder):
         tensors.update(_load_tensors(weights, scratch)[0])
