@@ -23,6 +23,7 @@ from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
+from engine.control.control import Control
 from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
@@ -130,6 +131,21 @@ def with_embeddings(store: ModelStore, request: Request, family: str) -> Request
     if isinstance(request, HiresFixRequest):
         return replace(request, base=with_embeddings(store, request.base, family))
     return replace(request, embeddings=installed_embeddings(store, family))
+
+
+def with_controls(request: Request, controls: tuple[Control, ...]) -> Request:
+    """The request steered by the Control panel's ``controls``, made on the GUI thread so a
+    bad control is said before anything is queued; one sentence for a kind of request that
+    ControlNets do not steer."""
+    if not controls:
+        return request
+    if isinstance(request, HiresFixRequest):
+        raise BadRequest("Controls do not steer hires fix yet: turn hires fix off or remove "
+                         "the controls.")
+    if not isinstance(request, TextToImageRequest | ImageToImageRequest | InpaintRequest):
+        raise BadRequest("Controls steer Generate, Edit, Variations and Inpaint only: remove "
+                         "them for this.")
+    return replace(request, controls=controls)
 
 
 class EnginePipelines:

@@ -23,6 +23,7 @@ from desktop.app.parameters import final_size, request_from
 from desktop.app.settings import Settings
 from desktop.app.variations import variations_form
 from desktop.app.viewmodels.catalogue import CatalogueModel
+from desktop.app.viewmodels.controls import ControlsModel
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
@@ -117,6 +118,8 @@ class Studio(QObject):
         self.regions = RegionsModel(parent=self)  # the Region tool's boxes, at the form's size
         self.regions.follow(self.prompt)
         self.regions.refused.connect(self.problem)
+        self.controls = ControlsModel(services.store, self.prompt, self, self)  # ControlNets
+        self.controls.problem.connect(self.problem)
         self._source_loads = 0  # counts source loads, so only the latest one is used
         self._after_source: Callable[[], object] | None = None  # a gallery action's next step
         self._pending_entry: ImageEntry | None = None  # the library picture being loaded
@@ -169,6 +172,8 @@ class Studio(QObject):
         seed = self.prompt.seed_for_next_run()
         form = replace(self.prompt.form, seed=seed)
         request = regions_request(form, self.regions) if layout else request_from(form)
+        if (request := self.controls.steer(request)) is None:
+            return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request)
         job_id = self.runner.submit(work)
@@ -267,7 +272,8 @@ class Studio(QObject):
             self.problem.emit(editing.NO_SOURCE)
             return None
         form = replace(self.prompt.form, seed=self.prompt.seed_for_next_run())
-        request = make_request(form, source, *extra)
+        if (request := self.controls.steer(make_request(form, source, *extra))) is None:
+            return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, source_id=source.image_id)
         job_id = self.runner.submit(work)
@@ -438,7 +444,8 @@ class Studio(QObject):
         self.prompt.reuse(entry, seed_only)
         if not seed_only and self.regions.reuse(entry.parameters):
             self.set_regions_editing(True)  # a layout picture: its boxes are on the canvas
-        self.message.emit("Seed reused." if seed_only else "Parameters reused.")
+        note = "" if seed_only else self.controls.reuse(entry.parameters)
+        self.message.emit("Seed reused." if seed_only else "Parameters reused." + note)
 
     def _check_library(self) -> None:
         if self.library.changed_elsewhere():
