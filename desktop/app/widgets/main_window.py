@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from desktop.app.viewmodels.mask import MAX_BRUSH, MIN_BRUSH
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.canvas import Canvas
+from desktop.app.widgets.controls_panel import ControlsPanel
 from desktop.app.widgets.export_actions import ExportActions
 from desktop.app.widgets.gallery_view import GalleryView
 from desktop.app.widgets.get_models_dialog import GetModelsDialog
@@ -53,6 +54,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("easel"))
         self.resize(1280, 800)
         self.prompt_panel = PromptPanel(studio.prompt)
+        self.controls_panel = ControlsPanel(studio.controls)  # ControlNets, below the form
         self.history_panel = HistoryPanel(studio.history, studio.prompt)
         self.canvas = Canvas()
         self.canvas.set_mask(studio.mask)
@@ -81,9 +83,11 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.prompt_panel)
+        left.addWidget(self.controls_panel)
         left.addWidget(self.history_panel)
-        left.setStretchFactor(0, 0)  # the form at its size; the history gets the rest
-        left.setStretchFactor(1, 1)
+        left.setStretchFactor(0, 0)  # the form and the controls at their size; the history
+        left.setStretchFactor(1, 0)  # gets the rest
+        left.setStretchFactor(2, 1)
         # One row across the whole window: the actions on the source, the canvas modes and
         # the view fit in it at 1280 px (above the ~540 px canvas they needed two rows and
         # still overflowed behind "»"), and the canvas keeps that height. The mask's own tools
@@ -158,6 +162,7 @@ class MainWindow(QMainWindow):
         get_action = self._action("Get models…", self._get_models, None, "import",
                                   "Download a model from Easel's catalogue and import it")
         self.prompt_panel.resources.offer([get_action, import_action])  # when nothing fits
+        self.controls_panel.offer([get_action, import_action])
         settings_action = self._action("Settings…", self._settings,
                                        QKeySequence.StandardKey.Preferences, "settings")
         quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
