@@ -1,0 +1,198 @@
+"""The window's Controls section (issue 18): a control added from a file shows its canny
+picture, only the ControlNets that fit the model and the type are offered, Generate carries
+the control into the picture's record and stops carrying it once removed, a bad control is
+one sentence with nothing queued, and Reuse parameters brings the numbers back (not the
+picture, which a picture does not keep)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from desktop.app.viewmodels.controls import NO_CANVAS_PICTURE, PICTURES_NOT_KEPT
+from desktop.app.widgets.controls_panel import NONE_INSTALLED
+from desktop.cli import main
+from engine.control.pictures import canny_edges
+from tests import tiny_models
+from tests.app_windows import real_engine, studio_window
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+CONTROLNET = "control_v11p_sd15_canny"
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A data folder with the tiny SD 1.x model and a canny ControlNet that fits it."""
+    from tests.tiny_controlnets import tiny_sd1_controlnet
+
+    template = tmp_path_factory.mktemp("controls") / "home"
+    tiny_sd1_controlnet(seed=0).save_pretrained(template.parent / CONTROLNET)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EASEL_HOME", str(template))
+        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
+                     "tiny"]) == 0
+        if main(["models", "import", str(template.parent / CONTROLNET)]) != 0:
+            _install_directly(template.parent / CONTROLNET, template / "models" / CONTROLNET)
+    return template
+
+
+def _install_directly(source, folder) -> None:
+    """The installed folder as the store lays it out, for while importing a diffusers
+    ControlNet folder is being finished (the same export, description and manifest)."""
+    from diffusers import ControlNetModel
+
+    from engine.control.description import ControlNetDescription
+    from engine.export.controlnet import export_controlnet
+    from engine.manifest import write_manifest
+
+    controlnet = ControlNetModel.from_pretrained(source)
+    export_controlnet(controlnet, folder)
+    residuals = len(controlnet.controlnet_down_blocks)
+    ControlNetDescription("sd1", "canny", residuals, source.name).save(folder)
+    write_manifest(folder)
+
+
+@pytest.fixture
+def window(qtbot, installed, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(installed, home)
+    monkeypatch.setenv("EASEL_HOME", str(home))
+    with studio_window(qtbot, home, real_engine) as shown:
+        prompt = shown.studio.prompt
+        prompt.choose_model("tiny")
+        prompt.update(prompt="a red chair", width=64, height=48, steps=2, seed=3,
+                      seed_locked=True)
+        yield shown
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    """A picture with clear edges: a bright disc and bar on a dark ground."""
+    y, x = np.mgrid[0:48, 0:64]
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[(x - 20) ** 2 + (y - 20) ** 2 < 12**2] = (230, 200, 40)
+    picture[30:40, 35:60] = (40, 120, 220)
+    path = tmp_path / "shapes.png"
+    Image.fromarray(picture).save(path)
+    return path
+
+
+def _generate(qtbot, studio) -> dict:
+    """Generate with the form as it is; the saved PNG's own record."""
+    with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
+        assert studio.generate() is not None
+    with Image.open(done.args[0].entries[0].path) as image:
+        return json.loads(image.text["easel"])
+
+
+def _refused(window, words: str) -> None:
+    """Generate says ``words`` in one sentence and queues nothing."""
+    studio = window.studio
+    assert studio.generate() is None
+    assert words in window.last_problem and studio.jobs.rowCount() == 0
+
+
+def test_a_control_from_a_file_shows_its_canny_edges(window, shapes):
+    controls, panel = window.studio.controls, window.controls_panel
+    assert controls.add_file(shapes)
+    (row,) = controls.rows
+    edges = canny_edges(np.asarray(Image.open(shapes)))
+    assert edges.any() and np.array_equal(row.made, edges)
+    preview = panel.row_widgets[0].preview
+    assert not preview.icon().isNull() and preview.isVisible()
+    # Other thresholds make another edge map, once.
+    panel.row_widgets[0].low.setValue(400)
+    panel.row_widgets[0].high.setValue(900)
+    assert np.array_equal(row.made, canny_edges(np.asarray(Image.open(shapes)), 400, 900))
+    made = row.made
+    controls.update(0, weight=0.5)
+    assert row.made is made
+
+
+def test_only_the_controlnets_that_fit_are_offered(window, shapes):
+    studio, panel = window.studio, window.controls_panel
+    studio.controls.add_file(shapes)
+    box = panel.row_widgets[0].controlnet_box
+    assert [box.itemText(i) for i in range(box.count())] == [CONTROLNET]
+    studio.controls.set_type(0, "scribble")  # a canny ControlNet does not read scribbles
+    assert box.itemText(0).startswith(NONE_INSTALLED) and box.currentData() == ""
+    _refused(window, "no installed ControlNet reads scribble")
+    studio.controls.set_type(0, "canny")
+    assert box.currentText() == CONTROLNET
+    studio.prompt.choose_model("starter")  # another family: nothing fits
+    assert panel.row_widgets[0].controlnet_box.itemText(0).startswith(NONE_INSTALLED)
+    types = panel.row_widgets[0].type_box
+    depth = types.model().item(types.findData("depth"))
+    assert not depth.isEnabled() and "depth annotator" in depth.toolTip()
+
+
+def test_generate_records_the_control_and_a_removed_one_is_gone(qtbot, window, shapes):
+    studio, panel = window.studio, window.controls_panel
+    plain = _generate(qtbot, studio)
+    assert "controls" not in plain
+    studio.controls.add_file(shapes)
+    row = panel.row_widgets[0]
+    row.weight.setValue(0.9)
+    row.end.setValue(0.5)
+    steered = _generate(qtbot, studio)
+    (control,) = steered["controls"]
+    assert (control["controlnet"], control["control"]) == (CONTROLNET, "canny")
+    assert (control["weight"], control["start"], control["end"]) == (0.9, 0.0, 0.5)
+    assert not control["guess_mode"]
+    row.remove_button.click()
+    assert not studio.controls.rows
+    assert "controls" not in _generate(qtbot, studio)
+
+
+def test_a_control_that_would_stop_before_it_starts_is_refused(qtbot, window, shapes):
+    window.studio.controls.add_file(shapes)
+    row = window.controls_panel.row_widgets[0]
+    row.start.setValue(0.6)
+    row.end.setValue(0.4)
+    _refused(window, "must be less than its end")
+
+
+def test_an_unreadable_file_or_no_canvas_picture_is_one_sentence(qtbot, window, tmp_path):
+    controls = window.studio.controls
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    assert not controls.add_file(broken)
+    assert "broken.png" in window.last_problem and not controls.rows
+    assert not controls.add_from_canvas()
+    assert window.last_problem == NO_CANVAS_PICTURE
+
+
+def test_reuse_brings_back_the_numbers_but_asks_for_the_picture(qtbot, window, shapes):
+    studio, panel = window.studio, window.controls_panel
+    studio.controls.add_file(shapes)
+    row = panel.row_widgets[0]
+    row.weight.setValue(0.7)
+    row.start.setValue(0.25)
+    row.end.setValue(0.75)
+    panel.guess_mode.setChecked(True)
+    with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
+        studio.generate()
+    entry = done.args[0].entries[0]
+    row.remove_button.click()
+    panel.guess_mode.setChecked(False)
+    with qtbot.waitSignal(studio.message) as said:
+        studio.reuse(entry)
+    assert said.args[0].endswith(PICTURES_NOT_KEPT)
+    (restored,) = studio.controls.rows
+    assert (restored.controlnet, restored.weight, restored.start, restored.end) == \
+        (CONTROLNET, 0.7, 0.25, 0.75)
+    assert restored.picture is None and studio.controls.guess_mode
+    shown = panel.row_widgets[0]
+    assert (shown.weight.value(), shown.start.value(), shown.end.value()) == (0.7, 0.25, 0.75)
+    assert panel.guess_mode.isChecked()
+    _refused(window, "Control 1 has no picture")
+    assert studio.controls.set_picture(0, shapes)  # the picture again: it steers as before
+    again = _generate(qtbot, studio)
+    assert again["controls"][0]["weight"] == 0.7 and again["controls"][0]["guess_mode"]
