@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.control.annotators import annotate, check_annotator_for
 from engine.control.canny import canny_mask, check_thresholds
 from engine.control.control import MAX_WEIGHT
 from engine.errors import BadRequest
@@ -77,10 +78,14 @@ def control_type_named(word: str) -> ControlType:
 
 
 def make_control_picture(control_type: str, picture: PictureInput,
-                         **options: int) -> np.ndarray:
+                         annotator: Path | None = None, **options: int) -> np.ndarray:
     """The control picture of type ``control_type`` made from ``picture``, uint8 (H, W, 3) at
-    the picture's size. Options: ``low`` and ``high`` for canny; the other types take none."""
+    the picture's size. Options: ``low`` and ``high`` for canny; the other types take none.
+    ``annotator`` is the installed annotator's folder that makes a depth, line art or soft
+    edge picture (``engine.control.annotators``); the built-in types take none."""
     chosen = control_type_named(control_type)
+    if annotator is not None:
+        return _annotated(chosen, picture, Path(annotator), options)
     if chosen.annotator is not None:
         raise BadRequest(f"The {chosen.name} control's picture is made by a {chosen.annotator} "
                          f"annotator model: import a {chosen.annotator} annotator model first, "
@@ -94,6 +99,17 @@ def make_control_picture(control_type: str, picture: PictureInput,
     if chosen.name == "scribble":
         return scribble_picture(picture)
     return control_rgb(picture)
+
+
+def _annotated(chosen: ControlType, picture: PictureInput, annotator: Path,
+               options: dict[str, int]) -> np.ndarray:
+    if chosen.annotator is None:
+        raise BadRequest(f"The {chosen.name} control's picture is made by Easel itself, not "
+                         f"by an annotator model.")
+    if options:
+        raise BadRequest(f"The {chosen.name} control takes no option '{sorted(options)[0]}'.")
+    check_annotator_for(annotator, chosen.name)
+    return annotate(annotator, control_rgb(picture))
 
 
 # --- Built-in control pictures -------------------------------------------------------------
