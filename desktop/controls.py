@@ -12,6 +12,7 @@ from PIL import Image
 
 from desktop.library import BadImage
 from desktop.library.images import load_pixels, open_image
+from desktop.model_kinds.annotator import find_annotator
 from desktop.model_store import ModelStore
 from engine.control.control import Control
 from engine.control.description import read_controlnet_description
@@ -32,9 +33,11 @@ def make_controls(store: ModelStore, family: str, options: Sequence[ControlOptio
 
 def make_control(store: ModelStore, family: str, option: ControlOption,
                  guess_mode: bool = False) -> Control:
+    # The annotator first: without one, which ControlNet reads the picture does not matter.
+    annotator = find_annotator(store, option.control_type)
     folder = find_controlnet(store, family, option.control_type, option.controlnet)
     picture = read_picture(option.picture)
-    control_picture = make_control_picture(option.control_type, picture)
+    control_picture = make_control_picture(option.control_type, picture, annotator)
     return Control(folder, control_picture, option.weight, option.start, option.end,
                    guess_mode)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desktop.model_kinds import controlnet, diffusion, embedding, lora, upscaler
+from desktop.model_kinds import annotator, controlnet, diffusion, embedding, lora, upscaler
 from desktop.model_kinds.kind import InstalledModel, ModelKind
 from engine.errors import ModelError
 
 __all__ = ["KINDS", "InstalledModel", "ModelKind", "kind_named", "kind_of_folder",
            "kind_for_source"]
 
-KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet)
+KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator)
 
 
 def kind_named(name: str) -> ModelKind:

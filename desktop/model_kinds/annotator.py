@@ -1,0 +1,151 @@
+"""The annotator kind: ONNX networks that make control pictures (depth maps, line art, soft
+edges) from a user's picture, for the ControlNets that read them.
+
+Recognised by content as an upscaler is (a lone ``.onnx`` file, or a folder with
+``model.onnx`` at its top) but told apart from one by the graph's outputs
+(engine.control.annotators.looks_like_annotator): an annotator gives one-channel maps, an
+upscaler a bigger three-channel picture. The network (Depth Anything, MiDaS, informative
+drawings' line art, HED, PiDiNet), and so the control it makes, comes from the graph's
+outputs and the file's name; DWPose's graphs are recognised and refused (pose is left).
+Checked like every imported graph (operators, external weights, no code beside it), copied
+as it is, and described in ``easel.json`` (engine.control.annotators).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from desktop.model_kinds.kind import (
+    InstalledModel,
+    Progress,
+    ShouldStop,
+    folder_size,
+    kind_in_description,
+)
+from engine.control.annotators import (
+    ANNOTATOR_CONTROLS,
+    DESCRIPTION_FILE,
+    GRAPH_FILE,
+    POSE,
+    describe_graph,
+    looks_like_annotator,
+    read_annotator_description,
+)
+from engine.control.description import read_graph_signature
+from engine.control.pictures import control_type_named
+from engine.errors import BadRequest, ModelError
+from engine.export.formats import ONNX_UPSCALER
+
+if TYPE_CHECKING:
+    from desktop.model_store import ModelStore
+
+name = "annotator"
+noun = "an annotator"
+fallback_formats: tuple[str, ...] = ()
+
+
+def recognises(source: Path, format: str) -> bool:
+    graph = _graph(Path(source)) if format == ONNX_UPSCALER else None
+    if graph is None:
+        return False
+    try:
+        return looks_like_annotator(read_graph_signature(graph))
+    except ModelError:
+        return False  # not an ONNX graph: another kind's, or nothing
+
+
+def needs_exporter(source: Path, format: str) -> bool:
+    return True  # onnx checks the graph's operators and weights files, as an upscaler's
+
+
+def import_into(source: Path, building: Path, progress: Progress | None,
+                should_stop: ShouldStop | None, *, control: str | None = None,
+                **_other_kinds_options: Any) -> None:
+    """Check the annotator graph ``source`` and copy it into ``building``; ``control``
+    ("depth", "lineart", "softedge") says what it makes when neither the graph nor its file
+    name can (the import command has no option for it yet)."""
+    source = Path(source)
+    graph = _graph(source)
+    if graph is None:
+        raise ModelError(f"'{source.name}' holds no {GRAPH_FILE}.")
+    names = (source.name,) if source.is_file() else (source.name, graph.name)
+    if progress is not None:
+        progress("Checking the annotator graph", 1, 2)
+    description = describe_graph(graph, names, control)
+    external = _check_graph(graph, source)
+    if progress is not None:
+        progress(f"Copying the {description.network} annotator", 2, 2)
+    shutil.copyfile(graph, building / GRAPH_FILE)
+    for file in external:  # plain file names beside the graph, checked above
+        shutil.copyfile(graph.parent / file, building / file)
+    description.save(building)
+
+
+def is_installed_folder(folder: Path) -> bool:
+    return kind_in_description(Path(folder) / DESCRIPTION_FILE) == name
+
+
+def describe(folder: Path) -> InstalledModel:
+    folder = Path(folder)
+    description = read_annotator_description(folder)
+    use = f"makes {description.settings.makes} for {description.control} ControlNets"
+    return InstalledModel(folder.name, f"{description.control} annotator", "",
+                          folder_size(folder), folder, kind=name, use=use,
+                          licence=description.licence)
+
+
+def use_with(model: str) -> str:
+    return 'easel generate --control "TYPE:PICTURE" "PROMPT" (TYPE: the control it makes)'
+
+
+def find_annotator(store: ModelStore, control_type: str) -> Path | None:
+    """The installed annotator that makes ``control_type`` pictures (None for the types Easel
+    makes itself); one sentence naming the model to import when there is none."""
+    control = control_type_named(control_type)
+    if control.annotator is None:
+        return None
+    if control.name == POSE or control.name not in ANNOTATOR_CONTROLS:
+        raise BadRequest(f"Easel cannot make {control.name} pictures yet (a pose annotator "
+                         f"model is not supported); give a ready-made {control.name} picture "
+                         f"with the 'picture' type.")
+    fitting = [model.path for model in store.installed(name) if _makes(model.path, control.name)]
+    if not fitting:
+        raise BadRequest(f"Making a {control.name} control picture needs a {control.annotator} "
+                         f"annotator model: import one (easel models import FILE --kind "
+                         f"annotator), or give a ready-made {control.name} picture with the "
+                         f"'picture' type.")
+    return fitting[0]  # several: the first by name, as the store lists them
+
+
+def _makes(folder: Path, control: str) -> bool:
+    try:
+        return read_annotator_description(folder).control == control
+    except ModelError:
+        return False  # a damaged one is not used; `easel models check` says why
+
+
+def _graph(source: Path) -> Path | None:
+    if source.is_file():
+        return source
+    graph = source / GRAPH_FILE
+    return graph if graph.is_file() else None
+
+
+def _check_graph(graph: Path, source: Path) -> tuple[str, ...]:
+    """Operators and external weights, as every imported graph; the weights files' names."""
+    import onnx
+
+    from engine.export.onnx_checks import _check_domains, _check_external_data
+    from engine.onnx_folder import refuse_unsafe_files
+
+    if source.is_dir():
+        refuse_unsafe_files(source)  # no code or outward links beside the graph
+    label = f"The annotator '{source.name}'"
+    try:
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and onnx's own errors share no base
+        raise ModelError(f"'{source.name}' is not an ONNX graph Easel can read.") from error
+    _check_domains(model, label)
+    return _check_external_data(model, graph.parent, graph.parent, label)
