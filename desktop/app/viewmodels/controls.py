@@ -40,6 +40,7 @@ NO_PICTURE = ("Control {number} has no picture: add its picture again (drop a fi
               "click its preview).")
 NO_CANVAS_PICTURE = ("There is no picture on the canvas to use as a control: generate one, "
                      "choose one in the gallery or drop one on the canvas.")
+PREVIEW_SIDE = 128  # the preview's pixels before the panel scales it (sharp on HiDPI too)
 PICTURES_NOT_KEPT = (" Add the control pictures again: a picture keeps its controls' "
                      "settings, not their pictures.")
 
@@ -71,6 +72,17 @@ class ControlRow:
     preview: QImage | None = None
     problem: str = ""  # why there is no control picture (a type needing an annotator)
     _made_for: tuple = field(default=())
+
+
+def thumbnail(made: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """``made`` shrunk to about ``side`` pixels by keeping each block's brightest pixel: a
+    smooth scaling would fade one-pixel edges to nothing in a 64 px preview."""
+    step = max(1, -(-max(made.shape[:2]) // side))
+    height, width = (made.shape[0] // step) * step, (made.shape[1] // step) * step
+    if step == 1 or not height or not width:
+        return made
+    blocks = made[:height, :width].reshape(height // step, step, width // step, step, -1)
+    return blocks.max(axis=(1, 3))
 
 
 def built_in_types() -> list[ControlType]:
@@ -223,7 +235,7 @@ class ControlsModel(QObject):
         options = {"low": row.low, "high": row.high} if row.control_type == "canny" else {}
         try:
             row.made = make_control_picture(row.control_type, row.picture, **options)
-            row.preview = qimage_from_pixels(row.made)
+            row.preview = qimage_from_pixels(thumbnail(row.made))
             row.problem = ""
         except EaselError as error:
             row.made, row.preview, row.problem = None, None, str(error)

@@ -1,7 +1,8 @@
-"""The Controls section below the prompt settings: a header that folds it away, Add ▾ (a
-picture file, the canvas's picture) and guess mode; then one row per control: its control
-picture's preview, type, ControlNet, weight, the share of the steps it steers, and canny's
-thresholds. A picture file dropped on the section adds a control (on a row: its picture)."""
+"""The Controls dock (below the gallery: the left column has no room to spare at 800 px): guess
+mode and Add ▾ (a picture file, the canvas's picture), then one row per control, scrolling
+inside the dock: its control picture's preview, type, ControlNet, weight, the share of the
+steps it steers, and canny's thresholds. A picture file dropped on the dock adds a control
+(dropped on a row: that control's picture)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
+    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -41,15 +43,9 @@ class ControlsPanel(QWidget):
         super().__init__(parent)
         self.vm = controls
         self._get_more: list[QAction] = []  # the window's Get models… and Import model…
-        self.toggle = QToolButton()
-        self.toggle.setCheckable(True)
-        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.toggle.setAutoRaise(True)
-        self.toggle.setToolTip("Show or hide the controls: ControlNets that make the picture "
-                               "follow another picture's edges or lines")
-        self.guess_mode = QCheckBox("Guess mode")
-        self.guess_mode.setToolTip("ControlNet is more important: the controls steer without "
-                                   "the prompt's help (A1111's Control Mode)")
+        self.guess_mode = QCheckBox("ControlNet is more important")
+        self.guess_mode.setToolTip("Guess mode: the controls steer without the prompt's help "
+                                   "(A1111's Control Mode), for every control")
         self.add_button = QToolButton()
         self.add_button.setText("Add")
         self.add_button.setIcon(icon("import"))
@@ -62,10 +58,16 @@ class ControlsPanel(QWidget):
         self.from_canvas_action = menu.addAction("From the canvas picture",
                                                  controls.add_from_canvas)
         self.add_button.setMenu(menu)
-        self.body = QWidget()
-        self.rows_layout = QVBoxLayout(self.body)
+        rows = QWidget()
+        self.rows_layout = QVBoxLayout(rows)
         self.rows_layout.setContentsMargins(0, 0, 0, 0)
         self.rows_layout.setSpacing(4)
+        self.rows_layout.addStretch(1)
+        self.body = QScrollArea()
+        self.body.setWidget(rows)
+        self.body.setWidgetResizable(True)
+        self.body.setFrameShape(QFrame.Shape.NoFrame)
+        self.body.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.hint = QLabel("Add a picture (or drop one here): its edges or lines steer the "
                            "next picture through a ControlNet.")
         self.hint.setWordWrap(True)
@@ -79,23 +81,19 @@ class ControlsPanel(QWidget):
         controls.guess_mode_changed.connect(
             lambda: self.guess_mode.setChecked(controls.guess_mode))
         self.guess_mode.toggled.connect(controls.set_guess_mode)
-        self.toggle.toggled.connect(self._fold)
         self._rebuild()
-        self.toggle.setChecked(False)
-        self._fold(False)
 
     def _layout(self) -> None:
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 0, 0)
-        header.addWidget(self.toggle)
-        header.addStretch(1)
         header.addWidget(self.guess_mode)
+        header.addStretch(1)
         header.addWidget(self.add_button)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(9, 0, 9, 4)
+        layout.setContentsMargins(4, 0, 4, 4)
         layout.addLayout(header)
         layout.addWidget(self.hint)
-        layout.addWidget(self.body)
+        layout.addWidget(self.body, 1)
 
     def offer(self, actions: Sequence[QAction]) -> None:
         """The window's Get models… and Import model…, offered where no ControlNet fits."""
@@ -107,11 +105,10 @@ class ControlsPanel(QWidget):
         if path:
             self.vm.add_file(Path(path))
 
-    def _fold(self, open_: bool) -> None:
-        self.toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
-        self.hint.setVisible(open_ and not self.vm.rows)
-        self.body.setVisible(open_)
-        self.guess_mode.setVisible(open_)
+    def wanted_height(self) -> int:
+        """Room for the header and every row (the window gives the dock that much)."""
+        rows = sum(widget.sizeHint().height() + 4 for widget in self.row_widgets)
+        return self.add_button.sizeHint().height() + 16 + (rows or self.hint.sizeHint().height())
 
     def _rebuild(self) -> None:
         for widget in self.row_widgets:
@@ -120,14 +117,11 @@ class ControlsPanel(QWidget):
             widget.deleteLater()
         self.row_widgets = [ControlRowWidget(self.vm, index, self._get_more)
                             for index in range(len(self.vm.rows))]
-        for widget in self.row_widgets:
-            self.rows_layout.addWidget(widget)
-        count = len(self.vm.rows)
-        self.toggle.setText(f"Controls ({count})" if count else "Controls")
+        for position, widget in enumerate(self.row_widgets):
+            self.rows_layout.insertWidget(position, widget)
         self.guess_mode.setChecked(self.vm.guess_mode)
-        if count and not self.toggle.isChecked():
-            self.toggle.setChecked(True)  # a control just added (or reused) is seen
-        self._fold(self.toggle.isChecked())
+        self.hint.setVisible(not self.vm.rows)
+        self.body.setVisible(bool(self.vm.rows))
 
     def _show_controlnets(self) -> None:
         for widget in self.row_widgets:
@@ -277,6 +271,7 @@ class ControlRowWidget(QFrame):
             for action in self.get_more:
                 box.addItem(action.text(), action)
         box.setCurrentIndex(max(0, box.findData(row.controlnet)) if names else 0)
+        box.setToolTip(box.currentText())  # a long name is cut short in the box
 
     def _controlnet_chosen(self, position: int) -> None:
         data = self.controlnet_box.itemData(position)

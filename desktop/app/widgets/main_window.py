@@ -83,11 +83,9 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.prompt_panel)
-        left.addWidget(self.controls_panel)
         left.addWidget(self.history_panel)
-        left.setStretchFactor(0, 0)  # the form and the controls at their size; the history
-        left.setStretchFactor(1, 0)  # gets the rest
-        left.setStretchFactor(2, 1)
+        left.setStretchFactor(0, 0)  # the form at its size; the history gets the rest
+        left.setStretchFactor(1, 1)
         # One row across the whole window: the actions on the source, the canvas modes and
         # the view fit in it at 1280 px (above the ~540 px canvas they needed two rows and
         # still overflowed behind "»"), and the canvas keeps that height. The mask's own tools
@@ -124,6 +122,11 @@ class MainWindow(QMainWindow):
         self.regions_dock = self._dock("Regions", self.region_panel,
                                        Qt.DockWidgetArea.RightDockWidgetArea)
         self.regions_dock.setVisible(False)  # only while the Region tool is on
+        # ControlNets below the gallery: the left column has no room left at 800 px.
+        self.controls_dock = self._dock("Controls", self.controls_panel,
+                                        Qt.DockWidgetArea.RightDockWidgetArea)
+        self.studio.controls.changed.connect(lambda: self.resizeDocks(
+            [self.controls_dock], [self.controls_panel.wanted_height()], Qt.Orientation.Vertical))
         self.resizeDocks([self.gallery_dock], [GALLERY_WIDTH], Qt.Orientation.Horizontal)
         self.statusBar().addPermanentWidget(self.source_label)
         self.statusBar().addPermanentWidget(self.zoom_label)
@@ -210,6 +213,7 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.gallery_dock.toggleViewAction())
         view_menu.addAction(self.queue_dock.toggleViewAction())
+        view_menu.addAction(self.controls_dock.toggleViewAction())
         model_menu = menus.addMenu("&Models")
         model_menu.addAction(get_action)
         model_menu.addAction(import_action)
