@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desktop.model_kinds import annotator, controlnet, diffusion, embedding, lora, upscaler
+from desktop.model_kinds import (
+    annotator,
+    controlnet,
+    diffusion,
+    embedding,
+    image_encoder,
+    ip_adapter,
+    lora,
+    upscaler,
+)
 from desktop.model_kinds.kind import InstalledModel, ModelKind
 from engine.errors import ModelError
 
 __all__ = ["KINDS", "InstalledModel", "ModelKind", "kind_named", "kind_of_folder",
            "kind_for_source"]
 
-KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator)
+KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator,
+                                ip_adapter, image_encoder)
 
 
 def kind_named(name: str) -> ModelKind:
