@@ -162,9 +162,14 @@ def test_a_source_two_kinds_recognise_is_refused_until_the_kind_is_named(
 
 
 def test_a_named_kind_must_exist_and_fit_the_source(store, tiny_sd1_onnx):
-    with pytest.raises(ModelError, match=r"^There is no kind of model called 'controlnet'; the "
-                                         r"kinds are diffusion, upscaler, lora or embedding\.$"):
-        store.import_model(tiny_sd1_onnx, kind="controlnet")
+    from desktop.model_kinds import KINDS
+
+    names = [kind.name for kind in KINDS]
+    listed = f"{', '.join(names[:-1])} or {names[-1]}"
+    assert names[:4] == ["diffusion", "upscaler", "lora", "embedding"]
+    with pytest.raises(ModelError, match=rf"^There is no kind of model called 'hologram'; the "
+                                         rf"kinds are {listed}\.$"):
+        store.import_model(tiny_sd1_onnx, kind="hologram")
     with pytest.raises(ModelError, match=r"is not an upscaler\.$"):
         store.import_model(tiny_sd1_onnx, kind="upscaler")
     assert list(store.root.iterdir()) == []

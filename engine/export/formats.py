@@ -22,6 +22,11 @@ SAFETENSORS = "safetensors"
 PICKLE = "pickle"
 # A super-resolution network's graph on its own, or in a folder as Amuse keeps its upscalers.
 ONNX_UPSCALER = "onnx-upscaler"
+# One diffusers model on its own (config.json naming its class, beside its weights), as
+# ControlNets are shared; the kind that knows the class imports it.
+DIFFUSERS_MODEL = "diffusers-model"
+# Amuse's ControlNet folder: the graph in controlnet/model.onnx, no pipeline around it.
+ONNX_CONTROLNET = "onnx-controlnet"
 ZIP_MAGIC = b"PK\x03\x04"
 # A pickle starts with the PROTO opcode and a protocol number; torch.save uses 2, pickle 2-5.
 PICKLE_PROTOCOLS = range(2, 6)
@@ -53,6 +58,10 @@ def _folder_format(folder: Path) -> str | None:
         return DIFFUSERS_FOLDER
     if (folder / "model.onnx").is_file():  # Amuse's upscaler layout: the one graph at the top
         return ONNX_UPSCALER
+    if (folder / "controlnet" / "model.onnx").is_file():
+        return ONNX_CONTROLNET
+    if (folder / "config.json").is_file():
+        return DIFFUSERS_MODEL
     return None
 
 
