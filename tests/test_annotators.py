@@ -249,6 +249,17 @@ def test_hed_averages_its_five_maps_through_a_sigmoid(store, tmp_path, picture):
     assert_grey_close(made, expected.astype(np.uint8))
 
 
+def test_a_hed_port_with_the_sigmoid_inside_gives_its_probability(store, tmp_path, picture):
+    module = TinyMap(squeeze=False, sigmoid=True)
+    graph = export(module, tmp_path / "hed.onnx", "input", ["output"])
+    installed = store.import_model(graph, kind="annotator")
+    made = make_control_picture("hed", picture, annotator=installed.path)
+    pixels = resized_input(picture, (512, 608), Image.Resampling.LANCZOS)
+    (edges,) = run_module(module, to_sample(pixels * 255))
+    expected = np.rint(np.clip(resized_map(edges, (80, 96)) * 255, 0, 255))
+    assert_grey_close(made, expected.astype(np.uint8))
+
+
 # --- what is not an annotator, or not one Easel runs --------------------------------------------
 
 def test_an_upscaler_is_never_claimed(store, tmp_path):

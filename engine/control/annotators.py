@@ -352,7 +352,7 @@ def _plane(output: np.ndarray) -> np.ndarray:
 def grey_map(planes: list[np.ndarray], network: Network, network_size: tuple[int, int],
              picture_size: tuple[int, int]) -> np.ndarray:
     """The network's output maps as uint8 grey at ``picture_size`` (height, width)."""
-    if network.output == "hed":
+    if network.output == "hed" and not _baked_sigmoid(planes):
         # Each projection back to the input's size, averaged, then the sigmoid.
         mean = np.mean([_resized(plane, network_size) for plane in planes], axis=0)
         values = 255.0 / (1.0 + np.exp(-mean.astype(np.float64)))
@@ -368,6 +368,13 @@ def grey_map(planes: list[np.ndarray], network: Network, network_size: tuple[int
         return _rounded((plane - low) / (high - low) * 255.0)
     values = np.clip(plane * 255.0, 0.0, 255.0)
     return _rounded(255.0 - values if network.output == "lines" else values)
+
+
+def _baked_sigmoid(planes: list[np.ndarray]) -> bool:
+    """A HED port with one output that lies in [0, 1] has the sigmoid (and the averaging)
+    inside its graph: its output is already the edge probability. ControlNetHED's own five
+    projections are logits, far below 0 on plain ground."""
+    return len(planes) == 1 and float(planes[0].min()) >= 0.0 and float(planes[0].max()) <= 1.0
 
 
 def _resized(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
