@@ -57,6 +57,7 @@ def find_importer() -> Path | None:
 
 def import_with(importer: Path, source: Path, name: str, *, family: str | None = None,
                 prediction: str | None = None, distillation: str | None = "auto",
+                kind: str | None = None,
                 progress: Callable[[str, int, int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> None:
     """Run ``importer models import`` and wait; its progress goes to ``progress``.
@@ -70,6 +71,8 @@ def import_with(importer: Path, source: Path, name: str, *, family: str | None =
         command += ["--family", family]
     if prediction:
         command += ["--prediction", prediction]
+    if kind:  # the user's answer to "which kind is it?" goes along
+        command += ["--kind", kind]
     try:
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True, bufsize=1,

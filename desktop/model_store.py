@@ -173,7 +173,7 @@ class ModelStore:
         name = name or _default_name(source)
         self.check_new_name(name)
         importer.import_with(elsewhere, source, name, family=family, prediction=prediction,
-                             distillation=distillation, progress=progress,
+                             distillation=distillation, kind=kind, progress=progress,
                              should_stop=should_stop)
         return next(model for model in self.installed() if model.name == name)
 

@@ -55,12 +55,12 @@ def test_the_importer_installs_the_model_and_reports_progress(
     seen = []
     model = store.import_model(tiny_sd1_diffusers, "mine",
                                lambda stage, done, total: seen.append((stage, done, total)),
-                               family="sd1")
+                               family="sd1", kind="diffusion")
     assert model.name == "mine" and not model.built_in
     assert seen == [("exporting the text encoder", 1, 2), ("exporting the UNet", 2, 2)]
     called = __import__("json").loads((tmp_path / "called.json").read_text())
     assert called["argv"] == ["models", "import", str(tiny_sd1_diffusers), "--name", "mine",
-                              "--few-step", "auto", "--family", "sd1"]
+                              "--few-step", "auto", "--family", "sd1", "--kind", "diffusion"]
     assert called["delegated"] == "1"  # so the importer never hands the work back
 
 
