@@ -78,14 +78,23 @@ def _list_models(arguments: argparse.Namespace) -> int:
               "FOLDER")
         return 0
     width = max(len(model.name) for model in models)
+    kind_width = max(len(model.kind) for model in models)
     for model in models:
         where = "  (built in)" if model.built_in else ""
-        # An upscaler's family says its scale ("4x upscaler (ESRGAN)"); it has no prediction.
-        details = model.family if model.kind == "upscaler" else \
-            f"{model.family:<7}  {model.prediction_type:<12}"
-        print(f"{model.name:<{width}}  {model.kind:<9}  {details}  "
+        print(f"{model.name:<{width}}  {model.kind:<{kind_width}}  {_details(model)}  "
               f"{size_text(model.size_bytes)}{where}")
     return 0
+
+
+def _details(model) -> str:
+    """What sets a model apart from others of its kind: a diffusion model's family and
+    prediction; an upscaler's scale (its family says "4x upscaler (ESRGAN)"); for the kinds
+    that steer a model, the family they fit and what they are for."""
+    if model.kind == "diffusion":
+        return f"{model.family:<7}  {model.prediction_type:<12}"
+    if model.kind == "upscaler" or not model.use:
+        return model.family
+    return f"{model.family:<7}  {model.use.split(':')[0]}"
 
 
 def _remove_model(arguments: argparse.Namespace) -> int:
