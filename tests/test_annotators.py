@@ -168,15 +168,12 @@ def nothing_installed(store: ModelStore) -> bool:
 
 # --- depth ----------------------------------------------------------------------------------
 
-def test_a_depth_anything_graph_asks_for_its_kind_then_makes_a_depth_map(store, tmp_path,
-                                                                         picture):
+def test_a_depth_anything_graph_is_told_by_its_names_and_makes_a_depth_map(store, tmp_path,
+                                                                           picture):
     module = TinyMap()
     graph = export(module, tmp_path / "depth_anything_vits14.onnx", "image", ["depth"])
-    # A lone graph could be an upscaler too (that kind claims every lone graph): the user says.
-    with pytest.raises(ModelError, match=r"could be an upscaler or an annotator; say which "
-                                         r"with --kind upscaler or --kind annotator"):
-        store.import_model(graph)
-    installed = store.import_model(graph, kind="annotator")
+    # A lone graph goes to the upscaler kind only when no kind knows it: this one is known.
+    installed = store.import_model(graph)
     assert (installed.kind, installed.family) == ("annotator", "depth annotator")
     assert installed.licence == "Apache-2.0"
     description = described(installed.path)

@@ -107,9 +107,13 @@ def test_each_kind_recognises_its_own_sources_and_not_the_others(tmp_path, tiny_
     for source, format in [(tiny_sd1_diffusers, DIFFUSERS_FOLDER), (tiny_sd1_onnx, ONNX_FOLDER)]:
         assert detect_format(source) == format
         assert diffusion.recognises(source, format) and not upscaler.recognises(source, format)
-    for source, format in [(upscaler_checkpoint, SAFETENSORS), (lone_graph, ONNX_UPSCALER)]:
-        assert detect_format(source) == format
-        assert upscaler.recognises(source, format) and not diffusion.recognises(source, format)
+    assert detect_format(upscaler_checkpoint) == SAFETENSORS
+    assert upscaler.recognises(upscaler_checkpoint, SAFETENSORS)
+    assert not diffusion.recognises(upscaler_checkpoint, SAFETENSORS)
+    # A lone graph no kind knows by its names is the upscaler kind's by fallback.
+    assert detect_format(lone_graph) == ONNX_UPSCALER
+    assert ONNX_UPSCALER in upscaler.fallback_formats
+    assert not diffusion.recognises(lone_graph, ONNX_UPSCALER)
     assert [_kind_of(source) for source in (tiny_sd1_diffusers, tiny_sd1_onnx,
                                             upscaler_checkpoint, lone_graph)] == [
         DIFFUSION, DIFFUSION, UPSCALER, UPSCALER]

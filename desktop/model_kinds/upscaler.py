@@ -1,7 +1,8 @@
 """The upscaler kind: super-resolution networks that enlarge pictures.
 
-Recognised as an ONNX upscaler graph (a lone ``.onnx`` file or Amuse's folder with one graph at
-its top) or a checkpoint whose tensor names are a super-resolution network's; imported by
+Recognised as a checkpoint whose tensor names are a super-resolution network's, and taken as
+an ONNX graph (a lone ``.onnx`` file or Amuse's folder with one graph at its top) that no other
+kind recognises; imported by
 engine.export.upscaler, described by engine.upscale.description (``easel.json`` marked
 ``"kind": "upscaler"``).
 """
@@ -17,11 +18,13 @@ from engine.upscale.description import UpscalerDescription, is_upscaler_folder
 
 name = "upscaler"
 noun = "an upscaler"
-fallback_formats: tuple[str, ...] = ()
+# A lone ONNX graph is read as an upscaler only when no other kind (a ControlNet, an
+# annotator, an image encoder) knows it by its names: the upscaler import then checks it.
+fallback_formats: tuple[str, ...] = (ONNX_UPSCALER,)
 
 
 def recognises(source: Path, format: str) -> bool:
-    return format == ONNX_UPSCALER or looks_like_upscaler(source, format)
+    return looks_like_upscaler(source, format)
 
 
 def needs_exporter(source: Path, format: str) -> bool:

@@ -23,6 +23,7 @@ from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.worker import qimage_from_pixels
 from desktop.controls import CONTROLNET_KIND, read_picture
 from desktop.library import ImageEntry
+from desktop.model_kinds.annotator import find_annotator
 from desktop.model_store import ModelStore
 from engine.control.control import MAX_CONTROLS, Control
 from engine.control.description import read_controlnet_description
@@ -87,6 +88,16 @@ def thumbnail(made: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
 
 def built_in_types() -> list[ControlType]:
     return [control_type for control_type in CONTROL_TYPES if control_type.annotator is None]
+
+
+@dataclass(frozen=True)
+class TypeChoice:
+    """A control type as the panel offers it: ``missing`` says why it cannot be chosen (an
+    annotator model to import), empty when it can."""
+
+    name: str
+    description: str
+    missing: str = ""
 
 
 class ControlsModel(QObject):
@@ -206,6 +217,18 @@ class ControlsModel(QObject):
                 names.append(model.name)
         return names
 
+    def type_choices(self) -> list[TypeChoice]:
+        """Every control type, those whose annotator model is not installed with the reason."""
+        choices = []
+        for control_type in CONTROL_TYPES:
+            try:
+                find_annotator(self._store, control_type.name)
+                missing = ""
+            except EaselError as error:
+                missing = str(error)
+            choices.append(TypeChoice(control_type.name, control_type.description, missing))
+        return choices
+
     def refresh_controlnets(self) -> None:
         """Read the installed ControlNets again (an import, a removal, another model)."""
         self._family = self._model_family()
@@ -234,7 +257,9 @@ class ControlsModel(QObject):
             return
         options = {"low": row.low, "high": row.high} if row.control_type == "canny" else {}
         try:
-            row.made = make_control_picture(row.control_type, row.picture, **options)
+            annotator = find_annotator(self._store, row.control_type)
+            row.made = make_control_picture(row.control_type, row.picture, annotator,
+                                            **options)
             row.preview = qimage_from_pixels(thumbnail(row.made))
             row.problem = ""
         except EaselError as error:

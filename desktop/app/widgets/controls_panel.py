@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 from desktop.app.viewmodels.controls import ControlRow, ControlsModel
 from desktop.app.widgets.drops import read_drop
 from desktop.app.widgets.icons import icon
-from engine.control.pictures import CONTROL_TYPES
 
 PREVIEW = 64  # px: the edges are readable and four rows fit beside the history
 PICTURE_FILTER = "Pictures (*.png *.jpg *.jpeg *.webp)"
@@ -164,15 +163,11 @@ class ControlRowWidget(QFrame):
         self.preview.clicked.connect(self._choose_picture)
         self.type_box = QComboBox()
         self.type_box.setToolTip("What the ControlNet reads from the picture")
-        for control_type in CONTROL_TYPES:
-            self.type_box.addItem(control_type.name, control_type.name)
+        for choice in controls.type_choices():
+            self.type_box.addItem(choice.name, choice.name)
             item = self.type_box.model().item(self.type_box.count() - 1)
-            item.setToolTip(control_type.description)
-            if control_type.annotator is not None:  # not made here yet
-                item.setEnabled(False)
-                item.setToolTip(f"Needs a {control_type.annotator} annotator model, which "
-                                f"Easel cannot import yet; give a ready-made "
-                                f"{control_type.name} picture with the 'picture' type.")
+            item.setToolTip(choice.missing or choice.description)
+            item.setEnabled(not choice.missing)  # an annotator model to import first
         self.controlnet_box = QComboBox()
         self.controlnet_box.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
