@@ -107,8 +107,13 @@ class Model:
         from engine.control.unet_variant import control_unet_path
 
         path = control_unet_path(self.folder, self.hash, self.runtime.optimized_cache)
-        overrides = None if self._loras is None else self._loras.overrides("unet")
-        return get_session(path, self.runtime, overrides)
+        return get_session(path, self.runtime, self.overrides_for("unet"))
+
+    def overrides_for(self, component: str) -> InitializerOverrides | None:
+        """The weights the LoRAs in use replace in ``component``'s graph, for a variant of
+        that graph that keeps its weights' names (the UNets that take ControlNet residuals
+        or image tokens); None without LoRAs."""
+        return None if self._loras is None else self._loras.overrides(component)
 
     @property
     def vae_decoder(self) -> Session:

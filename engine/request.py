@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.control.control import Control, RecordedControl, checked_controls
+from engine.image_prompt.prompt import ImagePrompt, RecordedImagePrompt
 from engine.images import PictureInput, preview_pixels
 from engine.lora.tags import checked_loras
 from engine.noise import NUMPY, NUMPY_STORED_NAME, generator_name
@@ -50,12 +51,15 @@ class TextToImageRequest:
     embeddings: tuple[tuple[str, str], ...] = ()
     # ControlNets steering the picture, each with its control picture (engine.control).
     controls: tuple[Control, ...] = ()
+    # Reference pictures whose look and subject carry over (IP-Adapter: engine.image_prompt).
+    image_prompts: tuple[ImagePrompt, ...] = ()
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
         object.__setattr__(self, "controls", checked_controls(self.controls))
+        object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,12 +90,14 @@ class ImageToImageRequest:
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
     embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
     controls: tuple[Control, ...] = ()  # as TextToImageRequest.controls
+    image_prompts: tuple[ImagePrompt, ...] = ()  # as TextToImageRequest.image_prompts
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
         object.__setattr__(self, "controls", checked_controls(self.controls))
+        object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,12 +129,14 @@ class InpaintRequest:
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
     embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
     controls: tuple[Control, ...] = ()  # as TextToImageRequest.controls
+    image_prompts: tuple[ImagePrompt, ...] = ()  # as TextToImageRequest.image_prompts
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
         object.__setattr__(self, "controls", checked_controls(self.controls))
+        object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,6 +285,9 @@ class GenerationParameters:
     # The ControlNets that steered it: name, hash, control, weight, start, end, guess mode
     # (engine.control.control.RecordedControl); the control pictures are the caller's to keep.
     controls: tuple[RecordedControl, ...] = ()
+    # The image prompts it was made with: adapter name and hash, encoder, weight
+    # (engine.image_prompt.prompt.RecordedImagePrompt); the pictures are the caller's to keep.
+    image_prompts: tuple[RecordedImagePrompt, ...] = ()
     # Editing: what was done ("text_to_image", "image_to_image", "inpaint", "outpaint",
     # "instruct_pix2pix", "regions", "upscale", "hires_fix") and its settings. The source
     # picture and mask are the caller's to keep (lineage).

@@ -256,30 +256,18 @@ def test_the_unet_edit_needs_neither_torch_nor_onnx(installed, model, tmp_path):
 
 # --- text to image through the guide -------------------------------------------------------
 
-def run_ours(model, request, guide, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
-    """TextToImagePipeline with the guide wired in the smallest way the loop allows today:
-    as its ``control`` (the loop runs ``control.unet`` and merges what
-    ``control.residual_feeds`` returns into every UNet call's feeds)."""
+def run_ours(model, request, monkeypatch) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Our picture, the latents it decoded and what it records of its image prompts."""
     pipeline = TextToImagePipeline(model)
-    denoise, decode, final = pipeline.denoise, pipeline.decode_latents, {}
-
-    class AsControl:
-        unet = guide.unet
-
-        @staticmethod
-        def residual_feeds(index, steps, feeds, cancel):
-            return guide.feeds(len(feeds["sample"]))
-
-    def guided(*args, **kwargs):
-        return denoise(*args, **{**kwargs, "control": AsControl()})
+    decode, final = pipeline.decode_latents, {}
 
     def keep(latents, cancel):
         final["latents"] = latents
         return decode(latents, cancel)
 
-    monkeypatch.setattr(pipeline, "denoise", guided)
     monkeypatch.setattr(pipeline, "decode_latents", keep)
-    return pipeline(request).images[0].pixels, final["latents"]
+    image = pipeline(request).images[0]
+    return image.pixels, final["latents"], image.parameters.image_prompts
 
 
 def run_theirs(pipe, pictures, scale: float, latents: np.ndarray):
@@ -307,10 +295,10 @@ def test_text_to_image_matches_diffusers(variant, count, installed, hub, model,
     latents = rng.standard_normal((1, 4, HEIGHT // 2, WIDTH // 2), dtype=np.float32)
     prompts = [ImagePrompt(installed[variant], installed["encoder"], picture, 0.8)
                for picture in pictures]
-    guide = ImagePromptGuide(model, prompts, use_guidance=True)
     request = TextToImageRequest(PROMPT, NEGATIVE, width=WIDTH, height=HEIGHT, steps=STEPS,
-                                 guidance=7.5, scheduler="euler", seed=5, latents=latents)
-    ours, our_latents = run_ours(model, request, guide, monkeypatch)
+                                 guidance=7.5, scheduler="euler", seed=5, latents=latents,
+                                 image_prompts=tuple(prompts))
+    ours, our_latents, recorded = run_ours(model, request, monkeypatch)
     pipe = diffusers_pipe(tiny_sd1_diffusers, hub, variant)
     theirs, their_latents = run_theirs(pipe, pictures, 0.8, latents)
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
@@ -321,7 +309,7 @@ def test_text_to_image_matches_diffusers(variant, count, installed, hub, model,
     if count > 1:
         _, fewer = run_theirs(pipe, pictures[:1], 0.8, latents)
         assert np.abs(fewer - our_latents).max() > 1e-2
-    assert [(r.adapter, r.encoder, r.weight) for r in guide.recorded] == [
+    assert [(r.adapter, r.encoder, r.weight) for r in recorded] == [
         (variant, "encoder", 0.8)] * count
 
 
@@ -353,3 +341,51 @@ def test_bad_image_prompts_are_one_sentence(installed, model, hub, tmp_path):
                          True)
     with pytest.raises(BadRequest, match="weight must be a number between 0 and 2"):
         ImagePrompt(installed["base"], installed["encoder"], picture, 3.0)
+
+
+@pytest.mark.slow
+def test_an_image_prompt_with_a_control_matches_diffusers(installed, hub, model,
+                                                          tiny_sd1_diffusers, tmp_path,
+                                                          monkeypatch):
+    """Both at once: the UNet with image tokens, edited again to take ControlNet residuals,
+    against diffusers' ControlNet pipeline with the adapter loaded."""
+    from engine.control.control import Control
+    from tests.test_controlnet_parity import install_controlnet
+    from tests.tiny_controlnets import tiny_sd1_controlnet
+
+    rng = np.random.default_rng(8)
+    reference = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    control_picture = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    latents = rng.standard_normal((1, 4, HEIGHT // 2, WIDTH // 2), dtype=np.float32)
+    controlnet = tiny_sd1_controlnet(seed=0)
+    folder = install_controlnet(controlnet, tmp_path / "canny", "sd1")
+    request = TextToImageRequest(
+        PROMPT, NEGATIVE, width=WIDTH, height=HEIGHT, steps=STEPS, guidance=7.5,
+        scheduler="euler", seed=5, latents=latents,
+        image_prompts=(ImagePrompt(installed["base"], installed["encoder"], reference, 0.8),),
+        controls=(Control(folder, control_picture, 0.9),))
+    ours, our_latents, _ = run_ours(model, request, monkeypatch)
+
+    from PIL import Image
+
+    pipe = diffusers_pipe(tiny_sd1_diffusers, hub, "base")
+    controlled = diffusers.StableDiffusionControlNetPipeline.from_pipe(pipe,
+                                                                       controlnet=controlnet)
+    controlled.set_ip_adapter_scale(0.8)
+    controlled.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    controlled.set_progress_bar_config(disable=True)
+    arguments = dict(prompt=PROMPT, negative_prompt=NEGATIVE, height=HEIGHT, width=WIDTH,
+                     num_inference_steps=STEPS, guidance_scale=7.5,
+                     latents=torch.from_numpy(latents), image=Image.fromarray(control_picture),
+                     controlnet_conditioning_scale=0.9,
+                     ip_adapter_image=[Image.fromarray(reference)])
+    with torch.no_grad():
+        theirs = controlled(output_type="np", **arguments).images[0]
+        their_latents = controlled(output_type="latent", **arguments).images.numpy()
+        without = controlled(output_type="latent", **{**arguments,
+                                                      "controlnet_conditioning_scale": 0.0}
+                             ).images.numpy()
+    theirs = (theirs * 255).round().astype(np.uint8)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
+    np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
+    assert np.abs(without - our_latents).max() > 1e-2, "the control must matter"

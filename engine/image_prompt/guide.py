@@ -79,13 +79,12 @@ class ImagePromptGuide:
         path = ip_unet_path(model.folder, model.hash, self.adapter.folder, self.adapter.hash,
                             self.runtime.optimized_cache, control)
         # The variant keeps every weight's name, so the LoRAs in use apply to it as to the
-        # plain UNet. (Model has no public accessor for them yet: see the module notes.)
-        loras = getattr(model, "_loras", None)
-        overrides = None if loras is None else loras.overrides("unet")
-        return get_session(path, model.runtime, overrides)
+        # plain UNet.
+        return get_session(path, model.runtime, model.overrides_for("unet"))
 
-    def feeds(self, batch: int) -> dict[str, np.ndarray]:
-        """``ip_tokens`` and ``ip_scale`` for a UNet call of ``batch`` samples."""
+    def feeds(self, batch: int, unet: Session | None = None) -> dict[str, np.ndarray]:
+        """``ip_tokens`` and ``ip_scale`` for a UNet call of ``batch`` samples, typed for
+        ``unet`` (the session that runs them; by default the one without residual inputs)."""
         if self.use_guidance:
             if batch % 2:
                 raise ValueError("a guided batch holds negatives and positives in halves")
@@ -94,7 +93,7 @@ class ImagePromptGuide:
         else:
             tokens = np.concatenate([self.positive] * batch)
         scale = np.full((batch,), self.weight, dtype=np.float32)
-        unet = self.unet_for(False)
+        unet = unet or self.unet_for(False)
         return {IP_TOKENS: tokens.astype(unet.input_type(IP_TOKENS)),
                 IP_SCALE: scale.astype(unet.input_type(IP_SCALE))}
 

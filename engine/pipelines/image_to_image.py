@@ -107,6 +107,9 @@ class ImageToImagePipeline(DiffusionPipeline):
                                        use_guidance)
         if control is not None:
             parameters = replace(parameters, controls=control.recorded)
+        image_prompt = self.prepare_image_prompt(request.image_prompts, use_guidance, cancel)
+        if image_prompt is not None:
+            parameters = replace(parameters, image_prompts=image_prompt.recorded)
 
         # 2. Encode the prompt and gather the UNet's other conditioning.
         embeddings, warnings = self.encode_prompt(
@@ -136,7 +139,7 @@ class ImageToImagePipeline(DiffusionPipeline):
                                             len(scheduler.timesteps) - begin)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin,
-                                   control=control)
+                                   control=control, image_prompt=image_prompt)
 
             # 7. Decode (a NaN or black frame is a failure), crop to the picture's size as
             # drawn, and enlarge it back if it was redrawn smaller.
@@ -146,9 +149,10 @@ class ImageToImagePipeline(DiffusionPipeline):
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
-        warnings += control.notes if control is not None else []
-        unet = self.model.unet if control is None else control.unet
-        return GenerationResult(tuple(images), tuple(warnings), unet.device)
+        for guide in (control, image_prompt):
+            warnings += guide.notes if guide is not None else []
+        return GenerationResult(tuple(images), tuple(warnings),
+                                self.unet_for(control, image_prompt).device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
         self.check_variant(("text-to-image",), "redraw a whole picture (inpaint with it instead)")

@@ -91,6 +91,9 @@ class InpaintPipeline(ImageToImagePipeline):
                                        use_guidance)
         if control is not None:
             parameters = replace(parameters, controls=control.recorded)
+        image_prompt = self.prepare_image_prompt(request.image_prompts, use_guidance, cancel)
+        if image_prompt is not None:
+            parameters = replace(parameters, image_prompts=image_prompt.recorded)
         embeddings, prompt_warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
             parameters.emphasis)
@@ -146,7 +149,7 @@ class InpaintPipeline(ImageToImagePipeline):
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin,
                                    extra_channels=extra_channels, after_step=after_step,
-                                   control=control)
+                                   control=control, image_prompt=image_prompt)
 
             # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
             pixels = self.decode_latents(latents, cancel)
@@ -161,9 +164,10 @@ class InpaintPipeline(ImageToImagePipeline):
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description,
                                   "the repainted part")
-        warnings += control.notes if control is not None else []
-        unet = self.model.unet if control is None else control.unet
-        return GenerationResult(tuple(images), tuple(warnings), unet.device)
+        for guide in (control, image_prompt):
+            warnings += guide.notes if guide is not None else []
+        return GenerationResult(tuple(images), tuple(warnings),
+                                self.unet_for(control, image_prompt).device)
 
     def check_inputs(self, request: InpaintRequest) -> InpaintSettings:
         self.check_variant(("text-to-image", "inpainting"), "repaint a masked part of a picture")

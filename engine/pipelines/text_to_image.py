@@ -65,6 +65,9 @@ class TextToImagePipeline(DiffusionPipeline):
         control = self.prepare_control(request.controls, *drawn_size(parameters), use_guidance)
         if control is not None:
             parameters = replace(parameters, controls=control.recorded)
+        image_prompt = self.prepare_image_prompt(request.image_prompts, use_guidance, cancel)
+        if image_prompt is not None:
+            parameters = replace(parameters, image_prompts=image_prompt.recorded)
 
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
         # gather everything else the UNet is conditioned on.
@@ -88,7 +91,8 @@ class TextToImagePipeline(DiffusionPipeline):
             # 4. Denoise.
             report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
-                                   scheduler, rng, report, cancel, control=control)
+                                   scheduler, rng, report, cancel, control=control,
+                                   image_prompt=image_prompt)
 
             # 5. Decode (a NaN or black frame is a failure, never a picture), and enlarge
             # what was drawn smaller than asked (``engine.pipelines.native_size``).
@@ -96,9 +100,10 @@ class TextToImagePipeline(DiffusionPipeline):
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
-        warnings += control.notes if control is not None else []
-        unet = self.model.unet if control is None else control.unet
-        return GenerationResult(tuple(images), tuple(warnings), unet.device)
+        for guide in (control, image_prompt):
+            warnings += guide.notes if guide is not None else []
+        return GenerationResult(tuple(images), tuple(warnings),
+                                self.unet_for(control, image_prompt).device)
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
