@@ -20,6 +20,7 @@ from desktop.files import create_temporary, fsync_folder
 from engine import __version__ as engine_version
 from engine.control.control import RecordedControl
 from engine.errors import BadRequest
+from engine.image_prompt.prompt import RecordedImagePrompt
 from engine.noise import a1111_rng_name
 from engine.request import GenerationParameters
 from engine.schedulers import a1111_sampler_name
@@ -67,6 +68,10 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
     # As sd-webui-controlnet writes its units, so A1111's readers show the controls.
     settings += [(f"ControlNet {index}", a1111_control_value(control))
                  for index, control in enumerate(parameters.controls)]
+    # sd-webui-controlnet runs IP-Adapters as units too: one unit per reference picture.
+    settings += [(f"ControlNet {index}", a1111_image_prompt_value(prompt))
+                 for index, prompt in enumerate(parameters.image_prompts,
+                                                start=len(parameters.controls))]
     if parameters.emphasis == "none":  # A1111 writes its emphasis only when not the default
         settings.append(("Emphasis", "No norm"))
     # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
@@ -102,6 +107,8 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
            if parameters.embeddings else {}),
         **({"controls": [asdict(control) for control in parameters.controls]}
            if parameters.controls else {}),
+        **({"image_prompts": [asdict(prompt) for prompt in parameters.image_prompts]}
+           if parameters.image_prompts else {}),
         "model": {"name": parameters.model_name, "hash": parameters.model_hash,
                   "family": parameters.model_family},
         # Editing settings, only where the operation has them.
@@ -169,6 +176,13 @@ def a1111_control_value(control: RecordedControl) -> str:
     return ", ".join(f"{key}: {value}" for key, value in fields)
 
 
+def a1111_image_prompt_value(prompt: RecordedImagePrompt) -> str:
+    """An image prompt as an sd-webui-controlnet IP-Adapter unit."""
+    fields = [("Module", f"ip-adapter ({prompt.encoder})"),
+              ("Model", f"{prompt.adapter} [{prompt.hash}]"), ("Weight", f"{prompt.weight:g}")]
+    return ", ".join(f"{key}: {value}" for key, value in fields)
+
+
 def a1111_embeddings_value(embeddings: tuple[tuple[str, str], ...]) -> str:
     """A1111's "TI hashes" value: "name: hash, ...", each name without the ':' and ',' that
     would make the list ambiguous (A1111 drops them too)."""
@@ -219,7 +233,9 @@ def read_parameters(path: Path) -> GenerationParameters | None:
                         for lora in data.get("loras", [])),
             embeddings=tuple((str(embedding["name"]), str(embedding["hash"]))
                              for embedding in data.get("embeddings", [])),
-            controls=tuple(RecordedControl(**control) for control in data.get("controls", [])))
+            controls=tuple(RecordedControl(**control) for control in data.get("controls", [])),
+            image_prompts=tuple(RecordedImagePrompt(**prompt)
+                                for prompt in data.get("image_prompts", [])))
         a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
     except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
         return None

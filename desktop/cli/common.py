@@ -108,6 +108,40 @@ def control_options(store: ModelStore, family: str, arguments: argparse.Namespac
     return make_controls(store, family, arguments.control, arguments.guess_mode)
 
 
+def add_image_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--image-prompt PICTURE[:WEIGHT]``, repeatable, and ``--ip-adapter NAME``: reference
+    pictures whose look and subject carry over (engine.image_prompt)."""
+    parser.add_argument("--image-prompt", action="append", default=[], type=_image_prompt,
+                        metavar="PICTURE[:WEIGHT]",
+                        help="a reference picture whose look and subject carry over (an "
+                             "IP-Adapter), weight 0 to 2 (default 1); repeatable")
+    parser.add_argument("--ip-adapter", metavar="NAME",
+                        help="the installed IP-Adapter to read the image prompts with "
+                             "(default: the one for the model's family)")
+
+
+def _image_prompt(text: str) -> tuple[Path, float]:
+    """PICTURE or PICTURE:WEIGHT; a path may hold a colon (C:\\...), a weight never does."""
+    path, _, weight = text.rpartition(":")
+    if path and not weight.startswith(("\\", "/")):
+        try:
+            return Path(path), float(weight)
+        except ValueError:
+            pass
+    return Path(text), 1.0
+
+
+def image_prompt_options(store: ModelStore, family: str,
+                         arguments: argparse.Namespace) -> tuple:
+    """The request's image prompts: the installed adapter and encoder found before any work."""
+    from desktop.image_prompts import make_image_prompts
+
+    if arguments.ip_adapter and not arguments.image_prompt:
+        raise BadRequest("--ip-adapter chooses how image prompts are read; add an "
+                         "--image-prompt.")
+    return make_image_prompts(store, family, arguments.image_prompt, arguments.ip_adapter)
+
+
 def add_rng_argument(parser: argparse.ArgumentParser) -> None:
     """``--rng``: the generator each picture's seed is fed to (``engine.noise``)."""
     parser.add_argument(
@@ -220,6 +254,24 @@ def open_library() -> Iterator[Library]:
         yield library
     finally:
         library.close()
+
+
+def announce_device(model, request, result: GenerationResult | None = None) -> None:
+    """Say where the UNet runs: before the work (``result`` None), loading the UNet the
+    request runs now (with controls, the one that takes their residuals: the plain one is
+    then never needed); with image prompts that UNet is the adapter's, known once the run
+    has read it, so it is said after (given ``result``)."""
+    image_prompts = bool(getattr(request, "image_prompts", ()))
+    if result is None and image_prompts:
+        return
+    if result is not None and not image_prompts:
+        return
+    if result is not None:
+        device = result.device
+    else:
+        device = (model.control_unet if getattr(request, "controls", ()) else model.unet).device
+    say(f"running on {device.summary}")
+    say_device(device)
 
 
 def say_device(device: DeviceReport) -> None:

@@ -22,10 +22,13 @@ from desktop.cli.common import (
     SourcePicture,
     add_control_arguments,
     add_emphasis_argument,
+    add_image_prompt_arguments,
     add_lora_argument,
     add_rng_argument,
     add_runtime_arguments,
+    announce_device,
     control_options,
+    image_prompt_options,
     lora_options,
     model_store,
     open_library,
@@ -35,7 +38,6 @@ from desktop.cli.common import (
     run_cancellable,
     runtime_options,
     say,
-    say_device,
     side_help,
     source_picture,
 )
@@ -48,6 +50,7 @@ from engine.pipelines.inpaint import InpaintPipeline
 from engine.pipelines.instruct_pix2pix import InstructPix2PixPipeline
 from engine.pipelines.outpaint import OutpaintPipeline
 from engine.pipelines.regions import RegionsPipeline
+from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import (
     ImageToImageRequest,
     InpaintRequest,
@@ -55,6 +58,7 @@ from engine.request import (
     OutpaintRequest,
     Region,
     RegionsRequest,
+    TextToImageRequest,
 )
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
@@ -66,15 +70,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _strength(edit, 0.75)
     _common(edit)
     add_control_arguments(edit)
+    add_image_prompt_arguments(edit)
     edit.set_defaults(run=_image_to_image)
 
     variations = commands.add_parser("variations", help="new pictures like a picture")
     _source(variations)
     variations.add_argument("--prompt", "-p", default="",
                             help="optionally, what the variations should show")
-    _strength(variations, 0.6)
+    variations.add_argument("--strength", type=float,
+                            help="how much to redraw, above 0 and at most 1 (default 0.6 to "
+                                 "keep the composition; to keep the meaning, a new picture "
+                                 "unless given)")
+    variations.add_argument("--mode", choices=("composition", "meaning"),
+                            default="composition",
+                            help="keep the picture's composition (image to image, the default) "
+                                 "or its meaning: its look and subject in a new composition "
+                                 "(the picture as an image prompt; needs an IP-Adapter)")
     _common(variations, count=4)
     add_control_arguments(variations)
+    add_image_prompt_arguments(variations)
     variations.set_defaults(run=_image_to_image)
 
     inpaint = commands.add_parser("inpaint", help="repaint the masked part of a picture")
@@ -88,6 +102,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _feather(inpaint)
     _common(inpaint)
     add_control_arguments(inpaint)
+    add_image_prompt_arguments(inpaint)
     inpaint.set_defaults(run=_inpaint)
 
     outpaint = commands.add_parser("outpaint", help="extend a picture past its edges",
@@ -159,7 +174,15 @@ def _common(parser: argparse.ArgumentParser, count: int = 1) -> None:
 
 
 def _image_to_image(arguments: argparse.Namespace) -> int:
-    """``edit`` and ``variations``: the same pipeline, with different defaults."""
+    """``edit`` and ``variations``: the same pipeline, with different defaults. Variations
+    that keep the meaning read the picture as an image prompt instead: a new picture (text to
+    image at the picture's size), or with ``--strength`` a light redraw of it too."""
+    meaning = getattr(arguments, "mode", "composition") == "meaning"
+    if arguments.strength is None and not meaning:
+        arguments.strength = 0.6
+    if meaning and arguments.strength is None:
+        return _run(arguments, TextToImagePipeline, lambda picture, seed: TextToImageRequest(
+            arguments.prompt, **_settings(arguments, seed)))
     return _run(arguments, ImageToImagePipeline, lambda picture, seed: ImageToImageRequest(
         picture, arguments.prompt, strength=arguments.strength, **_settings(arguments, seed)))
 
@@ -213,6 +236,24 @@ def _parse_region(text: str) -> Region:
     return (x, y, width, height), prompt.strip()
 
 
+def _image_prompts(store, model, arguments: argparse.Namespace, picture) -> tuple:
+    """The request's image prompts; variations that keep the meaning put the source first."""
+    family = model.description.family
+    if getattr(arguments, "mode", "composition") != "meaning":
+        return image_prompt_options(store, family, arguments)
+    from desktop.image_prompts import make_image_prompts
+
+    pictures = [(picture, 1.0), *arguments.image_prompt]
+    return make_image_prompts(store, family, pictures, arguments.ip_adapter)
+
+
+def _size_like(picture: Image.Image, model) -> dict:
+    """The source's size to the model's pixel multiple (at least one), for a new picture."""
+    multiple = model.description.pixel_multiple
+    return {"width": max(multiple, picture.width // multiple * multiple),
+            "height": max(multiple, picture.height // multiple * multiple)}
+
+
 def _settings(arguments: argparse.Namespace, seed: int) -> dict:
     return {"negative_prompt": arguments.negative_prompt, "steps": arguments.steps,
             "guidance": arguments.guidance, "scheduler": arguments.scheduler, "seed": seed,
@@ -240,13 +281,16 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         if hasattr(arguments, "control"):  # the edits that ControlNets can steer
             request = replace(request, controls=control_options(
                 store, model.description.family, arguments))
+        if hasattr(arguments, "image_prompt"):  # and that image prompts can steer
+            request = replace(request, image_prompts=_image_prompts(
+                store, model, arguments, source.picture))
+            if isinstance(request, TextToImageRequest):  # keeping the meaning: its size
+                request = replace(request, **_size_like(source.picture, model))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
         targets = output_paths(arguments.output, seed, arguments.count)
-        uses_controls = bool(getattr(request, "controls", ()))
-        device = (model.control_unet if uses_controls else model.unet).device
-        say(f"running on {device.summary}")
-        say_device(device)
+        announce_device(model, request)
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
+        announce_device(model, request, result)
         for warning in result.warnings:
             say(f"warning: {warning}")
         for image, target in zip(result.images, targets, strict=True):

@@ -130,6 +130,7 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         ("Embeddings", ", ".join(f"{name} ({short_hash})" for name, short_hash in
                                  picture_embeddings(entry.parameters))),
         ("controls", _controls_line(entry.parameters)),
+        ("image prompts", _image_prompts_line(entry.parameters)),
         ("from", entry.origin),
         ("made from", " <- ".join(source.id[:12] for source in chain)),
         ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
@@ -164,6 +165,15 @@ def _controls_line(parameters: dict) -> str:
         f"{control.get('weight'):g} from {control.get('start'):g} to {control.get('end'):g}"
         + (" guess mode" if control.get("guess_mode") else "")
         for control in controls if isinstance(control, dict))
+
+
+def _image_prompts_line(parameters: dict) -> str:
+    """The image prompts a picture was made with: adapter, encoder and weight of each."""
+    prompts = parameters.get("image_prompts")
+    if not isinstance(prompts, list):
+        return ""
+    return ", ".join(f"{prompt.get('adapter')} with {prompt.get('encoder')} "
+                     f"{prompt.get('weight'):g}" for prompt in prompts if isinstance(prompt, dict))
 
 
 def _gallery_export(arguments: argparse.Namespace) -> int:

@@ -12,10 +12,13 @@ from desktop.cli.common import (
     WIDTH_HELP,
     add_control_arguments,
     add_emphasis_argument,
+    add_image_prompt_arguments,
     add_lora_argument,
     add_rng_argument,
     add_runtime_arguments,
+    announce_device,
     control_options,
+    image_prompt_options,
     lora_options,
     model_store,
     open_library,
@@ -24,7 +27,6 @@ from desktop.cli.common import (
     run_cancellable,
     runtime_options,
     say,
-    say_device,
 )
 from desktop.cli.upscale import chosen_upscaler
 from desktop.image_files import save_png
@@ -56,6 +58,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_emphasis_argument(generate)
     add_lora_argument(generate)
     add_control_arguments(generate)
+    add_image_prompt_arguments(generate)
     generate.add_argument("--hires-scale", type=float,
                           help="hires fix: make the picture at its size, enlarge it this many "
                                "times (more than 1, at most 4) and redraw its detail")
@@ -85,13 +88,14 @@ def _generate(arguments: argparse.Namespace) -> int:
         guidance=arguments.guidance, scheduler=arguments.scheduler, seed=seed,
         count=arguments.count, emphasis=arguments.emphasis, generator=arguments.rng,
         loras=loras, embeddings=installed_embeddings(store, model.description.family),
-        controls=control_options(store, model.description.family, arguments))
+        controls=control_options(store, model.description.family, arguments),
+        image_prompts=image_prompt_options(store, model.description.family, arguments))
     model.use_loras(request.loras)  # a LoRA that does not fit is said before anything runs
     model.use_embeddings(request.embeddings)  # every installed one its prompt may name
     pipeline = TextToImagePipeline(model)
-    if arguments.hires_scale is not None and request.controls:
-        raise BadRequest("A hires fix cannot take controls yet; leave out --hires-scale or "
-                         "--control.")
+    if arguments.hires_scale is not None and (request.controls or request.image_prompts):
+        raise BadRequest("A hires fix cannot take controls or image prompts yet; leave out "
+                         "--hires-scale, or --control and --image-prompt.")
     if arguments.hires_scale is not None:
         request, pipeline = _hires_fix(arguments, request, model)
     elif arguments.hires_strength is not None or arguments.upscaler is not None:
@@ -101,13 +105,10 @@ def _generate(arguments: argparse.Namespace) -> int:
     targets = output_paths(arguments.output, seed, arguments.count)
     # Opened before the work, so a library that cannot be used fails now, not after it.
     with open_library() as library:
-        # Loads the UNet now, so the device is known before waiting (with controls, the
-        # UNet that takes their residuals: the plain one is then never needed).
-        device = (model.control_unet if request.controls else model.unet).device
-        say(f"running on {device.summary}")
-        say_device(device)
+        announce_device(model, request)
         result = run_cancellable(
             lambda cancel: pipeline(request, progress_printer(), cancel))
+        announce_device(model, request, result)
         for warning in result.warnings:
             say(f"warning: {warning}")
         for image, target in zip(result.images, targets, strict=True):

@@ -1,0 +1,109 @@
+"""``easel generate … --image-prompt PICTURE[:WEIGHT]`` and ``easel variations --mode
+meaning``: the installed IP-Adapter and encoder found for the model, the picture steered by the
+reference and recording it; and one sentence for what cannot work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from desktop.cli import main
+from tests import tiny_ip_adapters, tiny_models
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+SIZE = ["--width", "64", "--height", "48", "--steps", "2", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def home_with_adapter(tmp_path_factory):
+    """A data folder with the tiny SD 1.x, a base IP-Adapter for it and its image encoder."""
+    template = tmp_path_factory.mktemp("template") / "home"
+    hub = tiny_ip_adapters.save_hub_layout(template.parent / "hub")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EASEL_HOME", str(template))
+        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
+                     "tiny"]) == 0
+        # The tiny adapter's widths fit no real family: the user says which.
+        assert main(["models", "import", str(hub / tiny_ip_adapters.BASE_FILE), "--family",
+                     "sd1"]) == 0
+        assert main(["models", "import", str(hub / "image_encoder" / "model.safetensors"),
+                     "--name", "clip-vision"]) == 0
+    return template
+
+
+@pytest.fixture
+def home(home_with_adapter, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(home_with_adapter, home)
+    monkeypatch.setenv("EASEL_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def reference(tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "reference.png"
+    Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def made(path) -> tuple[np.ndarray, dict, str]:
+    with Image.open(path) as image:
+        return np.asarray(image), json.loads(image.text["easel"]), image.text["parameters"]
+
+
+def test_an_image_prompt_steers_and_is_recorded(home, reference, tmp_path, capsys):
+    command = ["generate", "a red chair", "--model", "tiny", *SIZE]
+    assert main([*command, "-o", str(tmp_path / "plain.png")]) == 0
+    assert main([*command, "-o", str(tmp_path / "prompted.png"), "--image-prompt",
+                 f"{reference}:0.8"]) == 0
+    plain, _, _ = made(tmp_path / "plain.png")
+    prompted, metadata, parameters = made(tmp_path / "prompted.png")
+    assert np.abs(prompted.astype(int) - plain.astype(int)).mean() > 0.5
+    (recorded,) = metadata["image_prompts"]
+    assert (recorded["encoder"], recorded["weight"]) == ("clip-vision", 0.8)
+    assert f"Model: {recorded['adapter']} [{recorded['hash']}], Weight: 0.8" in parameters
+    capsys.readouterr()
+    assert main(["gallery", "show", metadata["image_id"][:12]]) == 0
+    assert f"{recorded['adapter']} with clip-vision 0.8" in capsys.readouterr().out
+
+
+def test_variations_that_keep_the_meaning_read_the_source_as_an_image_prompt(
+        home, tmp_path, capsys):
+    source = tmp_path / "source.png"
+    assert main(["generate", "a red chair", "--model", "tiny", *SIZE, "-o", str(source)]) == 0
+    capsys.readouterr()
+    assert main(["variations", str(source), "--model", "tiny", "--mode", "meaning",
+                 "--count", "2", "--steps", "2", "--seed", "5"]) == 0
+    paths = capsys.readouterr().out.split()
+    assert len(paths) == 2
+    first, metadata, _ = made(paths[0])
+    second, _, _ = made(paths[1])
+    assert first.shape == (48, 64, 3), "the source's size"
+    assert metadata["operation"] == "text_to_image" and metadata["seed"] == 5
+    assert [prompt["weight"] for prompt in metadata["image_prompts"]] == [1.0]
+    assert not np.array_equal(first, second)
+    source_id = made(source)[1]["image_id"]
+    assert metadata["source_image_id"] == source_id, "the variation's lineage"
+
+
+def test_without_an_adapter_an_image_prompt_is_one_sentence(tmp_path, monkeypatch, reference,
+                                                            home_with_adapter, capsys):
+    home = tmp_path / "bare"
+    shutil.copytree(home_with_adapter, home)
+    monkeypatch.setenv("EASEL_HOME", str(home))
+    for name in ("clip-vision", tiny_ip_adapters.BASE_FILE.removesuffix(".safetensors")):
+        assert main(["models", "remove", name]) == 0
+    capsys.readouterr()
+    assert main(["generate", "a red chair", "--model", "tiny", *SIZE, "--image-prompt",
+                 str(reference)]) != 0
+    assert "needs an IP-Adapter" in capsys.readouterr().err
+    assert main(["generate", "a red chair", "--model", "tiny", *SIZE, "--ip-adapter",
+                 "x"]) != 0
+    assert "add an --image-prompt" in capsys.readouterr().err
