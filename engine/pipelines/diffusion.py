@@ -28,8 +28,7 @@ from engine.schedulers.base import Scheduler
 from engine.tokenizer import PromptTokenizer, truncation_warning
 
 if TYPE_CHECKING:  # the pipelines with controls or image prompts load them; plain ones never
-    from engine.control.guide import ControlGuide
-    from engine.image_prompt.guide import ImagePromptGuide
+    from engine.pipelines.guides import Guides
 
 StepReport = Callable[[int, np.ndarray], None]
 # After a step, given (step from 1, latents), the latents to go on with (masked blending).
@@ -157,32 +156,6 @@ class DiffusionPipeline:
         if not is_flow_model:
             config["prediction_type"] = self.description.prediction_type
         return make_scheduler(name, config)
-
-    def prepare_control(self, controls: tuple, width: int, height: int,
-                        use_guidance: bool) -> ControlGuide | None:
-        """The request's ControlNets checked (family, pictures) before any work, or None."""
-        if not controls:
-            return None
-        from engine.control.guide import ControlGuide
-
-        return ControlGuide(self.model, controls, width, height, use_guidance)
-
-    def prepare_image_prompt(self, image_prompts: tuple, use_guidance: bool,
-                             cancel: CancelToken) -> ImagePromptGuide | None:
-        """The request's image prompts checked and encoded before any denoising, or None."""
-        if not image_prompts:
-            return None
-        from engine.image_prompt.guide import ImagePromptGuide
-
-        return ImagePromptGuide(self.model, image_prompts, use_guidance, cancel=cancel)
-
-    def unet_for(self, control: ControlGuide | None,
-                 image_prompt: ImagePromptGuide | None = None) -> Session:
-        """The UNet a request runs: the plain one, or the variant that also takes ControlNet
-        residuals, image tokens or both (only that one is loaded, never the plain one too)."""
-        if image_prompt is not None:
-            return image_prompt.unet_for(control is not None)
-        return self.model.unet if control is None else control.unet
 
     # --- the prompt ---------------------------------------------------------------------
 
@@ -351,8 +324,7 @@ class DiffusionPipeline:
                 after_step: AfterStep | None = None,
                 combine: CombinePrediction | None = None,
                 unet_batch: int | None = None,
-                control: ControlGuide | None = None,
-                image_prompt: ImagePromptGuide | None = None) -> np.ndarray:
+                guides: Guides | None = None) -> np.ndarray:
         """Run the scheduler's timesteps from ``begin`` (image to image starts partway).
 
         ``extra_channels`` (batched like the UNet input) are joined to the scaled latents on
@@ -361,11 +333,10 @@ class DiffusionPipeline:
         ``combine`` replaces classifier-free guidance: the UNet then runs the latents once per
         row of the conditioning, and ``combine`` turns its whole prediction into one.
         ``unet_batch`` caps the samples of one UNet call, so many prompts never need more
-        memory than that many. ``control`` adds its ControlNets' residuals to every UNet call
-        (``engine.control.guide``), ``image_prompt`` its image tokens
-        (``engine.image_prompt.guide``).
+        memory than that many. ``guides`` add their ControlNets' residuals and image tokens
+        to every UNet call, and choose the UNet that takes them (``engine.pipelines.guides``).
         """
-        unet = self.unet_for(control, image_prompt)
+        unet = self.model.unet if guides is None else guides.unet(self.model)
         timestep_type = unet.input_type("timestep")
         batch = 2 if use_guidance else 1
         if combine is not None:
@@ -381,10 +352,8 @@ class DiffusionPipeline:
                 "timestep": np.full((batch,), timestep, dtype=timestep_type),
                 **conditioning,
             }
-            if control is not None:  # ControlNets read the four latent channels alone
-                feeds.update(control.residual_feeds(step - 1, len(timesteps), feeds, cancel))
-            if image_prompt is not None:
-                feeds.update(image_prompt.feeds(batch, unet))
+            if guides is not None:  # before the extra channels: ControlNets read four
+                feeds.update(guides.feeds(step - 1, len(timesteps), feeds, unet, cancel))
             if extra_channels is not None:
                 feeds["sample"] = np.concatenate([feeds["sample"], extra_channels.astype(
                     np.float32)], axis=1)

@@ -30,6 +30,7 @@ from engine.lora.record import recorded_loras
 from engine.model import Model
 from engine.noise import NoiseGenerator, make_generator, stored_name
 from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
+from engine.pipelines.guides import prepare_guides
 from engine.pipelines.native_size import (
     drawing_notes,
     drawn_size,
@@ -103,13 +104,9 @@ class ImageToImagePipeline(DiffusionPipeline):
         parameters = settings.parameters
         use_guidance = self.guidance_needed(parameters)
         canvas = pad_to_multiple(settings.picture, settings.multiple)
-        control = self.prepare_control(request.controls, canvas.shape[1], canvas.shape[0],
-                                       use_guidance)
-        if control is not None:
-            parameters = replace(parameters, controls=control.recorded)
-        image_prompt = self.prepare_image_prompt(request.image_prompts, use_guidance, cancel)
-        if image_prompt is not None:
-            parameters = replace(parameters, image_prompts=image_prompt.recorded)
+        guides = prepare_guides(self.model, request.controls, request.image_prompts,
+                                canvas.shape[1], canvas.shape[0], use_guidance, cancel)
+        parameters = guides.recorded(parameters)
 
         # 2. Encode the prompt and gather the UNet's other conditioning.
         embeddings, warnings = self.encode_prompt(
@@ -139,7 +136,7 @@ class ImageToImagePipeline(DiffusionPipeline):
                                             len(scheduler.timesteps) - begin)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin,
-                                   control=control, image_prompt=image_prompt)
+                                   guides=guides)
 
             # 7. Decode (a NaN or black frame is a failure), crop to the picture's size as
             # drawn, and enlarge it back if it was redrawn smaller.
@@ -149,10 +146,9 @@ class ImageToImagePipeline(DiffusionPipeline):
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
-        for guide in (control, image_prompt):
-            warnings += guide.notes if guide is not None else []
+        warnings += guides.notes
         return GenerationResult(tuple(images), tuple(warnings),
-                                self.unet_for(control, image_prompt).device)
+                                guides.unet(self.model).device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
         self.check_variant(("text-to-image",), "redraw a whole picture (inpaint with it instead)")

@@ -42,6 +42,7 @@ from engine.images import (
 )
 from engine.noise import make_generator
 from engine.pipelines.diffusion import MAX_SIDE, AfterStep
+from engine.pipelines.guides import prepare_guides
 from engine.pipelines.image_to_image import EditSettings, ImageToImagePipeline, SourceLatents
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, shrink_mask
 from engine.request import GeneratedImage, GenerationResult, InpaintRequest, ProgressCallback
@@ -87,13 +88,9 @@ class InpaintPipeline(ImageToImagePipeline):
         # 2. Encode the prompt and gather the UNet's other conditioning.
         multiple = settings.edit.multiple
         canvas = pad_to_multiple(settings.edit.picture, multiple)
-        control = self.prepare_control(request.controls, canvas.shape[1], canvas.shape[0],
-                                       use_guidance)
-        if control is not None:
-            parameters = replace(parameters, controls=control.recorded)
-        image_prompt = self.prepare_image_prompt(request.image_prompts, use_guidance, cancel)
-        if image_prompt is not None:
-            parameters = replace(parameters, image_prompts=image_prompt.recorded)
+        guides = prepare_guides(self.model, request.controls, request.image_prompts,
+                                canvas.shape[1], canvas.shape[0], use_guidance, cancel)
+        parameters = guides.recorded(parameters)
         embeddings, prompt_warnings = self.encode_prompt(
             parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
             parameters.emphasis)
@@ -149,7 +146,7 @@ class InpaintPipeline(ImageToImagePipeline):
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin,
                                    extra_channels=extra_channels, after_step=after_step,
-                                   control=control, image_prompt=image_prompt)
+                                   guides=guides)
 
             # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
             pixels = self.decode_latents(latents, cancel)
@@ -164,10 +161,9 @@ class InpaintPipeline(ImageToImagePipeline):
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description,
                                   "the repainted part")
-        for guide in (control, image_prompt):
-            warnings += guide.notes if guide is not None else []
+        warnings += guides.notes
         return GenerationResult(tuple(images), tuple(warnings),
-                                self.unet_for(control, image_prompt).device)
+                                guides.unet(self.model).device)
 
     def check_inputs(self, request: InpaintRequest) -> InpaintSettings:
         self.check_variant(("text-to-image", "inpainting"), "repaint a masked part of a picture")

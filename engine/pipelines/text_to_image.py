@@ -32,6 +32,7 @@ from engine.pipelines.diffusion import (
     guidance_scale_embedding,
     penultimate_output,
 )
+from engine.pipelines.guides import prepare_guides
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, record_drawing
 from engine.request import (
     GeneratedImage,
@@ -62,12 +63,9 @@ class TextToImagePipeline(DiffusionPipeline):
         # 1. Check inputs and fill in the model's defaults.
         parameters = self.check_inputs(request)
         use_guidance = self.uses_guidance(parameters.guidance)
-        control = self.prepare_control(request.controls, *drawn_size(parameters), use_guidance)
-        if control is not None:
-            parameters = replace(parameters, controls=control.recorded)
-        image_prompt = self.prepare_image_prompt(request.image_prompts, use_guidance, cancel)
-        if image_prompt is not None:
-            parameters = replace(parameters, image_prompts=image_prompt.recorded)
+        guides = prepare_guides(self.model, request.controls, request.image_prompts,
+                                *drawn_size(parameters), use_guidance, cancel)
+        parameters = guides.recorded(parameters)
 
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
         # gather everything else the UNet is conditioned on.
@@ -91,8 +89,7 @@ class TextToImagePipeline(DiffusionPipeline):
             # 4. Denoise.
             report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
-                                   scheduler, rng, report, cancel, control=control,
-                                   image_prompt=image_prompt)
+                                   scheduler, rng, report, cancel, guides=guides)
 
             # 5. Decode (a NaN or black frame is a failure, never a picture), and enlarge
             # what was drawn smaller than asked (``engine.pipelines.native_size``).
@@ -100,10 +97,9 @@ class TextToImagePipeline(DiffusionPipeline):
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
-        for guide in (control, image_prompt):
-            warnings += guide.notes if guide is not None else []
+        warnings += guides.notes
         return GenerationResult(tuple(images), tuple(warnings),
-                                self.unet_for(control, image_prompt).device)
+                                guides.unet(self.model).device)
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
