@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desktop.units import size_text
+from engine.memory import memory_info
 
 if TYPE_CHECKING:
     from engine.runtime.cuda_libraries import Preload
@@ -184,20 +185,11 @@ def _cpu_and_memory() -> str:
     except AttributeError:
         cores = os.cpu_count() or 0
     line = f"Processor: {cores} core{'s' if cores != 1 else ''} usable"
-    memory = _meminfo()
+    memory = memory_info()
     if memory:
         total, available = memory
         line += f"; memory {size_text(available)} free of {size_text(total)}"
     return line
-
-
-def _meminfo(path: Path = Path("/proc/meminfo")) -> tuple[int, int] | None:
-    try:
-        fields = dict(line.split(":", 1) for line in path.read_text().splitlines() if ":" in line)
-        return (int(fields["MemTotal"].split()[0]) * 1024,
-                int(fields["MemAvailable"].split()[0]) * 1024)
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
 
 
 # ONNX Runtime and its providers ----------------------------------------------------------------

@@ -332,3 +332,28 @@ def test_edits_match_diffusers(sd1, sd1_inpainting, case, monkeypatch):
     theirs, their_latents = run_with_final_latents(controlled, **arguments)
     compare(seen["pixels"], theirs, seen["latents"], their_latents)
 
+
+
+def test_controls_that_cannot_fit_in_memory_are_refused_before_any_work(sd1, tmp_path):
+    from engine.control.controlnet import ControlNet
+    from engine.control.guide import check_memory, weights_size
+    from engine.memory import memory_info
+    from engine.runtime import clear_sessions
+
+    _, _, folders, model = sd1
+    clear_sessions()  # none loaded: each counts
+    controlnets = [ControlNet(folder) for folder in folders]
+    needed = sum(weights_size(folder) for folder in folders)
+    assert needed > 0
+    with pytest.raises(BadRequest, match=r"These 2 ControlNets need about .* GB of memory and "
+                                         r"0\.0 GB is free; use fewer controls"):
+        check_memory(controlnets, free=needed - 1)
+    check_memory(controlnets, free=needed)  # fits
+    check_memory([controlnets[0]] * 3, free=weights_size(folders[0]))  # one, used thrice
+    assert controlnets[1].session is not None  # loaded: it holds its memory already
+    check_memory(controlnets, free=weights_size(folders[0]))
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\n"
+                       "MemAvailable:   12000000 kB\n")
+    assert memory_info(meminfo) == (24000000 * 1024, 12000000 * 1024)
+    assert memory_info(tmp_path / "absent") is None

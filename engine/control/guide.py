@@ -17,8 +17,10 @@ from engine.control.control import Control, RecordedControl
 from engine.control.controlnet import ControlNet
 from engine.control.pictures import prepare_control_picture
 from engine.errors import BadRequest
+from engine.memory import memory_info
 from engine.model import Model
 from engine.runtime import CancelToken, Session
+from engine.runtime.sessions import is_loaded
 
 FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
                 "sdxl": "Stable Diffusion XL"}
@@ -34,9 +36,12 @@ class ControlGuide:
         self.use_guidance = use_guidance
         self.notes: list[str] = []
         self.controls: list[tuple[Control, ControlNet, np.ndarray]] = []
-        for control in controls:
-            controlnet = ControlNet(Path(control.controlnet), model.runtime)
+        controlnets = [ControlNet(Path(control.controlnet), model.runtime)
+                       for control in controls]
+        for controlnet in controlnets:
             check_fits(controlnet, model)
+        check_memory(controlnets)
+        for control, controlnet in zip(controls, controlnets, strict=True):
             picture, note = prepare_control_picture(control.picture, width, height)
             if note:
                 self.notes.append(note)
@@ -116,6 +121,30 @@ def layer_scales(count: int, weight: float, guess_mode: bool) -> np.ndarray:
         return np.full(count, weight, dtype=np.float32)
     return (np.float32(10.0) ** np.linspace(-1.0, 0.0, count, dtype=np.float32)
             * np.float32(weight)).astype(np.float32)
+
+
+def check_memory(controlnets: list[ControlNet], free: int | None = None) -> None:
+    """Refuse, before any work, ControlNets whose weights would not fit in the memory that is
+    free (each one not yet loaded holds its weights: about 1.4 GB for SD 1.5's, 2.5 GB for
+    SDXL's in fp32). Where the system does not say what is free, nothing is refused."""
+    if free is None:
+        info = memory_info()
+        free = None if info is None else info[1]
+    if free is None:
+        return
+    folders = {controlnet.folder: controlnet for controlnet in controlnets}
+    needed = sum(weights_size(folder) for folder in folders
+                 if not is_loaded(folder / "model.onnx"))
+    if needed > free:
+        raise BadRequest(f"These {len(folders)} ControlNets need about {needed / 1e9:.1f} GB "
+                         f"of memory and {free / 1e9:.1f} GB is free; use fewer controls or "
+                         f"close other programs.")
+
+
+def weights_size(folder: Path) -> int:
+    """The bytes of a model graph's weights: the graph file and its weights files."""
+    return sum(path.stat().st_size for path in Path(folder).iterdir()
+               if path.is_file() and path.name.startswith("model.onnx"))
 
 
 def check_fits(controlnet: ControlNet, model: Model) -> None:

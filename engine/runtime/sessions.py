@@ -246,6 +246,13 @@ def get_session(path: Path, options: RuntimeOptions | None = None,
     return session
 
 
+def is_loaded(path: Path) -> bool:
+    """Whether a session of the model file ``path`` is open (its memory already taken)."""
+    path = Path(path).resolve()
+    with _lock:
+        return any(key[0] == path for key in _sessions)
+
+
 def clear_sessions() -> None:
     """Forget every cached session, so their memory goes once callers drop theirs too."""
     with _lock:
