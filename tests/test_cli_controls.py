@@ -76,6 +76,15 @@ def test_a_canny_control_steers_and_is_recorded(home, shapes, tmp_path, capsys):
     assert (control["weight"], control["start"], control["end"]) == (0.9, 0.0, 0.5)
     assert not control["guess_mode"]
     assert 'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [' in parameters
+    # The control picture (canny edges of the shapes) is kept by the key the picture records.
+    from desktop.library import Library
+    from engine.control.pictures import canny_edges
+
+    with Library.open(home) as library:
+        kept = library.input_path(control["picture"])
+    assert kept is not None
+    edges = canny_edges(np.asarray(Image.open(shapes).convert("RGB")))
+    assert np.array_equal(np.asarray(Image.open(kept)), edges)
     # The same settings make the same picture; weight 0 makes the plain one.
     again, _, _ = generate(tmp_path, "again.png", "--control", f"canny:{shapes}:0.9:0:0.5")
     assert np.array_equal(again, steered)

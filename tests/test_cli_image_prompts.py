@@ -69,6 +69,12 @@ def test_an_image_prompt_steers_and_is_recorded(home, reference, tmp_path, capsy
     (recorded,) = metadata["image_prompts"]
     assert (recorded["encoder"], recorded["weight"]) == ("clip-vision", 0.8)
     assert f"Model: {recorded['adapter']} [{recorded['hash']}], Weight: 0.8" in parameters
+    from desktop.library import Library
+
+    with Library.open(home) as library:
+        kept = library.input_path(recorded["picture"])
+        assert library.input_path("../../etc/passwd") is None  # metadata is anyone's to write
+    assert np.array_equal(np.asarray(Image.open(kept)), np.asarray(Image.open(reference)))
     capsys.readouterr()
     assert main(["gallery", "show", metadata["image_id"][:12]]) == 0
     assert f"{recorded['adapter']} with clip-vision 0.8" in capsys.readouterr().out

@@ -45,6 +45,7 @@ from desktop.image_files import save_png
 from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
 from engine.model import load_model
+from engine.pipelines.guides import input_pictures
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.pipelines.inpaint import InpaintPipeline
 from engine.pipelines.instruct_pix2pix import InstructPix2PixPipeline
@@ -293,6 +294,8 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         announce_device(model, request, result)
         for warning in result.warnings:
             say(f"warning: {warning}")
+        # The control and reference pictures, kept by the keys the pictures record.
+        library.keep_inputs(input_pictures(request))
         for image, target in zip(result.images, targets, strict=True):
             entry = library.add_generated(image.pixels, image.parameters,
                                           source_id=source.image_id)

@@ -33,6 +33,7 @@ from desktop.image_files import save_png
 from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
 from engine.model import Model, load_model
+from engine.pipelines.guides import input_pictures
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import HiresFixRequest, TextToImageRequest
@@ -111,6 +112,8 @@ def _generate(arguments: argparse.Namespace) -> int:
         announce_device(model, request, result)
         for warning in result.warnings:
             say(f"warning: {warning}")
+        # The control and reference pictures, kept by the keys the pictures record.
+        library.keep_inputs(input_pictures(request))
         for image, target in zip(result.images, targets, strict=True):
             entry = library.add_generated(image.pixels, image.parameters)
             if target is not None:  # the copy carries the same id as the library's image

@@ -24,7 +24,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ import numpy as np
 
 from desktop.files import data_folder_writes, unusable_data_folder
 from desktop.image_files import new_image_id
-from desktop.library import backups, history
+from desktop.library import backups, history, inputs
 from desktop.library.atomic import is_disk_full, is_temporary, write_atomically
 from desktop.library.changes import ChangeNotice
 from desktop.library.database import (
@@ -258,6 +258,15 @@ class Library:
         self._commit_new_file(path, commit)
         self._curated()  # the history changed
         return self.get(image_id)
+
+    def keep_inputs(self, pictures: Mapping[str, np.ndarray]) -> None:
+        """Keep the control and reference pictures a picture was made from, by the keys its
+        metadata records (desktop.library.inputs)."""
+        inputs.keep_inputs(self.folder, pictures)
+
+    def input_path(self, key: object) -> Path | None:
+        """A kept control or reference picture, by the key a picture's metadata records."""
+        return inputs.input_path(self.folder, key)
 
     @_locked
     def import_file(self, source: Path) -> ImageEntry:

@@ -4,10 +4,13 @@ when it steers (diffusers' ``controlnet_conditioning_scale``, ``control_guidance
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from engine.errors import BadRequest
 from engine.images import PictureInput
@@ -64,6 +67,17 @@ class RecordedControl:
     start: float
     end: float
     guess_mode: bool
+    # The control picture's key (picture_key), so the app can keep the picture and give it
+    # back (Reuse parameters); None in pictures made before it was recorded.
+    picture: str | None = None
+
+
+def picture_key(pixels: np.ndarray) -> str:
+    """A short name for a picture's content (its size and pixels): equal pictures, equal
+    keys, so a picture used again is kept once."""
+    digest = hashlib.sha256(f"{pixels.shape}|{pixels.dtype}|".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()[:20]
 
 
 def checked_controls(controls: Sequence[Control]) -> tuple[Control, ...]:

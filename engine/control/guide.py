@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.control.control import Control, RecordedControl
+from engine.control.control import Control, RecordedControl, picture_key
 from engine.control.controlnet import ControlNet
-from engine.control.pictures import prepare_control_picture
+from engine.control.pictures import control_rgb, prepare_control_picture
 from engine.errors import BadRequest
 from engine.memory import memory_info
 from engine.model import Model
@@ -41,6 +41,8 @@ class ControlGuide:
         for controlnet in controlnets:
             check_fits(controlnet, model)
         check_memory(controlnets)
+        self.pictures = [control_rgb(control.picture) for control in controls]
+        self.keys = [picture_key(pixels) for pixels in self.pictures]
         for control, controlnet in zip(controls, controlnets, strict=True):
             picture, note = prepare_control_picture(control.picture, width, height)
             if note:
@@ -54,8 +56,9 @@ class ControlGuide:
         return tuple(RecordedControl(controlnet.name, controlnet.hash,
                                      controlnet.description.control, float(control.weight),
                                      float(control.start), float(control.end),
-                                     bool(control.guess_mode))
-                     for control, controlnet, _ in self.controls)
+                                     bool(control.guess_mode), key)
+                     for (control, controlnet, _), key in zip(self.controls, self.keys,
+                                                               strict=True))
 
     @property
     def unet(self) -> Session:

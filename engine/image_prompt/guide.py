@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.control.control import picture_key
 from engine.errors import BadRequest
 from engine.image_prompt.description import FAMILY_NAMES
 from engine.image_prompt.prompt import (
@@ -59,14 +60,15 @@ class ImagePromptGuide:
         self.encoder = ImageEncoder(Path(first.encoder), self.runtime)
         self.weight = float(first.weight)
         check_fits(self.adapter, self.encoder, model)
-        pictures = [reference_pixels(prompt.picture) for prompt in self.prompts]
-        self.negative, self.positive = self._tokens(pictures, cancel or CancelToken())
+        self.pictures = [reference_pixels(prompt.picture) for prompt in self.prompts]
+        self.negative, self.positive = self._tokens(self.pictures, cancel or CancelToken())
 
     @property
     def recorded(self) -> tuple[RecordedImagePrompt, ...]:
         return tuple(RecordedImagePrompt(self.adapter.name, self.adapter.hash,
-                                         self.encoder.name, float(prompt.weight))
-                     for prompt in self.prompts)
+                                         self.encoder.name, float(prompt.weight),
+                                         picture_key(pixels))
+                     for prompt, pixels in zip(self.prompts, self.pictures, strict=True))
 
     @property
     def unet(self) -> Session:

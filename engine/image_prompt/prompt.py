@@ -48,6 +48,9 @@ class RecordedImagePrompt:
     hash: str  # its manifest hash, as a model's
     encoder: str  # the installed image encoder's name
     weight: float
+    # The reference picture's key (engine.control.control.picture_key), so the app can keep
+    # it and give it back; None in pictures made before it was recorded.
+    picture: str | None = None
 
 
 def reference_pixels(picture: PictureInput | Path | str) -> np.ndarray:

@@ -71,3 +71,17 @@ def prepare_guides(model: Model, controls: tuple, image_prompts: tuple, width: i
 
         image_prompt = ImagePromptGuide(model, image_prompts, use_guidance, cancel=cancel)
     return Guides(control, image_prompt)
+
+
+def input_pictures(request: object) -> dict[str, np.ndarray]:
+    """The control pictures and reference pictures a request reads, by the key its pictures
+    record (``RecordedControl.picture``, ``RecordedImagePrompt.picture``), for the app to
+    keep beside them."""
+    from engine.control.control import picture_key
+    from engine.control.pictures import control_rgb
+    from engine.image_prompt.prompt import reference_pixels
+
+    pictures = [control_rgb(control.picture) for control in getattr(request, "controls", ())]
+    pictures += [reference_pixels(prompt.picture)
+                 for prompt in getattr(request, "image_prompts", ())]
+    return {picture_key(pixels): pixels for pixels in pictures}
