@@ -18,7 +18,12 @@ from desktop.app.parameters import Form, batch_seed
 from desktop.library import Library
 from desktop.library.images import load_pixels, open_image, open_image_data
 from desktop.library.metadata import read_info
-from engine.request import ImageToImageRequest, InpaintRequest, OutpaintRequest
+from engine.request import (
+    ImageToImageRequest,
+    InpaintRequest,
+    OutpaintRequest,
+    TextToImageRequest,
+)
 
 FEATHER = 4  # the engine's default: enough to hide the seam at a mask's edge
 NO_SOURCE = ("There is no source picture: drop one on the canvas or choose one in the "
@@ -133,10 +138,12 @@ def _shared(form: Form) -> dict:
             "emphasis": form.emphasis}
 
 
-def result_size(request: ImageToImageRequest | InpaintRequest | OutpaintRequest,
-                ) -> tuple[int, int]:
+def result_size(request: ImageToImageRequest | InpaintRequest | OutpaintRequest
+                | TextToImageRequest) -> tuple[int, int]:
     """The size the pictures will have (for the live preview): the source's, or larger
-    when outpainting."""
+    when outpainting; a new picture's own (variations that keep the meaning)."""
+    if isinstance(request, TextToImageRequest):
+        return request.width, request.height
     height, width = np.asarray(request.image).shape[:2]
     if isinstance(request, OutpaintRequest):
         return Sides(request.left, request.top, request.right, request.bottom).grown(

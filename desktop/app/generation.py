@@ -25,6 +25,7 @@ from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
 from engine.control.control import Control
 from engine.errors import BadRequest
+from engine.image_prompt.prompt import ImagePrompt
 from engine.model import Model, load_model
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.image_to_image import ImageToImagePipeline
@@ -146,6 +147,21 @@ def with_controls(request: Request, controls: tuple[Control, ...]) -> Request:
         raise BadRequest("Controls steer Generate, Edit, Variations and Inpaint only: remove "
                          "them for this.")
     return replace(request, controls=controls)
+
+
+def with_image_prompts(request: Request, image_prompts: tuple[ImagePrompt, ...]) -> Request:
+    """The request with the Controls dock's reference pictures after any image prompts it
+    has (the source of variations that keep the meaning), made on the GUI thread as
+    ``with_controls``; one sentence for a kind of request image prompts do not steer."""
+    if not image_prompts:
+        return request
+    if isinstance(request, HiresFixRequest):
+        raise BadRequest("Image prompts do not steer hires fix yet: turn hires fix off or "
+                         "remove the reference pictures.")
+    if not isinstance(request, TextToImageRequest | ImageToImageRequest | InpaintRequest):
+        raise BadRequest("Image prompts steer Generate, Edit, Variations and Inpaint only: "
+                         "remove the reference pictures for this.")
+    return replace(request, image_prompts=(*request.image_prompts, *image_prompts))
 
 
 class EnginePipelines:
