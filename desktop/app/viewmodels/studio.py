@@ -26,6 +26,7 @@ from desktop.app.viewmodels.catalogue import CatalogueModel
 from desktop.app.viewmodels.controls import ControlsModel
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
+from desktop.app.viewmodels.image_prompts import ImagePromptsModel
 from desktop.app.viewmodels.jobs import JobQueueModel, JobRow
 from desktop.app.viewmodels.mask import MaskModel
 from desktop.app.viewmodels.model_folders import FolderModels
@@ -120,6 +121,8 @@ class Studio(QObject):
         self.regions.refused.connect(self.problem)
         self.controls = ControlsModel(services.store, self.prompt, self, self)  # ControlNets
         self.controls.problem.connect(self.problem)
+        self.image_prompts = ImagePromptsModel(services.store, self.prompt, self, self)
+        self.image_prompts.problem.connect(self.problem)
         self._source_loads = 0  # counts source loads, so only the latest one is used
         self._after_source: Callable[[], object] | None = None  # a gallery action's next step
         self._pending_entry: ImageEntry | None = None  # the library picture being loaded
@@ -172,7 +175,7 @@ class Studio(QObject):
         seed = self.prompt.seed_for_next_run()
         form = replace(self.prompt.form, seed=seed)
         request = regions_request(form, self.regions) if layout else request_from(form)
-        if (request := self.controls.steer(request)) is None:
+        if (request := self._steered(request)) is None:
             return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request)
@@ -193,8 +196,9 @@ class Studio(QObject):
 
     def variations(self) -> int | None:
         """Queue new pictures like the source, as many as the form's ``variations``, with the
-        source's own prompt unless one was typed for it (``variations_form``)."""
-        return self._edit("Variations", lambda form, source: editing.variations_request(
+        source's own prompt unless one was typed for it (``variations_form``), keeping its
+        composition or its meaning as chosen (``ImagePromptsModel.keep_meaning``)."""
+        return self._edit("Variations", lambda form, source: self.image_prompts.variations_request(
             variations_form(form, source, self._prompt_at_source), source))
 
     def edit(self) -> int | None:
@@ -272,7 +276,7 @@ class Studio(QObject):
             self.problem.emit(editing.NO_SOURCE)
             return None
         form = replace(self.prompt.form, seed=self.prompt.seed_for_next_run())
-        if (request := self.controls.steer(make_request(form, source, *extra))) is None:
+        if (request := self._steered(make_request(form, source, *extra))) is None:
             return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, source_id=source.image_id)
@@ -281,6 +285,12 @@ class Studio(QObject):
         self.jobs.add(JobRow(job_id, f"{title}{count} of {source.name}", "generate",
                              extra={"size": editing.result_size(request)}))
         return job_id
+
+    def _steered(self, request: generation.Request | None) -> generation.Request | None:
+        """The request with the Controls dock's ControlNets and image prompts; None once one
+        sentence has said what is wrong."""
+        request = None if request is None else self.controls.steer(request)
+        return None if request is None else self.image_prompts.steer(request)
 
     def set_mask_editing(self, on: bool) -> None:
         """Turn the mask tool on (the canvas shows the source to paint on) or off."""
@@ -444,7 +454,8 @@ class Studio(QObject):
         self.prompt.reuse(entry, seed_only)
         if not seed_only and self.regions.reuse(entry.parameters):
             self.set_regions_editing(True)  # a layout picture: its boxes are on the canvas
-        note = "" if seed_only else self.controls.reuse(entry.parameters)
+        note = "" if seed_only else (self.controls.reuse(entry.parameters)
+                                     + self.image_prompts.reuse(entry.parameters))
         self.message.emit("Seed reused." if seed_only else "Parameters reused." + note)
 
     def _check_library(self) -> None:

@@ -30,6 +30,7 @@ from desktop.app.widgets.gallery_view import GalleryView
 from desktop.app.widgets.get_models_dialog import GetModelsDialog
 from desktop.app.widgets.history_panel import HistoryPanel
 from desktop.app.widgets.icons import icon
+from desktop.app.widgets.image_prompts_panel import ImagePromptsPanel
 from desktop.app.widgets.models_dialog import ModelsDialog, import_model
 from desktop.app.widgets.outpaint_dialog import OutpaintDialog
 from desktop.app.widgets.outpaint_handles import OutpaintOverlay
@@ -38,6 +39,7 @@ from desktop.app.widgets.queue_panel import QueuePanel
 from desktop.app.widgets.region_tool import RegionOverlay, RegionPanel
 from desktop.app.widgets.settings_dialog import SettingsDialog
 from desktop.app.widgets.upscale_instruct import UpscaleInstructActions
+from desktop.app.widgets.variations_menu import VariationsMenu
 from desktop.app.widgets.welcome import WelcomePage
 
 # At the default 1280 × 800 the canvas gets what the prompt panel and two columns of
@@ -55,6 +57,7 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.prompt_panel = PromptPanel(studio.prompt)
         self.controls_panel = ControlsPanel(studio.controls)  # ControlNets, below the form
+        self.image_prompts_panel = ImagePromptsPanel(studio.image_prompts)  # below those
         self.history_panel = HistoryPanel(studio.history, studio.prompt)
         self.canvas = Canvas()
         self.canvas.set_mask(studio.mask)
@@ -123,14 +126,21 @@ class MainWindow(QMainWindow):
                                        Qt.DockWidgetArea.RightDockWidgetArea)
         self.regions_dock.setVisible(False)  # only while the Region tool is on
         # ControlNets below the gallery: the left column has no room left at 800 px.
-        self.controls_dock = self._dock("Controls", self.controls_panel,
-                                        Qt.DockWidgetArea.RightDockWidgetArea)
-        self.studio.controls.changed.connect(lambda: self.resizeDocks(
-            [self.controls_dock], [self.controls_panel.wanted_height()], Qt.Orientation.Vertical))
+        self.controls_dock = self._dock("Controls", _stacked(
+            self.controls_panel, self.image_prompts_panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        self.studio.controls.changed.connect(self._fit_controls)
+        self.studio.image_prompts.changed.connect(self._fit_controls)
         self.resizeDocks([self.gallery_dock], [GALLERY_WIDTH], Qt.Orientation.Horizontal)
         self.statusBar().addPermanentWidget(self.source_label)
         self.statusBar().addPermanentWidget(self.zoom_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _fit_controls(self) -> None:
+        """Room in the Controls dock for every control and the image prompts."""
+        title = self.controls_dock.fontMetrics().height() + 8  # the dock's own title bar
+        height = (self.controls_panel.wanted_height() + self.image_prompts_panel.sizeHint().height()
+                  + title)
+        self.resizeDocks([self.controls_dock], [height], Qt.Orientation.Vertical)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -166,6 +176,7 @@ class MainWindow(QMainWindow):
                                   "Download a model from Easel's catalogue and import it")
         self.prompt_panel.resources.offer([get_action, import_action])  # when nothing fits
         self.controls_panel.offer([get_action, import_action])
+        self.image_prompts_panel.offer([get_action, import_action])
         settings_action = self._action("Settings…", self._settings,
                                        QKeySequence.StandardKey.Preferences, "settings")
         quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -204,6 +215,7 @@ class MainWindow(QMainWindow):
         image_menu.addSeparator()
         for action in editing:
             image_menu.addAction(action)
+        image_menu.insertMenu(self.edit_action, self.variations_menu)
         image_menu.addSeparator()
         for action in (reuse_action, seed_action):
             image_menu.addAction(action)
@@ -290,6 +302,8 @@ class MainWindow(QMainWindow):
         for action in (self.use_source_action, self.variations_action, self.edit_action,
                        self.inpaint_action, self.outpaint_action, self.mask_action):
             self.edit_tools.addAction(action)
+        self.variations_menu = VariationsMenu(studio.image_prompts, self.variations_action, self)
+        self.variations_menu.attach(self.edit_tools)
         self.upscale_instruct = UpscaleInstructActions(studio, self)
         self.upscale_instruct.add_to(self.edit_tools)
         self._with_text(self.edit_tools, self.upscale_instruct.upscale_menu.menuAction())
@@ -458,3 +472,14 @@ class MainWindow(QMainWindow):
         self.studio.remember_window(geometry)
         self.studio.shutdown()
         super().closeEvent(event)
+
+
+def _stacked(*panels: QWidget) -> QWidget:
+    """One dock's panels, one above the other; the first takes the spare height."""
+    holder = QWidget()
+    layout = QVBoxLayout(holder)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(0)
+    for panel in panels:
+        layout.addWidget(panel, 1 if panel is panels[0] else 0)
+    return holder
