@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelError
-from engine.runtime.onnx_weights import _fields, _varint
+from engine.runtime.onnx_weights import fields, read_varint
 
 DESCRIPTION_FILE = "easel.json"  # one per model folder, as every kind's
 GRAPH_FILE = "model.onnx"
@@ -179,10 +179,10 @@ def _signature(data: mmap.mmap) -> GraphSignature:
     inputs: dict[str, tuple[Dim, ...]] = {}
     outputs: dict[str, tuple[Dim, ...]] = {}
     initializers: set[str] = set()
-    for field, _wire, start, end in _fields(data, 0, len(data)):
+    for field, _wire, start, end in fields(data, 0, len(data)):
         if field != 7:  # ModelProto.graph
             continue
-        for inner, _wire2, value_start, value_end in _fields(data, start, end):
+        for inner, _wire2, value_start, value_end in fields(data, start, end):
             if inner in (11, 12):  # GraphProto.input, GraphProto.output: ValueInfoProto
                 name, shape = _value_info(data, value_start, value_end)
                 (inputs if inner == 11 else outputs)[name] = shape
@@ -196,7 +196,7 @@ def _signature(data: mmap.mmap) -> GraphSignature:
 
 def _value_info(data: mmap.mmap, start: int, end: int) -> tuple[str, tuple[Dim, ...]]:
     name, dims = "", []
-    for field, _wire, value_start, value_end in _fields(data, start, end):
+    for field, _wire, value_start, value_end in fields(data, start, end):
         if field == 1:
             name = bytes(data[value_start:value_end]).decode("utf-8")
         elif field == 2:  # TypeProto -> tensor_type (1) -> shape (2) -> dim (1)
@@ -211,22 +211,22 @@ def _nested(data: mmap.mmap, start: int, end: int, path: tuple[int, ...]
     spans = [(start, end)]
     for number in path:
         spans = [(s, e) for outer_start, outer_end in spans
-                 for field, _wire, s, e in _fields(data, outer_start, outer_end)
+                 for field, _wire, s, e in fields(data, outer_start, outer_end)
                  if field == number]
     return spans
 
 
 def _dim(data: mmap.mmap, start: int, end: int) -> Dim:
-    for field, _wire, value_start, value_end in _fields(data, start, end):
+    for field, _wire, value_start, value_end in fields(data, start, end):
         if field == 1:  # dim_value
-            return _varint(data, value_start)[0]
+            return read_varint(data, value_start)[0]
         if field == 2:  # dim_param
             return bytes(data[value_start:value_end]).decode("utf-8")
     return None
 
 
 def _initializer_name(data: mmap.mmap, start: int, end: int) -> str:
-    for field, _wire, value_start, value_end in _fields(data, start, end):
+    for field, _wire, value_start, value_end in fields(data, start, end):
         if field == 8:  # TensorProto.name
             return bytes(data[value_start:value_end]).decode("utf-8")
     return ""

@@ -18,7 +18,7 @@ heads joined, × ``ip_scale`` and an Add into the attention's output. New graph 
 sample, so the denoising loop's batch splitting (``predict_noise``) slices it like every
 other input. Every existing node and initializer stays byte for byte (LoRAs still find their
 weights); the adapter's weights go to ``ip_adapter.data`` beside the graph, the UNet's own
-external weights are hard-linked (engine.control.unet_variant), so ControlNet's edit applies
+external weights are hard-linked (engine.runtime.onnx_edit), so ControlNet's edit applies
 to the result as to any UNet.
 """
 
@@ -28,32 +28,40 @@ import json
 import math
 import mmap
 import re
-import shutil
 import struct
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engine.control.unet_variant import (
-    GRAPH_FILE,
-    _encode_varint,
-    _field,
-    _Graph,
-    _key,
-    _link_or_copy,
-    _read_graph,
-    _spans,
-    _string_field,
-    _with_graph,
-    _write_atomically,
-    make_control_unet,
-)
+from engine.control.unet_variant import make_control_unet
 from engine.errors import ModelError
 from engine.export.safetensors_check import LENGTH_BYTES, check_safetensors
-from engine.runtime.onnx_weights import _find_tensors
+from engine.runtime.onnx_edit import (
+    FLOAT,
+    FLOAT16,
+    GRAPH_FILE,
+    GRAPH_INITIALIZER,
+    GRAPH_INPUT,
+    GRAPH_NODE,
+    Graph,
+    Piece,
+    copy_sidecars,
+    external_tensor,
+    field,
+    link_or_copy,
+    made_once,
+    mapped_graph,
+    node_proto,
+    process_folder,
+    raw_tensor,
+    spans,
+    value_info,
+    with_graph,
+    with_inputs,
+    write_atomically,
+)
+from engine.runtime.onnx_weights import find_tensors
 
 IP_TOKENS = "ip_tokens"
 IP_SCALE = "ip_scale"
@@ -63,8 +71,7 @@ _SIDECARS = ("config.json", MAP_FILE)
 _LAYER = re.compile(r"(.+\.attn2)\.(to_q|to_out\.0)\.weight")
 _IP_WEIGHT = re.compile(r"(\d+)\.to_([kv])_ip\.weight")
 _SECTIONS = {"down_blocks": 0, "up_blocks": 1, "mid_block": 2}  # diffusers' module order
-_NUMPY = {1: np.dtype("<f4"), 10: np.dtype("<f2")}  # TensorProto FLOAT, FLOAT16
-_INT64 = 7
+_NUMPY = {FLOAT: np.dtype("<f4"), FLOAT16: np.dtype("<f2")}
 _ALIGN = 64
 REFUSAL = ("this model's UNet graph does not name its attention weights (it has no usable "
            "unet/weights_map.json), so image prompts cannot be added to it")
@@ -88,49 +95,17 @@ def ip_unet_path(model_folder: Path, model_hash: str, adapter_folder: Path, adap
     """The UNet graph of this model with this adapter's image branch: made on first call in
     ``cache/ip-unet/<model hash>-<adapter hash>/`` (``control/`` under it for the one that
     also takes ControlNet residuals); a temporary folder for the process without a cache."""
-    root = Path(cache) / "ip-unet" if cache is not None else _temporary_root()
+    root = Path(cache) / "ip-unet" if cache is not None else process_folder("easel-ip-unet-")
     folder = root / f"{model_hash}-{adapter_hash}"
     if not (folder / GRAPH_FILE).is_file():
-        _made_once(folder, lambda staging: make_ip_unet(
+        made_once(folder, lambda staging: make_ip_unet(
             Path(model_folder) / "unet" / GRAPH_FILE, Path(adapter_folder), staging))
     if not control:
         return folder / GRAPH_FILE
     controlled = folder / "control"
     if not (controlled / GRAPH_FILE).is_file():
-        _made_once(controlled, lambda staging: make_control_unet(folder / GRAPH_FILE, staging))
+        made_once(controlled, lambda staging: make_control_unet(folder / GRAPH_FILE, staging))
     return controlled / GRAPH_FILE
-
-
-_process_root: Path | None = None
-
-
-def _temporary_root() -> Path:
-    global _process_root
-    if _process_root is None:
-        import atexit
-
-        _process_root = Path(tempfile.mkdtemp(prefix="easel-ip-unet-"))
-        atexit.register(shutil.rmtree, _process_root, True)
-    return _process_root
-
-
-def _made_once(folder: Path, make) -> None:
-    """Build in a private folder and rename into place: of two processes making it at once
-    the first rename wins (as engine.control.unet_variant does)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        make(staging)
-        if folder.is_dir() and not (folder / GRAPH_FILE).is_file():
-            shutil.rmtree(folder, ignore_errors=True)  # what a crash left
-        try:
-            staging.rename(folder)
-        except OSError:
-            if not (folder / GRAPH_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- the edit ----------------------------------------------------------------------------------
@@ -144,22 +119,15 @@ def make_ip_unet(unet_graph: Path, adapter_folder: Path, destination: Path) -> N
     unet_graph, destination = Path(unet_graph), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     weights = read_ip_weights(Path(adapter_folder) / WEIGHTS_FILE)
-    with unet_graph.open("rb") as file, mmap.mmap(file.fileno(), 0,
-                                                  access=mmap.ACCESS_READ) as data:
-        try:
-            graph = _read_graph(data)
-        except (IndexError, ValueError):
-            raise ModelError(f"The model file {unet_graph} is damaged.") from None
+    with mapped_graph(unet_graph) as (data, graph):
         layers, dtype = _layers(data, graph, unet_graph.parent, weights)
         for location in graph.external_locations:
-            _link_or_copy(unet_graph.parent, location, destination)
+            link_or_copy(unet_graph.parent, location, destination)
         initializers = _write_weights(layers, dtype, destination / DATA_FILE)
         pieces = _edited(data, graph, layers, dtype, initializers)
-        _write_atomically(destination / GRAPH_FILE, pieces)
+        write_atomically(destination / GRAPH_FILE, pieces)
         del pieces  # views of the mapped file, which closes next
-    for name in _SIDECARS:
-        if (unet_graph.parent / name).is_file():
-            shutil.copyfile(unet_graph.parent / name, destination / name)
+    copy_sidecars(unet_graph.parent, destination, _SIDECARS)
 
 
 def read_ip_weights(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -185,7 +153,7 @@ def read_ip_weights(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return {number: (pair["k"], pair["v"]) for number, pair in sorted(found.items())}
 
 
-def _layers(data: mmap.mmap, graph: _Graph, folder: Path,
+def _layers(data: mmap.mmap, graph: Graph, folder: Path,
             weights: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[list[_Layer], np.dtype]:
     """Each cross-attention in diffusers' order (the order the adapter numbers them), with
     its query, its output's node and the adapter's weights for it."""
@@ -206,7 +174,7 @@ def _layers(data: mmap.mmap, graph: _Graph, folder: Path,
                              "sizes, so it is for another model.")
         layers.append(_Layer(module, graph.nodes[query_node].outputs[0], out_node,
                              heads(module), inner, key, value))
-    tensor = _find_tensors(data, {modules[0][1]["to_q"]}).get(modules[0][1]["to_q"])
+    tensor = find_tensors(data, {modules[0][1]["to_q"]}).get(modules[0][1]["to_q"])
     if tensor is None or tensor.data_type not in _NUMPY:
         raise ModelError(f"{REFUSAL[0].upper()}{REFUSAL[1:]}.")
     return layers, _NUMPY[tensor.data_type]
@@ -241,7 +209,7 @@ def _module_order(module: str) -> tuple:
     return (_SECTIONS.get(section, 3), *numbers)
 
 
-def _matmul_readers(graph: _Graph) -> dict[str, int]:
+def _matmul_readers(graph: Graph) -> dict[str, int]:
     """Initializer -> the one MatMul that reads it as its weight (input 1)."""
     readers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.nodes):
@@ -296,44 +264,38 @@ def _weight_name(number: int, role: str) -> str:
     return f"ip_adapter.{number}.to_{role}_ip.weight"
 
 
-def _edited(data: mmap.mmap, graph: _Graph, layers: list[_Layer], dtype: np.dtype,
-            initializers: dict) -> list:
+def _edited(data: mmap.mmap, graph: Graph, layers: list[_Layer], dtype: np.dtype,
+            initializers: dict) -> list[Piece]:
     view = memoryview(data)
     by_out = {layer.out_node: (number, layer) for number, layer in enumerate(layers)}
     by_start = {node.start: index for index, node in enumerate(graph.nodes)}
     first = min(by_out)
-    pieces: list = []
-    for number, field_start, start, end in _spans(data, graph.start, graph.end):
-        index = by_start.get(start) if number == 1 else None  # GraphProto.node
+    pieces: list[Piece] = []
+    for number, field_start, start, end in spans(data, graph.start, graph.end):
+        index = by_start.get(start) if number == GRAPH_NODE else None
         if index == first:
-            pieces.append(_field(1, _node("Reshape", [IP_SCALE, "/ip_adapter/scale_shape"],
-                                          ["/ip_adapter/scale"])))
+            pieces.append(field(GRAPH_NODE, node_proto(
+                "Reshape", [IP_SCALE, "/ip_adapter/scale_shape"], ["/ip_adapter/scale"])))
         if index in by_out:
             layer_number, layer = by_out[index]
             added = _layer_nodes(layer_number, layer, graph.nodes[index].inputs[0])
-            pieces.extend(_field(1, node) for node in added)
+            pieces.extend(field(GRAPH_NODE, node) for node in added)
             node = graph.nodes[index]
             replaced = [f"/ip_adapter/{layer_number}/sum", *node.inputs[1:]]
-            pieces.append(_field(1, _with_inputs(data, node, replaced)))
+            pieces.append(field(GRAPH_NODE, with_inputs(data, node, replaced)))
         else:
             pieces.append(view[field_start:end])
-    pieces.extend(_field(5, tensor) for tensor in _constants(layers, dtype, initializers))
-    element = 10 if dtype == np.float16 else 1
-    pieces.append(_field(11, _input(IP_TOKENS, element, ["batch", "ip_token_count",
-                                                          layers[0].key.shape[1]])))
-    pieces.append(_field(11, _input(IP_SCALE, element, ["batch"])))
-    return _with_graph(data, pieces)
+    pieces.extend(field(GRAPH_INITIALIZER, tensor)
+                  for tensor in _constants(layers, dtype, initializers))
+    element = _element(dtype)
+    pieces.append(field(GRAPH_INPUT, value_info(IP_TOKENS, element, [
+        "batch", "ip_token_count", layers[0].key.shape[1]])))
+    pieces.append(field(GRAPH_INPUT, value_info(IP_SCALE, element, ["batch"])))
+    return with_graph(data, pieces)
 
 
-def _with_inputs(data: mmap.mmap, node, inputs: list[str]) -> bytes:
-    out, position = bytearray(), 0
-    for number, field_start, _start, end in _spans(data, node.start, node.end):
-        if number == 1:  # NodeProto.input
-            out += _string_field(1, inputs[position])
-            position += 1
-        else:
-            out += data[field_start:end]
-    return bytes(out)
+def _element(dtype: np.dtype) -> int:
+    return FLOAT16 if dtype == np.float16 else FLOAT
 
 
 def _layer_nodes(number: int, layer: _Layer, attention_output: str) -> list[bytes]:
@@ -343,87 +305,39 @@ def _layer_nodes(number: int, layer: _Layer, attention_output: str) -> list[byte
     heads = f"/ip_adapter/heads_{layer.heads}_{head_dim}"
     joined = f"/ip_adapter/joined_{layer.inner}"
     return [
-        _node("MatMul", [IP_TOKENS, _weight_name(number, "k")], [f"{p}/key"]),
-        _node("MatMul", [IP_TOKENS, _weight_name(number, "v")], [f"{p}/value"]),
-        _node("Reshape", [layer.query, heads], [f"{p}/query_heads"]),
-        _node("Transpose", [f"{p}/query_heads"], [f"{p}/q"], perm=[0, 2, 1, 3]),
-        _node("Reshape", [f"{p}/key", heads], [f"{p}/key_heads"]),
-        _node("Transpose", [f"{p}/key_heads"], [f"{p}/k"], perm=[0, 2, 3, 1]),
-        _node("Reshape", [f"{p}/value", heads], [f"{p}/value_heads"]),
-        _node("Transpose", [f"{p}/value_heads"], [f"{p}/v"], perm=[0, 2, 1, 3]),
-        _node("MatMul", [f"{p}/q", f"{p}/k"], [f"{p}/scores"]),
-        _node("Mul", [f"{p}/scores", f"/ip_adapter/softmax_scale_{head_dim}"],
+        node_proto("MatMul", [IP_TOKENS, _weight_name(number, "k")], [f"{p}/key"]),
+        node_proto("MatMul", [IP_TOKENS, _weight_name(number, "v")], [f"{p}/value"]),
+        node_proto("Reshape", [layer.query, heads], [f"{p}/query_heads"]),
+        node_proto("Transpose", [f"{p}/query_heads"], [f"{p}/q"], perm=[0, 2, 1, 3]),
+        node_proto("Reshape", [f"{p}/key", heads], [f"{p}/key_heads"]),
+        node_proto("Transpose", [f"{p}/key_heads"], [f"{p}/k"], perm=[0, 2, 3, 1]),
+        node_proto("Reshape", [f"{p}/value", heads], [f"{p}/value_heads"]),
+        node_proto("Transpose", [f"{p}/value_heads"], [f"{p}/v"], perm=[0, 2, 1, 3]),
+        node_proto("MatMul", [f"{p}/q", f"{p}/k"], [f"{p}/scores"]),
+        node_proto("Mul", [f"{p}/scores", f"/ip_adapter/softmax_scale_{head_dim}"],
               [f"{p}/scaled"]),
-        _node("Softmax", [f"{p}/scaled"], [f"{p}/weights"], axis=-1),
-        _node("MatMul", [f"{p}/weights", f"{p}/v"], [f"{p}/attended"]),
-        _node("Transpose", [f"{p}/attended"], [f"{p}/attended_t"], perm=[0, 2, 1, 3]),
-        _node("Reshape", [f"{p}/attended_t", joined], [f"{p}/image"]),
-        _node("Mul", [f"{p}/image", "/ip_adapter/scale"], [f"{p}/weighted"]),
-        _node("Add", [attention_output, f"{p}/weighted"], [f"{p}/sum"]),
+        node_proto("Softmax", [f"{p}/scaled"], [f"{p}/weights"], axis=-1),
+        node_proto("MatMul", [f"{p}/weights", f"{p}/v"], [f"{p}/attended"]),
+        node_proto("Transpose", [f"{p}/attended"], [f"{p}/attended_t"], perm=[0, 2, 1, 3]),
+        node_proto("Reshape", [f"{p}/attended_t", joined], [f"{p}/image"]),
+        node_proto("Mul", [f"{p}/image", "/ip_adapter/scale"], [f"{p}/weighted"]),
+        node_proto("Add", [attention_output, f"{p}/weighted"], [f"{p}/sum"]),
     ]
 
 
 def _constants(layers: list[_Layer], dtype: np.dtype, initializers: dict) -> list[bytes]:
     """The adapter's weights (external) and the small shape and scale constants."""
-    tensors = [_external_tensor(name, dims, dtype, offset, length)
+    tensors = [external_tensor(name, dims, _element(dtype), DATA_FILE, offset, length)
                for name, (dims, offset, length) in initializers.items()]
-    tensors.append(_raw_tensor("/ip_adapter/scale_shape", np.array([-1, 1, 1], np.int64)))
+    tensors.append(raw_tensor("/ip_adapter/scale_shape", np.array([-1, 1, 1], np.int64)))
     for heads, head_dim in sorted({(layer.heads, layer.inner // layer.heads)
                                    for layer in layers}):
-        tensors.append(_raw_tensor(f"/ip_adapter/heads_{heads}_{head_dim}",
+        tensors.append(raw_tensor(f"/ip_adapter/heads_{heads}_{head_dim}",
                                    np.array([0, -1, heads, head_dim], np.int64)))
     for inner in sorted({layer.inner for layer in layers}):
-        tensors.append(_raw_tensor(f"/ip_adapter/joined_{inner}",
+        tensors.append(raw_tensor(f"/ip_adapter/joined_{inner}",
                                    np.array([0, -1, inner], np.int64)))
     for head_dim in sorted({layer.inner // layer.heads for layer in layers}):
         scale = np.array(1.0 / math.sqrt(head_dim), dtype=dtype)  # as torch's sdpa default
-        tensors.append(_raw_tensor(f"/ip_adapter/softmax_scale_{head_dim}", scale))
+        tensors.append(raw_tensor(f"/ip_adapter/softmax_scale_{head_dim}", scale))
     return tensors
-
-
-# --- protobuf messages ------------------------------------------------------------------------
-
-def _node(op: str, inputs: list[str], outputs: list[str], *, perm: list[int] | None = None,
-          axis: int | None = None) -> bytes:
-    out = b"".join(_string_field(1, name) for name in inputs)
-    out += b"".join(_string_field(2, name) for name in outputs)
-    out += _string_field(3, outputs[0]) + _string_field(4, op)
-    if perm is not None:  # AttributeProto: name 1, ints 8, type 20 (INTS = 7)
-        ints = b"".join(_key(8, 0) + _int64(value) for value in perm)
-        out += _field(5, _string_field(1, "perm") + ints + _key(20, 0) + _encode_varint(7))
-    if axis is not None:  # i 3, type 20 (INT = 2)
-        out += _field(5, _string_field(1, "axis") + _key(3, 0) + _int64(axis)
-                      + _key(20, 0) + _encode_varint(2))
-    return out
-
-
-def _int64(value: int) -> bytes:
-    return _encode_varint(value & (1 << 64) - 1)  # two's complement, as protobuf's int64
-
-
-def _dims(dims) -> bytes:
-    return b"".join(_key(1, 0) + _encode_varint(int(size)) for size in dims)
-
-
-def _raw_tensor(name: str, values: np.ndarray) -> bytes:
-    element = {np.dtype(np.int64): _INT64, np.dtype(np.float32): 1,
-               np.dtype(np.float16): 10}[values.dtype]
-    return (_dims(values.shape) + _key(2, 0) + _encode_varint(element)
-            + _string_field(8, name) + _field(9, values.astype(values.dtype.newbyteorder("<"))
-                                               .tobytes()))
-
-
-def _external_tensor(name: str, dims, dtype: np.dtype, offset: int, length: int) -> bytes:
-    element = 10 if dtype == np.float16 else 1
-    entries = b"".join(_field(13, _string_field(1, key) + _string_field(2, value))
-                       for key, value in (("location", DATA_FILE), ("offset", str(offset)),
-                                          ("length", str(length))))
-    return (_dims(dims) + _key(2, 0) + _encode_varint(element) + _string_field(8, name)
-            + entries + _key(14, 0) + _encode_varint(1))  # data_location EXTERNAL
-
-
-def _input(name: str, element: int, dims: list) -> bytes:
-    shape = b"".join(_field(1, _key(1, 0) + _encode_varint(size) if isinstance(size, int)
-                            else _string_field(2, size)) for size in dims)
-    tensor = _key(1, 0) + _encode_varint(element) + _field(2, shape)
-    return _string_field(1, name) + _field(2, _field(1, tensor))

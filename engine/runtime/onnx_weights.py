@@ -11,7 +11,7 @@ asked-for tensors are copied out, so a 3.4 GB UNet is never read whole.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,9 @@ _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 
 
 @dataclass(frozen=True)
-class _Tensor:
+class StoredTensor:
+    """Where an initializer's values lie: in the graph file or in an external data file."""
+
     dims: tuple[int, ...]
     data_type: int
     raw: tuple[int, int] | None  # (start, end) of raw_data in the graph file
@@ -41,7 +43,7 @@ def read_initializers(graph: Path, names: Collection[str]
     wanted = set(names)
     with graph.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         try:
-            found = _find_tensors(data, wanted)
+            found = find_tensors(data, wanted)
         except (IndexError, ValueError):
             raise ModelError(f"The model file {graph} is damaged.") from None
         missing = wanted - set(found)
@@ -86,19 +88,20 @@ class _Graph:
         self._data.close()
         self._file.close()
 
-    def tensors(self, wanted: set[str]) -> dict[str, _Tensor]:
-        return _find_tensors(self._data, wanted)
+    def tensors(self, wanted: set[str]) -> dict[str, StoredTensor]:
+        return find_tensors(self._data, wanted)
 
-    def values(self, tensor: _Tensor, name: str) -> np.ndarray:
+    def values(self, tensor: StoredTensor, name: str) -> np.ndarray:
         return _values(tensor, self._data, self.path, name)
 
 
-def _find_tensors(data: mmap.mmap, wanted: set[str]) -> dict[str, _Tensor]:
-    found: dict[str, _Tensor] = {}
-    for field, _wire, start, end in _fields(data, 0, len(data)):
+def find_tensors(data: mmap.mmap, wanted: set[str]) -> dict[str, StoredTensor]:
+    """The initializers ``wanted`` found in the ONNX file ``data``, by name."""
+    found: dict[str, StoredTensor] = {}
+    for field, _wire, start, end in fields(data, 0, len(data)):
         if field != 7:  # ModelProto.graph
             continue
-        for inner, _wire2, tensor_start, tensor_end in _fields(data, start, end):
+        for inner, _wire2, tensor_start, tensor_end in fields(data, start, end):
             if inner != 5:  # GraphProto.initializer
                 continue
             name, tensor = _tensor(data, tensor_start, tensor_end)
@@ -107,25 +110,25 @@ def _find_tensors(data: mmap.mmap, wanted: set[str]) -> dict[str, _Tensor]:
     return found
 
 
-def _tensor(data: mmap.mmap, start: int, end: int) -> tuple[str, _Tensor]:
+def _tensor(data: mmap.mmap, start: int, end: int) -> tuple[str, StoredTensor]:
     name, dims, data_type, raw, external = "", [], 0, None, {}
-    for field, wire, value_start, value_end in _fields(data, start, end):
+    for field, wire, value_start, value_end in fields(data, start, end):
         if field == 1:
             dims.extend(_ints(data, wire, value_start, value_end))
         elif field == 2:
-            data_type = _varint(data, value_start)[0]
+            data_type = read_varint(data, value_start)[0]
         elif field == 8:
             name = bytes(data[value_start:value_end]).decode("utf-8")
         elif field == 9:
             raw = (value_start, value_end)
         elif field == 13:
             entry = {key: bytes(data[s:e]).decode("utf-8")
-                     for key, _w, s, e in _fields(data, value_start, value_end)}
+                     for key, _w, s, e in fields(data, value_start, value_end)}
             external[entry.get(1, "")] = entry.get(2, "")
-    return name, _Tensor(tuple(dims), data_type, raw, external)
+    return name, StoredTensor(tuple(dims), data_type, raw, external)
 
 
-def _values(tensor: _Tensor, data: mmap.mmap, graph: Path, name: str) -> np.ndarray:
+def _values(tensor: StoredTensor, data: mmap.mmap, graph: Path, name: str) -> np.ndarray:
     dtype = _DTYPES.get(tensor.data_type)
     if dtype is None:
         raise ModelError(f"The weight '{name}' of {graph} is not a float tensor.")
@@ -152,7 +155,7 @@ def _values(tensor: _Tensor, data: mmap.mmap, graph: Path, name: str) -> np.ndar
 
 # --- protobuf wire format ---------------------------------------------------------------------
 
-def _varint(data: mmap.mmap, position: int) -> tuple[int, int]:
+def read_varint(data: mmap.mmap | bytes, position: int) -> tuple[int, int]:
     """The varint at ``position`` and the position after it."""
     result, shift = 0, 0
     while True:
@@ -166,19 +169,20 @@ def _varint(data: mmap.mmap, position: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(data: mmap.mmap, start: int, end: int):
+def fields(data: mmap.mmap | bytes, start: int, end: int
+           ) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, value start, value end) of each field in ``data[start:end]``;
     for varints the value starts at the varint itself."""
     position = start
     while position < end:
-        key, position = _varint(data, position)
+        key, position = read_varint(data, position)
         field, wire = key >> 3, key & 7
         if wire == _VARINT:
-            _value, after = _varint(data, position)
+            _value, after = read_varint(data, position)
         elif wire == _FIXED64:
             after = position + 8
         elif wire == _BYTES:
-            length, position = _varint(data, position)
+            length, position = read_varint(data, position)
             after = position + length
         elif wire == _FIXED32:
             after = position + 4
@@ -192,9 +196,9 @@ def _fields(data: mmap.mmap, start: int, end: int):
 
 def _ints(data: mmap.mmap, wire: int, start: int, end: int) -> list[int]:
     if wire == _VARINT:
-        return [_varint(data, start)[0]]
+        return [read_varint(data, start)[0]]
     values, position = [], start  # packed
     while position < end:
-        value, position = _varint(data, position)
+        value, position = read_varint(data, position)
         values.append(value)
     return values
