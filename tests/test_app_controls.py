@@ -169,9 +169,10 @@ def test_an_unreadable_file_or_no_canvas_picture_is_one_sentence(qtbot, window, 
     assert window.last_problem == NO_CANVAS_PICTURE
 
 
-def test_reuse_brings_back_the_numbers_but_asks_for_the_picture(qtbot, window, shapes):
+def test_reuse_brings_back_the_settings_and_the_kept_control_picture(qtbot, window, shapes):
     studio, panel = window.studio, window.controls_panel
     studio.controls.add_file(shapes)
+    made = studio.controls.rows[0].made.copy()  # the canny edges
     row = panel.row_widgets[0]
     row.weight.setValue(0.7)
     row.start.setValue(0.25)
@@ -184,15 +185,32 @@ def test_reuse_brings_back_the_numbers_but_asks_for_the_picture(qtbot, window, s
     panel.guess_mode.setChecked(False)
     with qtbot.waitSignal(studio.message) as said:
         studio.reuse(entry)
-    assert said.args[0].endswith(PICTURES_NOT_KEPT)
+    assert said.args[0] == "Parameters reused."
     (restored,) = studio.controls.rows
     assert (restored.controlnet, restored.weight, restored.start, restored.end) == \
         (CONTROLNET, 0.7, 0.25, 0.75)
-    assert restored.picture is None and studio.controls.guess_mode
+    # The control picture the library kept, used as it is (never canny of the edges).
+    assert restored.control_type == "picture" and np.array_equal(restored.made, made)
+    assert studio.controls.guess_mode and panel.guess_mode.isChecked()
     shown = panel.row_widgets[0]
     assert (shown.weight.value(), shown.start.value(), shown.end.value()) == (0.7, 0.25, 0.75)
-    assert panel.guess_mode.isChecked()
-    _refused(window, "Control 1 has no picture")
-    assert studio.controls.set_picture(0, shapes)  # the picture again: it steers as before
     again = _generate(qtbot, studio)
     assert again["controls"][0]["weight"] == 0.7 and again["controls"][0]["guess_mode"]
+    assert again["controls"][0]["picture"] == entry.parameters["controls"][0]["picture"]
+
+
+def test_reuse_of_a_picture_whose_control_picture_is_gone_asks_for_it(qtbot, window, shapes):
+    studio, panel = window.studio, window.controls_panel
+    studio.controls.add_file(shapes)
+    with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
+        studio.generate()
+    entry = done.args[0].entries[0]
+    studio.library.input_path(entry.parameters["controls"][0]["picture"]).unlink()
+    panel.row_widgets[0].remove_button.click()
+    with qtbot.waitSignal(studio.message) as said:
+        studio.reuse(entry)
+    assert said.args[0].endswith(PICTURES_NOT_KEPT)
+    assert studio.controls.rows[0].picture is None
+    _refused(window, "Control 1 has no picture")
+    assert studio.controls.set_picture(0, shapes)  # the picture again: it steers as before
+    assert _generate(qtbot, studio)["controls"][0]["controlnet"] == CONTROLNET

@@ -192,17 +192,26 @@ def test_hires_fix_with_a_reference_is_refused(window, reference):
     _refused(window, studio.generate, "Image prompts do not steer hires fix")
 
 
-def test_reuse_brings_back_the_weight_and_adapter_but_asks_for_the_pictures(
-        qtbot, window, reference):
+def test_reuse_brings_back_the_weight_adapter_and_kept_pictures(qtbot, window, reference):
     studio, panel = window.studio, window.image_prompts_panel
     studio.image_prompts.add_file(reference)
+    pixels = studio.image_prompts.references[0].pixels.copy()
     panel.weight.setValue(0.6)
     with qtbot.waitSignal(studio.generated, timeout=WAIT_MS) as done:
         studio.generate()
+    entry = done.args[0].entries[0]
     panel.reference_widgets[0].remove_button.click()
     panel.weight.setValue(1.5)
     with qtbot.waitSignal(studio.message) as said:
-        studio.reuse(done.args[0].entries[0])
-    assert said.args[0].endswith(PICTURES_NOT_KEPT)
+        studio.reuse(entry)
+    assert said.args[0] == "Parameters reused."
     assert studio.image_prompts.weight == 0.6 and panel.weight.value() == 0.6
-    assert studio.image_prompts.adapter == ADAPTER and not studio.image_prompts.references
+    assert studio.image_prompts.adapter == ADAPTER
+    (restored,) = studio.image_prompts.references
+    assert np.array_equal(restored.pixels, pixels)
+    # A picture whose reference is no longer kept asks for it again.
+    studio.library.input_path(entry.parameters["image_prompts"][0]["picture"]).unlink()
+    panel.reference_widgets[0].remove_button.click()
+    with qtbot.waitSignal(studio.message) as said:
+        studio.reuse(entry)
+    assert said.args[0].endswith(PICTURES_NOT_KEPT) and not studio.image_prompts.references

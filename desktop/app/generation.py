@@ -27,6 +27,7 @@ from engine.control.control import Control
 from engine.errors import BadRequest
 from engine.image_prompt.prompt import ImagePrompt
 from engine.model import Model, load_model
+from engine.pipelines.guides import input_pictures
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.pipelines.inpaint import InpaintPipeline
@@ -252,6 +253,8 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
+    # The control and reference pictures, kept by the keys the pictures record.
+    library.keep_inputs(input_pictures(request))
     entries = tuple(library.add_generated(image.pixels, image.parameters, source_id=source_id)
                     for image in result.images)
     device = Device(result.device.summary, result.device.reason, result.device.note)

@@ -9,6 +9,7 @@ when its picture, type or thresholds change, and kept: canny on a 1024² picture
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,8 +43,8 @@ NO_PICTURE = ("Control {number} has no picture: add its picture again (drop a fi
 NO_CANVAS_PICTURE = ("There is no picture on the canvas to use as a control: generate one, "
                      "choose one in the gallery or drop one on the canvas.")
 PREVIEW_SIDE = 128  # the preview's pixels before the panel scales it (sharp on HiDPI too)
-PICTURES_NOT_KEPT = (" Add the control pictures again: a picture keeps its controls' "
-                     "settings, not their pictures.")
+PICTURES_NOT_KEPT = (" Add the control pictures again: the library no longer keeps them "
+                     "(or the picture was made before it did).")
 
 
 class CanvasPictures(Protocol):
@@ -297,17 +298,18 @@ class ControlsModel(QObject):
 
     # Reuse parameters ----------------------------------------------------------------------
 
-    def reuse(self, parameters: dict) -> str:
-        """The recorded controls' settings in place of these, each keeping the picture of
-        the control at its place; a note for the status line ("" when nothing is missing).
-        A picture made with no controls leaves the panel as it is."""
+    def reuse(self, parameters: dict, kept: KeptPictures | None = None) -> str:
+        """The recorded controls' settings in place of these, each with the control picture
+        the library kept for it (``kept`` gives it by the key the picture records; used as it
+        is) or else the picture of the control at its place; a note for the status line (""
+        when nothing is missing). A picture made with no controls leaves the panel as is."""
         recorded = [control for control in parameters.get("controls") or []
                     if isinstance(control, dict)]
         if not recorded:
             return ""
         rows, missing = [], []
         for control in recorded[:MAX_CONTROLS]:
-            row = self._recorded_row(control, len(rows))
+            row = self._recorded_row(control, len(rows), kept)
             if row is None:
                 missing.append(str(control.get("controlnet")))
             else:
@@ -320,20 +322,33 @@ class ControlsModel(QObject):
                 f"out." if missing else "")
         return note + (PICTURES_NOT_KEPT if any(row.picture is None for row in rows) else "")
 
-    def _recorded_row(self, control: dict, place: int) -> ControlRow | None:
+    def _recorded_row(self, control: dict, place: int,
+                      kept: KeptPictures | None) -> ControlRow | None:
         name = control.get("controlnet")
         recorded_type = control.get("control") or AS_IT_IS
         known = next((t for t in built_in_types() if recorded_type in t.words), None)
         # A depth or pose picture cannot be made here: the user gives the ready-made one.
         control_type = known.name if known else AS_IT_IS
+        old = self.rows[place] if place < len(self.rows) else None
+        picture, picture_name = (old.picture, old.picture_name) if old else (None, "")
+        kept_path = kept(control.get("picture")) if kept is not None else None
+        if kept_path is not None:
+            try:  # the control picture as it was made: used as it is, never made again
+                picture, picture_name = read_picture(kept_path), "the kept control picture"
+                control_type = AS_IT_IS
+            except EaselError:
+                pass  # damaged since: the user adds the picture again
         if name not in self.controlnets(control_type):
             return None
-        old = self.rows[place] if place < len(self.rows) else None
-        row = ControlRow(old.picture if old else None, old.picture_name if old else "",
-                         control_type, name, _number(control, "weight", 1.0),
-                         _number(control, "start", 0.0), _number(control, "end", 1.0))
+        row = ControlRow(picture, picture_name, control_type, name,
+                         _number(control, "weight", 1.0), _number(control, "start", 0.0),
+                         _number(control, "end", 1.0))
         self._make(row)
         return row
+
+
+# The library's kept control and reference pictures, by the key a picture records.
+KeptPictures = Callable[[object], Path | None]
 
 
 def _number(control: dict, key: str, default: float) -> float:

@@ -21,7 +21,7 @@ from desktop.app import editing, generation
 from desktop.app.editing import SourcePicture
 from desktop.app.parameters import Form
 from desktop.app.variations import meaning_request
-from desktop.app.viewmodels.controls import CanvasPictures
+from desktop.app.viewmodels.controls import CanvasPictures, KeptPictures
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.worker import qimage_from_pixels
 from desktop.controls import read_picture
@@ -34,8 +34,8 @@ from engine.image_prompt.prompt import MAX_PICTURES, MAX_WEIGHT, ImagePrompt
 PREVIEW_SIDE = 96  # the preview's pixels before the panel scales it (sharp on HiDPI too)
 NO_CANVAS_PICTURE = ("There is no picture on the canvas to use as a reference: generate one, "
                      "choose one in the gallery or drop one on the canvas.")
-PICTURES_NOT_KEPT = (" Add the reference pictures again: a picture keeps its image prompts' "
-                     "adapter and weight, not their pictures.")
+PICTURES_NOT_KEPT = (" Add the reference pictures again: the library no longer keeps them "
+                     "(or the picture was made before it did).")
 # What to import for each family, named as h94/IP-Adapter ships it (resources/docs/
 # image-prompts.md); a family with no known adapter gets the general sentence only.
 ADAPTER_FILES = {
@@ -219,7 +219,7 @@ class ImagePromptsModel(QObject):
 
     # Reuse parameters ----------------------------------------------------------------------
 
-    def reuse(self, parameters: dict) -> str:
+    def reuse(self, parameters: dict, kept: KeptPictures | None = None) -> str:
         """The recorded weight, and the adapter while it is installed and fits; a note for the
         status line ("" when nothing is missing). A picture made with no image prompts leaves
         the section as it is."""
@@ -237,4 +237,22 @@ class ImagePromptsModel(QObject):
         self.settings_changed.emit()
         note = "" if installed else (f" IP-Adapter {name} is not installed for this model, so "
                                      f"{self.adapter or 'none'} is in use.")
+        self._restore_references(recorded, kept)
         return note + ("" if self.references else PICTURES_NOT_KEPT)
+
+    def _restore_references(self, recorded: list[dict], kept: KeptPictures | None) -> None:
+        """The recorded reference pictures the library kept, in place of these."""
+        paths = [kept(prompt.get("picture")) for prompt in recorded] if kept else []
+        pictures = []
+        for path in paths:
+            if path is None:
+                continue  # not kept (a picture made before they were): added again by hand
+            try:
+                pictures.append(np.asarray(read_picture(path).convert("RGB")))
+            except EaselError:
+                continue  # damaged since: added again by hand
+        if pictures:
+            self.references = [ReferencePicture(pixels, "kept reference", preview_of(pixels))
+                               for pixels in pictures[:MAX_PICTURES]]
+            self.changed.emit()
+

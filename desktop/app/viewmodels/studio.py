@@ -454,8 +454,9 @@ class Studio(QObject):
         self.prompt.reuse(entry, seed_only)
         if not seed_only and self.regions.reuse(entry.parameters):
             self.set_regions_editing(True)  # a layout picture: its boxes are on the canvas
-        note = "" if seed_only else (self.controls.reuse(entry.parameters)
-                                     + self.image_prompts.reuse(entry.parameters))
+        kept = self.library.input_path  # the control and reference pictures it was made from
+        note = "" if seed_only else (self.controls.reuse(entry.parameters, kept)
+                                     + self.image_prompts.reuse(entry.parameters, kept))
         self.message.emit("Seed reused." if seed_only else "Parameters reused." + note)
 
     def _check_library(self) -> None:
