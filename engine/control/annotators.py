@@ -27,7 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.control.description import GraphSignature, read_graph_signature
+from engine.control.description import (
+    GraphSignature,
+    read_graph_signature,
+    read_installed_graph,
+)
 from engine.errors import BadRequest, GenerationFailed, ModelError
 from engine.manifest import verify_manifest
 from engine.runtime import CancelToken, RuntimeOptions, get_session
@@ -248,20 +252,7 @@ def describe_graph(graph: Path, names: tuple[str, ...],
 def read_annotator_description(folder: Path) -> AnnotatorDescription:
     """The description of the annotator installed in ``folder``; ModelError in one sentence
     when it or its graph is missing or damaged."""
-    folder = Path(folder)
-    try:
-        data = json.loads((folder / DESCRIPTION_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"'{folder.name}' is not an installed annotator (it has no "
-                         f"{DESCRIPTION_FILE}).") from None
-    except (OSError, ValueError):
-        raise ModelError(f"The description of annotator '{folder.name}' cannot be "
-                         f"read.") from None
-    description = _from_json(data, folder.name)
-    if not (folder / GRAPH_FILE).is_file():
-        raise ModelError(f"The annotator '{folder.name}' has lost its {GRAPH_FILE}; import "
-                         f"it again.")
-    return description
+    return read_installed_graph(folder, "annotator", _from_json)
 
 
 def _from_json(data: object, name: str) -> AnnotatorDescription:

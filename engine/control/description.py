@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import mmap
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from engine.errors import ModelError
 from engine.runtime.onnx_weights import fields, read_varint
@@ -30,6 +32,7 @@ CONTROLNET_INPUTS = ("sample", "timestep", "encoder_hidden_states", "controlnet_
 SDXL_INPUTS = ("text_embeds", "time_ids")
 MID_RESIDUAL = "mid_block_additional_residual"
 _DOWN_RESIDUAL = re.compile(r"down_block_(\d+)_additional_residual")
+Described = TypeVar("Described")
 
 # Controls by the words their makers put in names ("control_v11p_sd15_canny",
 # "controlnet-openpose-sdxl-1.0", "control_sd15_hed"): word -> control.
@@ -69,18 +72,26 @@ class ControlNetDescription:
 def read_controlnet_description(folder: Path) -> ControlNetDescription:
     """The description of the ControlNet installed in ``folder``; ModelError in one sentence
     when it or its graph is missing or damaged."""
+    return read_installed_graph(folder, "ControlNet", _from_json)
+
+
+def read_installed_graph(folder: Path, what: str,
+                         parse: Callable[[object, str], Described]) -> Described:
+    """What ``parse`` (easel.json's data, the folder's name) makes of the description of the
+    one-graph model (a ControlNet, an annotator) installed in ``folder``; ModelError naming
+    it as ``what`` when the description cannot be read or the graph is gone."""
     folder = Path(folder)
     try:
         data = json.loads((folder / DESCRIPTION_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"'{folder.name}' is not an installed ControlNet (it has no "
+        raise ModelError(f"'{folder.name}' is not an installed {what} (it has no "
                          f"{DESCRIPTION_FILE}).") from None
     except (OSError, ValueError):
-        raise ModelError(f"The description of ControlNet '{folder.name}' cannot be "
+        raise ModelError(f"The description of {what} '{folder.name}' cannot be "
                          f"read.") from None
-    description = _from_json(data, folder.name)
+    description = parse(data, folder.name)
     if not (folder / GRAPH_FILE).is_file():
-        raise ModelError(f"The ControlNet '{folder.name}' has lost its {GRAPH_FILE}; import "
+        raise ModelError(f"The {what} '{folder.name}' has lost its {GRAPH_FILE}; import "
                          f"it again.")
     return description
 
