@@ -3,7 +3,9 @@ sessions opened on first use and shared (engine.runtime), pictures read as CLIP 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -18,6 +20,18 @@ from engine.image_prompt.description import (
 from engine.manifest import manifest_hash, verify_manifest
 from engine.runtime import CancelToken, RuntimeOptions, Session, get_session
 
+Description = TypeVar("Description")
+
+
+def _checked(folder: Path, what: str, read: Callable[[Path], Description]) -> Description:
+    """The description ``read`` finds in ``folder``, once the folder is there and its files
+    match its manifest (the cheap check every model's load does)."""
+    if not folder.is_dir():
+        raise ModelError(f"The {what} '{folder.name}' is not installed.")
+    description = read(folder)
+    verify_manifest(folder)
+    return description
+
 
 class ImageEncoder:
     """A CLIP vision encoder: a picture -> ``image_embeds`` and the penultimate hidden states."""
@@ -25,10 +39,7 @@ class ImageEncoder:
     def __init__(self, folder: Path, runtime: RuntimeOptions) -> None:
         self.folder = Path(folder)
         self.name = self.folder.name
-        if not self.folder.is_dir():
-            raise ModelError(f"The image encoder '{self.name}' is not installed.")
-        self.description = read_encoder_description(self.folder)
-        verify_manifest(self.folder)
+        self.description = _checked(self.folder, "image encoder", read_encoder_description)
         self.runtime = runtime
 
     @property
@@ -66,10 +77,7 @@ class IPAdapter:
     def __init__(self, folder: Path, runtime: RuntimeOptions) -> None:
         self.folder = Path(folder)
         self.name = self.folder.name
-        if not self.folder.is_dir():
-            raise ModelError(f"The IP-Adapter '{self.name}' is not installed.")
-        self.description = read_adapter_description(self.folder)
-        verify_manifest(self.folder)
+        self.description = _checked(self.folder, "IP-Adapter", read_adapter_description)
         self.hash = manifest_hash(self.folder)
         self.runtime = runtime
 
