@@ -21,8 +21,6 @@ questions (``adapter_names``) from the generation path.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,22 +38,9 @@ _IP_WEIGHT = re.compile(r"ip_adapter\.(\d+)\.to_([kv])_ip\.weight")
 _PICKLE_IP_WEIGHT = re.compile(r"(?:ip_adapter\.)?\d+\.to_k_ip\.weight")
 LICENCE_METADATA = ("modelspec.license", "license", "licence")
 
-# Read with ``python -I -c`` like pickle_convert.LOAD_SCRIPT, flattening the two dicts the
-# original training code saves ({"image_proj": {...}, "ip_adapter": {...}}) into one table.
-_LOAD_SCRIPT = r"""
-import pickle, runpy, sys, zipfile
-import torch
-
-source, target, writer = sys.argv[1:4]
-try:
-    loaded = torch.load(source, map_location="cpu", weights_only=True,
-                        mmap=zipfile.is_zipfile(source))
-except pickle.UnpicklingError as error:
-    sys.exit(4 if "Unsupported operand" in str(error) else 3)
-except MemoryError:
-    sys.exit(6)
-except Exception:
-    sys.exit(4)
+# What pickle_convert.LOAD_PICKLE loaded, flattened: the original training code saves two dicts
+# ({"image_proj": {...}, "ip_adapter": {...}}), read here as one table.
+_FLATTEN_SCRIPT = r"""
 if not isinstance(loaded, dict):
     sys.exit(5)
 tensors = {}
@@ -87,6 +72,7 @@ def read_adapter_tensors(source: Path, scratch: Path | None = None) -> dict:
     from safetensors.torch import load_file
 
     from engine.export.formats import PICKLE, SAFETENSORS, detect_format
+    from engine.export.pickle_convert import LOAD_PICKLE, pickle_to_safetensors
     from engine.export.safetensors_check import check_safetensors
 
     source = Path(source)
@@ -98,40 +84,9 @@ def read_adapter_tensors(source: Path, scratch: Path | None = None) -> dict:
         raise ModelError(f"'{source.name}' is not an IP-Adapter file.")
     with tempfile.TemporaryDirectory(prefix="easel-ip-", dir=scratch) as folder:
         converted = Path(folder) / "adapter.safetensors"
-        _pickle_to_safetensors(source, converted)
+        pickle_to_safetensors(source, converted, script=LOAD_PICKLE + _FLATTEN_SCRIPT,
+                              what="an IP-Adapter")
         return load_file(str(converted))
-
-
-def _pickle_to_safetensors(source: Path, target: Path) -> None:
-    from engine.export.pickle_convert import (
-        NOT_A_STATE_DICT,
-        OUT_OF_MEMORY,
-        REFUSED,
-        UNREADABLE,
-        WRITER,
-        _loading_environment,
-    )
-
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", _LOAD_SCRIPT, str(source.resolve()), str(target),
-         str(WRITER)], env=_loading_environment(), stdin=subprocess.DEVNULL,
-        capture_output=True, check=False)
-    name = source.name
-    sentences = {
-        REFUSED: f"'{name}' contains Python objects other than tensors, so Easel will not "
-                 f"load it: unpickling them could run code hidden in the file.",
-        UNREADABLE: f"'{name}' is damaged or is not a PyTorch checkpoint, so it cannot be "
-                    f"read.",
-        NOT_A_STATE_DICT: f"'{name}' holds no table of named weights, so it is not an "
-                          f"IP-Adapter.",
-        OUT_OF_MEMORY: f"'{name}' is too large to load in this computer's memory.",
-    }
-    if result.returncode in sentences:
-        raise ModelError(sentences[result.returncode])
-    if result.returncode != 0 or not target.is_file():
-        details = ChildProcessError(result.stderr.decode("utf-8", "replace")[-4000:])
-        raise ModelError(f"'{name}' could not be converted: the loading process failed "
-                         f"(exit status {result.returncode}).") from details
 
 
 def describe_adapter(tensors: dict, name: str, family: str | None = None,

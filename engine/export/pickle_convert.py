@@ -31,7 +31,9 @@ REFUSED, UNREADABLE, NOT_A_STATE_DICT, OUT_OF_MEMORY = 3, 4, 5, 6
 
 # Run with ``python -I -c``: isolated mode ignores PYTHON* variables, the user's site folder and
 # the current folder, so nothing beside the checkpoint can change what this imports.
-LOAD_SCRIPT = r"""
+# LOAD_PICKLE leaves the file's contents in ``loaded`` (or exits with one of the codes above);
+# a script goes on from there to pick out the tensors and write them with the writer.
+LOAD_PICKLE = r"""
 import pickle, runpy, sys, zipfile
 import torch
 
@@ -48,6 +50,8 @@ except MemoryError:
     sys.exit(6)
 except Exception:
     sys.exit(4)
+"""
+LOAD_SCRIPT = LOAD_PICKLE + r"""
 # Lightning/ldm training checkpoints wrap the weights in "state_dict"; BasicSR's (Real-ESRGAN's
 # .pth files) in "params_ema", the averaged weights it releases, or "params"; A1111's
 # textual-inversion embeddings in "string_to_param".
@@ -66,16 +70,19 @@ runpy.run_path(writer)["save_safetensors"](tensors, target, {"format": "pt"})
 WRITER = Path(__file__).with_name("safetensors_write.py")
 
 
-def pickle_to_safetensors(checkpoint: Path, output: Path) -> None:
+def pickle_to_safetensors(checkpoint: Path, output: Path, *, script: str = LOAD_SCRIPT,
+                          what: str = "a model checkpoint") -> None:
     """Write the tensors of the pickle checkpoint to the .safetensors file ``output``, reading
-    the pickle only with ``torch.load(weights_only=True)`` in a separate process."""
+    the pickle only with ``torch.load(weights_only=True)`` in a separate process. ``script``
+    (``LOAD_PICKLE`` and what follows) picks the tensors out; ``what`` is what the file is
+    not when it holds no table of named weights."""
     require_export_dependencies()
     checkpoint = Path(checkpoint)
     name = checkpoint.name
     if not checkpoint.is_file():
         raise ModelError(f"'{name}' does not exist.")
     result = subprocess.run(
-        [sys.executable, "-I", "-c", LOAD_SCRIPT, str(checkpoint.resolve()), str(output),
+        [sys.executable, "-I", "-c", script, str(checkpoint.resolve()), str(output),
          str(WRITER)],
         env=_loading_environment(), stdin=subprocess.DEVNULL, capture_output=True, check=False,
     )
@@ -86,8 +93,7 @@ def pickle_to_safetensors(checkpoint: Path, output: Path) -> None:
         raise ModelError(f"'{name}' is damaged or is not a PyTorch checkpoint, so it cannot be "
                          f"read.")
     if result.returncode == NOT_A_STATE_DICT:
-        raise ModelError(f"'{name}' holds no table of named weights, so it is not a model "
-                         f"checkpoint.")
+        raise ModelError(f"'{name}' holds no table of named weights, so it is not {what}.")
     if result.returncode == OUT_OF_MEMORY:
         raise ModelError(f"'{name}' is too large to load in this computer's memory.")
     if result.returncode != 0 or not Path(output).is_file():
