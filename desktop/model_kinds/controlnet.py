@@ -24,6 +24,7 @@ from desktop.model_kinds.kind import (
     ShouldStop,
     folder_size,
     kind_in_description,
+    weight_names,
 )
 from engine.control.description import (
     DESCRIPTION_FILE,
@@ -33,14 +34,7 @@ from engine.control.description import (
 from engine.errors import Cancelled, ModelError
 from engine.export.checkpoint_family import FAMILY_NAMES
 from engine.export.controlnet_source import CONFIG_FILE, controlnet_graph, is_control_model
-from engine.export.formats import (
-    ONNX_UPSCALER,
-    PICKLE,
-    SAFETENSORS,
-    detect_format,
-    pickled_strings,
-)
-from engine.export.safetensors_check import check_safetensors
+from engine.export.formats import ONNX_UPSCALER, detect_format
 
 name = "controlnet"
 noun = "a ControlNet"
@@ -49,13 +43,9 @@ fallback_formats: tuple[str, ...] = ()
 
 def recognises(source: Path, format: str) -> bool:
     source = Path(source)
-    if format == SAFETENSORS:
-        try:
-            return is_control_model(check_safetensors(source))
-        except ModelError:
-            return False  # the diffusion kind's converter says what is wrong with it
-    if format == PICKLE:
-        return is_control_model(pickled_strings(source))
+    names = weight_names(source, format)
+    if names is not None:
+        return is_control_model(names)
     return _is_diffusers_folder(source) or _is_onnx_controlnet(source)
 
 

@@ -18,11 +18,9 @@ from desktop.model_kinds.kind import (
     ShouldStop,
     folder_size,
     kind_in_description,
+    weight_names,
 )
-from engine.errors import ModelError
-from engine.export.formats import PICKLE, SAFETENSORS, pickled_strings
 from engine.export.image_encoder import is_encoder_folder, is_encoder_weights, onnx_encoder_graph
-from engine.export.safetensors_check import check_safetensors
 from engine.image_prompt.description import (
     DESCRIPTION_FILE,
     IMAGE_ENCODER_KIND,
@@ -36,13 +34,9 @@ fallback_formats: tuple[str, ...] = ()
 
 def recognises(source: Path, format: str) -> bool:
     source = Path(source)
-    if format == SAFETENSORS:
-        try:
-            return is_encoder_weights(source, set(check_safetensors(source)))
-        except ModelError:
-            return False
-    if format == PICKLE:
-        return is_encoder_weights(source, pickled_strings(source))
+    names = weight_names(source, format)
+    if names is not None:
+        return is_encoder_weights(source, names)
     return is_encoder_folder(source) or onnx_encoder_graph(source) is not None
 
 

@@ -20,11 +20,9 @@ from desktop.model_kinds.kind import (
     ShouldStop,
     folder_size,
     kind_in_description,
+    weight_names,
 )
-from engine.errors import ModelError
-from engine.export.formats import PICKLE, SAFETENSORS, pickled_strings
 from engine.export.ip_adapter import is_adapter_names
-from engine.export.safetensors_check import check_safetensors
 from engine.image_prompt.description import (
     DESCRIPTION_FILE,
     FAMILY_NAMES,
@@ -38,14 +36,8 @@ fallback_formats: tuple[str, ...] = ()
 
 
 def recognises(source: Path, format: str) -> bool:
-    if format == SAFETENSORS:
-        try:
-            return is_adapter_names(set(check_safetensors(source)))
-        except ModelError:
-            return False  # another kind's importer says what is wrong with it
-    if format == PICKLE:
-        return is_adapter_names(pickled_strings(source))
-    return False
+    names = weight_names(source, format)
+    return names is not None and is_adapter_names(names)
 
 
 def needs_exporter(source: Path, format: str) -> bool:

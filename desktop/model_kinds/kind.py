@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.errors import ModelError
+from engine.export.formats import PICKLE, SAFETENSORS, pickled_strings
+from engine.export.safetensors_check import check_safetensors
+
 Progress = Callable[[str, int, int], None]
 ShouldStop = Callable[[], bool]
 
@@ -80,3 +84,17 @@ def kind_in_description(description: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return data.get("kind") if isinstance(data, dict) else None
+
+
+def weight_names(source: Path, format: str) -> set[str] | None:
+    """What a weights file can be told by: a ``.safetensors`` file's tensor names (none when
+    it is damaged: another kind's importer says what is wrong with it) or the strings in a
+    pickle, its tensor names among them; None for other formats (folders, graphs)."""
+    if format == SAFETENSORS:
+        try:
+            return set(check_safetensors(Path(source)))
+        except ModelError:
+            return set()
+    if format == PICKLE:
+        return pickled_strings(Path(source))
+    return None
