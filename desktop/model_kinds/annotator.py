@@ -135,17 +135,8 @@ def _graph(source: Path) -> Path | None:
 
 def _check_graph(graph: Path, source: Path) -> tuple[str, ...]:
     """Operators and external weights, as every imported graph; the weights files' names."""
-    import onnx
+    from engine.export.onnx_checks import check_source_graph
 
-    from engine.export.onnx_checks import _check_domains, _check_external_data
-    from engine.onnx_folder import refuse_unsafe_files
-
-    if source.is_dir():
-        refuse_unsafe_files(source)  # no code or outward links beside the graph
-    label = f"The annotator '{source.name}'"
-    try:
-        model = onnx.load(str(graph), load_external_data=False)
-    except Exception as error:  # protobuf's DecodeError and onnx's own errors share no base
-        raise ModelError(f"'{source.name}' is not an ONNX graph Easel can read.") from error
-    _check_domains(model, label)
-    return _check_external_data(model, graph.parent, graph.parent, label)
+    _model, external = check_source_graph(graph, source, f"The annotator '{source.name}'",
+                                          graph.parent)
+    return external

@@ -485,25 +485,15 @@ def import_onnx_controlnet(source: Path, destination: Path, family: str | None =
 def _check_onnx_graph(graph: Path, source: Path) -> tuple[str, ...]:
     """Operators and external weights, as every imported graph; the weights files' names."""
     try:
-        import onnx
-
-        from engine.export.onnx_checks import _check_domains, _check_external_data
+        from engine.export.onnx_checks import check_source_graph
     except ImportError:
         from engine.export import UNAVAILABLE_SENTENCE
 
         raise ExportUnavailable(UNAVAILABLE_SENTENCE) from None
-    from engine.onnx_folder import refuse_unsafe_files
-
     folder = source if source.is_dir() else graph.parent
-    if source.is_dir():
-        refuse_unsafe_files(source)
-    label = f"The ControlNet '{source.name}'"
-    try:
-        model = onnx.load(str(graph), load_external_data=False)
-    except Exception as error:  # protobuf's DecodeError and onnx's own errors share no base
-        raise ModelError(f"'{source.name}' is not an ONNX graph Easel can read.") from error
-    _check_domains(model, label)
-    return _check_external_data(model, graph.parent, folder, label)
+    _model, external = check_source_graph(graph, source, f"The ControlNet '{source.name}'",
+                                          folder)
+    return external
 
 
 def _graph_config(folder: Path) -> dict | None:

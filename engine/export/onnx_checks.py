@@ -101,6 +101,24 @@ def check_graph(model_folder: Path, component: str) -> CheckedGraph:
     return CheckedGraph(component, path, inputs, outputs, dict(op_counts), external_files)
 
 
+def check_source_graph(graph: Path, source: Path, label: str, model_folder: Path
+                       ) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """Read and check the ONNX graph ``graph`` of a lone graph the user imports (``source``,
+    a file or a folder): no code or outward links beside it in a folder, no custom operators,
+    external weights only as plain files under ``model_folder``. The model (without its
+    weights) and the weights files' names; ModelError in one sentence otherwise."""
+    from engine.onnx_folder import refuse_unsafe_files
+
+    if source.is_dir():
+        refuse_unsafe_files(source)
+    try:
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and onnx's own errors share no base
+        raise ModelError(f"'{source.name}' is not an ONNX graph Easel can read.") from error
+    _check_domains(model, label)
+    return model, _check_external_data(model, graph.parent, model_folder, label)
+
+
 # --- walking the model ----------------------------------------------------------------------
 
 def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

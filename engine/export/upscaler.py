@@ -68,20 +68,12 @@ def import_onnx_upscaler(source: Path, destination: Path,
     """Check the ONNX upscaler ``source`` and copy it into ``destination`` as it is."""
     import onnx
 
-    from engine.export.onnx_checks import _check_domains, _check_external_data, _tensor_specs
-    from engine.onnx_folder import refuse_unsafe_files
+    from engine.export.onnx_checks import _tensor_specs, check_source_graph
 
     folder = source if source.is_dir() else source.parent
     graph = source / GRAPH_FILE if source.is_dir() else source
     label = f"The upscaler '{source.name}'"
-    if source.is_dir():
-        refuse_unsafe_files(source)  # no code or outward links beside the graph
-    try:
-        model = onnx.load(str(graph), load_external_data=False)
-    except Exception as error:  # protobuf's DecodeError and onnx's own errors share no base
-        raise ModelError(f"'{source.name}' is not an ONNX graph Easel can read.") from error
-    _check_domains(model, label)
-    external = _check_external_data(model, graph.parent, folder, label)
+    model, external = check_source_graph(graph, source, label, folder)
     inputs, outputs = _tensor_specs(model)
     if len(inputs) != 1 or not outputs:
         raise ModelError(f"{label} takes {len(inputs)} inputs; an upscaler takes one picture.")
