@@ -252,11 +252,15 @@ class RegionsRequest:
     emphasis: str = "original"  # as TextToImageRequest.emphasis
     loras: tuple[tuple[str, float], ...] = ()  # as TextToImageRequest.loras
     embeddings: tuple[tuple[str, str], ...] = ()  # as TextToImageRequest.embeddings
+    controls: tuple[Control, ...] = ()  # as TextToImageRequest.controls
+    image_prompts: tuple[ImagePrompt, ...] = ()  # as TextToImageRequest.image_prompts
 
     def __post_init__(self) -> None:
         check_emphasis(self.emphasis)
         generator_name(self.generator)
         object.__setattr__(self, "loras", checked_loras(self.loras))
+        object.__setattr__(self, "controls", checked_controls(self.controls))
+        object.__setattr__(self, "image_prompts", tuple(self.image_prompts))
 
 
 @dataclass(frozen=True)

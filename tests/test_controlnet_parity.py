@@ -9,6 +9,7 @@ to fail when a control is dropped or its weight ignored.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +358,28 @@ def test_controls_that_cannot_fit_in_memory_are_refused_before_any_work(sd1, tmp
                        "MemAvailable:   12000000 kB\n")
     assert memory_info(meminfo) == (24000000 * 1024, 12000000 * 1024)
     assert memory_info(tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize("guess", [False, True])
+def test_layout_regions_take_controls_as_text_to_image_does(sd1, guess):
+    """A layout whose one region repeats the global prompt is text to image exactly; with
+    controls (guess mode too: the negative prompt's row gets zeros in both) it still is, and
+    a real region changes the picture but keeps the control's steering."""
+    from engine.pipelines.regions import RegionsPipeline
+    from engine.request import RegionsRequest
+
+    _, _, folders, model = sd1
+    (picture,) = pictures(21, 1)
+    control = Control(folders[0], picture, 0.9, 0.0, 1.0, guess)
+    settings = dict(width=WIDTH, height=HEIGHT, steps=3, guidance=7.5, scheduler="euler",
+                    seed=4)
+    text = TextToImagePipeline(model)(TextToImageRequest(PROMPT, controls=(control,),
+                                                         **settings)).images[0]
+    same = RegionsPipeline(model)(RegionsRequest(PROMPT, [((0, 0, 32, 32), PROMPT)],
+                                                 controls=(control,), **settings)).images[0]
+    assert np.abs(text.pixels.astype(int) - same.pixels.astype(int)).max() <= 1
+    assert same.parameters.controls == text.parameters.controls
+    region = RegionsRequest(PROMPT, [((0, 0, 32, 32), "a bowl of soup")], **settings)
+    steered = RegionsPipeline(model)(replace(region, controls=(control,))).images[0]
+    plain = RegionsPipeline(model)(region).images[0]
+    assert np.abs(steered.pixels.astype(int) - plain.pixels.astype(int)).mean() > 0.5

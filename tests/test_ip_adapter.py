@@ -389,3 +389,26 @@ def test_an_image_prompt_with_a_control_matches_diffusers(installed, hub, model,
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
     np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
     assert np.abs(without - our_latents).max() > 1e-2, "the control must matter"
+
+
+def test_layout_regions_take_image_prompts_as_text_to_image_does(installed, model):
+    """Every prompt's row reads the reference's tokens, the negative prompt's row the
+    negative ones: a layout whose one region repeats the global prompt is text to image."""
+    from engine.pipelines.regions import RegionsPipeline
+    from engine.request import RegionsRequest
+
+    rng = np.random.default_rng(12)
+    reference = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    prompts = (ImagePrompt(installed["base"], installed["encoder"], reference, 0.8),)
+    settings = dict(width=WIDTH, height=HEIGHT, steps=3, guidance=7.5, scheduler="euler",
+                    seed=4, image_prompts=prompts)
+    text = TextToImagePipeline(model)(TextToImageRequest(PROMPT, **settings)).images[0]
+    same = RegionsPipeline(model)(RegionsRequest(PROMPT, [((0, 0, 32, 32), PROMPT)],
+                                                 **settings)).images[0]
+    assert np.abs(text.pixels.astype(int) - same.pixels.astype(int)).max() <= 1
+    assert same.parameters.image_prompts == text.parameters.image_prompts
+    region = [((0, 0, 32, 32), "a bowl of soup")]
+    steered = RegionsPipeline(model)(RegionsRequest(PROMPT, region, **settings)).images[0]
+    plain = RegionsPipeline(model)(RegionsRequest(
+        PROMPT, region, **{**settings, "image_prompts": ()})).images[0]
+    assert np.abs(steered.pixels.astype(int) - plain.pixels.astype(int)).mean() > 0.5

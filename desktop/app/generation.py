@@ -135,6 +135,10 @@ def with_embeddings(store: ModelStore, request: Request, family: str) -> Request
     return replace(request, embeddings=installed_embeddings(store, family))
 
 
+# The requests ControlNets and image prompts steer (the engine's guides).
+STEERED = (TextToImageRequest, ImageToImageRequest, InpaintRequest, RegionsRequest)
+
+
 def with_controls(request: Request, controls: tuple[Control, ...]) -> Request:
     """The request steered by the Control panel's ``controls``, made on the GUI thread so a
     bad control is said before anything is queued; one sentence for a kind of request that
@@ -144,9 +148,9 @@ def with_controls(request: Request, controls: tuple[Control, ...]) -> Request:
     if isinstance(request, HiresFixRequest):
         raise BadRequest("Controls do not steer hires fix yet: turn hires fix off or remove "
                          "the controls.")
-    if not isinstance(request, TextToImageRequest | ImageToImageRequest | InpaintRequest):
-        raise BadRequest("Controls steer Generate, Edit, Variations and Inpaint only: remove "
-                         "them for this.")
+    if not isinstance(request, STEERED):
+        raise BadRequest("Controls steer Generate, Edit, Variations, Inpaint and Regions "
+                         "only: remove them for this.")
     return replace(request, controls=controls)
 
 
@@ -159,9 +163,9 @@ def with_image_prompts(request: Request, image_prompts: tuple[ImagePrompt, ...])
     if isinstance(request, HiresFixRequest):
         raise BadRequest("Image prompts do not steer hires fix yet: turn hires fix off or "
                          "remove the reference pictures.")
-    if not isinstance(request, TextToImageRequest | ImageToImageRequest | InpaintRequest):
-        raise BadRequest("Image prompts steer Generate, Edit, Variations and Inpaint only: "
-                         "remove the reference pictures for this.")
+    if not isinstance(request, STEERED):
+        raise BadRequest("Image prompts steer Generate, Edit, Variations, Inpaint and Regions "
+                         "only: remove the reference pictures for this.")
     return replace(request, image_prompts=(*request.image_prompts, *image_prompts))
 
 

@@ -137,6 +137,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     regions.add_argument("--width", "-W", type=int, help=WIDTH_HELP)
     regions.add_argument("--height", "-H", type=int, help=HEIGHT_HELP)
     _common(regions)
+    add_control_arguments(regions)
+    add_image_prompt_arguments(regions)
     regions.set_defaults(run=_regions)
 
 

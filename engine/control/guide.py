@@ -22,6 +22,9 @@ from engine.model import Model
 from engine.runtime import CancelToken, Session
 from engine.runtime.sessions import is_loaded
 
+# With guidance, the UNet batch holds the negative prompt's row first, then one row per
+# prompt: text to image's [negative, prompt], layout regions' [negative, global, regions...].
+NEGATIVE_ROWS = 1
 FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
                 "sdxl": "Stable Diffusion XL"}
 
@@ -86,15 +89,16 @@ class ControlGuide:
         guess = control.guess_mode and self.use_guidance
         seen = feeds
         if guess:
-            # Only the prompt's half (the second) sees the ControlNet; the negative half
-            # gets zeros, so guidance pushes towards the control.
-            half = len(feeds["sample"]) // 2
-            seen = {name: value[half:] for name, value in feeds.items()}
+            # Only the prompts' rows see the ControlNet; the negative prompt's (the first
+            # row: guidance, and layout regions, put it there once) gets zeros, so guidance
+            # pushes towards the control.
+            seen = {name: value[NEGATIVE_ROWS:] for name, value in feeds.items()}
         residuals = controlnet.residuals(seen, picture, cancel)
         scales = layer_scales(len(residuals), control.weight, control.guess_mode)
         residuals = [r * scale for r, scale in zip(residuals, scales, strict=True)]
         if guess:
-            residuals = [np.concatenate([np.zeros_like(r), r]) for r in residuals]
+            residuals = [np.concatenate([np.zeros_like(r[:NEGATIVE_ROWS]), r])
+                         for r in residuals]
         self._zero_shapes.setdefault(_size_key(feeds), [r.shape for r in residuals])
         return residuals
 

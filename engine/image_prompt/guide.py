@@ -10,9 +10,11 @@ The interface the denoising loop (engine.pipelines.diffusion.denoise) uses:
   that also takes ControlNet residuals when ``control`` is True (with a ControlGuide, call
   ``unet_for(True)`` instead of ``control.unet``).
 - ``.feeds(batch)``: ``ip_tokens`` (batch, tokens, width) and ``ip_scale`` (batch,) for a
-  UNet call of ``batch`` samples laid out [negatives, positives] (halves) with guidance, or
-  all positives without. Both are batched on axis 0 like every other input, so
-  ``predict_noise``'s batch splitting slices them unchanged; a ControlNet ignores them.
+  UNet call of ``batch`` samples laid out with guidance as the loop builds them: the negative
+  prompt's row first, then one row per prompt (text to image's [negative, prompt], layout
+  regions' [negative, global, regions...]); all prompts' rows without. Both are batched on
+  axis 0 like every other input, so ``predict_noise``'s batch splitting slices them
+  unchanged; a ControlNet ignores them.
 - ``.recorded``: what the picture records (adapter name and hash, encoder name, weight).
 - ``.notes``: sentences for the user.
 
@@ -87,11 +89,8 @@ class ImagePromptGuide:
     def feeds(self, batch: int, unet: Session | None = None) -> dict[str, np.ndarray]:
         """``ip_tokens`` and ``ip_scale`` for a UNet call of ``batch`` samples, typed for
         ``unet`` (the session that runs them; by default the one without residual inputs)."""
-        if self.use_guidance:
-            if batch % 2:
-                raise ValueError("a guided batch holds negatives and positives in halves")
-            tokens = np.concatenate([self.negative] * (batch // 2)
-                                    + [self.positive] * (batch // 2))
+        if self.use_guidance:  # the negative prompt's row first, then the prompts' rows
+            tokens = np.concatenate([self.negative] + [self.positive] * (batch - 1))
         else:
             tokens = np.concatenate([self.positive] * batch)
         scale = np.full((batch,), self.weight, dtype=np.float32)

@@ -26,6 +26,7 @@ from engine.embeddings.record import recorded_embeddings
 from engine.errors import BadRequest
 from engine.noise import make_generator
 from engine.pipelines.diffusion import CombinePrediction, PromptEmbeddings
+from engine.pipelines.guides import prepare_guides
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge
 from engine.pipelines.text_to_image import TextToImagePipeline
 from engine.request import (
@@ -73,6 +74,10 @@ class RegionsPipeline(TextToImagePipeline):
         layout = self.check_inputs(request)
         parameters = layout.parameters
         use_guidance = self.uses_guidance(parameters.guidance)
+        # ControlNets and image prompts steer every prompt's prediction alike.
+        guides = prepare_guides(self.model, request.controls, request.image_prompts,
+                                *drawn_size(parameters), use_guidance, cancel)
+        parameters = guides.recorded(parameters)
 
         # 2. Encode every distinct prompt once, the negative prompt once for all of them.
         embeddings, prompt_warnings = self.encode_prompts(
@@ -99,15 +104,16 @@ class RegionsPipeline(TextToImagePipeline):
             report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, combine=combine,
-                                   unet_batch=UNET_BATCH)
+                                   unet_batch=UNET_BATCH, guides=guides)
 
             # 6. Decode (a NaN or black frame is a failure), enlarged if drawn smaller.
             pixels = self.decode_latents(latents, cancel)
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings = (*layout.warnings, *prompt_warnings,
-                    *drawing_notes(parameters, self.model.name, self.description))
-        return GenerationResult(tuple(images), warnings, self.model.unet.device)
+                    *drawing_notes(parameters, self.model.name, self.description),
+                    *guides.notes)
+        return GenerationResult(tuple(images), warnings, guides.unet(self.model).device)
 
     # --- checks ---------------------------------------------------------------------------
 
