@@ -6,9 +6,11 @@ Recognised by content as an upscaler is (a lone ``.onnx`` file, or a folder with
 (engine.control.annotators.looks_like_annotator): an annotator gives one-channel maps, an
 upscaler a bigger three-channel picture. The network (Depth Anything, MiDaS, informative
 drawings' line art, HED, PiDiNet), and so the control it makes, comes from the graph's
-outputs and the file's name; DWPose's graphs are recognised and refused (pose is left).
-Checked like every imported graph (operators, external weights, no code beside it), copied
-as it is, and described in ``easel.json`` (engine.control.annotators).
+outputs and the file's name. A pose annotator is DWPose's two graphs in one folder (any
+names, no ``model.onnx``: told apart by their outputs), installed as ``detector.onnx`` and
+``pose.onnx`` (engine.control.pose); one of them alone is refused, as it cannot make a pose
+picture. Checked like every imported graph (operators, external weights, no code beside it),
+copied as it is, and described in ``easel.json`` (engine.control.annotators).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from engine.control.annotators import (
 )
 from engine.control.description import read_graph_signature
 from engine.control.pictures import control_type_named
+from engine.control.pose import describe_pose_graphs, is_detector, is_estimator
 from engine.errors import BadRequest, ModelError
-from engine.export.formats import ONNX_UPSCALER
+from engine.export.formats import ONNX_GRAPHS, ONNX_UPSCALER
 
 if TYPE_CHECKING:
     from desktop.model_store import ModelStore
@@ -47,6 +50,8 @@ fallback_formats: tuple[str, ...] = ()
 
 
 def recognises(source: Path, format: str) -> bool:
+    if format == ONNX_GRAPHS:
+        return _holds_dwpose(Path(source))
     graph = _graph(Path(source)) if format == ONNX_UPSCALER else None
     if graph is None:
         return False
@@ -67,6 +72,9 @@ def import_into(source: Path, building: Path, progress: Progress | None,
     ("depth", "lineart", "softedge") says what it makes when neither the graph nor its file
     name can (the import command has no option for it yet)."""
     source = Path(source)
+    if source.is_dir() and not (source / GRAPH_FILE).is_file():
+        _import_pose(source, building, progress)
+        return
     graph = _graph(source)
     if graph is None:
         raise ModelError(f"'{source.name}' holds no {GRAPH_FILE}.")
@@ -90,7 +98,8 @@ def is_installed_folder(folder: Path) -> bool:
 def describe(folder: Path) -> InstalledModel:
     folder = Path(folder)
     description = read_annotator_description(folder)
-    use = f"makes {description.settings.makes} for {description.control} ControlNets"
+    makes = description.makes if description.control == POSE else description.settings.makes
+    use = f"makes {makes} for {description.control} ControlNets"
     return InstalledModel(folder.name, f"{description.control} annotator", "",
                           folder_size(folder), folder, kind=name, use=use,
                           licence=description.licence)
@@ -106,11 +115,16 @@ def find_annotator(store: ModelStore, control_type: str) -> Path | None:
     control = control_type_named(control_type)
     if control.annotator is None:
         return None
-    if control.name == POSE or control.name not in ANNOTATOR_CONTROLS:
+    if control.name not in ANNOTATOR_CONTROLS:
         raise BadRequest(f"Easel cannot make {control.name} pictures yet (a pose annotator "
                          f"model is not supported); give a ready-made {control.name} picture "
                          f"with the 'picture' type.")
     fitting = [model.path for model in store.installed(name) if _makes(model.path, control.name)]
+    if not fitting and control.name == POSE:
+        raise BadRequest("Making a pose control picture needs a pose annotator model: import "
+                         "the folder holding DWPose's yolox_l.onnx and dw-ll_ucoco_384.onnx "
+                         "(easel models import FOLDER --kind annotator), or give a "
+                         "ready-made pose picture with the 'picture' type.")
     if not fitting:
         raise BadRequest(f"Making a {control.name} control picture needs a {control.annotator} "
                          f"annotator model: import one (easel models import FILE --kind "
@@ -140,3 +154,41 @@ def _check_graph(graph: Path, source: Path) -> tuple[str, ...]:
     _model, external = check_source_graph(graph, source, f"The annotator '{source.name}'",
                                           graph.parent)
     return external
+
+
+# --- DWPose: two graphs in one folder ------------------------------------------------------------
+
+def _holds_dwpose(folder: Path) -> bool:
+    """Whether one of the folder's graphs is DWPose's detector or estimator."""
+    for graph in _top_graphs(folder):
+        try:
+            signature = read_graph_signature(graph)
+        except ModelError:
+            continue  # not a graph Easel can read: the import says so if it comes to it
+        if is_detector(signature) or is_estimator(signature):
+            return True
+    return False
+
+
+def _top_graphs(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() == ".onnx" and path.is_file())
+
+
+def _import_pose(source: Path, building: Path, progress: Progress | None) -> None:
+    """Check DWPose's two graphs and copy them in under their installed names, with any
+    weights files beside them."""
+    if progress is not None:
+        progress("Checking DWPose's graphs", 1, 2)
+    graphs = _top_graphs(source)
+    description = describe_pose_graphs(graphs)
+    by_source = dict(zip(description.sources, (description.detector, description.estimator),
+                         strict=True))
+    copies = {graph: _check_graph(graph, source) for graph in graphs}
+    if progress is not None:
+        progress("Copying the DWPose annotator", 2, 2)
+    for graph, external in copies.items():
+        shutil.copyfile(graph, building / by_source[graph.name].file)
+        for file in external:  # plain file names beside the graphs, checked above
+            shutil.copyfile(graph.parent / file, building / file)
+    description.save(building)

@@ -13,7 +13,8 @@ ControlNet users know, read from controlnet_aux 0.0.10 (PyPI, the lllyasviel ann
 comfyui_controlnet_aux (Depth Anything); each ``Network`` says which. Where they resize with
 OpenCV, Pillow's filter of the same name is used here, so results differ from theirs by a
 level or two of 255, not in kind. Pose (DWPose: a person detector and a pose estimator, two
-graphs, and the skeleton drawn) is recognised but not made yet.
+graphs, and the skeleton drawn) is made by ``engine.control.pose``, whose installed folder
+this module's readers hand on to it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -35,6 +37,9 @@ from engine.control.description import (
 from engine.errors import BadRequest, GenerationFailed, ModelError
 from engine.manifest import verify_manifest
 from engine.runtime import CancelToken, RuntimeOptions, get_session
+
+if TYPE_CHECKING:
+    from engine.control.pose import PoseDescription
 
 ANNOTATOR_KIND = "annotator"
 DESCRIPTION_FILE = "easel.json"  # one per model folder, as every kind's
@@ -112,7 +117,7 @@ _NAME_WORDS: tuple[tuple[frozenset[str], str], ...] = (
 # The network a control falls back to when nothing else says: the one most shared today.
 _BY_CONTROL = {"depth": "depth_anything", "lineart": "informative_drawings",
                "softedge": "hed"}
-ANNOTATOR_CONTROLS = ("depth", "lineart", "softedge")  # what Easel makes; pose is left
+ANNOTATOR_CONTROLS = ("depth", "lineart", "softedge", POSE)  # what annotators make
 # DWPose's pose estimator (RTMPose, SimCC heads) and its YOLOX person detector (80 COCO
 # classes + box + objectness per anchor).
 _POSE_OUTPUTS = frozenset({"simcc_x", "simcc_y"})
@@ -153,11 +158,11 @@ def network_of(signature: GraphSignature, names: tuple[str, ...],
                          f"gives one-channel maps (depth, lines or edges).")
     found = POSE if _is_pose(signature) else _network_in_names(names) or \
         _network_by_outputs(signature) or (_BY_CONTROL.get(control) if control else None)
-    if found == POSE or control == POSE:
-        raise ModelError(f"'{shown}' is a pose annotator (DWPose); Easel cannot make pose "
-                         f"pictures yet, as that needs its person detector and pose "
-                         f"estimator run together and the skeleton drawn, so give a "
-                         f"ready-made pose picture with the 'picture' control type.")
+    if found == POSE:
+        raise ModelError(f"'{shown}' is one of DWPose's two graphs, and a pose picture needs "
+                         f"both its person detector and its pose estimator: put "
+                         f"yolox_l.onnx and dw-ll_ucoco_384.onnx in one folder and import "
+                         f"that folder.")
     if found is None:
         raise ModelError(f"Neither the tensor names nor the file name of '{shown}' say which "
                          f"annotator it is; name the file after its network (depth_anything, "
@@ -249,9 +254,14 @@ def describe_graph(graph: Path, names: tuple[str, ...],
                                 names[0] if names else "", licence_of(network, names))
 
 
-def read_annotator_description(folder: Path) -> AnnotatorDescription:
-    """The description of the annotator installed in ``folder``; ModelError in one sentence
-    when it or its graph is missing or damaged."""
+def read_annotator_description(folder: Path) -> AnnotatorDescription | PoseDescription:
+    """The description of the annotator installed in ``folder`` (a pose annotator's two
+    graphs are described by engine.control.pose); ModelError in one sentence when it or a
+    graph is missing or damaged."""
+    from engine.control.pose import is_pose_folder, read_pose_description  # builds on this
+
+    if is_pose_folder(folder):
+        return read_pose_description(folder)
     return read_installed_graph(folder, "annotator", _from_json)
 
 
@@ -286,8 +296,12 @@ def annotate(folder: Path, rgb: np.ndarray, runtime: RuntimeOptions | None = Non
              cancel: CancelToken | None = None) -> np.ndarray:
     """The control picture the annotator installed in ``folder`` makes from ``rgb`` (uint8
     H×W×3): uint8 H×W×3 grey, at the picture's size."""
+    from engine.control.pose import make_pose_picture  # builds on this module
+
     folder = Path(folder)
     description = read_annotator_description(folder)
+    if not isinstance(description, AnnotatorDescription):
+        return make_pose_picture(folder, rgb, runtime, cancel)
     verify_manifest(folder)  # the cheap check, as every model's load
     settings = description.settings
     height, width = rgb.shape[:2]
@@ -381,7 +395,7 @@ def _rounded(values: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
 
 
-def check_annotator_for(folder: Path, control: str) -> AnnotatorDescription:
+def check_annotator_for(folder: Path, control: str) -> AnnotatorDescription | PoseDescription:
     """The annotator in ``folder`` when it makes ``control`` pictures; BadRequest else."""
     description = read_annotator_description(folder)
     if description.control != control:

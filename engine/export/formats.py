@@ -27,14 +27,18 @@ ONNX_UPSCALER = "onnx-upscaler"
 DIFFUSERS_MODEL = "diffusers-model"
 # Amuse's ControlNet folder: the graph in controlnet/model.onnx, no pipeline around it.
 ONNX_CONTROLNET = "onnx-controlnet"
+# A folder of ONNX graphs with no model.onnx, as DWPose's person detector and pose estimator
+# are shared (yolox_l.onnx, dw-ll_ucoco_384.onnx); the annotator kind reads them.
+ONNX_GRAPHS = "onnx-graphs"
 ZIP_MAGIC = b"PK\x03\x04"
 # A pickle starts with the PROTO opcode and a protocol number; torch.save uses 2, pickle 2-5.
 PICKLE_PROTOCOLS = range(2, 6)
 
 
 def detect_format(path: Path) -> str:
-    """One of "diffusers-folder", "onnx-folder", "onnx-upscaler", "safetensors" or "pickle";
-    anything else is refused with a ModelError."""
+    """One of "diffusers-folder", "onnx-folder", "onnx-upscaler", "onnx-controlnet",
+    "diffusers-model", "onnx-graphs", "safetensors" or "pickle"; anything else is refused
+    with a ModelError."""
     path = Path(path)
     if path.is_dir():
         found = _folder_format(path)
@@ -62,6 +66,8 @@ def _folder_format(folder: Path) -> str | None:
         return ONNX_CONTROLNET
     if (folder / "config.json").is_file():
         return DIFFUSERS_MODEL
+    if any(path.suffix.lower() == ".onnx" and path.is_file() for path in folder.iterdir()):
+        return ONNX_GRAPHS
     return None
 
 
