@@ -10,6 +10,16 @@ output (a trained adapter's are not zero either; a test that could not fail prov
 
 The "plus" adapter's Resampler is built with 64-wide hidden states because diffusers reads
 its heads as ``to_q`` rows // 64, and with four layers because its converter maps four.
+
+The SDXL ones (``save_xl_hub_layout``) fit the tiny SDXL UNet of tests/tiny_models_xl.py:
+64-wide text, and twelve cross-attentions, all 64 wide. Its ``transformer_layers_per_block``
+(1, 2) gives every attention of ``down_blocks.1``, ``up_blocks.0`` and the mid block two
+transformer layers, each with its own ``attn2``: 2 × 2 down, 3 × 2 up, 2 in the mid block.
+diffusers numbers them as it registers the processors (down blocks, up blocks, mid block;
+within an attention its transformer layers in turn), 1, 3, …, 23, as the original code does.
+They are laid out as h94's ``sdxl_models/``: the base adapter reads the tiny "ViT-bigG" in
+``sdxl_models/image_encoder/`` (another width than the SD 1.x encoder, so a mix-up shows),
+the plus ``_vit-h`` one the SD 1.x encoder in ``models/image_encoder/``.
 """
 
 from __future__ import annotations
@@ -28,14 +38,20 @@ RESAMPLER_WIDTH, RESAMPLER_DEPTH = 64, 4
 BASE_FILE, PLUS_FILE = "ip-adapter_sd15.safetensors", "ip-adapter-plus_sd15.safetensors"
 PICKLE_FILE = "ip-adapter_sd15.bin"
 
+XL_CROSS_ATTENTION_DIM = 64  # the tiny SDXL UNet's text width
+XL_LAYER_WIDTHS = (64,) * 12  # down_blocks.1: 2 × 2, up_blocks.0: 3 × 2, mid block: 2
+XL_ENCODER = {**ENCODER, "hidden_size": 40, "intermediate_size": 45, "projection_dim": 24}
+XL_BASE_FILE = "ip-adapter_sdxl.safetensors"
+XL_PLUS_FILE = "ip-adapter-plus_sdxl_vit-h.safetensors"
 
-def tiny_image_encoder(seed: int = 0):
+
+def tiny_image_encoder(seed: int = 0, encoder: dict = ENCODER):
     """A ``CLIPVisionModelWithProjection`` with the real patch layout (224 / 14 → 257 tokens)."""
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    return CLIPVisionModelWithProjection(CLIPVisionConfig(**ENCODER)).eval()
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(**encoder)).eval()
 
 
 def adapter_state(variant: str, seed: int = 0, *, encoder=ENCODER,
@@ -109,4 +125,21 @@ def save_hub_layout(root: Path, seed: int = 0) -> Path:
         nested[part][rest] = value
     torch.save(nested, models / PICKLE_FILE)
     tiny_image_encoder(seed).save_pretrained(models / "image_encoder")
+    return models
+
+
+def save_xl_hub_layout(root: Path, seed: int = 10) -> Path:
+    """``root/sdxl_models/`` as h94/IP-Adapter lays it out, tiny: the base adapter (for the
+    encoder in ``sdxl_models/image_encoder/``) and the plus ``_vit-h`` one (for the SD 1.x
+    encoder, written to ``root/models/image_encoder/`` as h94 has it)."""
+    from safetensors.torch import save_file
+
+    models = Path(root) / "sdxl_models"
+    models.mkdir(parents=True, exist_ok=True)
+    shape = {"cross_attention_dim": XL_CROSS_ATTENTION_DIM, "layer_widths": XL_LAYER_WIDTHS}
+    save_file(adapter_state("base", seed, encoder=XL_ENCODER, **shape),
+              str(models / XL_BASE_FILE))
+    save_file(adapter_state("plus", seed + 1, **shape), str(models / XL_PLUS_FILE))
+    tiny_image_encoder(seed, XL_ENCODER).save_pretrained(models / "image_encoder")
+    tiny_image_encoder(seed + 1).save_pretrained(Path(root) / "models" / "image_encoder")
     return models
