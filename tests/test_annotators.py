@@ -289,10 +289,11 @@ def test_a_graph_that_is_neither_is_refused(store, tmp_path):
     (TinyPoseEstimator, "dw-ll_ucoco_384.onnx", ["simcc_x", "simcc_y"], (32, 24)),
     (TinyDetector, "yolox_l.onnx", ["output"], (64, 64)),
 ])
-def test_dwpose_graphs_are_told_and_refused(store, tmp_path, module, file, outputs, size):
+def test_a_lone_dwpose_graph_is_told_and_refused(store, tmp_path, module, file, outputs,
+                                                size):
     graph = export(module(), tmp_path / file, "input", outputs, size=size, dynamic=False)
-    with pytest.raises(ModelError, match=r"is a pose annotator \(DWPose\); Easel cannot make "
-                                         r"pose pictures yet"):
+    with pytest.raises(ModelError, match=r"is one of DWPose's two graphs, and a pose picture "
+                                         r"needs both"):
         store.import_model(graph, kind="annotator")
     assert nothing_installed(store)
 
@@ -309,7 +310,7 @@ def test_an_annotator_of_another_control_is_refused(store, tmp_path, picture):
         annotator_kind.find_annotator(store, "depth")
     assert annotator_kind.find_annotator(store, "lineart") == lineart.path
     assert annotator_kind.find_annotator(store, "canny") is None
-    with pytest.raises(BadRequest, match=r"cannot make openpose pictures yet"):
+    with pytest.raises(BadRequest, match=r"needs a pose annotator model: import the folder"):
         annotator_kind.find_annotator(store, "pose")
 
 
@@ -375,7 +376,7 @@ def test_generate_makes_the_depth_picture_with_the_annotator(home, tmp_path, pic
 
 @pytest.mark.parametrize(("option", "sentence"), [
     ("lineart:{source}", "needs a line art annotator model: import one"),
-    ("pose:{source}", "cannot make openpose pictures yet"),
+    ("pose:{source}", "needs a pose annotator model: import the folder"),
 ])
 def test_what_cannot_be_annotated_is_one_sentence(home, tmp_path, picture, capsys, option,
                                                   sentence):

@@ -3,7 +3,8 @@
 A ControlNet reads white-on-black guidance: edges, scribbled lines, a depth map. Black is
 "nothing here", so wherever a picture is transparent it counts as black. The built-in types
 (canny, scribble, the picture as it is, tile) are made here; depth, pose, line art and soft
-edges need an annotator model and are refused with the kind of model to import.
+edges by an installed annotator model (``engine.control.annotators``; without one they are
+refused with the kind of model to import).
 
 ``prepare_control_picture`` then turns any control picture into the tensor a ControlNet graph
 reads, resized exactly as diffusers' ControlNet pipelines resize a PIL picture.
@@ -81,8 +82,8 @@ def make_control_picture(control_type: str, picture: PictureInput,
                          annotator: Path | None = None, **options: int) -> np.ndarray:
     """The control picture of type ``control_type`` made from ``picture``, uint8 (H, W, 3) at
     the picture's size. Options: ``low`` and ``high`` for canny; the other types take none.
-    ``annotator`` is the installed annotator's folder that makes a depth, line art or soft
-    edge picture (``engine.control.annotators``); the built-in types take none."""
+    ``annotator`` is the installed annotator's folder that makes a depth, pose, line art or
+    soft edge picture (``engine.control.annotators``); the built-in types take none."""
     chosen = control_type_named(control_type)
     if annotator is not None:
         return _annotated(chosen, picture, Path(annotator), options)
