@@ -1,7 +1,8 @@
 """Image prompts on SDXL: tiny SDXL IP-Adapters (tests/tiny_ip_adapters.py, h94's
 ``sdxl_models/`` layout) imported through the model store, the UNet with image tokens against
 diffusers' SDXL UNet with the adapter loaded, and text to image against
-``StableDiffusionXLPipeline`` with ``load_ip_adapter``. The tiny SDXL UNet has two transformer
+``StableDiffusionXLPipeline`` with ``load_ip_adapter`` (and with an SDXL ControlNet at the
+same time). The tiny SDXL UNet has two transformer
 layers per attention (twelve cross-attentions), so a layer taken in another order than
 diffusers numbers them shows. Each parity is shown to fail at another scale.
 """
@@ -222,3 +223,53 @@ def test_layers_and_heads_follow_diffusers_on_sdxls_layout(tmp_path):
     for module, names in ours:
         attention = unet.get_submodule(module)
         assert (heads(module), names["inner"]) == (attention.heads, attention.inner_dim)
+
+
+@pytest.mark.slow
+def test_an_sdxl_image_prompt_with_a_control_matches_diffusers(installed, hub, model,
+                                                               sdxl_diffusers, tmp_path,
+                                                               monkeypatch):
+    """The UNet with image tokens, edited again to take an SDXL ControlNet's residuals,
+    against diffusers' SDXL ControlNet pipeline with the adapter loaded."""
+    from PIL import Image
+
+    from engine.control.control import Control
+    from tests.test_controlnet_parity import install_controlnet
+    from tests.tiny_controlnets import tiny_sdxl_controlnet
+
+    rng = np.random.default_rng(8)
+    reference = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    control_picture = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    latents = rng.standard_normal((1, 4, HEIGHT // 2, WIDTH // 2), dtype=np.float32)
+    controlnet = tiny_sdxl_controlnet(seed=0)
+    folder = install_controlnet(controlnet, tmp_path / "canny", "sdxl")
+    request = TextToImageRequest(
+        PROMPT, NEGATIVE, width=WIDTH, height=HEIGHT, steps=STEPS, guidance=5.0,
+        scheduler="euler", seed=5, latents=latents,
+        image_prompts=(ImagePrompt(installed["plus"], installed["encoder-h"], reference, 0.8),),
+        controls=(Control(folder, control_picture, 0.9),))
+    ours, our_latents, _ = run_ours(model, request, monkeypatch)
+
+    pipe = diffusers_pipe(sdxl_diffusers, hub, "plus")
+    controlled = diffusers.StableDiffusionXLControlNetPipeline.from_pipe(pipe,
+                                                                         controlnet=controlnet)
+    controlled.set_ip_adapter_scale(0.8)
+    controlled.scheduler = diffusers.EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    controlled.set_progress_bar_config(disable=True)
+    arguments = dict(prompt=PROMPT, negative_prompt=NEGATIVE, height=HEIGHT, width=WIDTH,
+                     num_inference_steps=STEPS, guidance_scale=5.0,
+                     latents=torch.from_numpy(latents), image=Image.fromarray(control_picture),
+                     controlnet_conditioning_scale=0.9,
+                     ip_adapter_image=[Image.fromarray(reference)])
+    with torch.no_grad():
+        theirs = controlled(output_type="np", **arguments).images[0]
+        their_latents = controlled(output_type="latent", **arguments).images.numpy()
+        without = controlled(output_type="latent", **{
+            **arguments, "controlnet_conditioning_scale": 0.0}).images.numpy()
+        controlled.set_ip_adapter_scale(0.4)
+        other = controlled(output_type="latent", **arguments).images.numpy()
+    theirs = (theirs * 255).round().astype(np.uint8)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
+    np.testing.assert_allclose(our_latents, their_latents, rtol=1e-3, atol=1e-3)
+    assert np.abs(without - our_latents).max() > 1e-2, "the control must matter"
+    assert np.abs(other - our_latents).max() > 1e-2, "the image prompt's scale must matter"
