@@ -2,9 +2,9 @@
 ``sdxl_models/`` layout) imported through the model store, the UNet with image tokens against
 diffusers' SDXL UNet with the adapter loaded, and text to image against
 ``StableDiffusionXLPipeline`` with ``load_ip_adapter`` (and with an SDXL ControlNet at the
-same time). The tiny SDXL UNet has two transformer
-layers per attention (twelve cross-attentions), so a layer taken in another order than
-diffusers numbers them shows. Each parity is shown to fail at another scale.
+same time). The tiny SDXL UNet has two transformer layers per attention (twelve
+cross-attentions), so a layer taken in another order than diffusers numbers them shows. Each
+parity is shown to fail at another scale.
 """
 
 from __future__ import annotations
