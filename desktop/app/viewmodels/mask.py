@@ -31,6 +31,7 @@ class MaskModel(QObject):
         self.erasing = False
         self._undo: list[QImage] = []
         self._last: QPointF | None = None  # the stroke's previous point
+        self._lent: tuple[QImage, list[QImage]] | None = None  # the mask while a layer is lent
 
     # The mask as a whole -------------------------------------------------------------------
 
@@ -40,6 +41,7 @@ class MaskModel(QObject):
         self.image.fill(KEEP)
         self._undo.clear()
         self._last = None
+        self._lent = None  # the old source's mask is no use now; a lent layer's edit ends too
         self.changed.emit(QRect())
 
     @property
@@ -83,6 +85,36 @@ class MaskModel(QObject):
     def _remember(self) -> None:
         self._undo.append(self.image.copy())
         del self._undo[:-MAX_UNDO]
+
+    # A lent layer: another grey picture painted with the same tools ------------------------
+
+    def lend(self, layer: np.ndarray) -> None:
+        """Paint ``layer`` (uint8 (H, W) at the mask's size) in place of the mask, with the
+        same brush, eraser and undo, until ``take_back``; the mask and its undo wait as they
+        are. Greys are kept (the image is Grayscale8): only strokes become 255 or 0."""
+        if self._lent is None:
+            self._lent = (self.image, self._undo)
+        layer = np.ascontiguousarray(layer, dtype=np.uint8)
+        height, width = layer.shape
+        self.image = QImage(layer.data, width, height, width,
+                            QImage.Format.Format_Grayscale8).copy()  # owns its pixels
+        self._undo, self._last = [], None
+        self.changed.emit(QRect())
+
+    @property
+    def is_lent(self) -> bool:
+        return self._lent is not None
+
+    def take_back(self) -> np.ndarray | None:
+        """The lent layer as painted, the mask back as it was; None when nothing is lent (a
+        new source picture ended it)."""
+        if self._lent is None:
+            return None
+        layer = self.pixels()
+        (self.image, self._undo), self._lent = self._lent, None
+        self._last = None
+        self.changed.emit(QRect())
+        return layer
 
     # The tool ------------------------------------------------------------------------------
 
