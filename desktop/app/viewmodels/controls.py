@@ -5,6 +5,11 @@ all, as A1111's ControlNet units; and what they add to the window's requests.
 Each control's control picture (the edge map, the scribble) is made once on the GUI thread
 when its picture, type or thresholds change, and kept: canny on a 1024² picture takes about
 0.1 s, and Generate reuses the made picture instead of making it again.
+
+The mask tool doubles as a control picture's editor: its strokes become a scribble control,
+and a control picture can be lent to it (``MaskModel.lend``) to be painted and erased over the
+source picture, then come back as that control's picture, used as it is. The mask the user
+painted for Inpaint waits untouched meanwhile, and adding a scribble keeps it too.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PIL import Image
+from PySide6.QtCore import QObject, Signal, SignalInstance
 from PySide6.QtGui import QImage
 
 from desktop.app import generation
 from desktop.app.editing import SourcePicture
+from desktop.app.viewmodels.mask import MaskModel
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.worker import qimage_from_pixels
 from desktop.controls import CONTROLNET_KIND, read_picture
+from desktop.image_files import save_png
 from desktop.library import ImageEntry
 from desktop.model_kinds.annotator import find_annotator
 from desktop.model_store import ModelStore
@@ -43,6 +51,16 @@ NO_PICTURE = ("Control {number} has no picture: add its picture again (drop a fi
 NO_CANVAS_PICTURE = ("There is no picture on the canvas to use as a control: generate one, "
                      "choose one in the gallery or drop one on the canvas.")
 PREVIEW_SIDE = 128  # the preview's pixels before the panel scales it (sharp on HiDPI too)
+NO_STROKES = ("Nothing is painted with the mask tool: turn it on (Ctrl+M), paint the lines "
+              "over the picture, then add them as a scribble.")
+NO_SOURCE_TO_EDIT_ON = ("A control picture is edited over the source picture: drop a picture "
+                        "on the canvas or choose one in the gallery first.")
+NOT_GREY = ("Only a black-and-white or grey control picture can be edited on the canvas (the "
+            "mask layer holds one grey per pixel): save it (Save control picture…), edit it in "
+            "a paint program and add it back with the picture type.")
+EDIT_FIRST = "Use or cancel the control picture being edited on the canvas first."
+STROKES_NAME = "strokes painted with the mask tool"
+EDITED_NAME = "edited on the canvas"
 PICTURES_NOT_KEPT = (" Add the control pictures again: the library no longer keeps them "
                      "(or the picture was made before it did).")
 
@@ -54,6 +72,16 @@ class CanvasPictures(Protocol):
     canvas_is_preview: bool
     canvas_is_source: bool
     source: SourcePicture | None
+
+
+class CanvasTools(CanvasPictures, Protocol):
+    """The studio's mask tool too, which paints scribbles and edits control pictures."""
+
+    mask: MaskModel
+    mask_editing: bool
+    mask_editing_changed: SignalInstance
+
+    def set_mask_editing(self, on: bool) -> None: ...
 
 
 @dataclass(eq=False)
@@ -106,9 +134,11 @@ class ControlsModel(QObject):
     row_changed = Signal(int)  # one control's settings or preview changed
     controlnets_changed = Signal()  # the model (its family) or the installed ControlNets
     guess_mode_changed = Signal()
+    editing_changed = Signal()  # a control picture went onto the canvas or came back
     problem = Signal(str)
+    message = Signal(str)  # news for the status bar
 
-    def __init__(self, store: ModelStore, prompt: PromptViewModel, canvas: CanvasPictures,
+    def __init__(self, store: ModelStore, prompt: PromptViewModel, canvas: CanvasTools,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._store = store
@@ -117,8 +147,11 @@ class ControlsModel(QObject):
         self.rows: list[ControlRow] = []
         self.guess_mode = False
         self._family = self._model_family()
+        self.edited: ControlRow | None = None  # the control whose picture is on the canvas
+        self._mask_tool_was_on = False  # what the mask tool goes back to after the edit
         prompt.form_changed.connect(self._model_maybe_changed)
         prompt.models_changed.connect(self.refresh_controlnets)
+        canvas.mask_editing_changed.connect(self._mask_tool_toggled)
 
     # Adding and removing -------------------------------------------------------------------
 
@@ -144,10 +177,10 @@ class ControlsModel(QObject):
         self.problem.emit(NO_CANVAS_PICTURE)
         return False
 
-    def add_picture(self, picture: PictureInput, name: str) -> bool:
+    def add_picture(self, picture: PictureInput, name: str, control_type: str = "canny") -> bool:
         if not self._room():
             return False
-        row = ControlRow(picture, name)
+        row = ControlRow(picture, name, control_type)
         row.controlnet = self._fitting_name(row.control_type, "")
         self._make(row)
         self.rows.append(row)
@@ -168,6 +201,8 @@ class ControlsModel(QObject):
         return True
 
     def remove(self, index: int) -> None:
+        if self.rows[index] is self.edited:
+            self.cancel_edit()
         del self.rows[index]
         self.changed.emit()
 
@@ -267,6 +302,122 @@ class ControlsModel(QObject):
             row.made, row.preview, row.problem = None, None, str(error)
         row._made_for = wanted
 
+    # The mask tool: scribbles and edited control pictures --------------------------------
+
+    def add_scribble_from_mask(self) -> bool:
+        """A scribble control from the strokes painted with the mask tool: white where
+        painted, black elsewhere, at the source picture's size. The mask stays as it is, for
+        an Inpaint still to come (the mask tool's Clear takes it away)."""
+        if not self.mask_is_free():
+            return False
+        strokes = self._canvas.mask.pixels() >= 128  # as the engine reads a mask
+        if not strokes.any():
+            self.problem.emit(NO_STROKES)
+            return False
+        added = self.add_picture(_grey_to_rgb(strokes.astype(np.uint8) * 255), STROKES_NAME,
+                                 "scribble")
+        if added:
+            self.message.emit(f"The mask's strokes are control {len(self.rows)} now, a "
+                              f"scribble; the mask is kept for Inpaint.")
+        return added
+
+    def edit_on_canvas(self, index: int) -> bool:
+        """Lend control ``index``'s control picture to the mask tool, over the source, to
+        add lines with the brush and take some away with the eraser; ``use_edit`` brings it
+        back, ``cancel_edit`` leaves it as it was."""
+        row = self.rows[index]
+        layer = self._editable_layer(index, row)
+        if layer is None:
+            return False
+        self.cancel_edit()  # one control picture on the canvas at a time
+        mask = self._canvas.mask
+        self._mask_tool_was_on = self._canvas.mask_editing
+        mask.lend(_fitted(layer, mask.size))
+        self.edited = row
+        self._canvas.set_mask_editing(True)
+        self.editing_changed.emit()
+        scaled = (f" (scaled from {layer.shape[1]}×{layer.shape[0]} to the source's "
+                  f"{mask.size[0]}×{mask.size[1]})" if layer.shape[::-1] != mask.size else "")
+        self.message.emit(f"Control {index + 1}'s picture is on the canvas{scaled}: paint lines "
+                          f"with the brush, erase with the eraser, then Use as control picture.")
+        return True
+
+    def _editable_layer(self, index: int, row: ControlRow) -> np.ndarray | None:
+        """The row's control picture as one grey (H, W), or None after one sentence."""
+        if row.made is None:
+            self.problem.emit(row.problem or NO_PICTURE.format(number=index + 1))
+        elif not _is_grey(row.made):
+            self.problem.emit(NOT_GREY)  # a normal map's or a pose's colours would be lost
+        elif self._canvas.source is None or self._canvas.mask.size is None:
+            self.problem.emit(NO_SOURCE_TO_EDIT_ON)
+        else:
+            return row.made[..., 0]
+        return None
+
+    def use_edit(self) -> bool:
+        """The edited layer becomes the control's picture, used as it is from now on (its
+        lines are no longer found in a picture); the mask tool goes back as it was."""
+        row, layer = self._end_edit()
+        if row is None or layer is None:
+            if row is not None:
+                self.problem.emit("The new source picture ended the control picture's edit; "
+                                  "edit it again.")
+            return False
+        row.picture, row.picture_name = _grey_to_rgb(layer), EDITED_NAME
+        row.control_type = AS_IT_IS
+        row.controlnet = self._fitting_name(AS_IT_IS, row.controlnet)
+        self._make(row)
+        self.row_changed.emit(self.rows.index(row))
+        self.message.emit(f"Control {self.rows.index(row) + 1} uses the edited picture as it is.")
+        return True
+
+    def mask_is_free(self) -> bool:
+        """False, after one sentence, while the mask tool holds a control picture (Inpaint
+        must not repaint by it)."""
+        if self.edited is not None:
+            self.problem.emit(EDIT_FIRST)
+        return self.edited is None
+
+    def cancel_edit(self) -> None:
+        """Leave the control picture as it was; the mask tool goes back as it was."""
+        self._end_edit()
+
+    def _end_edit(self) -> tuple[ControlRow | None, np.ndarray | None]:
+        row, self.edited = self.edited, None
+        if row is None:
+            return None, None
+        layer = self._canvas.mask.take_back()
+        if not self._mask_tool_was_on:
+            self._canvas.set_mask_editing(False)
+        self.editing_changed.emit()
+        return row, layer
+
+    def _mask_tool_toggled(self) -> None:
+        """The mask tool turned off (its button, a gallery picture, Inpaint) while a control
+        picture was on it: the control stays as it was, and the user's mask comes back."""
+        if self.edited is not None and not self._canvas.mask_editing:
+            self._mask_tool_was_on = False
+            self.cancel_edit()
+            self.message.emit("The control picture was left as it was (the mask tool was "
+                              "turned off before Use as control picture).")
+
+    def save_picture(self, index: int, path: Path) -> bool:
+        """Write control ``index``'s control picture as a PNG (to edit in a paint program and
+        add back with the picture type)."""
+        made = self.rows[index].made
+        if made is None:
+            self.problem.emit(self.rows[index].problem or NO_PICTURE.format(number=index + 1))
+            return False
+        path = Path(path) if Path(path).suffix.lower() == ".png" else Path(f"{path}.png")
+        try:
+            save_png(made, path, None)
+        except OSError as error:
+            self.problem.emit(f"The control picture could not be saved to {path}: "
+                              f"{error.strerror or error}.")
+            return False
+        self.message.emit(f"Control {index + 1}'s picture is saved as {path.name}.")
+        return True
+
     # What Generate uses --------------------------------------------------------------------
 
     def steer(self, request: generation.Request) -> generation.Request | None:
@@ -314,6 +465,7 @@ class ControlsModel(QObject):
                 missing.append(str(control.get("controlnet")))
             else:
                 rows.append(row)
+        self.cancel_edit()  # the edited control is replaced
         self.rows = rows
         self.guess_mode = any(bool(control.get("guess_mode")) for control in recorded)
         self.changed.emit()
@@ -349,6 +501,26 @@ class ControlsModel(QObject):
 
 # The library's kept control and reference pictures, by the key a picture records.
 KeptPictures = Callable[[object], Path | None]
+
+
+def _is_grey(picture: np.ndarray) -> bool:
+    return bool((picture[..., 0] == picture[..., 1]).all()
+                and (picture[..., 0] == picture[..., 2]).all())
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[..., np.newaxis], 3, axis=2)
+
+
+def _fitted(layer: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``layer`` at ``size`` (width, height), the mask's. Lines stay crisp (nearest
+    neighbour, every pixel still 0 or 255); a grey picture such as a depth map is
+    smoothed."""
+    if layer.shape[::-1] == size:
+        return layer
+    lines_only = bool(np.isin(layer, (0, 255)).all())
+    resample = Image.Resampling.NEAREST if lines_only else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(layer).resize(size, resample))
 
 
 def _number(control: dict, key: str, default: float) -> float:

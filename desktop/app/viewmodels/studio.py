@@ -121,6 +121,7 @@ class Studio(QObject):
         self.regions.refused.connect(self.problem)
         self.controls = ControlsModel(services.store, self.prompt, self, self)  # ControlNets
         self.controls.problem.connect(self.problem)
+        self.controls.message.connect(self.message)
         self.image_prompts = ImagePromptsModel(services.store, self.prompt, self, self)
         self.image_prompts.problem.connect(self.problem)
         self._source_loads = 0  # counts source loads, so only the latest one is used
@@ -210,6 +211,8 @@ class Studio(QObject):
 
     def inpaint(self) -> int | None:
         """Queue a repaint of the masked part of the source (the rest stays exactly)."""
+        if not self.controls.mask_is_free():
+            return None  # the mask tool holds a control picture, not the mask
         if self._ready_to_edit() and self.mask.is_empty():
             self.problem.emit(editing.EMPTY_MASK)
             return None

@@ -1,8 +1,10 @@
 """The Controls dock (below the gallery: the left column has no room to spare at 800 px): guess
-mode and Add ▾ (a picture file, the canvas's picture), then one row per control, scrolling
-inside the dock: its control picture's preview, type, ControlNet, weight, the share of the
-steps it steers, and canny's thresholds. A picture file dropped on the dock adds a control
-(dropped on a row: that control's picture)."""
+mode and Add ▾ (a picture file, the canvas's picture, the mask tool's strokes as a scribble),
+then one row per control, scrolling inside the dock: its control picture's preview (its ▾:
+another picture, edit it on the canvas, save it), type, ControlNet, weight, the share of the
+steps it steers, and canny's thresholds; while its picture is edited on the canvas, Use and
+Cancel. A picture file dropped on the dock adds a control (dropped on a row: that control's
+picture)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
+    QPushButton,
     QScrollArea,
     QSpinBox,
     QToolButton,
@@ -34,6 +37,7 @@ from desktop.app.widgets.icons import icon
 
 PREVIEW = 64  # px: the edges are readable and four rows fit beside the history
 PICTURE_FILTER = "Pictures (*.png *.jpg *.jpeg *.webp)"
+PNG_FILTER = "PNG pictures (*.png)"
 NONE_INSTALLED = "none installed"
 
 
@@ -50,12 +54,18 @@ class ControlsPanel(QWidget):
         self.add_button.setIcon(icon("import"))
         self.add_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.add_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.add_button.setToolTip("Add a control from a picture file or from the picture on "
-                                   "the canvas (or drop a picture file here)")
+        self.add_button.setToolTip("Add a control from a picture file, the picture on the "
+                                   "canvas or the mask tool's strokes (or drop a picture file "
+                                   "here)")
         menu = QMenu(self.add_button)
         self.from_file_action = menu.addAction("From a picture file…", self.add_from_file)
         self.from_canvas_action = menu.addAction("From the canvas picture",
                                                  controls.add_from_canvas)
+        self.from_mask_action = menu.addAction("Scribble from the mask tool's strokes",
+                                               controls.add_scribble_from_mask)
+        self.from_mask_action.setToolTip("The lines painted with the mask tool (Ctrl+M) "
+                                         "become a scribble control; the mask is kept")
+        menu.setToolTipsVisible(True)
         self.add_button.setMenu(menu)
         rows = QWidget()
         self.rows_layout = QVBoxLayout(rows)
@@ -77,6 +87,7 @@ class ControlsPanel(QWidget):
         controls.changed.connect(self._rebuild)
         controls.row_changed.connect(lambda index: self.row_widgets[index].show_row())
         controls.controlnets_changed.connect(self._show_controlnets)
+        controls.editing_changed.connect(self._show_editing)
         controls.guess_mode_changed.connect(
             lambda: self.guess_mode.setChecked(controls.guess_mode))
         self.guess_mode.toggled.connect(controls.set_guess_mode)
@@ -122,6 +133,10 @@ class ControlsPanel(QWidget):
         self.hint.setVisible(not self.vm.rows)
         self.body.setVisible(bool(self.vm.rows))
 
+    def _show_editing(self) -> None:
+        for widget in self.row_widgets:
+            widget.show_editing()
+
     def _show_controlnets(self) -> None:
         for widget in self.row_widgets:
             widget.get_more = self._get_more
@@ -159,8 +174,21 @@ class ControlRowWidget(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.preview = QToolButton()
         self.preview.setIconSize(QSize(PREVIEW, PREVIEW))
-        self.preview.setFixedSize(PREVIEW + 8, PREVIEW + 8)
+        self.preview.setFixedSize(PREVIEW + 22, PREVIEW + 8)  # and the menu's arrow
         self.preview.clicked.connect(self._choose_picture)
+        self.preview.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        picture_menu = QMenu(self.preview)
+        picture_menu.addAction("Choose another picture…", self._choose_picture)
+        self.edit_action = picture_menu.addAction(
+            "Edit on the canvas…", lambda: controls.edit_on_canvas(self.index))
+        self.save_action = picture_menu.addAction("Save control picture…", self._save_picture)
+        self.preview.setMenu(picture_menu)
+        self.use_button = QPushButton("Use as control picture")
+        self.use_button.setToolTip("This control reads the picture as painted on the canvas, "
+                                   "as it is; the mask tool goes back as it was")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Leave the control picture as it was")
+        self.editing_label = QLabel("Painting on the canvas…")
         self.type_box = QComboBox()
         self.type_box.setToolTip("What the ControlNet reads from the picture")
         for choice in controls.type_choices():
@@ -209,6 +237,11 @@ class ControlRowWidget(QFrame):
         grid.addWidget(self.edges_label, 3, 1)
         self.edges = _pair(self.low, self.high)
         grid.addLayout(self.edges, 3, 2)
+        editing = QHBoxLayout()
+        editing.addWidget(self.editing_label, 1)
+        editing.addWidget(self.use_button)
+        editing.addWidget(self.cancel_button)
+        grid.addLayout(editing, 4, 0, 1, 3)
         grid.setColumnStretch(2, 1)
 
     def _connect(self) -> None:
@@ -217,6 +250,8 @@ class ControlRowWidget(QFrame):
             lambda _: vm.set_type(index, self.type_box.currentData()))
         self.controlnet_box.activated.connect(self._controlnet_chosen)
         self.remove_button.clicked.connect(lambda: vm.remove(index))
+        self.use_button.clicked.connect(vm.use_edit)
+        self.cancel_button.clicked.connect(vm.cancel_edit)
         self.weight.valueChanged.connect(lambda value: vm.update(index, weight=value))
         self.start.valueChanged.connect(lambda value: vm.update(index, start=value))
         self.end.valueChanged.connect(lambda value: vm.update(index, end=value))
@@ -239,6 +274,17 @@ class ControlRowWidget(QFrame):
         self.edges_label.setVisible(canny)
         self.low.setVisible(canny)
         self.high.setVisible(canny)
+        self.save_action.setEnabled(row.made is not None)
+        self.show_editing()
+
+    def show_editing(self) -> None:
+        """Use and Cancel while this control's picture is on the canvas; no other control
+        can go there meanwhile."""
+        row = self.vm.rows[self.index]
+        here = self.vm.edited is row
+        for widget in (self.editing_label, self.use_button, self.cancel_button):
+            widget.setVisible(here)
+        self.edit_action.setEnabled(self.vm.edited is None and row.made is not None)
 
     def _show_preview(self, row: ControlRow) -> None:
         if row.preview is not None:
@@ -247,7 +293,8 @@ class ControlRowWidget(QFrame):
                 Qt.TransformationMode.SmoothTransformation)
             self.preview.setIcon(QIcon(pixmap))
             self.preview.setText("")
-            self.preview.setToolTip(f"{row.picture_name}: click to choose another picture")
+            self.preview.setToolTip(f"{row.picture_name}: click to choose another picture; "
+                                    f"▾ to edit it on the canvas or save it")
         else:
             self.preview.setIcon(QIcon())
             self.preview.setText("Picture…")
@@ -287,6 +334,13 @@ class ControlRowWidget(QFrame):
                                               PICTURE_FILTER)
         if path:
             self.vm.set_picture(self.index, Path(path))
+
+
+    def _save_picture(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save control picture",
+                                              f"control-{self.index + 1}.png", PNG_FILTER)
+        if path:
+            self.vm.save_picture(self.index, Path(path))
 
 
 def _number_box(low: float, high: float, step: float, tip: str) -> QDoubleSpinBox:
