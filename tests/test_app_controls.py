@@ -2,7 +2,9 @@
 picture, only the ControlNets that fit the model and the type are offered, Generate carries
 the control into the picture's record and stops carrying it once removed, a bad control is
 one sentence with nothing queued, and Reuse parameters brings the numbers back (not the
-picture, which a picture does not keep)."""
+picture, which a picture does not keep). The mask tool's strokes become a scribble control,
+a control picture is edited on the canvas with the mask tool and comes back used as it is,
+and a control picture is saved as a PNG."""
 
 from __future__ import annotations
 
@@ -12,8 +14,15 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from PySide6.QtCore import QPointF
 
-from desktop.app.viewmodels.controls import NO_CANVAS_PICTURE, PICTURES_NOT_KEPT
+from desktop.app.viewmodels.controls import (
+    EDIT_FIRST,
+    NO_CANVAS_PICTURE,
+    NO_STROKES,
+    NOT_GREY,
+    PICTURES_NOT_KEPT,
+)
 from desktop.app.widgets.controls_panel import NONE_INSTALLED
 from desktop.cli import main
 from engine.control.pictures import canny_edges
@@ -214,3 +223,113 @@ def test_reuse_of_a_picture_whose_control_picture_is_gone_asks_for_it(qtbot, win
     _refused(window, "Control 1 has no picture")
     assert studio.controls.set_picture(0, shapes)  # the picture again: it steers as before
     assert _generate(qtbot, studio)["controls"][0]["controlnet"] == CONTROLNET
+
+
+# The mask tool: scribbles and edited control pictures --------------------------------------
+
+def _source(qtbot, window, path) -> None:
+    """``path`` becomes the source picture (the mask tool paints over it)."""
+    with qtbot.waitSignal(window.studio.source_changed, timeout=WAIT_MS):
+        assert window.studio.drop_file(path)
+
+
+def _stroke(mask, start: tuple[int, int], end: tuple[int, int], size: int = 3) -> None:
+    """One stroke of the mask tool's brush, in picture pixels."""
+    mask.set_brush_size(size)
+    mask.begin_stroke(QPointF(*start))
+    mask.extend_stroke(QPointF(*end))
+    mask.end_stroke()
+
+
+def test_the_mask_tools_strokes_become_a_scribble_control(qtbot, window, shapes):
+    studio, panel = window.studio, window.controls_panel
+    panel.from_mask_action.trigger()  # nothing painted: one sentence, nothing added
+    assert window.last_problem == NO_STROKES and not studio.controls.rows
+    _source(qtbot, window, shapes)
+    studio.set_mask_editing(True)
+    _stroke(studio.mask, (5, 10), (40, 10))
+    painted = studio.mask.pixels() == 255
+    panel.from_mask_action.trigger()
+    (row,) = studio.controls.rows
+    assert row.control_type == "scribble" and row.made.shape == (48, 64, 3)
+    assert painted.any() and (row.made[painted] == 255).all() and (row.made[~painted] == 0).all()
+    assert np.array_equal(studio.mask.pixels() == 255, painted)  # kept for Inpaint
+
+
+def test_a_canny_control_picture_is_edited_on_the_canvas(qtbot, window, shapes):
+    studio, controls, panel = window.studio, window.studio.controls, window.controls_panel
+    controls.add_file(shapes)
+    edges = controls.rows[0].made.copy()
+    _source(qtbot, window, shapes)
+    studio.set_mask_editing(True)
+    _stroke(studio.mask, (2, 2), (2, 30))  # the user's own mask, for Inpaint
+    studio.set_mask_editing(False)
+    own_mask = studio.mask.pixels()
+    panel.row_widgets[0].edit_action.trigger()
+    assert studio.mask_editing and np.array_equal(studio.mask.pixels(), edges[..., 0])
+    assert panel.row_widgets[0].use_button.isVisible()
+    assert studio.inpaint() is None and window.last_problem == EDIT_FIRST
+    _stroke(studio.mask, (50, 2), (60, 2))  # a new line
+    studio.mask.set_erasing(True)
+    _stroke(studio.mask, (0, 0), (63, 47), size=1)  # a line of the edges taken away
+    studio.mask.set_erasing(False)
+    layer = studio.mask.pixels()
+    assert layer[2, 55] == 255 and ((edges[..., 0] == 255) & (layer == 0)).any()
+    panel.row_widgets[0].use_button.click()
+    (row,) = controls.rows
+    assert row.control_type == "picture" and np.array_equal(row.made[..., 0], layer)
+    assert row.controlnet == CONTROLNET and not panel.row_widgets[0].use_button.isVisible()
+    assert np.array_equal(studio.mask.pixels(), own_mask) and not studio.mask_editing
+    kept = studio.library.input_path(_generate(qtbot, studio)["controls"][0]["picture"])
+    with Image.open(kept) as steered_by:  # Generate used the edited picture
+        assert np.array_equal(np.asarray(steered_by.convert("L")), layer)
+
+
+def test_cancel_or_turning_the_mask_tool_off_leaves_the_control_as_it_was(qtbot, window,
+                                                                          shapes):
+    studio, controls = window.studio, window.studio.controls
+    controls.add_file(shapes)
+    edges = controls.rows[0].made.copy()
+    _source(qtbot, window, shapes)
+    studio.set_mask_editing(True)  # the mask tool was on: it stays on after
+    assert controls.edit_on_canvas(0)
+    _stroke(studio.mask, (50, 2), (60, 2))
+    window.controls_panel.row_widgets[0].cancel_button.click()
+    assert np.array_equal(controls.rows[0].made, edges) and controls.rows[0].control_type == "canny"
+    assert studio.mask_editing and studio.mask.is_empty() and not studio.mask.is_lent
+    assert controls.edit_on_canvas(0)
+    studio.set_mask_editing(False)  # Ctrl+M: the edit ends, nothing changed
+    assert controls.edited is None and np.array_equal(controls.rows[0].made, edges)
+    assert studio.mask.is_empty()
+
+
+def test_a_grey_picture_keeps_its_greys_and_a_colour_one_is_refused(qtbot, window, shapes,
+                                                                    tmp_path):
+    studio, controls = window.studio, window.studio.controls
+    depth = np.repeat(np.linspace(0, 250, 64, dtype=np.uint8)[np.newaxis], 48, axis=0)
+    controls.add_picture(np.repeat(depth[..., np.newaxis], 3, axis=2), "depth", "picture")
+    assert not controls.edit_on_canvas(0)  # no source to paint over yet
+    _source(qtbot, window, shapes)
+    assert controls.edit_on_canvas(0) and np.array_equal(studio.mask.pixels(), depth)
+    assert controls.use_edit() and np.array_equal(controls.rows[0].made[..., 0], depth)
+    controls.add_file(shapes)
+    controls.set_type(1, "picture")  # the colour picture as it is
+    assert not controls.edit_on_canvas(1) and window.last_problem == NOT_GREY
+    assert controls.edited is None and not studio.mask.is_lent
+
+
+def test_save_control_picture_writes_the_made_picture(qtbot, window, shapes, tmp_path,
+                                                      monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    controls = window.studio.controls
+    controls.add_file(shapes)
+    wanted = tmp_path / "edges"  # no suffix: .png is added
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *args, **kwargs: (str(wanted), ""))
+    window.controls_panel.row_widgets[0].save_action.trigger()
+    with Image.open(tmp_path / "edges.png") as saved:
+        assert saved.format == "PNG"
+        assert np.array_equal(np.asarray(saved.convert("RGB")), controls.rows[0].made)
+    assert not controls.save_picture(0, tmp_path / "no such folder" / "x.png")
+    assert "could not be saved" in window.last_problem
