@@ -29,6 +29,7 @@ MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 ZOOM_STEP = 1.25
 MASK_COLOUR = QColor(255, 40, 90)  # shown at MASK_OPACITY over the picture
 MASK_OPACITY = 0.5
+LENT_DIM = QColor(0, 0, 0, 200)  # a control picture's black, the picture faint beneath
 DEFAULT_TIP = "Scroll to zoom, drag to move; drop a picture here to use it as the source image"
 
 
@@ -123,14 +124,18 @@ class Canvas(QWidget):
         mask = self._mask.image
         if area.isNull() or self._mask_overlay is None or (
                 self._mask_overlay.size() != mask.size()):
-            self._mask_overlay = _overlay(mask)
+            self._mask_overlay = _overlay(mask, self._layer_colour())
         else:  # a stroke: redo only what it touched (a 2048 px overlay takes ~30 ms whole)
             area = area.intersected(mask.rect())
             painter = QPainter(self._mask_overlay)
             painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
-            painter.drawImage(area.topLeft(), _overlay(mask.copy(area)))
+            painter.drawImage(area.topLeft(), _overlay(mask.copy(area), self._layer_colour()))
             painter.end()
         self.update()
+
+    def _layer_colour(self) -> QColor:
+        """A control picture lent to the mask tool shows as itself, white lines on black."""
+        return QColor("white") if self._mask is not None and self._mask.is_lent else MASK_COLOUR
 
     # Zoom and pan --------------------------------------------------------------------------
 
@@ -193,7 +198,10 @@ class Canvas(QWidget):
 
     def _paint_mask(self, painter: QPainter) -> None:
         if self._mask_overlay is not None:
-            painter.setOpacity(MASK_OPACITY)
+            lent = self._mask is not None and self._mask.is_lent
+            if lent:  # the picture shows through faintly, to trace over
+                painter.fillRect(self.image_rect(), LENT_DIM)
+            painter.setOpacity(1.0 if lent else MASK_OPACITY)
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)  # crisp
             painter.drawImage(self.image_rect(), self._mask_overlay,
                               QRectF(self._mask_overlay.rect()))
@@ -278,9 +286,9 @@ class Canvas(QWidget):
         event.acceptProposedAction()
 
 
-def _overlay(mask: QImage) -> QImage:
-    """The mask in MASK_COLOUR: white (repaint) shows, black (keep) is clear."""
+def _overlay(mask: QImage, colour: QColor = MASK_COLOUR) -> QImage:
+    """The mask in ``colour``: white (repaint) shows, black (keep) is clear."""
     overlay = QImage(mask.size(), QImage.Format.Format_ARGB32_Premultiplied)
-    overlay.fill(MASK_COLOUR)
+    overlay.fill(colour)
     overlay.setAlphaChannel(mask)
     return overlay

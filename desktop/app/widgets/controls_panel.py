@@ -188,7 +188,6 @@ class ControlRowWidget(QFrame):
                                    "as it is; the mask tool goes back as it was")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Leave the control picture as it was")
-        self.editing_label = QLabel("Painting on the canvas…")
         self.type_box = QComboBox()
         self.type_box.setToolTip("What the ControlNet reads from the picture")
         for choice in controls.type_choices():
@@ -199,7 +198,7 @@ class ControlRowWidget(QFrame):
         self.controlnet_box = QComboBox()
         self.controlnet_box.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.controlnet_box.setMinimumContentsLength(6)
+        self.controlnet_box.setMinimumContentsLength(4)  # room for the preview's ▾
         self.controlnet_box.setToolTip("The installed ControlNet that reads this control; "
                                        "only those fitting the model and the type are listed")
         self.remove_button = QToolButton()
@@ -238,8 +237,7 @@ class ControlRowWidget(QFrame):
         self.edges = _pair(self.low, self.high)
         grid.addLayout(self.edges, 3, 2)
         editing = QHBoxLayout()
-        editing.addWidget(self.editing_label, 1)
-        editing.addWidget(self.use_button)
+        editing.addWidget(self.use_button, 1)
         editing.addWidget(self.cancel_button)
         grid.addLayout(editing, 4, 0, 1, 3)
         grid.setColumnStretch(2, 1)
@@ -282,7 +280,7 @@ class ControlRowWidget(QFrame):
         can go there meanwhile."""
         row = self.vm.rows[self.index]
         here = self.vm.edited is row
-        for widget in (self.editing_label, self.use_button, self.cancel_button):
+        for widget in (self.use_button, self.cancel_button):
             widget.setVisible(here)
         self.edit_action.setEnabled(self.vm.edited is None and row.made is not None)
 

@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self.controls_dock = self._dock("Controls", _stacked(
             self.controls_panel, self.image_prompts_panel), Qt.DockWidgetArea.RightDockWidgetArea)
         self.studio.controls.changed.connect(self._fit_controls)
+        self.studio.controls.editing_changed.connect(self._fit_controls)  # Use and Cancel
         self.studio.image_prompts.changed.connect(self._fit_controls)
         self.resizeDocks([self.gallery_dock], [GALLERY_WIDTH], Qt.Orientation.Horizontal)
         self.statusBar().addPermanentWidget(self.source_label)
@@ -317,6 +318,12 @@ class MainWindow(QMainWindow):
         self.mask_tools.addWidget(self.brush_size)
         for action in (self.undo_stroke_action, self.invert_action, self.clear_action):
             self.mask_tools.addAction(action)
+        controls = studio.controls  # a control picture on the mask tool: Use it from here too
+        self.use_control_action = self._action("Use as control picture", controls.use_edit)
+        self.mask_tools.addAction(self.use_control_action)
+        self.use_control_action.setVisible(False)
+        controls.editing_changed.connect(
+            lambda: self.use_control_action.setVisible(controls.edited is not None))
         return [self.use_source_action, self.variations_action, self.edit_action,
                 self.inpaint_action, self.outpaint_action, self.mask_action, self.regions_action,
                 self.outpaint_handles_action, *self.upscale_instruct.menu_actions()]
