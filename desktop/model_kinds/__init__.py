@@ -18,6 +18,7 @@ from desktop.model_kinds import (
     image_encoder,
     ip_adapter,
     lora,
+    segmenter,
     upscaler,
 )
 from desktop.model_kinds.kind import InstalledModel, ModelKind
@@ -27,7 +28,7 @@ __all__ = ["KINDS", "InstalledModel", "ModelKind", "kind_named", "kind_of_folder
            "kind_for_source"]
 
 KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator,
-                                ip_adapter, image_encoder)
+                                ip_adapter, image_encoder, segmenter)
 
 
 def kind_named(name: str) -> ModelKind:
