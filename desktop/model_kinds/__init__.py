@@ -15,6 +15,8 @@ from desktop.model_kinds import (
     controlnet,
     diffusion,
     embedding,
+    face_detector,
+    face_restorer,
     image_encoder,
     ip_adapter,
     lora,
@@ -28,7 +30,8 @@ __all__ = ["KINDS", "InstalledModel", "ModelKind", "kind_named", "kind_of_folder
            "kind_for_source"]
 
 KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator,
-                                ip_adapter, image_encoder, segmenter)
+                                ip_adapter, image_encoder, segmenter, face_restorer,
+                                face_detector)
 
 
 def kind_named(name: str) -> ModelKind:

@@ -142,9 +142,10 @@ def read_segmenter_description(folder: Path) -> SegmenterDescription:
 
 def _from_json(data: object, name: str) -> SegmenterDescription:
     damaged = ModelError(f"The description of segmenter '{name}' is damaged.")
-    if not isinstance(data, dict) or data.get("kind") != SEGMENTER_KIND:
+    if not isinstance(data, dict) or data.get("kind") != SEGMENTER_KIND \
+            or not isinstance(data.get("format"), int):
         raise damaged
-    if not isinstance(data.get("format"), int) or data["format"] > DESCRIPTION_FORMAT:
+    if data["format"] > DESCRIPTION_FORMAT:
         raise ModelError(f"Segmenter '{name}' was installed by a newer Easel; update Easel or "
                          f"import it again.")
     if (data.get("family") not in FAMILIES or not isinstance(data.get("input_name"), str)
