@@ -26,6 +26,9 @@ from engine.request import GenerationParameters
 from engine.schedulers import a1111_sampler_name
 
 METADATA_FORMAT = 1
+# The pictures Easel writes, by their channels: RGB; RGBA for a cut-out (background removed);
+# grey for a mask.
+PIXEL_MODES = {3: "RGB", 4: "RGBA", 1: "L"}
 
 
 def a1111_parameters(parameters: GenerationParameters) -> str:
@@ -140,17 +143,27 @@ def new_image_id() -> str:
     return uuid.uuid4().hex
 
 
+def pixels_image(pixels: np.ndarray) -> Image.Image:
+    """uint8 pixels (H, W, 3), (H, W, 4) with alpha, or (H, W) grey, as a PIL image."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2] if pixels.ndim == 3 else 0
+    if channels not in PIXEL_MODES:
+        raise ValueError(f"pixels of shape {pixels.shape} are not RGB, RGBA or grey")
+    return Image.fromarray(pixels, PIXEL_MODES[channels])
+
+
 def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | None,
              image_id: str | None = None) -> Path:
-    """Write ``pixels`` to ``path`` atomically: temp file, fsync, rename, fsync the folder.
-    The file gets the user's usual mode (0644 under umask 022), like any file they make."""
+    """Write ``pixels`` (RGB, RGBA or grey: ``pixels_image``) to ``path`` atomically: temp
+    file, fsync, rename, fsync the folder. The file gets the user's usual mode (0644 under
+    umask 022), like any file they make."""
     path = Path(path)
     info = PngImagePlugin.PngInfo()
     if parameters is not None:
         info.add_itxt("parameters", a1111_parameters(parameters))
         metadata = easel_metadata(parameters, image_id or new_image_id())
         info.add_itxt("easel", json.dumps(metadata, ensure_ascii=False, sort_keys=True))
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
+    image = pixels_image(pixels)
     descriptor, temporary = create_temporary(path.parent, f".{path.stem}-", ".png.tmp")
     try:
         with os.fdopen(descriptor, "wb") as stream:

@@ -2,6 +2,11 @@
 
 Pillow's decompression-bomb limit is kept and its warning treated as an error, and a side
 longer than ``MAX_SIDE`` is refused, so a hostile file cannot exhaust memory.
+
+Library pictures are RGB, except cut-outs (background removed: RGBA) and masks (grey).
+``load_pixels`` keeps the mode, alpha included; where RGB is expected, ``flattened`` lays a
+picture with transparency over white (what a cut-out is on a page), and ``on_checkerboard``
+shows its transparency as the usual grey checkerboard (thumbnails).
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ import io
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from desktop.library.errors import BadImage
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_SIDE = 16384
+WHITE = (255, 255, 255)
+CHECKER_SQUARE = 8  # pixels a side, in the picture shown (a thumbnail)
+CHECKER_GREYS = (204, 255)  # light grey and white, as most painting programs draw it
 
 
 def open_image(path: Path, formats: tuple[str, ...] = ACCEPTED_FORMATS) -> Image.Image:
@@ -65,3 +73,32 @@ def load_pixels(image: Image.Image, name: str) -> Image.Image:
         raise BadImage(f"'{name}' is too large to open safely.") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"'{name}' is damaged or incomplete and cannot be read.") from error
+
+
+def has_transparency(image: Image.Image) -> bool:
+    """Whether the picture has an alpha channel or a transparent palette colour."""
+    return image.has_transparency_data
+
+
+def flattened(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """The picture as RGB: one with transparency laid over ``background`` (so a cut-out's
+    hidden pixels never show), any other simply converted."""
+    if not has_transparency(image):
+        return image.convert("RGB")
+    ground = Image.new("RGBA", image.size, (*background, 255))
+    return Image.alpha_composite(ground, image.convert("RGBA")).convert("RGB")
+
+
+def on_checkerboard(image: Image.Image) -> Image.Image:
+    """The picture as RGB, its transparent part showing a checkerboard."""
+    if not has_transparency(image):
+        return image.convert("RGB")
+    board = Image.new("RGBA", image.size, (*(CHECKER_GREYS[1],) * 3, 255))
+    draw = ImageDraw.Draw(board)
+    grey = (*(CHECKER_GREYS[0],) * 3, 255)
+    for top in range(0, image.height, CHECKER_SQUARE):
+        for left in range(0, image.width, CHECKER_SQUARE):
+            if (top // CHECKER_SQUARE + left // CHECKER_SQUARE) % 2:
+                draw.rectangle((left, top, left + CHECKER_SQUARE - 1,
+                                top + CHECKER_SQUARE - 1), fill=grey)
+    return Image.alpha_composite(board, image.convert("RGBA")).convert("RGB")

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from desktop.image_files import METADATA_FORMAT, a1111_parameters, easel_metadata
+from desktop.image_files import METADATA_FORMAT, a1111_parameters, easel_metadata, pixels_image
 from desktop.library.atomic import write_atomically
 from desktop.library.errors import BadImage
 from desktop.library.images import open_image
@@ -37,10 +37,11 @@ def imported_metadata(image_id: str, created_at: float, original_name: str) -> d
 
 def write_generated(path: Path, pixels: np.ndarray, parameters: GenerationParameters,
                     metadata: dict[str, Any]) -> Path:
+    """RGB pixels, RGBA (a cut-out: its alpha written as it is) or grey (a mask)."""
     info = PngImagePlugin.PngInfo()
     info.add_itxt("parameters", a1111_parameters(parameters))
     info.add_itxt("easel", _dumps(metadata))
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
+    image = pixels_image(pixels)
     return write_atomically(path, lambda stream: _save(image, stream, info))
 
 

@@ -238,14 +238,21 @@ class Library:
     @_locked
     def add_generated(self, pixels: np.ndarray, parameters: GenerationParameters, *,
                       operation: str | None = None, source_id: str | None = None,
-                      created_at: float | None = None) -> ImageEntry:
+                      created_at: float | None = None,
+                      settings: Mapping[str, Any] | None = None) -> ImageEntry:
         """Save a generated image into the library and count its prompt in the history.
-        ``operation`` defaults to the one the parameters name (text to image, inpaint…)."""
+        ``pixels`` are RGB, or RGBA for a cut-out (its alpha kept exactly), or grey (H, W)
+        for a mask. ``operation`` defaults to the one the parameters name (text to image,
+        inpaint…). ``settings`` are the operation's own, for those the parameters have no
+        field for (background removal: the segmenter, refine), kept under the operation's
+        name in the picture's metadata."""
         operation = operation or parameters.operation
         image_id = new_image_id()
         created_at = time.time() if created_at is None else created_at
         relative = self._new_path(created_at, f"{parameters.seed}-{image_id[:8]}")
         metadata = generated_metadata(parameters, image_id, created_at, operation, source_id)
+        if settings:
+            metadata[operation] = dict(settings)
         path = write_generated(self.images_dir / relative, pixels, parameters, metadata)
         info = from_easel(json.dumps(metadata))
 

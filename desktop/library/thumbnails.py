@@ -3,7 +3,8 @@
 A thumbnail is a JPEG named by image id and size, so it never needs invalidating (library
 images are never rewritten). When the cache grows past ``max_bytes`` the least recently used
 ones are deleted down to 90 %; using a thumbnail touches its modification time. Safe to call
-from a worker thread: it touches no database.
+from a worker thread: it touches no database. A picture with transparency (a cut-out) shows
+it as a checkerboard, JPEG having no alpha.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from desktop.library.atomic import is_temporary, write_atomically
-from desktop.library.images import load_pixels, open_image
+from desktop.library.images import load_pixels, on_checkerboard, open_image
 
 DEFAULT_SIZE = 256
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -41,8 +42,13 @@ class ThumbnailCache:
         except FileNotFoundError:
             pass
         with open_image(image_path) as image:
-            small = load_pixels(image, image_path.name).convert("RGB")
+            small = load_pixels(image, image_path.name)
+            if small.mode not in ("RGB", "RGBA"):
+                small = small.convert("RGBA" if small.has_transparency_data else "RGB")
+            # Shrunk before the checkerboard is laid under, so its squares keep their size
+            # (Pillow shrinks RGBA premultiplied: hidden pixels do not bleed into edges).
             small.thumbnail((size, size), Image.Resampling.LANCZOS)
+            small = on_checkerboard(small)
         target.parent.mkdir(parents=True, exist_ok=True)
         # No EXIF is passed, so none is written; JPEG keeps the cache small.
         try:
