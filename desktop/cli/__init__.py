@@ -13,7 +13,18 @@ import argparse
 import sqlite3
 from collections.abc import Sequence
 
-from desktop.cli import doctor, edit, faces, gallery, generate, history, models, upscale, window
+from desktop.cli import (
+    background,
+    doctor,
+    edit,
+    faces,
+    gallery,
+    generate,
+    history,
+    models,
+    upscale,
+    window,
+)
 from desktop.cli.common import say
 from engine.errors import Cancelled, EaselError
 
@@ -52,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_commands(commands)
     edit.add_commands(commands)
     upscale.add_commands(commands)
+    background.add_commands(commands)
     faces.add_commands(commands)
     gallery.add_commands(commands)
     history.add_commands(commands)
