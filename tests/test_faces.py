@@ -89,7 +89,7 @@ def test_a_restoreformer_pth_imports_through_the_safe_conversion(tmp_path, store
     network = tiny_restoreformer()
     checkpoint = tmp_path / "RestoreFormer.pth"
     torch.save({"params_ema": network.state_dict()}, checkpoint)
-    installed = store.import_model(checkpoint, kind="face_restorer")
+    installed = store.import_model(checkpoint)  # "params_ema" as Real-ESRGAN: told apart
     assert installed.family == "face restorer (RestoreFormer, 512 px)"
     assert installed.licence == "Apache-2.0"
     sample = np.random.default_rng(1).random((1, 3, 512, 512), dtype=np.float32)
@@ -166,7 +166,7 @@ FACES = [(8, 3, 4, 0.95, (0.5, 0.5, 24, 32)),  # centre (36, 28) in the sample
 
 def test_yunet_outputs_decode_to_the_expected_boxes(tmp_path, store):
     graph = export_yunet(tmp_path / "yunet", yunet_outputs(FACES))
-    installed = store.import_model(graph, kind="face_detector")
+    installed = store.import_model(graph)  # never taken for an annotator or an upscaler
     assert (installed.kind, installed.family) == ("face_detector", "face detector (YuNet)")
     import onnxruntime as ort
 

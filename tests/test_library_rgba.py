@@ -119,3 +119,21 @@ def test_export_keeps_the_alpha_with_or_without_metadata(library, tmp_path):
     with Image.open(bare) as image:
         assert image.mode == "RGBA" and np.array_equal(np.asarray(image), cut_out())
         assert not image.text and "exif" not in image.info
+
+
+def test_a_transparent_source_is_read_on_white_never_its_hidden_pixels(tmp_path):
+    """An RGBA picture from elsewhere may keep anything under its transparency: the command
+    line's and the window's source readers lay it on white instead."""
+    from desktop.app.editing import _decoded
+    from desktop.cli.common import open_picture
+
+    pixels = np.zeros((8, 8, 4), np.uint8)
+    pixels[..., 0] = 255  # red everywhere, hidden where alpha is 0
+    pixels[:4, :, 3] = 255
+    path = tmp_path / "cut.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    read = np.asarray(open_picture(path, "RGB"))
+    assert (read[:4] == (255, 0, 0)).all() and (read[4:] == 255).all()
+    with Image.open(path) as image:
+        decoded = _decoded(image, "cut.png", None, None)
+    assert (decoded.pixels[4:] == 255).all()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from desktop.app.parameters import Form, batch_seed
 from desktop.library import Library
-from desktop.library.images import load_pixels, open_image, open_image_data
+from desktop.library.images import flattened, load_pixels, open_image, open_image_data
 from desktop.library.metadata import read_info
 from engine.request import (
     ImageToImageRequest,
@@ -94,7 +94,8 @@ def _decoded(image: Image.Image, name: str, library: Library,
     picture = load_pixels(image, name)
     text = {key: value for key, value in getattr(picture, "text", {}).items()
             if isinstance(value, str)}
-    pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
+    # A cut-out's hidden pixels never show: its transparency is laid on white.
+    pixels = np.asarray(flattened(picture), dtype=np.uint8).copy()
     info = read_info(text, (pixels.shape[1], pixels.shape[0]))
     if image_id is None:
         embedded = info.image_id

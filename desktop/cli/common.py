@@ -18,7 +18,7 @@ from PIL import Image
 
 from desktop import paths
 from desktop.library import BadImage, Library, UnknownImage
-from desktop.library.images import load_pixels, open_image
+from desktop.library.images import flattened, load_pixels, open_image
 from desktop.library.metadata import from_easel
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
@@ -325,6 +325,7 @@ def _read_picture(path: Path, mode: str) -> tuple[Image.Image, dict]:
         with open_image(path) as image:
             pixels = load_pixels(image, path.name)
             text = dict(getattr(image, "text", {}))
-            return pixels.convert(mode), text
+            # A cut-out's hidden pixels never show: transparency is laid on white for RGB.
+            return (flattened(pixels) if mode == "RGB" else pixels.convert(mode)), text
     except BadImage as error:
         raise BadRequest(str(error)) from None

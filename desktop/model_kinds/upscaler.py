@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from desktop.model_kinds import face_restorer
 from desktop.model_kinds.kind import InstalledModel, Progress, ShouldStop, folder_size
 from engine.export.formats import ONNX_UPSCALER, looks_like_upscaler
 from engine.upscale.description import UpscalerDescription, is_upscaler_folder
@@ -24,7 +25,9 @@ fallback_formats: tuple[str, ...] = (ONNX_UPSCALER,)
 
 
 def recognises(source: Path, format: str) -> bool:
-    return looks_like_upscaler(source, format)
+    # GFPGAN and RestoreFormer files carry "params_ema" as Real-ESRGAN's do: theirs are
+    # face restorers (desktop.model_kinds.face_restorer), told by their other names.
+    return looks_like_upscaler(source, format) and not face_restorer.recognises(source, format)
 
 
 def needs_exporter(source: Path, format: str) -> bool:

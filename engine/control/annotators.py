@@ -126,6 +126,11 @@ _YOLOX_FIELDS = 85
 
 # --- telling an annotator graph by its content -----------------------------------------------
 
+# YuNet's outputs (engine.faces.detect), named here so a face detector is never an annotator.
+FACE_DETECTOR_OUTPUTS = frozenset(f"{part}_{stride}" for part in ("cls", "obj", "bbox", "kps")
+                                  for stride in (8, 16, 32))
+
+
 def looks_like_annotator(signature: GraphSignature) -> bool:
     """One picture in, and out only one-channel maps (a depth map, lines, edge maps) or
     DWPose's outputs. An upscaler gives a three-channel picture and is never claimed."""
@@ -133,6 +138,8 @@ def looks_like_annotator(signature: GraphSignature) -> bool:
         return False
     (shape,) = signature.inputs.values()
     if len(shape) != 4 or isinstance(shape[1], int) and shape[1] != 3:
+        return False
+    if set(signature.outputs) & FACE_DETECTOR_OUTPUTS:  # YuNet's: a face detector's
         return False
     return _is_pose(signature) or all(_is_map(out) for out in signature.outputs.values())
 
