@@ -13,7 +13,8 @@ none installed, by the flood fill that cuts a subject off a flat background, whi
 
 Each result records the operation ("remove_background", "replace_background"), the source's
 id when it is a library picture (lineage), and under the operation's name in its metadata
-the segmenter ("flood fill" when none) and whether the mask was refined.
+the segmenter ("flood fill" when none) and whether the mask was refined. The cutting and
+the recording are desktop.background's, which the window's background tools share.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
+from desktop.background import (
+    background_mask,
+    check_subject,
+    chosen_segmenter,
+    cut_subject,
+    cutout_parameters,
+    over,
+    save_cutout,
+    save_replaced,
+    transparent,
+)
 from desktop.cli.common import (
     add_emphasis_argument,
     add_lora_argument,
@@ -50,19 +62,13 @@ from desktop.library.images import flattened, has_transparency, load_pixels, ope
 from desktop.library.metadata import from_easel
 from desktop.library.rows import ImageEntry
 from desktop.model_kinds.embedding import installed_embeddings
-from desktop.model_store import ModelStore
-from engine.background import FLOOD_FILL, Cutout, apply_alpha, cut_out
-from engine.errors import BadRequest, ModelError
+from engine.background import FLOOD_FILL, Cutout
+from engine.errors import BadRequest
 from engine.model import load_model
 from engine.pipelines.inpaint import InpaintPipeline
-from engine.request import GenerationParameters, InpaintRequest
+from engine.request import InpaintRequest
 from engine.runtime import RuntimeOptions
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
-
-SEGMENTER = "segmenter"
-REMOVE, REPLACE = "remove_background", "replace_background"
-# The parameters of a cut-out of a picture Easel did not make: no prompt, no steps.
-UNSAMPLED_SCHEDULER = "euler"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -134,27 +140,17 @@ def _remove_background(arguments: argparse.Namespace) -> int:
         if arguments.mask_only:
             pixels, shown = cutout.alpha, "mask"
         elif backdrop is None:
-            pixels, shown = _transparent(source.rgb, cutout.alpha), "transparent"
+            pixels, shown = transparent(source.rgb, cutout.alpha), "transparent"
         else:
             pixels, shown = _laid_on(source.rgb, cutout.alpha, backdrop), backdrop.recorded
         height, width = pixels.shape[:2]
-        parameters = replace(source.parameters(width, height), model_name=cutout.method,
-                             operation=REMOVE)
-        entry = library.add_generated(
-            pixels, parameters, source_id=source.image_id,
-            settings={"segmenter": cutout.method, "refine": arguments.refine,
-                      "result": shown})
+        parameters = cutout_parameters(source.path, width, height, cutout.method)
+        entry = save_cutout(library, pixels, parameters, source.image_id,
+                            {"segmenter": cutout.method, "refine": arguments.refine,
+                             "result": shown})
         _copy(entry, target)
         print(target or entry.path)
     return 0
-
-
-def _transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The RGBA cut-out, white under full transparency: what was removed is not kept in the
-    file, and a reader that drops the alpha sees the subject on white."""
-    rgba = apply_alpha(rgb, alpha)
-    rgba[alpha == 0, :3] = 255
-    return rgba
 
 
 @dataclass(frozen=True)
@@ -193,15 +189,6 @@ def _laid_on(rgb: np.ndarray, alpha: np.ndarray, backdrop: Backdrop) -> np.ndarr
     return over(rgb, ground, alpha)
 
 
-def over(subject: np.ndarray, ground: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``subject`` over ``ground`` by ``alpha`` (uint8 H×W): where it is 255, exactly the
-    subject; where 0, exactly the ground."""
-    weight = alpha[..., np.newaxis].astype(np.float32) / np.float32(255)
-    blended = np.rint(subject * weight + ground * (np.float32(1) - weight)).astype(np.uint8)
-    opaque = (alpha == 255)[..., np.newaxis]
-    return np.where(opaque, subject, blended)
-
-
 # --- replace-background -----------------------------------------------------------------------
 
 
@@ -218,10 +205,7 @@ def _replace_background(arguments: argparse.Namespace) -> int:
         model = load_model(store.path_of(name), runtime, name)
         targets = output_paths(arguments.output, seed, arguments.count)
         cutout = _cut(source, segmenter, arguments.refine, runtime)
-        if (cutout.alpha == 255).all():
-            raise BadRequest("The whole picture was found to be the subject; there is no "
-                             "background to replace.")
-        background = Image.fromarray(255 - cutout.alpha, "L")  # white = repaint
+        background = background_mask(cutout)  # white = repaint
         request = InpaintRequest(
             Image.fromarray(source.rgb), background, arguments.prompt,
             strength=arguments.strength, feather=arguments.feather,
@@ -236,12 +220,9 @@ def _replace_background(arguments: argparse.Namespace) -> int:
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
         for warning in result.warnings:
             say(f"warning: {warning}")
-        settings = {"segmenter": cutout.method, "refine": arguments.refine}
-        for image, target in zip(result.images, targets, strict=True):
-            pixels = over(source.rgb, image.pixels, cutout.alpha)
-            entry = library.add_generated(
-                pixels, replace(image.parameters, operation=REPLACE),
-                source_id=source.image_id, settings=settings)
+        saved = save_replaced(library, source.rgb, cutout, result.images, source.image_id,
+                              arguments.refine)
+        for (entry, _), target in zip(saved, targets, strict=True):
             _copy(entry, target)
             print(target or entry.path)
     return 0
@@ -259,20 +240,6 @@ class Source:
     alpha: np.ndarray | None  # uint8 (H, W)
     image_id: str | None
     path: Path
-
-    def parameters(self, width: int, height: int) -> GenerationParameters:
-        """The source's settings when Easel made it (its prompt and seed carry over, as an
-        enlargement's do), else blank ones; the size is the result's."""
-        base = read_parameters(self.path) or GenerationParameters(
-            prompt="", negative_prompt="", width=width, height=height, steps=0,
-            guidance=0.0, scheduler=UNSAMPLED_SCHEDULER, seed=0, model_name="",
-            model_hash="", model_family="")
-        # The segmenter is this picture's "model"; the one that drew the source is one step
-        # back in its lineage. Editing settings belong to the source, not to this.
-        return replace(base, width=width, height=height, model_hash="", model_family="",
-                       strength=None, feather=None, extend=None, image_guidance=None,
-                       regions=None, region_weight=None, scale=None, upscaler=None,
-                       base_size=None)
 
 
 def _source(library: Library, text: str) -> Source:
@@ -312,43 +279,18 @@ def _seed(source: Source) -> int:
     return parameters.seed if parameters is not None else 0
 
 
-def chosen_segmenter(store: ModelStore, name: str | None, option: str) -> Path | None:
-    """The named segmenter's folder, else the only one installed; None (the flood fill) when
-    none is. ``option`` is the command's option that names one, for the message."""
-    installed = store.installed(SEGMENTER)
-    names = ", ".join(model.name for model in installed) or "none"
-    if name is not None:
-        for model in installed:
-            if model.name == name:
-                return model.path
-        raise ModelError(f"No segmenter named '{name}' is installed (installed: {names}); "
-                         f"add one with: easel models import FILE.")
-    if len(installed) > 1:
-        raise ModelError(f"Several segmenters are installed ({names}); choose one with "
-                         f"{option}.")
-    return installed[0].path if installed else None
-
-
 def _cut(source: Source, segmenter: Path | None, refine: bool,
          runtime: RuntimeOptions) -> Cutout:
     """The subject's mask, inside what was already opaque (a cut-out cut again loses nothing
     it had hidden back); the cut's notes (the flood fill, a licence) said as warnings."""
-    cutout = run_cancellable(functools.partial(_cut_out, source.rgb, segmenter, refine,
-                                               runtime))
+    cutout = run_cancellable(functools.partial(cut_subject, source.rgb, segmenter, refine,
+                                               runtime, source_alpha=source.alpha))
     for note in cutout.notes:
         say(f"warning: {note}")
-    if source.alpha is not None:
-        cutout = replace(cutout, alpha=np.minimum(cutout.alpha, source.alpha))
-    if not cutout.alpha.any():
-        raise BadRequest("No subject was found in this picture; nothing was saved.")
+    check_subject(cutout)
     if cutout.method != FLOOD_FILL:
         say(f"cut out with the segmenter '{cutout.method}'")
     return cutout
-
-
-def _cut_out(rgb: np.ndarray, segmenter: Path | None, refine: bool,
-             runtime: RuntimeOptions, cancel) -> Cutout:
-    return cut_out(rgb, segmenter, refine, runtime, cancel)
 
 
 def _copy(entry: ImageEntry, target: Path | None) -> None:
