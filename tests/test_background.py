@@ -202,9 +202,6 @@ def test_upscaler_takes_segmenters_only_as_a_fallback(graphs, monkeypatch):
         assert kinds.kind_for_source(graph, ONNX_UPSCALER) is segmenter
 
 
-@pytest.mark.xfail(strict=True, reason="engine.control.annotators.looks_like_annotator claims "
-                   "every one-picture-to-one-channel-maps graph; it must leave segmenters "
-                   "(engine.background.description.looks_like_segmenter) to the segmenter kind")
 def test_annotators_do_not_claim_segmenters(graphs):
     assert not any(annotator.recognises(graph, ONNX_UPSCALER) for graph in graphs.values())
 

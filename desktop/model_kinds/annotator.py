@@ -26,6 +26,7 @@ from desktop.model_kinds.kind import (
     folder_size,
     kind_in_description,
 )
+from engine.background.description import looks_like_segmenter
 from engine.control.annotators import (
     ANNOTATOR_CONTROLS,
     DESCRIPTION_FILE,
@@ -56,9 +57,13 @@ def recognises(source: Path, format: str) -> bool:
     if graph is None:
         return False
     try:
-        return looks_like_annotator(read_graph_signature(graph))
+        signature = read_graph_signature(graph)
     except ModelError:
         return False  # not an ONNX graph: another kind's, or nothing
+    # A segmenter also turns one picture into one-channel maps: its size, output count or
+    # name says it is one (engine.background), and then it is that kind's.
+    names = (Path(source).name, graph.name)
+    return looks_like_annotator(signature) and not looks_like_segmenter(signature, names)
 
 
 def needs_exporter(source: Path, format: str) -> bool:
