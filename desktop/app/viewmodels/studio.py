@@ -22,6 +22,7 @@ from desktop.app.generation import Device, Outcome, Pipelines
 from desktop.app.parameters import final_size, request_from
 from desktop.app.settings import Settings
 from desktop.app.variations import variations_form
+from desktop.app.viewmodels.background import BackgroundModel, qimage_of
 from desktop.app.viewmodels.catalogue import CatalogueModel
 from desktop.app.viewmodels.controls import ControlsModel
 from desktop.app.viewmodels.gallery import GalleryModel
@@ -140,6 +141,8 @@ class Studio(QObject):
         self.runner.image_ready.connect(self._image_ready)
         self.runner.image_failed.connect(self._image_failed)
         self.runner.fetched.connect(self._fetched)
+        # Background tools; after the studio's own slots, so their news is said last.
+        self.background = BackgroundModel(self, services.store, self)
         # Another process (an `easel generate`) may add pictures meanwhile.
         self._poll = QTimer(self)
         self._poll.setInterval(LIBRARY_POLL_MS)
@@ -399,7 +402,7 @@ class Studio(QObject):
 
     def _show_outcome(self, outcome: Outcome) -> None:
         if not self.mask_editing:  # the result waits in the gallery while the user paints
-            self.canvas_image = qimage_from_pixels(outcome.pixels[-1])
+            self.canvas_image = qimage_of(outcome.pixels[-1])  # a cut-out keeps its alpha
             self.canvas_entry = outcome.entries[-1]
             self.canvas_is_preview = False
             self.canvas_is_source = False

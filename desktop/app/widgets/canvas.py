@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
+    QBrush,
     QColor,
     QDragEnterEvent,
     QDropEvent,
@@ -30,6 +31,10 @@ ZOOM_STEP = 1.25
 MASK_COLOUR = QColor(255, 40, 90)  # shown at MASK_OPACITY over the picture
 MASK_OPACITY = 0.5
 LENT_DIM = QColor(0, 0, 0, 200)  # a control picture's black, the picture faint beneath
+# Transparency shows as the thumbnails show it: squares of two light greys (fixed on screen,
+# so zooming does not turn them into a blur or a few huge tiles).
+CHECKER_GREYS = (QColor(204, 204, 204), QColor(255, 255, 255))
+CHECKER_SQUARE = 8
 DEFAULT_TIP = "Scroll to zoom, drag to move; drop a picture here to use it as the source image"
 
 
@@ -192,6 +197,8 @@ class Canvas(QWidget):
                               self._smooth and self.zoom < 1)
         if not self._smooth:  # live previews are tiny: scale them up smoothly
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        if self._pixmap.hasAlphaChannel():  # a cut-out: what is transparent shows as such
+            painter.fillRect(self.image_rect(), _checkerboard())
         painter.drawPixmap(self.image_rect(), self._pixmap, QRectF(self._pixmap.rect()))
         if self.mask_editing:
             self._paint_mask(painter)
@@ -284,6 +291,17 @@ class Canvas(QWidget):
         else:
             return
         event.acceptProposedAction()
+
+
+def _checkerboard() -> QBrush:
+    tile = QPixmap(2 * CHECKER_SQUARE, 2 * CHECKER_SQUARE)
+    tile.fill(CHECKER_GREYS[1])
+    painter = QPainter(tile)
+    painter.fillRect(0, 0, CHECKER_SQUARE, CHECKER_SQUARE, CHECKER_GREYS[0])
+    painter.fillRect(CHECKER_SQUARE, CHECKER_SQUARE, CHECKER_SQUARE, CHECKER_SQUARE,
+                     CHECKER_GREYS[0])
+    painter.end()
+    return QBrush(tile)
 
 
 def _overlay(mask: QImage, colour: QColor = MASK_COLOUR) -> QImage:

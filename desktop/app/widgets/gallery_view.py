@@ -35,6 +35,7 @@ class GalleryView(QWidget):
         self.studio = studio
         self.model = studio.gallery
         self.exports: ExportActions | None = None  # the window's Export actions, for the menu
+        self.background = None  # the window's BackgroundActions, for the menu
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search the gallery by prompt")
         self.search.setClearButtonEnabled(True)
@@ -150,6 +151,8 @@ class GalleryView(QWidget):
         menu.setToolTipsVisible(True)
         for scale in UPSCALE_SCALES:
             menu.addAction(icon("upscale"), f"Upscale {scale}×", self._upscaler(one, scale))
+        if self.background is not None:
+            self.background.add_to_gallery_menu(menu, one)
         menu.addSeparator()
         menu.addAction(icon("reuse"), "Reuse parameters", self.reuse_selected)
         menu.addAction(icon("seed"), "Reuse this image's seed",

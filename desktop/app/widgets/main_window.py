@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from desktop.app.viewmodels.mask import MAX_BRUSH, MIN_BRUSH
 from desktop.app.viewmodels.studio import Studio
+from desktop.app.widgets.background_actions import BackgroundActions
 from desktop.app.widgets.canvas import Canvas
 from desktop.app.widgets.controls_panel import ControlsPanel
 from desktop.app.widgets.export_actions import ExportActions
@@ -308,6 +309,9 @@ class MainWindow(QMainWindow):
         self.upscale_instruct = UpscaleInstructActions(studio, self)
         self.upscale_instruct.add_to(self.edit_tools)
         self._with_text(self.edit_tools, self.upscale_instruct.upscale_menu.menuAction())
+        self.background = BackgroundActions(studio.background, self)
+        self.background.add_to(self.edit_tools)
+        self.gallery.background = self.background
         self.edit_tools.addSeparator()
         self.edit_tools.addAction(self.regions_action)
         self.edit_tools.addAction(self.outpaint_handles_action)
@@ -321,12 +325,14 @@ class MainWindow(QMainWindow):
         controls = studio.controls  # a control picture on the mask tool: Use it from here too
         self.use_control_action = self._action("Use as control picture", controls.use_edit)
         self.mask_tools.addAction(self.use_control_action)
+        self.background.add_to_mask_tools(self.mask_tools)
         self.use_control_action.setVisible(False)
         controls.editing_changed.connect(
             lambda: self.use_control_action.setVisible(controls.edited is not None))
         return [self.use_source_action, self.variations_action, self.edit_action,
                 self.inpaint_action, self.outpaint_action, self.mask_action, self.regions_action,
-                self.outpaint_handles_action, *self.upscale_instruct.menu_actions()]
+                self.outpaint_handles_action, *self.upscale_instruct.menu_actions(),
+                self.background.menu.menuAction()]
 
     @staticmethod
     def _icon_only(toolbar: QToolBar, action: QAction) -> None:
