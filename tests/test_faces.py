@@ -1,5 +1,5 @@
-"""Face restoration: GFPGAN and RestoreFormer checkpoints imported through the store and
-exported to ONNX (matching torch), CodeFormer refused in one sentence, YuNet's outputs decoded
+"""Face restoration: GFPGAN, RestoreFormer and CodeFormer checkpoints imported through the
+store and exported to ONNX (matching torch; CodeFormer's fidelity an input), YuNet's outputs decoded
 to the boxes and points expected, the crop / restore / paste-back path on a synthetic picture
 (a restorer that inverts colours shows it), and ``easel restore-faces`` end to end."""
 
@@ -57,11 +57,22 @@ def tiny_restoreformer():
                          head_size=8).eval()
 
 
-def _onnx_output(folder, sample: np.ndarray) -> np.ndarray:
+def tiny_codeformer():
+    """spandrel_extra_arches' CodeFormer at its smallest: its VQGAN (72 M parameters, 512 px)
+    is fixed by its constructor; the transformer, codebook and fusions are not."""
+    pytest.importorskip("spandrel_extra_arches")
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    _seeded(2)  # n_head 8: spandrel assumes it when loading
+    return CodeFormer(dim_embd=32, n_head=8, n_layers=1, codebook_size=16,
+                      connect_list=["32", "64"]).eval()
+
+
+def _onnx_output(folder, sample: np.ndarray, **more: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    return session.run(["restored"], {"image": sample})[0]
+    return session.run(["restored"], {"image": sample, **more})[0]
 
 
 def test_a_gfpgan_checkpoint_imports_and_its_graph_matches_torch(tmp_path, store):
@@ -99,14 +110,42 @@ def test_a_restoreformer_pth_imports_through_the_safe_conversion(tmp_path, store
                                atol=1e-4)
 
 
-def test_codeformer_and_strangers_are_refused_in_one_sentence(tmp_path, store):
+@pytest.mark.slow  # CodeFormer's fixed 512 px VQGAN: about a minute on two cores
+def test_a_codeformer_pth_imports_with_its_fidelity_as_an_input(home, tmp_path, capsys):
+    from desktop import paths
+
+    network = tiny_codeformer()
+    checkpoint = tmp_path / "codeformer.pth"
+    torch.save({"params_ema": network.state_dict()}, checkpoint)  # as the release is saved
+    installed = ModelStore(paths.models_dir()).import_model(checkpoint)  # told by its names
+    assert (installed.kind, installed.family) == ("face_restorer",
+                                                  "face restorer (CodeFormer, 512 px)")
+    assert installed.licence == "S-Lab License 1.0 (non-commercial)"
+    description = FaceRestorerDescription.load(installed.path)
+    assert (description.non_commercial, description.fidelity_input) == (True, "fidelity")
+    sample = np.random.default_rng(2).random((1, 3, 512, 512), dtype=np.float32)
+    outputs = []
+    for fidelity in (0.0, 1.0):  # at 0 the reference skips its fusions in Python
+        with torch.no_grad():
+            expected = network(torch.from_numpy(sample) * 2 - 1, fidelity)[0]
+        expected = ((expected + 1) / 2).clamp(0, 1).numpy()
+        outputs.append(_onnx_output(installed.path, sample,
+                                    fidelity=np.array(fidelity, np.float32)))
+        np.testing.assert_allclose(outputs[-1], expected, atol=1e-4)
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-3  # the weight is an input, not baked
+    picture = tmp_path / "face.png"
+    Image.fromarray(synthetic_picture(64, 64)).save(picture)
+    assert main(["restore-faces", str(picture), "--box", "16,16,32,32", "--fidelity", "1.5"]) == 1
+    assert "fidelity weight 1.5 is outside 0 to 1" in capsys.readouterr().err
+    assert main(["restore-faces", str(picture), "--box", "16,16,32,32", "--fidelity", "0.7"]) == 0
+    err = capsys.readouterr().err
+    assert "with face restorer (CodeFormer, 512 px) at fidelity 0.7" in err
+    assert "CodeFormer is licensed for non-commercial use only (S-Lab License 1.0" in err
+
+
+def test_strangers_are_refused_in_one_sentence(tmp_path, store):
     from safetensors.torch import save_file
 
-    codeformer = tmp_path / "codeformer.safetensors"
-    save_file({"position_emb": torch.zeros(4, 8), "idx_pred_layer.0.weight": torch.zeros(8, 8),
-               "quantize.embedding.weight": torch.zeros(16, 8)}, codeformer)
-    with pytest.raises(ModelError, match="CodeFormer.*spandrel_extra_arches.*non-commercial"):
-        store.import_model(codeformer)
     damaged = tmp_path / "broken.safetensors"
     save_file({"toRGB.0.weight": torch.zeros(3, 3),
                "stylegan_decoder.style_mlp.1.weight": torch.zeros(4, 4)}, damaged)
@@ -304,7 +343,9 @@ def test_restore_faces_makes_a_library_picture_with_lineage(home, tmp_path, caps
     with Library.open(home) as library:
         assert library.get(metadata["image_id"]).source_id == source
     for argv, words in ((["--box", "60,60,10,10"], "reaches outside the 64×64 picture"),
-                        ([], "needs a face detector")):
+                        ([], "needs a face detector"),
+                        (["--box", "16,16,32,32", "--fidelity", "0.3"],
+                         "A fidelity weight is for CodeFormer only; Invert has none")):
         assert main(["restore-faces", source[:8], *argv]) == 1
         assert words in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse's usage line and the sentence

@@ -2,8 +2,9 @@
 
 SOURCE is a picture file (PNG, JPEG or WEBP) or a library picture's id, as for ``easel edit``.
 The faces are those in the ``--box`` options or, without one, those an installed face detector
-(YuNet) finds; each is restored by an installed face restorer (GFPGAN, RestoreFormer). The
-result is saved in the library with the operation "restore_faces" and, when the source is a
+(YuNet) finds; each is restored by an installed face restorer (GFPGAN, RestoreFormer,
+CodeFormer; ``--fidelity`` sets CodeFormer's weight, 0 = quality to 1 = fidelity). The result
+is saved in the library with the operation "restore_faces" and, when the source is a
 library picture, the source's id (lineage). A restorer whose licence is non-commercial is said
 each time it is used.
 """
@@ -44,6 +45,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                              "one installed)")
     faces.add_argument("--detector", help="an installed face detector (default: the only one "
                                           "installed)")
+    faces.add_argument("--fidelity", type=float, metavar="W",
+                       help="CodeFormer only: 0 favours quality, 1 fidelity to the picture "
+                            "(default 0.5)")
     faces.add_argument("--output", "-o", type=Path,
                        help="also write a copy to this .png file name or folder")
     add_runtime_arguments(faces)
@@ -70,7 +74,7 @@ def _restore_faces(arguments: argparse.Namespace) -> int:
         detector = None if arguments.box else _chosen(store, FACE_DETECTOR, arguments.detector,
                                                       "--detector", required=False)
         pixels, notes = restore_faces(source.picture, restorer, arguments.box, detector,
-                                      runtime)
+                                      runtime, fidelity=arguments.fidelity)
         for note in notes:
             say(note)
         parameters = _parameters(library, arguments.source, pixels.shape, restorer)
@@ -92,8 +96,8 @@ def _chosen(store: ModelStore, kind: str, name: str | None, option: str,
     if not installed:
         if required:
             raise BadRequest("Restoring faces needs a face restorer: import GFPGAN "
-                             "(GFPGANv1.4.pth) or RestoreFormer with: easel models import "
-                             "FILE.")
+                             "(GFPGANv1.4.pth), RestoreFormer or CodeFormer with: easel "
+                             "models import FILE.")
         return None
     if len(installed) > 1:
         names = ", ".join(model.name for model in installed)

@@ -1,7 +1,8 @@
-"""The face restorer kind: networks that restore faces (GFPGAN v1.3/v1.4, RestoreFormer).
+"""The face restorer kind: networks that restore faces (GFPGAN v1.3/v1.4, RestoreFormer,
+CodeFormer).
 
 Recognised as a ``.pth`` or ``.safetensors`` checkpoint whose tensor names are one of those
-networks' (CodeFormer's too, which the import refuses in one sentence); imported by
+networks'; imported by
 engine.export.face_restorer (spandrel, exported to ONNX) and described by
 engine.faces.description (``easel.json`` marked ``"kind": "face_restorer"``).
 """

@@ -1,4 +1,4 @@
-"""Installs face restorers (GFPGAN v1.3/v1.4, RestoreFormer) as ONNX model folders.
+"""Installs face restorers (GFPGAN v1.3/v1.4, RestoreFormer, CodeFormer) as ONNX model folders.
 
 A ``.pth`` or ``.safetensors`` checkpoint comes in; a ``.pth`` is a pickle, so it is first
 turned into safetensors by engine.export.pickle_convert (``torch.load(weights_only=True)`` in a
@@ -7,8 +7,10 @@ names and builds the network; GFPGAN's settings (output size, channel widths) ar
 tensors' shapes here, as spandrel assumes the released 512 px ones. The network is traced to
 ONNX at its fixed square size, taking and giving RGB in [0, 1] (the [-1, 1] the networks work
 in is inside the graph), with GFPGAN's stored noise instead of fresh random noise, so a face
-restores the same each time. CodeFormer is told by its names and refused in one sentence:
-spandrel 0.4 keeps it in the separate spandrel_extra_arches package, which Easel does not use.
+restores the same each time. CodeFormer lives in spandrel_extra_arches (spandrel 0.4 keeps it
+apart); only that architecture is registered with spandrel, and only when a checkpoint's names
+say CodeFormer. Its fidelity weight ``w`` (0 = quality, 1 = fidelity to the input) is a float32
+scalar input of the graph, so one export serves every fidelity.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import itertools
 import tempfile
 from pathlib import Path
 
-from engine.errors import Cancelled, ModelError
+from engine.errors import Cancelled, ExportUnavailable, ModelError
 from engine.export.formats import PICKLE, SAFETENSORS, detect_format
 from engine.export.upscaler import Progress, ShouldStop
 from engine.faces.description import GRAPH_FILE, FaceRestorerDescription
@@ -30,12 +32,15 @@ LICENCES = {
     "GFPGAN": ("Apache-2.0 (GFPGAN); its StyleGAN2 decoder derives from NVIDIA's StyleGAN2 "
                "(NVIDIA Source Code License) through rosinality's stylegan2-pytorch (MIT)"),
     "RestoreFormer": "Apache-2.0",
+    "CodeFormer": "S-Lab License 1.0 (non-commercial)",
 }
-RESTOREFORMER_SIDE = 512  # spandrel builds it for 512 px faces
-INPUT_NAME, OUTPUT_NAME = "image", "restored"
-CODEFORMER_REFUSED = ("'{label}' is a CodeFormer checkpoint, which Easel cannot import yet: "
-                      "spandrel keeps CodeFormer in spandrel_extra_arches, which is not "
-                      "installed (its licence, S-Lab License 1.0, is non-commercial too).")
+NON_COMMERCIAL = {"CodeFormer"}
+FIXED_SIDES = {"RestoreFormer": 512, "CodeFormer": 512}  # as spandrel builds them
+INPUT_NAME, OUTPUT_NAME, FIDELITY_NAME = "image", "restored", "fidelity"
+TRACED_FIDELITY = 0.5  # any value above 0: CodeFormer skips its fusion in Python at 0
+EXTRA_ARCHES_UNAVAILABLE = ("'{label}' is a CodeFormer checkpoint, which needs "
+                            "spandrel_extra_arches: pip install --no-deps "
+                            "\"spandrel_extra_arches==0.2.0\".")
 
 
 def architecture_of(names: set[str]) -> str | None:
@@ -88,8 +93,11 @@ def export_face_restorer(checkpoint: Path, destination: Path, progress: Progress
     if progress is not None:
         progress(f"Exporting the {description.summary}", 2, 3)
     side = description.input_size
-    export_graph(_restorer_graph(network, description.architecture),
-                 (torch.rand(1, 3, side, side),), destination / GRAPH_FILE)
+    example = (torch.rand(1, 3, side, side),)
+    if description.fidelity_input:
+        example += (torch.tensor(TRACED_FIDELITY),)
+    export_graph(_restorer_graph(network, description.architecture), example,
+                 destination / GRAPH_FILE)
     if progress is not None:
         progress("Checking the exported graph", 3, 3)
     _check_graph(destination / GRAPH_FILE, description, label)
@@ -102,22 +110,23 @@ def load_face_restorer(state_dict: dict, label: str):
     it is not a face restorer Easel imports."""
     from engine.export.upscaler_checkpoint import import_spandrel
 
-    architecture = architecture_of(set(state_dict))
-    if architecture == "CodeFormer":
-        raise ModelError(CODEFORMER_REFUSED.format(label=label))
     spandrel = import_spandrel()
+    if architecture_of(set(state_dict)) == "CodeFormer":
+        _register_codeformer(spandrel, label)
     detected = next((support.architecture for support
                      in spandrel.MAIN_REGISTRY.architectures("detection")
                      if support.architecture.detect(state_dict)), None)
     if detected is None or detected.id not in LICENCES:
-        raise ModelError(f"'{label}' is not a face restorer Easel imports (GFPGAN v1.3/v1.4 "
-                         f"or RestoreFormer).")
+        raise ModelError(f"'{label}' is not a face restorer Easel imports (GFPGAN v1.3/v1.4, "
+                         f"RestoreFormer or CodeFormer).")
     try:
         if detected.id == "GFPGAN":
             network, side = _gfpgan(state_dict), 2 ** (_gfpgan_log_size(state_dict))
         else:
             network = spandrel.ModelLoader(device="cpu").load_from_state_dict(state_dict).model
-            side = RESTOREFORMER_SIDE
+            side = FIXED_SIDES[detected.id]
+            if detected.id == "CodeFormer":
+                _traceable_codeformer(network)
     except ModelError:
         raise
     except Exception as error:  # spandrel and load_state_dict raise plain errors on shapes
@@ -125,8 +134,22 @@ def load_face_restorer(state_dict: dict, label: str):
                          f"not fit together, so it cannot be read.") from error
     description = FaceRestorerDescription(architecture=detected.id, input_size=side,
                                           licence=LICENCES[detected.id],
-                                          input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+                                          non_commercial=detected.id in NON_COMMERCIAL,
+                                          input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+                                          fidelity_input=FIDELITY_NAME
+                                          if detected.id == "CodeFormer" else None)
     return network.float().eval(), description
+
+
+def _register_codeformer(spandrel, label: str) -> None:
+    """Add spandrel_extra_arches' CodeFormer to spandrel's registry. Only CodeFormer, not
+    ``spandrel_extra_arches.install()``'s nine others: those would let upscaler imports in
+    the same process claim files (SRFormer, Restormer, ...) that Easel never tested."""
+    try:
+        from spandrel_extra_arches import EXTRA_REGISTRY
+    except ImportError:
+        raise ExportUnavailable(EXTRA_ARCHES_UNAVAILABLE.format(label=label)) from None
+    spandrel.MAIN_REGISTRY.add(EXTRA_REGISTRY["CodeFormer"], ignore_duplicates=True)
 
 
 def _gfpgan_log_size(state_dict: dict) -> int:
@@ -157,14 +180,26 @@ def _gfpgan(state_dict: dict):
     raise ModelError("The GFPGAN checkpoint's tensors fit none of GFPGAN's settings.")
 
 
+def _traceable_codeformer(network) -> None:
+    """CodeFormer picks its fusion blocks by ``str(x.shape[-1])``; traced, a size is a tensor
+    and the key reads "tensor(32)". Its fusion blocks are looked up by the number inside."""
+    import torch
+
+    class SizeKeyed(torch.nn.ModuleDict):
+        def __getitem__(self, key: str) -> torch.nn.Module:
+            return super().__getitem__(key.removeprefix("tensor(").removesuffix(")"))
+
+    network.fuse_convs_dict = SizeKeyed(network.fuse_convs_dict)
+
+
 def _restorer_graph(network, architecture: str):
     """The traced module around ``network``; torch is imported only when exporting."""
     import torch
 
     class Graph(torch.nn.Module):
-        """``image`` float32 (1, 3, S, S) RGB in [0, 1] -> ``restored``, the same."""
+        """``image`` float32 (1, 3, S, S) RGB in [0, 1] -> ``restored``, the same; CodeFormer
+        also takes ``fidelity``, a float32 scalar in [0, 1]."""
 
-        input_names = (INPUT_NAME,)
         output_names = (OUTPUT_NAME,)
         dynamic_axes: dict = {}
 
@@ -172,11 +207,18 @@ def _restorer_graph(network, architecture: str):
             super().__init__()
             self.network = network
             self.architecture = architecture
+            self.input_names = ((INPUT_NAME, FIDELITY_NAME) if architecture == "CodeFormer"
+                                else (INPUT_NAME,))
 
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
+        def forward(self, image: torch.Tensor,
+                    fidelity: torch.Tensor | None = None) -> torch.Tensor:
             face = image * 2 - 1
             if self.architecture == "GFPGAN":
                 restored = self.network(face, return_rgb=False, randomize_noise=False)[0]
+            elif self.architecture == "CodeFormer":
+                # Its ``if weight > 0`` is frozen True by the trace; at 0 the fusion then adds
+                # 0 * residual, which is what skipping it gives.
+                restored = self.network(face, fidelity)[0]
             else:
                 restored = self.network(face)[0]
             return ((restored + 1) / 2).clamp(0, 1)
@@ -192,7 +234,10 @@ def _check_graph(graph: Path, description: FaceRestorerDescription, label: str) 
     side = description.input_size
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     probe = np.full((1, 3, side, side), 0.5, np.float32)
-    (result,) = session.run([OUTPUT_NAME], {INPUT_NAME: probe})
+    feed = {INPUT_NAME: probe}
+    if description.fidelity_input:
+        feed[description.fidelity_input] = np.array(TRACED_FIDELITY, np.float32)
+    (result,) = session.run([OUTPUT_NAME], feed)
     if result.shape != probe.shape or not np.isfinite(result).all():
         raise ModelError(f"'{label}' exported to a graph that does not give back a "
                          f"{side}×{side} face, so Easel cannot use it.")

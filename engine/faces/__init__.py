@@ -1,5 +1,5 @@
-"""Face restoration: restorers (GFPGAN, RestoreFormer exported to ONNX) and a face detector
-(YuNet), run with onnxruntime and numpy; engine.faces.restore is the entry point."""
+"""Face restoration: restorers (GFPGAN, RestoreFormer, CodeFormer exported to ONNX) and a face
+detector (YuNet), run with onnxruntime and numpy; engine.faces.restore is the entry point."""
 
 from engine.faces.description import (
     FACE_DETECTOR,

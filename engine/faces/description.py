@@ -3,7 +3,8 @@
 Both carry ``easel.json`` like every model folder, marked ``"kind": "face_restorer"`` or
 ``"kind": "face_detector"``, beside ``model.onnx``:
 - a face restorer takes one aligned face, float32 (1, 3, S, S) RGB in ``value_range``, and
-  gives the restored face at the same size and range;
+  gives the restored face at the same size and range; CodeFormer's graph also takes its
+  fidelity weight, a float32 scalar in [0, 1] (0 = quality, 1 = fidelity to the input);
 - a face detector is YuNet (OpenCV zoo's ``face_detection_yunet_2023mar.onnx``): a BGR picture
   of 0..255 values in, and per stride (8, 16, 32) the outputs ``cls``, ``obj``, ``bbox``,
   ``kps`` (engine.faces.detect decodes them).
@@ -26,13 +27,14 @@ VALUE_RANGES = ("0..1", "-1..1")
 
 @dataclass(frozen=True)
 class FaceRestorerDescription:
-    architecture: str  # as spandrel names it: "GFPGAN", "RestoreFormer"
+    architecture: str  # as spandrel names it: "GFPGAN", "RestoreFormer", "CodeFormer"
     input_size: int  # the side of the square face the graph takes and gives
     licence: str
     non_commercial: bool = False  # said each time the model is used
     value_range: str = "0..1"  # of the face in and out
     input_name: str = "image"
     output_name: str = "restored"
+    fidelity_input: str | None = None  # the scalar fidelity weight's input, where there is one
     kind: str = FACE_RESTORER
     format: int = FORMAT
 

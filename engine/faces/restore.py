@@ -26,6 +26,7 @@ NO_DETECTOR = ("Finding faces needs a face detector: import OpenCV zoo's YuNet "
                "(face_detection_yunet_2023mar.onnx) with: easel models import FILE --kind "
                "face_detector, or give the face's box with --box x,y,w,h.")
 NO_FACE = "No face was found in the picture; give the face's box with --box x,y,w,h."
+DEFAULT_FIDELITY = 0.5  # CodeFormer's reference default: between quality (0) and fidelity (1)
 
 
 def check_boxes(boxes: Sequence[Box] | None, width: int, height: int) -> None:
@@ -42,15 +43,18 @@ def check_boxes(boxes: Sequence[Box] | None, width: int, height: int) -> None:
 
 def restore_faces(picture, restorer: Path, boxes: Sequence[Box] | None = None,
                   detector: Path | None = None, runtime: RuntimeOptions | None = None,
-                  cancel: CancelToken | None = None) -> tuple[np.ndarray, list[str]]:
+                  cancel: CancelToken | None = None,
+                  fidelity: float | None = None) -> tuple[np.ndarray, list[str]]:
     """The picture with its faces restored (uint8 H×W×3) and sentences for the user: the
-    faces in ``boxes``, else those the installed ``detector`` finds."""
+    faces in ``boxes``, else those the installed ``detector`` finds. ``fidelity`` (0 to 1) is
+    for restorers that take one (CodeFormer; 0.5 when not given)."""
     rgb = picture_pixels(picture, MAX_SIDE)
     height, width = rgb.shape[:2]
     check_boxes(boxes, width, height)
     if not boxes and detector is None:
         raise BadRequest(NO_DETECTOR)
     description = FaceRestorerDescription.load(restorer)
+    fidelity = _checked_fidelity(fidelity, description)
     verify_manifest(Path(restorer))
     if boxes:
         faces = [Face((x, y, x + w, y + h), None) for x, y, w, h in boxes]
@@ -62,10 +66,27 @@ def restore_faces(picture, restorer: Path, boxes: Sequence[Box] | None = None,
         matrix = (alignment(face.landmarks, side) if face.landmarks is not None
                   else box_crop(face.box, side))
         crop = crop_face(rgb, matrix, side)
-        (restored,) = session.run({description.input_name: _to_sample(crop, description)},
-                                  [description.output_name], cancel)
+        feed = {description.input_name: _to_sample(crop, description)}
+        if description.fidelity_input:
+            feed[description.fidelity_input] = np.array(fidelity, np.float32)
+        (restored,) = session.run(feed, [description.output_name], cancel)
         rgb = paste_face(rgb, _to_face(restored, description), matrix)
-    return rgb, _notes(len(faces), description)
+    return rgb, _notes(len(faces), description, fidelity)
+
+
+def _checked_fidelity(fidelity: float | None,
+                      description: FaceRestorerDescription) -> float | None:
+    """The fidelity weight to feed (the default where the restorer takes one and none was
+    given); BadRequest in one sentence for one outside 0..1 or one the restorer cannot take."""
+    if fidelity is None:
+        return DEFAULT_FIDELITY if description.fidelity_input else None
+    if not description.fidelity_input:
+        raise BadRequest(f"A fidelity weight is for CodeFormer only; {description.architecture} "
+                         f"has none, so restore without one.")
+    if not 0 <= fidelity <= 1:
+        raise BadRequest(f"The fidelity weight {fidelity:g} is outside 0 to 1 (0 favours "
+                         f"quality, 1 fidelity to the picture).")
+    return fidelity
 
 
 def find_faces(rgb: np.ndarray, detector: Path, runtime: RuntimeOptions | None = None,
@@ -99,8 +120,10 @@ def _to_face(restored: np.ndarray, description: FaceRestorerDescription) -> np.n
     return np.clip(np.rint(values.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
 
 
-def _notes(count: int, description: FaceRestorerDescription) -> list[str]:
-    notes = [f"restored {count} face{'s' if count != 1 else ''} with {description.summary}"]
+def _notes(count: int, description: FaceRestorerDescription,
+           fidelity: float | None) -> list[str]:
+    notes = [f"restored {count} face{'s' if count != 1 else ''} with {description.summary}"
+             + (f" at fidelity {fidelity:g}" if fidelity is not None else "")]
     if description.non_commercial:
         notes.append(f"{description.architecture} is licensed for non-commercial use only "
                      f"({description.licence}).")
