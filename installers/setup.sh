@@ -30,8 +30,9 @@ extras="export"
 # Upscaler import (spandrel) without its torchvision requirement: PyPI's torchvision would
 # replace the CPU torch with a CUDA build, and spandrel needs it only for networks Easel
 # does not import. --no-deps keeps torch as it is.
-"$venv/bin/python" -c "import spandrel" 2>/dev/null \
-    || "${pip[@]}" install "${pins[@]}" --no-deps "spandrel>=0.4,<0.5" "einops>=0.7"
+"$venv/bin/python" -c "import spandrel, spandrel_extra_arches" 2>/dev/null \
+    || "${pip[@]}" install "${pins[@]}" --no-deps "spandrel>=0.4,<0.5" "einops>=0.7" \
+         "spandrel_extra_arches>=0.2,<0.3"  # CodeFormer
 # The window needs some system libraries that a stock desktop may lack (user guide: System packages
 # the window needs). The command line works without them, so this only warns.
 if [ "$(uname -s)" = Linux ] && ! "$venv/bin/python" -m desktop.display_check --libraries; then

@@ -93,7 +93,7 @@ if [ "$importer" = 1 ]; then
     mapfile -t requirements < <("$py" "$here/flavour.py" requirements "$wheel" cpu export \
                                 | grep -vi '^pyside6')
     pip install -c "$out/constraints.txt" "${requirements[@]}"
-    pip install -c "$out/constraints.txt" --no-deps spandrel einops
+    pip install -c "$out/constraints.txt" --no-deps spandrel einops spandrel_extra_arches
     pip install --no-deps "$wheel"
     "$py" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)' || {
         echo "build: torch in $out/venv is a CUDA build; the importer needs the CPU one" \
