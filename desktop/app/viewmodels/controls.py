@@ -14,7 +14,6 @@ painted for Inpaint waits untouched meanwhile, and adding a scribble keeps it to
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,13 +24,17 @@ from PySide6.QtCore import QObject, Signal, SignalInstance
 from PySide6.QtGui import QImage
 
 from desktop.app import generation
-from desktop.app.editing import SourcePicture
 from desktop.app.viewmodels.mask import MaskModel
+from desktop.app.viewmodels.picture_inputs import (
+    CanvasPictures,
+    KeptPictures,
+    PictureInputsModel,
+    kept_or_first,
+)
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.worker import qimage_from_pixels
 from desktop.controls import CONTROLNET_KIND, read_picture
 from desktop.image_files import save_png
-from desktop.library import ImageEntry
 from desktop.model_kinds.annotator import find_annotator
 from desktop.model_store import ModelStore
 from engine.control.control import MAX_CONTROLS, Control
@@ -63,15 +66,6 @@ STROKES_NAME = "strokes painted with the mask tool"
 EDITED_NAME = "edited on the canvas"
 PICTURES_NOT_KEPT = (" Add the control pictures again: the library no longer keeps them "
                      "(or the picture was made before it did).")
-
-
-class CanvasPictures(Protocol):
-    """What the window shows (the studio): the picture on the canvas and the source."""
-
-    canvas_entry: ImageEntry | None
-    canvas_is_preview: bool
-    canvas_is_source: bool
-    source: SourcePicture | None
 
 
 class CanvasTools(CanvasPictures, Protocol):
@@ -129,28 +123,26 @@ class TypeChoice:
     missing: str = ""
 
 
-class ControlsModel(QObject):
+class ControlsModel(PictureInputsModel):
     changed = Signal()  # controls added, removed or replaced (the panel rebuilds its rows)
     row_changed = Signal(int)  # one control's settings or preview changed
     controlnets_changed = Signal()  # the model (its family) or the installed ControlNets
     guess_mode_changed = Signal()
     editing_changed = Signal()  # a control picture went onto the canvas or came back
-    problem = Signal(str)
     message = Signal(str)  # news for the status bar
+
+    most = MAX_CONTROLS
+    things = "controls"
+    no_canvas_picture = NO_CANVAS_PICTURE
 
     def __init__(self, store: ModelStore, prompt: PromptViewModel, canvas: CanvasTools,
                  parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._store = store
-        self._prompt = prompt
-        self._canvas = canvas
+        super().__init__(store, prompt, canvas, parent)
+        self._canvas: CanvasTools = canvas  # the mask tool too, not only the pictures
         self.rows: list[ControlRow] = []
         self.guess_mode = False
-        self._family = self._model_family()
         self.edited: ControlRow | None = None  # the control whose picture is on the canvas
         self._mask_tool_was_on = False  # what the mask tool goes back to after the edit
-        prompt.form_changed.connect(self._model_maybe_changed)
-        prompt.models_changed.connect(self.refresh_controlnets)
         canvas.mask_editing_changed.connect(self._mask_tool_toggled)
 
     # Adding and removing -------------------------------------------------------------------
@@ -159,23 +151,8 @@ class ControlsModel(QObject):
         """A control from a picture file; an unreadable one is one sentence, nothing added."""
         if not self._room():
             return False
-        try:
-            picture = read_picture(Path(path))
-        except EaselError as error:
-            self.problem.emit(str(error))
-            return False
-        return self.add_picture(picture, Path(path).name)
-
-    def add_from_canvas(self) -> bool:
-        """A control from the picture on the canvas (else the source picture)."""
-        canvas = self._canvas
-        entry = None if canvas.canvas_is_preview or canvas.canvas_is_source else canvas.canvas_entry
-        if entry is not None and not entry.missing:
-            return self.add_file(entry.path)
-        if canvas.source is not None:
-            return self._room() and self.add_picture(canvas.source.pixels, canvas.source.name)
-        self.problem.emit(NO_CANVAS_PICTURE)
-        return False
+        picture = self._read(path)
+        return picture is not None and self.add_picture(picture, Path(path).name)
 
     def add_picture(self, picture: PictureInput, name: str, control_type: str = "canny") -> bool:
         if not self._room():
@@ -189,10 +166,8 @@ class ControlsModel(QObject):
 
     def set_picture(self, index: int, path: Path) -> bool:
         """A new picture for control ``index`` (one restored by Reuse parameters)."""
-        try:
-            picture = read_picture(Path(path))
-        except EaselError as error:
-            self.problem.emit(str(error))
+        picture = self._read(path)
+        if picture is None:
             return False
         row = self.rows[index]
         row.picture, row.picture_name = picture, Path(path).name
@@ -206,12 +181,8 @@ class ControlsModel(QObject):
         del self.rows[index]
         self.changed.emit()
 
-    def _room(self) -> bool:
-        if len(self.rows) < MAX_CONTROLS:
-            return True
-        self.problem.emit(f"At most {MAX_CONTROLS} controls can steer one picture; remove "
-                          f"one first.")
-        return False
+    def _count(self) -> int:
+        return len(self.rows)
 
     # Settings ------------------------------------------------------------------------------
 
@@ -272,17 +243,10 @@ class ControlsModel(QObject):
             row.controlnet = self._fitting_name(row.control_type, row.controlnet)
         self.controlnets_changed.emit()
 
-    def _model_maybe_changed(self) -> None:
-        if self._model_family() != self._family:
-            self.refresh_controlnets()
-
-    def _model_family(self) -> str:
-        model = self._prompt.model()
-        return model.family if model is not None else ""
+    _refresh_models = refresh_controlnets
 
     def _fitting_name(self, control_type: str, current: str) -> str:
-        names = self.controlnets(control_type)
-        return current if current in names else (names[0] if names else "")
+        return kept_or_first(self.controlnets(control_type), current)
 
     # The control picture -------------------------------------------------------------------
 
@@ -497,10 +461,6 @@ class ControlsModel(QObject):
                          _number(control, "end", 1.0))
         self._make(row)
         return row
-
-
-# The library's kept control and reference pictures, by the key a picture records.
-KeptPictures = Callable[[object], Path | None]
 
 
 def _is_grey(picture: np.ndarray) -> bool:

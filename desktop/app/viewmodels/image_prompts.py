@@ -21,7 +21,12 @@ from desktop.app import editing, generation
 from desktop.app.editing import SourcePicture
 from desktop.app.parameters import Form
 from desktop.app.variations import meaning_request
-from desktop.app.viewmodels.controls import CanvasPictures, KeptPictures
+from desktop.app.viewmodels.picture_inputs import (
+    CanvasPictures,
+    KeptPictures,
+    PictureInputsModel,
+    kept_or_first,
+)
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.worker import qimage_from_pixels
 from desktop.controls import read_picture
@@ -61,26 +66,23 @@ def preview_of(pixels: np.ndarray, side: int = PREVIEW_SIDE) -> QImage:
     return qimage_from_pixels(np.asarray(picture))
 
 
-class ImagePromptsModel(QObject):
+class ImagePromptsModel(PictureInputsModel):
     changed = Signal()  # reference pictures added or removed
     settings_changed = Signal()  # the weight or the adapter (Reuse parameters)
     adapters_changed = Signal()  # the model (its family) or the installed adapters
     keep_meaning_changed = Signal()
-    problem = Signal(str)
+
+    most = MAX_PICTURES
+    things = "reference pictures"
+    no_canvas_picture = NO_CANVAS_PICTURE
 
     def __init__(self, store: ModelStore, prompt: PromptViewModel, canvas: CanvasPictures,
                  parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._store = store
-        self._prompt = prompt
-        self._canvas = canvas
+        super().__init__(store, prompt, canvas, parent)
         self.references: list[ReferencePicture] = []
         self.weight = 1.0
         self.keep_meaning = False  # what Variations keep: the composition (False) or meaning
-        self._family = self._model_family()
-        self.adapter = self._fitting("")
-        prompt.form_changed.connect(self._model_maybe_changed)
-        prompt.models_changed.connect(self.refresh_adapters)
+        self.adapter = kept_or_first(self.adapters(), "")
 
     # Adding and removing -------------------------------------------------------------------
 
@@ -88,24 +90,11 @@ class ImagePromptsModel(QObject):
         """A reference from a picture file; an unreadable one is one sentence, nothing added."""
         if not self._room():
             return False
-        try:
-            picture = read_picture(Path(path))
-        except EaselError as error:
-            self.problem.emit(str(error))
+        picture = self._read(path)
+        if picture is None:
             return False
         pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
         return self.add_picture(pixels, Path(path).name)
-
-    def add_from_canvas(self) -> bool:
-        """A reference from the picture on the canvas (else the source picture)."""
-        canvas = self._canvas
-        entry = None if canvas.canvas_is_preview or canvas.canvas_is_source else canvas.canvas_entry
-        if entry is not None and not entry.missing:
-            return self.add_file(entry.path)
-        if canvas.source is not None:
-            return self.add_picture(canvas.source.pixels, canvas.source.name)
-        self.problem.emit(NO_CANVAS_PICTURE)
-        return False
 
     def add_picture(self, pixels: np.ndarray, name: str) -> bool:
         if not self._room():
@@ -118,12 +107,8 @@ class ImagePromptsModel(QObject):
         del self.references[index]
         self.changed.emit()
 
-    def _room(self) -> bool:
-        if len(self.references) < MAX_PICTURES:
-            return True
-        self.problem.emit(f"At most {MAX_PICTURES} reference pictures can steer one picture; "
-                          f"remove one first.")
-        return False
+    def _count(self) -> int:
+        return len(self.references)
 
     # Settings ------------------------------------------------------------------------------
 
@@ -156,20 +141,10 @@ class ImagePromptsModel(QObject):
     def refresh_adapters(self) -> None:
         """Read the installed adapters again (an import, a removal, another model)."""
         self._family = self._model_family()
-        self.adapter = self._fitting(self.adapter)
+        self.adapter = kept_or_first(self.adapters(), self.adapter)
         self.adapters_changed.emit()
 
-    def _model_maybe_changed(self) -> None:
-        if self._model_family() != self._family:
-            self.refresh_adapters()
-
-    def _model_family(self) -> str:
-        model = self._prompt.model()
-        return model.family if model is not None else ""
-
-    def _fitting(self, current: str) -> str:
-        names = self.adapters()
-        return current if current in names else (names[0] if names else "")
+    _refresh_models = refresh_adapters
 
     # What Generate and Variations use ------------------------------------------------------
 
