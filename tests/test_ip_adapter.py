@@ -412,3 +412,14 @@ def test_layout_regions_take_image_prompts_as_text_to_image_does(installed, mode
     plain = RegionsPipeline(model)(RegionsRequest(
         PROMPT, region, **{**settings, "image_prompts": ()})).images[0]
     assert np.abs(steered.pixels.astype(int) - plain.pixels.astype(int)).mean() > 0.5
+
+
+def test_the_encoder_is_let_go_once_the_pictures_are_encoded(installed, model):
+    """Its weights would otherwise stay in memory through the whole denoising."""
+    from engine.runtime.sessions import is_loaded
+
+    reference = np.zeros((224, 224, 3), np.uint8)
+    guide = ImagePromptGuide(model, [ImagePrompt(installed["base"], installed["encoder"],
+                                                 reference)], True)
+    assert guide.positive is not None
+    assert not is_loaded(installed["encoder"] / "model.onnx")
