@@ -15,7 +15,6 @@ copied as it is, and described in ``easel.json`` (engine.control.annotators).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,10 @@ from desktop.model_kinds.kind import (
     InstalledModel,
     Progress,
     ShouldStop,
+    check_graph,
+    copy_graph,
     folder_size,
+    graph_in,
     kind_in_description,
 )
 from engine.background.description import looks_like_segmenter
@@ -53,7 +55,7 @@ fallback_formats: tuple[str, ...] = ()
 def recognises(source: Path, format: str) -> bool:
     if format == ONNX_GRAPHS:
         return _holds_dwpose(Path(source))
-    graph = _graph(Path(source)) if format == ONNX_UPSCALER else None
+    graph = graph_in(Path(source), GRAPH_FILE) if format == ONNX_UPSCALER else None
     if graph is None:
         return False
     try:
@@ -80,7 +82,7 @@ def import_into(source: Path, building: Path, progress: Progress | None,
     if source.is_dir() and not (source / GRAPH_FILE).is_file():
         _import_pose(source, building, progress)
         return
-    graph = _graph(source)
+    graph = graph_in(source, GRAPH_FILE)
     if graph is None:
         raise ModelError(f"'{source.name}' holds no {GRAPH_FILE}.")
     names = (source.name,) if source.is_file() else (source.name, graph.name)
@@ -90,9 +92,7 @@ def import_into(source: Path, building: Path, progress: Progress | None,
     external = _check_graph(graph, source)
     if progress is not None:
         progress(f"Copying the {description.network} annotator", 2, 2)
-    shutil.copyfile(graph, building / GRAPH_FILE)
-    for file in external:  # plain file names beside the graph, checked above
-        shutil.copyfile(graph.parent / file, building / file)
+    copy_graph(graph, external, building, GRAPH_FILE)
     description.save(building)
 
 
@@ -145,20 +145,8 @@ def _makes(folder: Path, control: str) -> bool:
         return False  # a damaged one is not used; `easel models check` says why
 
 
-def _graph(source: Path) -> Path | None:
-    if source.is_file():
-        return source
-    graph = source / GRAPH_FILE
-    return graph if graph.is_file() else None
-
-
 def _check_graph(graph: Path, source: Path) -> tuple[str, ...]:
-    """Operators and external weights, as every imported graph; the weights files' names."""
-    from engine.export.onnx_checks import check_source_graph
-
-    _model, external = check_source_graph(graph, source, f"The annotator '{source.name}'",
-                                          graph.parent)
-    return external
+    return check_graph(graph, source, f"The annotator '{source.name}'")
 
 
 # --- DWPose: two graphs in one folder ------------------------------------------------------------
@@ -193,7 +181,5 @@ def _import_pose(source: Path, building: Path, progress: Progress | None) -> Non
     if progress is not None:
         progress("Copying the DWPose annotator", 2, 2)
     for graph, external in copies.items():
-        shutil.copyfile(graph, building / by_source[graph.name].file)
-        for file in external:  # plain file names beside the graphs, checked above
-            shutil.copyfile(graph.parent / file, building / file)
+        copy_graph(graph, external, building, by_source[graph.name].file)
     description.save(building)

@@ -10,7 +10,6 @@ recognised yet.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,10 @@ from desktop.model_kinds.kind import (
     InstalledModel,
     Progress,
     ShouldStop,
+    check_graph,
+    copy_graph,
     folder_size,
+    graph_in,
     kind_in_description,
 )
 from engine.control.description import read_graph_signature
@@ -38,7 +40,7 @@ fallback_formats: tuple[str, ...] = ()
 
 
 def recognises(source: Path, format: str) -> bool:
-    graph = _graph(Path(source)) if format == ONNX_UPSCALER else None
+    graph = graph_in(Path(source), GRAPH_FILE) if format == ONNX_UPSCALER else None
     if graph is None:
         return False
     try:
@@ -53,10 +55,8 @@ def needs_exporter(source: Path, format: str) -> bool:
 
 def import_into(source: Path, building: Path, progress: Progress | None,
                 should_stop: ShouldStop | None, **_other_kinds_options: Any) -> None:
-    from engine.export.onnx_checks import check_source_graph
-
     source = Path(source)
-    graph = _graph(source)
+    graph = graph_in(source, GRAPH_FILE)
     if graph is None:
         raise ModelError(f"'{source.name}' holds no {GRAPH_FILE}.")
     signature = read_graph_signature(graph)
@@ -65,13 +65,10 @@ def import_into(source: Path, building: Path, progress: Progress | None,
                          f"cls, obj, bbox and kps at strides 8, 16 and 32).")
     if progress is not None:
         progress("Checking the face detector graph", 1, 2)
-    _model, external = check_source_graph(graph, source, f"The face detector '{source.name}'",
-                                          graph.parent)
+    external = check_graph(graph, source, f"The face detector '{source.name}'")
     if progress is not None:
         progress("Copying the YuNet face detector", 2, 2)
-    shutil.copyfile(graph, building / GRAPH_FILE)
-    for file in external:  # plain file names beside the graph, checked above
-        shutil.copyfile(graph.parent / file, building / file)
+    copy_graph(graph, external, building, GRAPH_FILE)
     describe_yunet(signature).save(building)
 
 
@@ -88,10 +85,3 @@ def describe(folder: Path) -> InstalledModel:
 
 def use_with(model: str) -> str:
     return f"easel restore-faces PICTURE --detector {model}"
-
-
-def _graph(source: Path) -> Path | None:
-    if source.is_file():
-        return source
-    graph = source / GRAPH_FILE
-    return graph if graph.is_file() else None

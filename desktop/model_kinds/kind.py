@@ -8,6 +8,7 @@ on each, so adding a kind adds a module and a registry entry, not a branch in th
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +99,32 @@ def weight_names(source: Path, format: str) -> set[str] | None:
     if format == PICKLE:
         return pickled_strings(Path(source))
     return None
+
+
+# --- Kinds imported as one ONNX graph (annotators, segmenters, face detectors) -----------------
+
+def graph_in(source: Path, graph_file: str) -> Path | None:
+    """The graph an ONNX source names: the file itself, or ``graph_file`` at the top of a
+    folder; None when the folder holds none."""
+    if source.is_file():
+        return source
+    graph = source / graph_file
+    return graph if graph.is_file() else None
+
+
+def check_graph(graph: Path, source: Path, what: str) -> tuple[str, ...]:
+    """Operators and external weights, as every imported graph (``what`` names the model in
+    the sentence saying what is wrong); the names of the weights files beside ``graph``."""
+    # Imported here: onnx comes with the export extra, which listing models does not need.
+    from engine.export.onnx_checks import check_source_graph
+
+    _model, external = check_source_graph(graph, source, what, graph.parent)
+    return external
+
+
+def copy_graph(graph: Path, external: Collection[str], building: Path, installed_as: str,
+               ) -> None:
+    """Copy ``graph`` into ``building`` as ``installed_as``, with its weights files."""
+    shutil.copyfile(graph, building / installed_as)
+    for file in external:  # plain file names beside the graph, checked by check_graph
+        shutil.copyfile(graph.parent / file, building / file)

@@ -14,7 +14,6 @@ licence).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,10 @@ from desktop.model_kinds.kind import (
     InstalledModel,
     Progress,
     ShouldStop,
+    check_graph,
+    copy_graph,
     folder_size,
+    graph_in,
     kind_in_description,
 )
 from engine.background.description import (
@@ -44,7 +46,7 @@ fallback_formats: tuple[str, ...] = ()
 
 def recognises(source: Path, format: str) -> bool:
     source = Path(source)
-    graph = _graph(source) if format == ONNX_UPSCALER else None
+    graph = graph_in(source, GRAPH_FILE) if format == ONNX_UPSCALER else None
     if graph is None:
         return False
     try:
@@ -65,7 +67,7 @@ def import_into(source: Path, building: Path, progress: Progress | None,
     which it is when neither the graph nor its file name can (the store's option; the import
     command's --family takes diffusion families only, so there the file name says)."""
     source = Path(source)
-    graph = _graph(source)
+    graph = graph_in(source, GRAPH_FILE)
     if graph is None:
         raise ModelError(f"'{source.name}' holds no {GRAPH_FILE}.")
     chosen = family if family in FAMILIES else None
@@ -75,12 +77,10 @@ def import_into(source: Path, building: Path, progress: Progress | None,
     if progress is not None:
         progress("Checking the segmenter graph", 1, 2)
     description = describe_graph(graph, _names(source, graph), chosen)
-    external = _check_graph(graph, source)
+    external = check_graph(graph, source, f"The segmenter '{source.name}'")
     if progress is not None:
         progress(f"Copying the {description.settings.label} segmenter", 2, 2)
-    shutil.copyfile(graph, building / GRAPH_FILE)
-    for file in external:  # plain file names beside the graph, checked above
-        shutil.copyfile(graph.parent / file, building / file)
+    copy_graph(graph, external, building, GRAPH_FILE)
     description.save(building)
 
 
@@ -105,17 +105,3 @@ def _names(source: Path, graph: Path) -> tuple[str, ...]:
     return (source.name,) if source.is_file() else (source.name, graph.name)
 
 
-def _graph(source: Path) -> Path | None:
-    if source.is_file():
-        return source
-    graph = source / GRAPH_FILE
-    return graph if graph.is_file() else None
-
-
-def _check_graph(graph: Path, source: Path) -> tuple[str, ...]:
-    """Operators and external weights, as every imported graph; the weights files' names."""
-    from engine.export.onnx_checks import check_source_graph
-
-    _model, external = check_source_graph(graph, source, f"The segmenter '{source.name}'",
-                                          graph.parent)
-    return external
