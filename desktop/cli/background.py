@@ -40,9 +40,7 @@ from desktop.background import (
     transparent,
 )
 from desktop.cli.common import (
-    add_emphasis_argument,
-    add_lora_argument,
-    add_rng_argument,
+    add_generation_arguments,
     add_runtime_arguments,
     announce_device,
     lora_options,
@@ -68,7 +66,6 @@ from engine.model import load_model
 from engine.pipelines.inpaint import InpaintPipeline
 from engine.request import InpaintRequest
 from engine.runtime import RuntimeOptions
-from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -106,20 +103,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     swap.add_argument("--feather", type=int, default=0,
                       help="pixels of the new background over which it fades into the old "
                            "(default 0; the subject is never touched)")
-    swap.add_argument("--model", "-m", help="an installed model (default as for generate)")
-    swap.add_argument("--negative-prompt", "-n", default="", help="what to avoid")
-    swap.add_argument("--steps", type=int, help="steps of the full schedule")
-    swap.add_argument("--guidance", "--cfg", type=float,
-                      help="how closely to follow the prompt (model default if unset)")
-    swap.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES)
-    swap.add_argument("--seed", type=int, help="random seed; picture i uses seed + i")
-    swap.add_argument("--count", type=int, default=1, help="pictures (default 1)")
-    swap.add_argument("--output", "-o", type=Path,
-                      help="also write a copy to this .png file name or folder")
-    add_rng_argument(swap)
-    add_emphasis_argument(swap)
-    add_lora_argument(swap)
-    add_runtime_arguments(swap)
+    add_generation_arguments(swap)
     swap.set_defaults(run=_replace_background)
 
 

@@ -25,6 +25,7 @@ from engine.errors import BadRequest, Cancelled
 from engine.noise import GENERATOR_NAMES, NUMPY
 from engine.request import GenerationResult, Progress
 from engine.runtime import CancelToken, DeviceReport, RuntimeOptions
+from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 from engine.size_rule import RULE, RULE_SENTENCE
 
 # The size rule, as every command's help says it (``engine.size_rule`` words it once): in full
@@ -149,6 +150,26 @@ def add_rng_argument(parser: argparse.ArgumentParser) -> None:
         help="where the random numbers come from: numpy (Easel's own, the default), or "
              "torch-cpu / torch-cuda (torch.randn on the CPU / an NVIDIA GPU, to remake seeds "
              "from AUTOMATIC1111: its RNG 'CPU', or its default 'GPU' and 'NV')")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser, count: int = 1) -> None:
+    """What every command that makes pictures with a diffusion model takes: the model, the
+    negative prompt, steps, guidance, scheduler, seed, count, a copy's path, and the RNG,
+    emphasis, LoRA and runtime options."""
+    parser.add_argument("--model", "-m", help="an installed model (default as for generate)")
+    parser.add_argument("--negative-prompt", "-n", default="", help="what to avoid")
+    parser.add_argument("--steps", type=int, help="steps of the full schedule")
+    parser.add_argument("--guidance", "--cfg", type=float, help="how closely to follow the "
+                        "prompt (model default if unset)")
+    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES)
+    parser.add_argument("--seed", type=int, help="random seed; picture i uses seed + i")
+    parser.add_argument("--count", type=int, default=count, help=f"pictures (default {count})")
+    parser.add_argument("--output", "-o", type=Path,
+                        help="also write a copy to this .png file name or folder")
+    add_rng_argument(parser)
+    add_emphasis_argument(parser)
+    add_lora_argument(parser)
+    add_runtime_arguments(parser)
 
 
 def runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:

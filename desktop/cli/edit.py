@@ -21,11 +21,8 @@ from desktop.cli.common import (
     WIDTH_HELP,
     SourcePicture,
     add_control_arguments,
-    add_emphasis_argument,
+    add_generation_arguments,
     add_image_prompt_arguments,
-    add_lora_argument,
-    add_rng_argument,
-    add_runtime_arguments,
     announce_device,
     control_options,
     image_prompt_options,
@@ -61,7 +58,6 @@ from engine.request import (
     RegionsRequest,
     TextToImageRequest,
 )
-from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _source(edit)
     edit.add_argument("prompt", nargs="?", default="", help="what the new picture should show")
     _strength(edit, 0.75)
-    _common(edit)
+    add_generation_arguments(edit)
     add_control_arguments(edit)
     add_image_prompt_arguments(edit)
     edit.set_defaults(run=_image_to_image)
@@ -87,7 +83,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             help="keep the picture's composition (image to image, the default) "
                                  "or its meaning: its look and subject in a new composition "
                                  "(the picture as an image prompt; needs an IP-Adapter)")
-    _common(variations, count=4)
+    add_generation_arguments(variations, count=4)
     add_control_arguments(variations)
     add_image_prompt_arguments(variations)
     variations.set_defaults(run=_image_to_image)
@@ -101,7 +97,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="repaint the black part instead")
     _strength(inpaint, 1.0)
     _feather(inpaint)
-    _common(inpaint)
+    add_generation_arguments(inpaint)
     add_control_arguments(inpaint)
     add_image_prompt_arguments(inpaint)
     inpaint.set_defaults(run=_inpaint)
@@ -113,7 +109,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     for side in ("left", "top", "right", "bottom", "all"):
         outpaint.add_argument(f"--{side}", type=int, default=0, help=side_help(side))
     _feather(outpaint)
-    _common(outpaint)
+    add_generation_arguments(outpaint)
     outpaint.set_defaults(run=_outpaint)
 
     instruct = commands.add_parser("instruct", help="change a picture as an instruction says "
@@ -122,7 +118,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     instruct.add_argument("instruction", help='how to change it, e.g. "make it winter"')
     instruct.add_argument("--image-guidance", type=float, default=1.5,
                           help="how closely to keep the picture (default 1.5)")
-    _common(instruct)
+    add_generation_arguments(instruct)
     instruct.set_defaults(run=_instruct)
 
     regions = commands.add_parser("regions", help="make a picture with prompts for boxes on "
@@ -136,7 +132,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                               f"(default {RegionsRequest.region_weight:g})")
     regions.add_argument("--width", "-W", type=int, help=WIDTH_HELP)
     regions.add_argument("--height", "-H", type=int, help=HEIGHT_HELP)
-    _common(regions)
+    add_generation_arguments(regions)
     add_control_arguments(regions)
     add_image_prompt_arguments(regions)
     regions.set_defaults(run=_regions)
@@ -154,23 +150,6 @@ def _strength(parser: argparse.ArgumentParser, default: float) -> None:
 def _feather(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feather", type=int, default=4,
                         help="pixels over which the new part fades in (default 4)")
-
-
-def _common(parser: argparse.ArgumentParser, count: int = 1) -> None:
-    parser.add_argument("--model", "-m", help="an installed model (default as for generate)")
-    parser.add_argument("--negative-prompt", "-n", default="", help="what to avoid")
-    parser.add_argument("--steps", type=int, help="steps of the full schedule")
-    parser.add_argument("--guidance", "--cfg", type=float, help="how closely to follow the "
-                        "prompt (model default if unset)")
-    parser.add_argument("--scheduler", choices=SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES)
-    parser.add_argument("--seed", type=int, help="random seed; picture i uses seed + i")
-    parser.add_argument("--count", type=int, default=count, help=f"pictures (default {count})")
-    parser.add_argument("--output", "-o", type=Path,
-                        help="also write a copy to this .png file name or folder")
-    add_rng_argument(parser)
-    add_emphasis_argument(parser)
-    add_lora_argument(parser)
-    add_runtime_arguments(parser)
 
 
 # --- the commands -----------------------------------------------------------------------------
