@@ -57,3 +57,16 @@ def nothing_left_behind(studio: Studio) -> None:
     assert not [timer for timer in studio.findChildren(QTimer) if timer.isActive()]
     assert not [thread for thread in threading.enumerate()
                 if thread.name.startswith(("easel", "Qt", "QThread"))]
+
+
+@contextmanager
+def tiny_studio(qtbot, home: Path, prompt: str = "a red chair",  # noqa: ANN001 (pytest-qt's)
+                size: tuple[int, int] = (64, 48)) -> Iterator[MainWindow]:
+    """The window over ``home`` on the real engine, the tiny SD 1.x chosen and the form set
+    for a quick, repeatable picture (two steps, a locked seed)."""
+    with studio_window(qtbot, home, real_engine) as shown:
+        form = shown.studio.prompt
+        form.choose_model("tiny")
+        form.update(prompt=prompt, width=size[0], height=size[1], steps=2, seed=3,
+                    seed_locked=True)
+        yield shown

@@ -4,7 +4,6 @@ background as the mask tool's mask, refusals and Cancel."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 
 import numpy as np
@@ -12,9 +11,9 @@ import pytest
 from PIL import Image
 
 from desktop.app.background import NO_FLAT_BACKGROUND
-from desktop.cli import main
 from engine.request import GenerationParameters
-from tests.app_windows import real_engine, studio_window
+from tests import installed_homes
+from tests.app_windows import real_engine, studio_window, tiny_studio
 
 WAIT_MS = 120_000
 SIZE = (64, 48)
@@ -133,26 +132,16 @@ def test_a_queued_remove_background_cancelled_saves_nothing(qtbot, window):
 def installed(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    from tests import tiny_models
-
     template = tmp_path_factory.mktemp("background") / "home"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EASEL_HOME", str(template))
-        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
-                     "tiny"]) == 0
+    with installed_homes.filling(template):
+        pass  # the tiny SD 1.x alone
     return template
 
 
 @pytest.fixture
 def tiny_window(qtbot, installed, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    shutil.copytree(installed, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
-    with studio_window(qtbot, home, real_engine) as shown:
-        prompt = shown.studio.prompt
-        prompt.choose_model("tiny")
-        prompt.update(prompt="a red box", width=SIZE[0], height=SIZE[1], steps=2, seed=3,
-                      seed_locked=True)
+    home = installed_homes.copied_home(installed, tmp_path / "home", monkeypatch)
+    with tiny_studio(qtbot, home, "a red box", SIZE) as shown:
         yield shown
 
 

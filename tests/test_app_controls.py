@@ -9,7 +9,6 @@ and a control picture is saved as a PNG."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -26,8 +25,8 @@ from desktop.app.viewmodels.controls import (
 from desktop.app.widgets.controls_panel import NONE_INSTALLED
 from desktop.cli import main
 from engine.control.pictures import canny_edges
-from tests import tiny_models
-from tests.app_windows import real_engine, studio_window
+from tests import installed_homes
+from tests.app_windows import tiny_studio
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -43,10 +42,7 @@ def installed(tmp_path_factory):
 
     template = tmp_path_factory.mktemp("controls") / "home"
     tiny_sd1_controlnet(seed=0).save_pretrained(template.parent / CONTROLNET)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EASEL_HOME", str(template))
-        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
-                     "tiny"]) == 0
+    with installed_homes.filling(template):
         if main(["models", "import", str(template.parent / CONTROLNET)]) != 0:
             _install_directly(template.parent / CONTROLNET, template / "models" / CONTROLNET)
     return template
@@ -70,27 +66,14 @@ def _install_directly(source, folder) -> None:
 
 @pytest.fixture
 def window(qtbot, installed, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    shutil.copytree(installed, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
-    with studio_window(qtbot, home, real_engine) as shown:
-        prompt = shown.studio.prompt
-        prompt.choose_model("tiny")
-        prompt.update(prompt="a red chair", width=64, height=48, steps=2, seed=3,
-                      seed_locked=True)
+    home = installed_homes.copied_home(installed, tmp_path / "home", monkeypatch)
+    with tiny_studio(qtbot, home) as shown:
         yield shown
 
 
 @pytest.fixture
 def shapes(tmp_path):
-    """A picture with clear edges: a bright disc and bar on a dark ground."""
-    y, x = np.mgrid[0:48, 0:64]
-    picture = np.zeros((48, 64, 3), np.uint8)
-    picture[(x - 20) ** 2 + (y - 20) ** 2 < 12**2] = (230, 200, 40)
-    picture[30:40, 35:60] = (40, 120, 220)
-    path = tmp_path / "shapes.png"
-    Image.fromarray(picture).save(path)
-    return path
+    return installed_homes.save_shapes(tmp_path / "shapes.png")
 
 
 def _generate(qtbot, studio) -> dict:

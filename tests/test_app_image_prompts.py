@@ -7,7 +7,6 @@ hires fix) is one sentence with nothing queued."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -16,68 +15,41 @@ from PIL import Image
 from desktop.app.viewmodels.image_prompts import PICTURES_NOT_KEPT
 from desktop.app.widgets.image_prompts_panel import NONE_INSTALLED
 from desktop.cli import main
-from tests import tiny_ip_adapters, tiny_models
-from tests.app_windows import real_engine, studio_window
+from tests import installed_homes, tiny_ip_adapters
+from tests.app_windows import tiny_studio
+from tests.installed_homes import ENCODER, copied_home
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 ADAPTER = tiny_ip_adapters.BASE_FILE.removesuffix(".safetensors")
-ENCODER = "clip-vision"
 WAIT_MS = 120_000
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """A data folder with the tiny SD 1.x model, a base IP-Adapter for it and its encoder."""
-    template = tmp_path_factory.mktemp("image-prompts") / "home"
-    hub = tiny_ip_adapters.save_hub_layout(template.parent / "hub")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EASEL_HOME", str(template))
-        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
-                     "tiny"]) == 0
-        # The tiny adapter's widths fit no real family: the user says which.
-        assert main(["models", "import", str(hub / tiny_ip_adapters.BASE_FILE), "--family",
-                     "sd1"]) == 0
-        assert main(["models", "import", str(hub / "image_encoder" / "model.safetensors"),
-                     "--name", ENCODER]) == 0
-    return template
+    return installed_homes.home_with_ip_adapter(tmp_path_factory.mktemp("image-prompts") / "home")
 
 
 @pytest.fixture
 def window(qtbot, installed, tmp_path, monkeypatch):
-    yield from _opened(qtbot, installed, tmp_path / "home", monkeypatch)
+    with tiny_studio(qtbot, copied_home(installed, tmp_path / "home", monkeypatch)) as shown:
+        yield shown
 
 
 @pytest.fixture
 def bare_window(qtbot, installed, tmp_path, monkeypatch):
     """The same data folder with the IP-Adapter and its encoder removed."""
-    home = tmp_path / "bare"
-    shutil.copytree(installed, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
+    home = copied_home(installed, tmp_path / "bare", monkeypatch)
     for name in (ENCODER, ADAPTER):
         assert main(["models", "remove", name]) == 0
-    yield from _opened(qtbot, home, home, monkeypatch)
-
-
-def _opened(qtbot, template, home, monkeypatch):  # noqa: ANN202 (a fixture's generator)
-    if home != template:
-        shutil.copytree(template, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
-    with studio_window(qtbot, home, real_engine) as shown:
-        prompt = shown.studio.prompt
-        prompt.choose_model("tiny")
-        prompt.update(prompt="a red chair", width=64, height=48, steps=2, seed=3,
-                      seed_locked=True)
+    with tiny_studio(qtbot, home) as shown:
         yield shown
 
 
 @pytest.fixture
 def reference(tmp_path):
-    rng = np.random.default_rng(4)
-    path = tmp_path / "reference.png"
-    Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(path)
-    return path
+    return installed_homes.save_reference(tmp_path / "reference.png")
 
 
 def _made(qtbot, studio, start) -> list[tuple[np.ndarray, dict]]:  # noqa: ANN001

@@ -5,14 +5,13 @@ picture changed by it and recording it; and one sentence for each thing that can
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from desktop.cli import main
-from tests import tiny_models
+from tests import installed_homes
 from tests.tiny_controlnets import tiny_sd1_controlnet, tiny_sdxl_controlnet
 
 pytest.importorskip("torch")
@@ -28,10 +27,7 @@ def home_with_controlnets(tmp_path_factory):
     sources = template.parent
     tiny_sd1_controlnet(seed=0).save_pretrained(sources / "control_v11p_sd15_canny")
     tiny_sdxl_controlnet(seed=0).save_pretrained(sources / "controlnet-canny-sdxl")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EASEL_HOME", str(template))
-        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
-                     "tiny"]) == 0
+    with installed_homes.filling(template):
         assert main(["models", "import", str(sources / "control_v11p_sd15_canny")]) == 0
         assert main(["models", "import", str(sources / "controlnet-canny-sdxl")]) == 0
     return template
@@ -39,22 +35,12 @@ def home_with_controlnets(tmp_path_factory):
 
 @pytest.fixture
 def home(home_with_controlnets, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    shutil.copytree(home_with_controlnets, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
-    return home
+    return installed_homes.copied_home(home_with_controlnets, tmp_path / "home", monkeypatch)
 
 
 @pytest.fixture
 def shapes(tmp_path):
-    """A picture with clear edges: a bright disc and bar on a dark ground."""
-    y, x = np.mgrid[0:48, 0:64]
-    picture = np.zeros((48, 64, 3), np.uint8)
-    picture[(x - 20) ** 2 + (y - 20) ** 2 < 12**2] = (230, 200, 40)
-    picture[30:40, 35:60] = (40, 120, 220)
-    path = tmp_path / "shapes.png"
-    Image.fromarray(picture).save(path)
-    return path
+    return installed_homes.save_shapes(tmp_path / "shapes.png")
 
 
 def generate(tmp_path, name, *extra) -> tuple[np.ndarray, dict, str]:

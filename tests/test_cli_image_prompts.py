@@ -5,14 +5,13 @@ reference and recording it; and one sentence for what cannot work."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from desktop.cli import main
-from tests import tiny_ip_adapters, tiny_models
+from tests import installed_homes, tiny_ip_adapters
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -22,35 +21,17 @@ SIZE = ["--width", "64", "--height", "48", "--steps", "2", "--seed", "3"]
 
 @pytest.fixture(scope="module")
 def home_with_adapter(tmp_path_factory):
-    """A data folder with the tiny SD 1.x, a base IP-Adapter for it and its image encoder."""
-    template = tmp_path_factory.mktemp("template") / "home"
-    hub = tiny_ip_adapters.save_hub_layout(template.parent / "hub")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EASEL_HOME", str(template))
-        assert main(["models", "import", str(tiny_models.tiny_diffusers("sd1")), "--name",
-                     "tiny"]) == 0
-        # The tiny adapter's widths fit no real family: the user says which.
-        assert main(["models", "import", str(hub / tiny_ip_adapters.BASE_FILE), "--family",
-                     "sd1"]) == 0
-        assert main(["models", "import", str(hub / "image_encoder" / "model.safetensors"),
-                     "--name", "clip-vision"]) == 0
-    return template
+    return installed_homes.home_with_ip_adapter(tmp_path_factory.mktemp("template") / "home")
 
 
 @pytest.fixture
 def home(home_with_adapter, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    shutil.copytree(home_with_adapter, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
-    return home
+    return installed_homes.copied_home(home_with_adapter, tmp_path / "home", monkeypatch)
 
 
 @pytest.fixture
 def reference(tmp_path):
-    rng = np.random.default_rng(4)
-    path = tmp_path / "reference.png"
-    Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(path)
-    return path
+    return installed_homes.save_reference(tmp_path / "reference.png")
 
 
 def made(path) -> tuple[np.ndarray, dict, str]:
@@ -101,10 +82,8 @@ def test_variations_that_keep_the_meaning_read_the_source_as_an_image_prompt(
 
 def test_without_an_adapter_an_image_prompt_is_one_sentence(tmp_path, monkeypatch, reference,
                                                             home_with_adapter, capsys):
-    home = tmp_path / "bare"
-    shutil.copytree(home_with_adapter, home)
-    monkeypatch.setenv("EASEL_HOME", str(home))
-    for name in ("clip-vision", tiny_ip_adapters.BASE_FILE.removesuffix(".safetensors")):
+    installed_homes.copied_home(home_with_adapter, tmp_path / "bare", monkeypatch)
+    for name in (installed_homes.ENCODER, tiny_ip_adapters.BASE_FILE.removesuffix(".safetensors")):
         assert main(["models", "remove", name]) == 0
     capsys.readouterr()
     assert main(["generate", "a red chair", "--model", "tiny", *SIZE, "--image-prompt",
