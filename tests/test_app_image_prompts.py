@@ -72,8 +72,10 @@ def _refused(window, start, words: str) -> None:  # noqa: ANN001
 
 def test_a_reference_from_a_file_is_listed(window, reference, tmp_path):
     image_prompts, panel = window.studio.image_prompts, window.image_prompts_panel
-    assert panel.hint.isVisible() and not panel.reference_widgets
+    assert not window.controls_dock.isVisible()  # hidden until used: the gallery has room
+    assert panel.hint.isVisibleTo(panel) and not panel.reference_widgets
     assert image_prompts.add_file(reference)
+    assert window.controls_dock.isVisible()
     (listed,) = image_prompts.references
     assert listed.name == "reference.png" and listed.pixels.shape == (80, 96, 3)
     (shown,) = panel.reference_widgets

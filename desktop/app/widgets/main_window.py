@@ -129,6 +129,9 @@ class MainWindow(QMainWindow):
         # ControlNets below the gallery: the left column has no room left at 800 px.
         self.controls_dock = self._dock("Controls", _stacked(
             self.controls_panel, self.image_prompts_panel), Qt.DockWidgetArea.RightDockWidgetArea)
+        # Hidden until used (View › Controls, or a control or reference picture added): a
+        # first picture needs the gallery's room more than an empty panel.
+        self.controls_dock.setVisible(False)
         self.studio.controls.changed.connect(self._fit_controls)
         self.studio.controls.editing_changed.connect(self._fit_controls)  # Use and Cancel
         self.studio.image_prompts.changed.connect(self._fit_controls)
@@ -138,7 +141,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.device_label)
 
     def _fit_controls(self) -> None:
-        """Room in the Controls dock for every control and the image prompts."""
+        """Room in the Controls dock for every control and the image prompts, shown once
+        there is one."""
+        if self.studio.controls.rows or self.studio.image_prompts.references:
+            self.controls_dock.setVisible(True)
         title = self.controls_dock.fontMetrics().height() + 8  # the dock's own title bar
         height = (self.controls_panel.wanted_height() + self.image_prompts_panel.sizeHint().height()
                   + title)
