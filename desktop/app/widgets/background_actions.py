@@ -16,6 +16,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QMenu, QToolBar, QToolButton, QWidget
 
 from desktop.app.viewmodels.background import BackgroundModel
+from desktop.app.widgets.icons import icon
 
 REMOVE_TIP = "Cut the subject out: a transparent picture in the gallery"
 REPLACE_TIP = ("Keep the subject exactly and paint a new background with the selected model "
@@ -33,6 +34,7 @@ class BackgroundActions(QObject):
         self.window = window
         self.replace_dialog: QInputDialog | None = None  # the open one (tests)
         self.menu = QMenu("Background", window)
+        self.menu.setIcon(icon("background"))
         self.menu.setToolTipsVisible(True)
         self.remove_action = self._add("Remove background", REMOVE_TIP, model.remove)
         self.replace_action = self._add("Replace background…", REPLACE_TIP,
