@@ -16,7 +16,7 @@ from engine.image_prompt.description import (
     read_adapter_description,
     read_encoder_description,
 )
-from engine.image_prompt.prompt import ImagePrompt
+from engine.image_prompt.prompt import ImagePrompt, reference_pixels
 from engine.images import PictureInput
 
 
@@ -29,7 +29,10 @@ def make_image_prompts(store: ModelStore, family: str,
         return ()
     folder = find_adapter(store, family, adapter)
     encoder = find_encoder(store, folder)
-    return tuple(ImagePrompt(folder, encoder, picture, weight) for picture, weight in pictures)
+    # Each file is read once, here: the engine encodes the pixels and the library keeps them
+    # (engine.pipelines.guides.input_pictures) without opening the file again.
+    return tuple(ImagePrompt(folder, encoder, reference_pixels(picture), weight)
+                 for picture, weight in pictures)
 
 
 def find_adapter(store: ModelStore, family: str, name: str | None = None) -> Path:
