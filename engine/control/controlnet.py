@@ -14,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.control.description import ControlNetDescription, read_controlnet_description
+from engine.control.description import (
+    MID_RESIDUAL,
+    ControlNetDescription,
+    down_residual,
+    read_controlnet_description,
+)
 from engine.errors import ModelError
 from engine.manifest import manifest_hash, verify_manifest
 from engine.runtime import CancelToken, RuntimeOptions, Session, get_session
-
-MID_RESIDUAL = "mid_block_additional_residual"
-
-
-def down_residual(index: int) -> str:
-    return f"down_block_{index}_additional_residual"
 
 
 class ControlNet:

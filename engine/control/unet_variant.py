@@ -25,6 +25,7 @@ import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.control.description import MID_RESIDUAL, down_residual
 from engine.errors import ModelError
 from engine.runtime.onnx_edit import (
     FLOAT,
@@ -48,7 +49,6 @@ from engine.runtime.onnx_edit import (
     write_atomically,
 )
 
-MID_RESIDUAL = "mid_block_additional_residual"
 REFUSAL = "this model's UNet cannot take ControlNet residuals"
 # Small files beside the plain UNet graph that hold for the variant too: the diffusers config
 # and the LoRA weights map (initializer names are unchanged).
@@ -57,10 +57,6 @@ _SIDECARS = ("config.json", "weights_map.json")
 # (4 blocks) and SDXL (3 blocks).
 _KNOWN_SKIP_COUNTS = (12, 9)
 
-
-def down_residual(index: int) -> str:
-    """The name of the residual input of skip connection ``index`` (0 = conv_in's)."""
-    return f"down_block_{index}_additional_residual"
 
 
 def residual_names(count: int) -> list[str]:

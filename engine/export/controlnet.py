@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import torch
 
+from engine.control.description import MID_RESIDUAL, down_residual
 from engine.export.graphs import (
     EXTERNAL_DATA_THRESHOLD,
     _noise,
@@ -25,12 +26,6 @@ from engine.export.graphs import (
     unet_example,
 )
 from engine.export.weights_map import write_weights_map
-
-MID_RESIDUAL = "mid_block_additional_residual"
-
-
-def down_residual(index: int) -> str:
-    return f"down_block_{index}_additional_residual"
 
 
 class ControlNetGraph(torch.nn.Module):
