@@ -25,6 +25,9 @@ FORMAT_2_FIELDS = ("variant", "text_encoders", "text_hidden_state", "size_condit
 
 PredictionType = Literal["epsilon", "v_prediction", "flow"]
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+# The families in the user's words, for the sentences that refuse a model of another family.
+FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
+                "sdxl": "Stable Diffusion XL"}
 # What the UNet takes besides the noisy latents: nothing, or an image and a mask to repaint
 # (9 input channels), or an image to edit by instruction (8).
 VARIANTS = ("text-to-image", "inpainting", "instruct-pix2pix")

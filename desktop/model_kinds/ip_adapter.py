@@ -22,10 +22,10 @@ from desktop.model_kinds.kind import (
     kind_in_description,
     weight_names,
 )
+from engine.description import FAMILY_NAMES
 from engine.export.ip_adapter import is_adapter_names
 from engine.image_prompt.description import (
     DESCRIPTION_FILE,
-    FAMILY_NAMES,
     IP_ADAPTER_KIND,
     read_adapter_description,
 )

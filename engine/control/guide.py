@@ -16,6 +16,7 @@ import numpy as np
 from engine.control.control import Control, RecordedControl, picture_key
 from engine.control.controlnet import ControlNet
 from engine.control.pictures import control_rgb, prepare_control_picture
+from engine.description import FAMILY_NAMES
 from engine.errors import BadRequest
 from engine.memory import memory_info
 from engine.model import Model
@@ -25,8 +26,6 @@ from engine.runtime.sessions import is_loaded
 # With guidance, the UNet batch holds the negative prompt's row first, then one row per
 # prompt: text to image's [negative, prompt], layout regions' [negative, global, regions...].
 NEGATIVE_ROWS = 1
-FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
-                "sdxl": "Stable Diffusion XL"}
 
 
 class ControlGuide:

@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+from engine.description import FAMILY_NAMES
 from engine.errors import ModelError
 from engine.image_prompt.description import (
     CROSS_ATTENTION_FAMILIES,
-    FAMILY_NAMES,
     PROJECTION_FILE,
     WEIGHTS_FILE,
     AdapterDescription,

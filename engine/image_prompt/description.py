@@ -27,8 +27,6 @@ FAMILIES = ("sd1", "sd2", "sdxl")
 VARIANTS = ("base", "plus")
 # The text width of each family's UNet cross-attention, which an adapter's keys carry.
 CROSS_ATTENTION_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
-FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
-                "sdxl": "Stable Diffusion XL"}
 # CLIPImageProcessor's defaults, which every IP-Adapter encoder on the Hub uses.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.control.control import picture_key
+from engine.description import FAMILY_NAMES
 from engine.errors import BadRequest
-from engine.image_prompt.description import FAMILY_NAMES
 from engine.image_prompt.prompt import (
     MAX_PICTURES,
     ImagePrompt,
