@@ -170,6 +170,8 @@ def test_cancel_keeps_the_part_and_the_next_get_resumes_it(qtbot, window, hub, a
     studio.message.connect(messages.append)
     _get(qtbot, window, 0)
     qtbot.waitUntil(hub.stalled.is_set, timeout=JOB_MS)
+    # The button turns on once the window has heard the job start; a person clicks then.
+    qtbot.waitUntil(window.queue.cancel_button.isEnabled, timeout=5000)
     asked_at = time.monotonic()
     with qtbot.waitSignal(studio.runner.cancelled, timeout=5000):
         window.queue.cancel_button.click()

@@ -366,9 +366,11 @@ class Studio(QObject):
         self.runner.cancel(job_id)
 
     def cancel_running(self) -> None:
-        running = self.jobs.running()
+        # The runner's own record, not the queue list's: the list hears of a start a moment
+        # later, and Escape pressed in that moment must still stop the job.
+        running = self.runner.running_id()
         if running is not None:
-            self.runner.cancel(running.id)
+            self.runner.cancel(running)
 
     def _job_started(self, job_id: int) -> None:
         self.jobs.set_running(job_id)
