@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None, picture: Path | None = None) -> int:
 def _run(app: QApplication, settings: Settings, settings_message: str | None,
          server: WindowServer, picture: Path | None) -> int:
     try:  # each of these may be the first write in a new data folder (read-only, full)
-        library = Library.open(paths.data_dir())
+        library = Library.open(paths.data_dir(), provenance=settings.provenance())
     except EaselError as error:
         return _cannot_start(error)
     try:

@@ -15,10 +15,13 @@ from pathlib import Path
 
 from platformdirs import user_config_dir
 
+from desktop.provenance.policy import ProvenanceSettings
+
 SCHEMA_VERSION = 1
 FILE_NAME = "settings.json"
 THEMES = ("system", "light", "dark")
 PROVIDERS = ("tensorrt", "cuda", "directml", "coreml", "cpu")
+FILTER_MODES = ("off", "warn", "block")  # as desktop.content_filter.MODES
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,13 @@ class Settings:
     # Other apps' model folders (ComfyUI, AUTOMATIC1111, InvokeAI): the model picker offers
     # what they hold and imports a model when it is chosen, reading the file in place.
     model_folders: tuple[str, ...] = ()
+    # Content Credentials (C2PA) on every picture Easel makes; the prompt in them only when
+    # the user opts in (prompts can be private). The invisible watermark is opt-in.
+    content_credentials: bool = True
+    credentials_prompt: bool = False
+    watermark: bool = False
+    # The prompt filter: "off", "warn" (the picture is made and labelled) or "block".
+    content_filter: str = "warn"
     extra: dict = field(default_factory=dict, compare=False)
 
     def validated(self) -> Settings:
@@ -56,14 +66,22 @@ class Settings:
                                  ("cpu_threads", self.cpu_threads, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"bad {name}")
-        for name in ("embed_metadata", "keep_downloads"):
+        for name in ("embed_metadata", "keep_downloads", "content_credentials",
+                     "credentials_prompt", "watermark"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"bad {name}")
+        if self.content_filter not in FILTER_MODES:
+            raise ValueError("unknown content_filter")
         if not isinstance(self.upscaler, str):
             raise ValueError("bad upscaler")
         if not all(isinstance(folder, str) and folder for folder in self.model_folders):
             raise ValueError("bad model_folders")
         return self
+
+    def provenance(self) -> ProvenanceSettings:
+        """What the library does to each picture it saves, as these settings say."""
+        return ProvenanceSettings(self.content_credentials, self.credentials_prompt,
+                                  self.watermark)
 
 
 @dataclass(frozen=True)

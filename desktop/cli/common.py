@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from desktop import paths
+from desktop.app import settings as settings_file
 from desktop.library import BadImage, Library, UnknownImage
 from desktop.library.images import flattened, load_pixels, open_image
 from desktop.library.metadata import from_easel
@@ -268,7 +269,12 @@ def progress_printer() -> Callable[[Progress], None] | None:
 
 @contextlib.contextmanager
 def open_library() -> Iterator[Library]:
-    library = Library.open(paths.data_dir())
+    # The window's settings file says what each picture carries (Content Credentials, the
+    # watermark), so a picture made here carries what one made in the window does.
+    loaded = settings_file.load(settings_file.default_path())
+    if loaded.message:
+        say(f"warning: {loaded.message}")
+    library = Library.open(paths.data_dir(), provenance=loaded.settings.provenance())
     for warning in library.report.warnings:
         say(f"warning: {warning}")
     try:

@@ -3,6 +3,7 @@ image index can always be rebuilt from the files alone; none carries EXIF or GPS
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +16,9 @@ from desktop.library.atomic import write_atomically
 from desktop.library.errors import BadImage
 from desktop.library.images import open_image
 from desktop.library.metadata import ImageInfo, read_info
+from desktop.provenance import xmp
+from desktop.provenance.policy import NEW_PICTURE_OPERATIONS, Provenance
+from desktop.provenance.signing import COMPOSITE, TRAINED
 from engine.request import GenerationParameters
 
 # Text chunks of other tools that an imported image keeps, so they can read it back too.
@@ -36,13 +40,28 @@ def imported_metadata(image_id: str, created_at: float, original_name: str) -> d
 
 
 def write_generated(path: Path, pixels: np.ndarray, parameters: GenerationParameters,
-                    metadata: dict[str, Any]) -> Path:
-    """RGB pixels, RGBA (a cut-out: its alpha written as it is) or grey (a mask)."""
+                    metadata: dict[str, Any], provenance: Provenance | None = None,
+                    parent: Path | None = None) -> Path:
+    """RGB pixels, RGBA (a cut-out: its alpha written as it is) or grey (a mask), with the
+    watermark and Content Credentials ``provenance`` asks for; ``parent`` is the source
+    picture's file for an edit of a library picture."""
+    operation = metadata.get("operation") or parameters.operation
+    edit = parent is not None or operation not in NEW_PICTURE_OPERATIONS
     info = PngImagePlugin.PngInfo()
     info.add_itxt("parameters", a1111_parameters(parameters))
     info.add_itxt("easel", _dumps(metadata))
-    image = pixels_image(pixels)
-    return write_atomically(path, lambda stream: _save(image, stream, info))
+    # Said in XMP too, for readers that know XMP but not C2PA.
+    info.add_itxt(xmp.KEY, xmp.xmp_packet(COMPOSITE if edit else TRAINED))
+    if provenance is None:
+        image = pixels_image(pixels)
+        return write_atomically(path, lambda stream: _save(image, stream, info))
+    claim = provenance.claim(path.name, operation, parameters.model_name,
+                             parameters.model_hash, parameters.prompt, edit)
+    image = pixels_image(provenance.marked(pixels) if pixels.ndim == 3 else pixels)
+    encoded = io.BytesIO()
+    _save(image, encoded, info)
+    return write_atomically(path, lambda stream: provenance.write(
+        encoded.getvalue(), claim, stream, parent))
 
 
 def write_imported(path: Path, image: Image.Image, text: dict[str, str],

@@ -69,6 +69,7 @@ from desktop.library.recovery import (
 )
 from desktop.library.rows import COLUMNS, ImageEntry, entry_from_row, insert_row, time_key
 from desktop.library.thumbnails import DEFAULT_MAX_BYTES, ThumbnailCache
+from desktop.provenance.policy import Provenance, ProvenanceSettings
 from engine.request import GenerationParameters
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,12 @@ class Library:
     """A library folder opened for reading and writing. Open with ``Library.open``."""
 
     def __init__(self, root: Path, *, backup_interval_s: float = backups.INTERVAL_S,
-                 thumbnail_bytes: int | None = None) -> None:
+                 thumbnail_bytes: int | None = None,
+                 provenance: ProvenanceSettings | None = None) -> None:
         self.root = Path(root)
+        # Content Credentials (and the watermark, when asked) on every picture made here;
+        # on unless the settings say otherwise.
+        self.provenance = Provenance(self.root, provenance)
         self.images_dir = self.root / "images"
         self.folder = self.root / "library"
         self.database_path = self.folder / DATABASE_NAME
@@ -253,7 +258,8 @@ class Library:
         metadata = generated_metadata(parameters, image_id, created_at, operation, source_id)
         if settings:
             metadata[operation] = dict(settings)
-        path = write_generated(self.images_dir / relative, pixels, parameters, metadata)
+        path = write_generated(self.images_dir / relative, pixels, parameters, metadata,
+                               self.provenance, self._source_file(source_id))
         info = from_easel(json.dumps(metadata))
 
         def commit(connection: sqlite3.Connection) -> None:
@@ -265,6 +271,14 @@ class Library:
         self._commit_new_file(path, commit)
         self._curated()  # the history changed
         return self.get(image_id)
+
+    def _source_file(self, source_id: str | None) -> Path | None:
+        """The file of the library picture an edit started from, if it is still there."""
+        if source_id is None:
+            return None
+        row = self.connection.execute("SELECT path FROM images WHERE id = ?",
+                                      (source_id,)).fetchone()
+        return None if row is None else self.images_dir / row[0]
 
     def keep_inputs(self, pictures: Mapping[str, np.ndarray]) -> None:
         """Keep the control and reference pictures a picture was made from, by the keys its

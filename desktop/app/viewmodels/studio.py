@@ -636,6 +636,7 @@ class Studio(QObject):
             self.services.pipelines.reconfigure(generation.runtime_options(new),
                                                 new.models_kept_loaded)
         self.gallery.embed_metadata = new.embed_metadata
+        self.services.library.provenance.settings = new.provenance()
         self._prefer_upscaler()
         if old.model_folders != new.model_folders:
             self.folders.read(new.model_folders)
