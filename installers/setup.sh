@@ -33,6 +33,14 @@ extras="export"
 "$venv/bin/python" -c "import spandrel, spandrel_extra_arches" 2>/dev/null \
     || "${pip[@]}" install "${pins[@]}" --no-deps "spandrel>=0.4,<0.5" "einops>=0.7" \
          "spandrel_extra_arches>=0.2,<0.3"  # CodeFormer
+# Tests only: the invisible-watermark package, the reference our own watermark is checked
+# against both ways. --no-deps: it asks for opencv-python (whose Qt clashes with PySide6),
+# onnxruntime (which would shadow onnxruntime-gpu) and torch; the headless OpenCV does.
+if [ "${1:-}" = "--test" ]; then
+    "$venv/bin/python" -c "import imwatermark, cv2, pywt" 2>/dev/null \
+        || "${pip[@]}" install "${pins[@]}" --no-deps "invisible-watermark==0.2.0" \
+             opencv-python-headless PyWavelets
+fi
 # The window needs some system libraries that a stock desktop may lack (user guide: System packages
 # the window needs). The command line works without them, so this only warns.
 if [ "$(uname -s)" = Linux ] && ! "$venv/bin/python" -m desktop.display_check --libraries; then

@@ -30,5 +30,5 @@ def test_the_resources_package_is_the_resources_folder():
     assert (ROOT / "resources" / "__init__.py").is_file()
     # Each resource folder the code reads is in the wheel's package data.
     patterns = config["package-data"]["easel_resources"]
-    for folder in ("models", "tokenizers", "configs", "icons"):
+    for folder in ("models", "tokenizers", "configs", "icons", "filter"):
         assert any(p.startswith(f"{folder}/") for p in patterns), folder
