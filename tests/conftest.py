@@ -13,6 +13,13 @@ from engine.manifest import write_manifest
 from tests import tiny_models
 
 
+@pytest.fixture(autouse=True)
+def _own_settings_file(tmp_path, monkeypatch):
+    """Tests never read (or write) the settings of the person running them: a content filter
+    set to block, or credentials turned off, would change what the tests see."""
+    monkeypatch.setenv("EASEL_CONFIG", str(tmp_path / "config"))
+
+
 @pytest.fixture(scope="session")
 def tiny_sd1_diffusers() -> Path:
     """A tiny random SD 1.x diffusers folder (epsilon, PNDM, pad <|endoftext|>)."""

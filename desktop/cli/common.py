@@ -18,6 +18,7 @@ from PIL import Image
 
 from desktop import paths
 from desktop.app import settings as settings_file
+from desktop.content_filter.screening import screen
 from desktop.library import BadImage, Library, UnknownImage
 from desktop.library.images import flattened, load_pixels, open_image
 from desktop.library.metadata import from_easel
@@ -265,6 +266,17 @@ def progress_printer() -> Callable[[Progress], None] | None:
             print(file=sys.stderr)
 
     return show
+
+
+def screened(request: object) -> dict | None:
+    """The content filter on the request's prompts, in the mode the settings file chose: a
+    blocked prompt stops the command with its sentence (PromptBlocked), a flagged one is said
+    and its record returned for the pictures' metadata."""
+    mode = settings_file.load(settings_file.default_path()).settings.content_filter
+    screening = screen(request, paths.data_dir(), mode)
+    for note in screening.notes:
+        say(f"warning: {note}")
+    return screening.record
 
 
 @contextlib.contextmanager

@@ -35,10 +35,11 @@ from desktop.cli.common import (
     run_cancellable,
     runtime_options,
     say,
+    screened,
     side_help,
     source_picture,
 )
-from desktop.image_files import save_png
+from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
 from engine.model import load_model
@@ -269,6 +270,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
             if isinstance(request, TextToImageRequest):  # keeping the meaning: its size
                 request = replace(request, **_size_like(source.picture, model))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
+        content_filter = screened(request)
         targets = output_paths(arguments.output, seed, arguments.count)
         announce_device(model, request)
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
@@ -279,8 +281,9 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         library.keep_inputs(input_pictures(request))
         for image, target in zip(result.images, targets, strict=True):
             entry = library.add_generated(image.pixels, image.parameters,
-                                          source_id=source.image_id)
-            if target is not None:  # the copy carries the same id as the library's image
-                save_png(image.pixels, target, image.parameters, entry.id)
+                                          source_id=source.image_id,
+                                          content_filter=content_filter)
+            if target is not None:  # the copy is the library's file, byte for byte
+                copy_png(entry.path, target)
             print(target or entry.path)
     return 0

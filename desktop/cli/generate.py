@@ -27,9 +27,10 @@ from desktop.cli.common import (
     run_cancellable,
     runtime_options,
     say,
+    screened,
 )
 from desktop.cli.upscale import chosen_upscaler
-from desktop.image_files import save_png
+from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
 from engine.model import Model, load_model
@@ -103,6 +104,7 @@ def _generate(arguments: argparse.Namespace) -> int:
         raise BadRequest("--hires-strength and --upscaler belong to a hires fix; add "
                          "--hires-scale.")
     pipeline.check_inputs(request)  # bad input fails before anything loads or runs
+    content_filter = screened(request)
     targets = output_paths(arguments.output, seed, arguments.count)
     # Opened before the work, so a library that cannot be used fails now, not after it.
     with open_library() as library:
@@ -115,9 +117,10 @@ def _generate(arguments: argparse.Namespace) -> int:
         # The control and reference pictures, kept by the keys the pictures record.
         library.keep_inputs(input_pictures(request))
         for image, target in zip(result.images, targets, strict=True):
-            entry = library.add_generated(image.pixels, image.parameters)
-            if target is not None:  # the copy carries the same id as the library's image
-                save_png(image.pixels, target, image.parameters, entry.id)
+            entry = library.add_generated(image.pixels, image.parameters,
+                                          content_filter=content_filter)
+            if target is not None:  # the copy is the library's file, byte for byte
+                copy_png(entry.path, target)
             print(target or entry.path)
     return 0
 

@@ -37,6 +37,7 @@ from desktop.app.viewmodels.pictures import PictureActions
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
+from desktop.content_filter.screening import PromptBlocked, Screening, screen
 from desktop.library import ImageEntry, Library
 from desktop.library.images import open_image, open_image_data
 from desktop.model_store import InstalledModel, ModelStore
@@ -181,8 +182,10 @@ class Studio(QObject):
         request = regions_request(form, self.regions) if layout else request_from(form)
         if (request := self._steered(request)) is None:
             return None
+        if (screening := self._screened(request)) is None:
+            return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
-                                 form.model, request)
+                                 form.model, request, content_filter=screening.record)
         job_id = self.runner.submit(work)
         title = " ".join(form.prompt.split()) or "(no prompt)"
         if layout:
@@ -284,8 +287,11 @@ class Studio(QObject):
         form = replace(self.prompt.form, seed=self.prompt.seed_for_next_run())
         if (request := self._steered(make_request(form, source, *extra))) is None:
             return None
+        if (screening := self._screened(request)) is None:
+            return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
-                                 form.model, request, source_id=source.image_id)
+                                 form.model, request, source_id=source.image_id,
+                                 content_filter=screening.record)
         job_id = self.runner.submit(work)
         count = f" ×{request.count}" if request.count > 1 else ""
         self.jobs.add(JobRow(job_id, f"{title}{count} of {source.name}", "generate",
@@ -297,6 +303,18 @@ class Studio(QObject):
         sentence has said what is wrong."""
         request = None if request is None else self.controls.steer(request)
         return None if request is None else self.image_prompts.steer(request)
+
+    def _screened(self, request: generation.Request) -> Screening | None:
+        """The content filter's word on the request's prompts; None once a blocked prompt's
+        sentence was said."""
+        try:
+            screening = screen(request, self.library.root, self.settings.content_filter)
+        except PromptBlocked as blocked:
+            self.problem.emit(str(blocked))
+            return None
+        for note in screening.notes:
+            self.message.emit(note)
+        return screening
 
     def set_mask_editing(self, on: bool) -> None:
         """Turn the mask tool on (the canvas shows the source to paint on) or off."""
