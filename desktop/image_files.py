@@ -164,10 +164,23 @@ def save_png(pixels: np.ndarray, path: Path, parameters: GenerationParameters | 
         metadata = easel_metadata(parameters, image_id or new_image_id())
         info.add_itxt("easel", json.dumps(metadata, ensure_ascii=False, sort_keys=True))
     image = pixels_image(pixels)
+    return _replace_atomically(path, lambda stream: image.save(stream, format="PNG",
+                                                               pnginfo=info))
+
+
+def copy_png(source: Path, path: Path) -> Path:
+    """A byte-for-byte copy of a library picture at ``path`` (atomically, as ``save_png``):
+    the copy a command's --output asks for carries the library file's Content Credentials,
+    which stay valid only on the very same bytes."""
+    data = Path(source).read_bytes()
+    return _replace_atomically(Path(path), lambda stream: stream.write(data))
+
+
+def _replace_atomically(path: Path, write) -> Path:
     descriptor, temporary = create_temporary(path.parent, f".{path.stem}-", ".png.tmp")
     try:
         with os.fdopen(descriptor, "wb") as stream:
-            image.save(stream, format="PNG", pnginfo=info)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

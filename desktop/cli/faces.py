@@ -24,7 +24,7 @@ from desktop.cli.common import (
     say,
     source_picture,
 )
-from desktop.image_files import read_parameters, save_png
+from desktop.image_files import copy_png, read_parameters
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, EaselError
@@ -80,8 +80,8 @@ def _restore_faces(arguments: argparse.Namespace) -> int:
         parameters = _parameters(library, arguments.source, pixels.shape, restorer)
         (target,) = output_paths(arguments.output, parameters.seed, 1)
         entry = library.add_generated(pixels, parameters, source_id=source.image_id)
-        if target is not None:  # the copy carries the same id as the library's image
-            save_png(pixels, target, parameters, entry.id)
+        if target is not None:  # the copy is the library's file, byte for byte
+            copy_png(entry.path, target)
         print(target or entry.path)
     return 0
 

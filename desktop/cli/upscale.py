@@ -25,7 +25,7 @@ from desktop.cli.common import (
     say_device,
     source_picture,
 )
-from desktop.image_files import read_parameters, save_png
+from desktop.image_files import copy_png, read_parameters
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
 from engine.errors import EaselError
@@ -83,8 +83,8 @@ def _upscale(arguments: argparse.Namespace) -> int:
             say(f"warning: {warning}")
         (image,) = result.images
         entry = library.add_generated(image.pixels, image.parameters, source_id=source.image_id)
-        if target is not None:  # the copy carries the same id as the library's image
-            save_png(image.pixels, target, image.parameters, entry.id)
+        if target is not None:  # the copy is the library's file, byte for byte
+            copy_png(entry.path, target)
         print(target or entry.path)
     return 0
 
