@@ -264,3 +264,18 @@ def test_unreadable_credentials_are_one_sentence(tmp_path):
     assert summary.sentence.startswith("Content Credentials:") and "\n" not in summary.sentence
     missing = read_credentials(tmp_path / "gone.png")
     assert missing.state == UNREADABLE and "could not be read" in missing.sentence
+
+
+def test_the_watermark_is_added_only_when_asked(tmp_path):
+    from desktop.provenance.watermark import find_watermark
+
+    scene = np.random.default_rng(19).integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    with Library.open(tmp_path / "marked", provenance=ProvenanceSettings(watermark=True)) as on:
+        marked = on.add_generated(scene, PARAMETERS)
+        small = on.add_generated(pixels(20), PARAMETERS)  # too small to carry it: saved as is
+    with Library.open(tmp_path / "plain") as off:
+        plain = off.add_generated(scene, PARAMETERS)
+    assert find_watermark(np.asarray(Image.open(marked.path)))
+    assert not find_watermark(np.asarray(Image.open(plain.path)))
+    assert np.array_equal(np.asarray(Image.open(small.path)), pixels(20))
+    assert read_credentials(marked.path).state == VALID  # signed after marking

