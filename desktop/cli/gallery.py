@@ -7,6 +7,7 @@ import argparse
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from desktop.cli import picture_check
 from desktop.cli.common import open_library, say
 from desktop.image_files import picture_embeddings
 from desktop.library import ImageEntry
@@ -34,7 +35,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("ids", nargs="*", help="picture ids (default: those the filters select)")
     export.add_argument("--to", type=Path, required=True, dest="folder", help="target folder")
     export.add_argument("--strip-metadata", action="store_true",
-                        help="write pixels only: no prompt or generation settings")
+                        help="write pixels only: no prompt, no generation settings, no "
+                             "Content Credentials")
     export.add_argument("--search", default="", dest="text", help="select by prompt words")
     _add_filters(export, paging=False)
     export.set_defaults(run=_gallery_export)
@@ -43,6 +45,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                                   "(A1111, ComfyUI, InvokeAI)")
     importing.add_argument("files", nargs="+", type=Path)
     importing.set_defaults(run=_gallery_import)
+
+    picture_check.add_command(actions)
 
     rebuild = actions.add_parser("rebuild", help="re-read every picture file and repair "
                                                  "the index and search")
@@ -122,6 +126,7 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         entry = library.get(arguments.id)
         tags = library.tags_of(entry.id)
         chain = library.lineage(entry.id)[1:]
+        own_serial = library.provenance.serial_number()
     fields = [("id", entry.id), ("file", entry.path), ("made", datetime.fromtimestamp(
         entry.created_at).strftime("%Y-%m-%d %H:%M:%S")), ("prompt", entry.prompt),
         ("negative prompt", entry.negative_prompt), ("model", entry.model),
@@ -135,11 +140,24 @@ def _gallery_show(arguments: argparse.Namespace) -> int:
         ("made from", " <- ".join(source.id[:12] for source in chain)),
         ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
         ("in the trash", "yes" if entry.trashed else ""),
-        ("file missing", "yes" if entry.missing else "")]
+        ("file missing", "yes" if entry.missing else ""),
+        ("content filter", _filter_line(entry.parameters))]
     for name, value in fields:
         if value not in ("", None):
             print(f"{name + ':':<17}{value}")
+    if not entry.missing:
+        for line in picture_check.credentials_lines(entry.path, own_serial):
+            print(line)
     return 0
+
+
+def _filter_line(parameters: dict) -> str:
+    """What the content filter flagged in the prompt ("warned: gore")."""
+    decision = parameters.get("content_filter")
+    if not isinstance(decision, dict):
+        return ""
+    return "; ".join(f"{key}: {', '.join(map(str, terms))}" for key, terms in decision.items()
+                     if key != "mode" and isinstance(terms, list))
 
 
 def _loras_line(parameters: dict) -> str:
@@ -192,6 +210,9 @@ def _gallery_export(arguments: argparse.Namespace) -> int:
         written = library.export(ids, arguments.folder, strip_metadata=arguments.strip_metadata)
     for path in written:
         print(path)
+    if arguments.strip_metadata and written:
+        say("note: the copies carry no Content Credentials either (--strip-metadata removes "
+            "them with the prompt).")
     return 0
 
 
