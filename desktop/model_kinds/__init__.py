@@ -20,6 +20,7 @@ from desktop.model_kinds import (
     image_encoder,
     ip_adapter,
     lora,
+    safety_checker,
     segmenter,
     upscaler,
 )
@@ -31,7 +32,7 @@ __all__ = ["KINDS", "InstalledModel", "ModelKind", "kind_named", "kind_of_folder
 
 KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator,
                                 ip_adapter, image_encoder, segmenter, face_restorer,
-                                face_detector)
+                                face_detector, safety_checker)
 
 
 def kind_named(name: str) -> ModelKind:
