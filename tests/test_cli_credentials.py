@@ -2,6 +2,7 @@
 is signed, `easel gallery show` and `easel gallery check` say so, a changed copy is reported as
 changed, other PNGs are read too, and `export --strip-metadata` says the credentials went."""
 
+# ruff: noqa: F811 (the fixtures imported below are used as arguments)
 from __future__ import annotations
 
 import shutil
@@ -70,3 +71,21 @@ def test_export_without_metadata_says_the_credentials_went(installed, tmp_path, 
     [exported] = (tmp_path / "out").iterdir()
     assert main(["gallery", "check", str(exported)]) == 0
     assert "Content Credentials: none." in capsys.readouterr().out
+
+
+def test_a_damaged_key_is_said_once_and_a_new_one_signs(installed, home, tmp_path, capsys):
+    from desktop.provenance import keys
+
+    _made(tmp_path, capsys)
+    keys.identity_path(home).write_text("garbage")
+    arguments = ["generate", "a boat", "--model", "tiny", "--width", "64", "--height", "48",
+                 "--steps", "2"]
+    assert main(arguments) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "signing key" in line]
+    assert len(warnings) == 1 and "was damaged, so a new one was made" in warnings[0]
+    assert main(arguments) == 0  # the new key is whole: nothing more to say
+    assert "signing key" not in capsys.readouterr().err
+    assert main(["gallery", "list"]) == 0
+    newest = capsys.readouterr().out.split()[0]
+    assert main(["gallery", "show", newest]) == 0
+    assert "Content Credentials: valid" in capsys.readouterr().out

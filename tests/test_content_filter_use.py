@@ -2,6 +2,7 @@
 the prompt in the mode the settings file names; "block" stops before anything runs with the
 one sentence, "warn" makes the picture and keeps the decision in its metadata."""
 
+# ruff: noqa: F811 (the fixtures imported below are used as arguments)
 from __future__ import annotations
 
 import json

@@ -292,6 +292,8 @@ def open_library() -> Iterator[Library]:
     try:
         yield library
     finally:
+        if (replaced_key := library.provenance.take_message()) is not None:
+            say(f"warning: {replaced_key}")
         library.close()
 
 

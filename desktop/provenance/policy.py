@@ -46,6 +46,12 @@ class Provenance:
                 self.message = self._identity.message
             return self._identity
 
+    def take_message(self) -> str | None:
+        """The sentence about a replaced key, once (then None): the caller shows it."""
+        with self._lock:
+            message, self.message = self.message, None
+            return message
+
     def serial_number(self) -> int | None:
         """Of this installation's certificate, if one was made already (nothing is made)."""
         if self._identity is None and not keys.identity_path(self.data_folder).is_file():

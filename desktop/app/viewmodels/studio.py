@@ -413,6 +413,8 @@ class Studio(QObject):
         row = self._job_ended(job_id)
         if isinstance(result, Outcome):
             self._show_outcome(result)
+        if (replaced_key := self.library.provenance.take_message()) is not None:
+            self.problem.emit(replaced_key)
         elif isinstance(result, InstalledModel):
             self.prompt.reload_models()
             self.models.refresh()
