@@ -248,7 +248,7 @@ class EnginePipelines:
 
 def generate(pipelines: Pipelines, library: Library, model: str, request: Request,
              context: Context, source_id: str | None = None,
-             content_filter: dict | None = None) -> Outcome:
+             checks: dict | None = None) -> Outcome:
     """Make the pictures and save each into the library (written whole before it is listed),
     with the operation the engine names and, for an edit of a library picture, its id."""
 
@@ -261,7 +261,7 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
     # The control and reference pictures, kept by the keys the pictures record.
     library.keep_inputs(input_pictures(request))
     entries = tuple(library.add_generated(image.pixels, image.parameters, source_id=source_id,
-                                          content_filter=content_filter)
+                                          checks=checks)
                     for image in result.images)
     device = Device(result.device.summary, result.device.reason, result.device.note)
     return Outcome(entries, tuple(image.pixels for image in result.images), result.warnings,

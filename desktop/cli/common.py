@@ -268,15 +268,15 @@ def progress_printer() -> Callable[[Progress], None] | None:
     return show
 
 
-def screened(request: object) -> dict | None:
+def screened(request: object) -> dict:
     """The content filter on the request's prompts, in the mode the settings file chose: a
     blocked prompt stops the command with its sentence (PromptBlocked), a flagged one is said
-    and its record returned for the pictures' metadata."""
+    and its record returned for the pictures' metadata (Library.add_generated's checks)."""
     mode = settings_file.load(settings_file.default_path()).settings.content_filter
     screening = screen(request, paths.data_dir(), mode)
     for note in screening.notes:
         say(f"warning: {note}")
-    return screening.record
+    return screening.checks
 
 
 @contextlib.contextmanager

@@ -270,7 +270,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
             if isinstance(request, TextToImageRequest):  # keeping the meaning: its size
                 request = replace(request, **_size_like(source.picture, model))
         pipeline.check_inputs(request)  # bad input fails before anything loads or runs
-        content_filter = screened(request)
+        checks = screened(request)
         targets = output_paths(arguments.output, seed, arguments.count)
         announce_device(model, request)
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
@@ -282,7 +282,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         for image, target in zip(result.images, targets, strict=True):
             entry = library.add_generated(image.pixels, image.parameters,
                                           source_id=source.image_id,
-                                          content_filter=content_filter)
+                                          checks=checks)
             if target is not None:  # the copy is the library's file, byte for byte
                 copy_png(entry.path, target)
             print(target or entry.path)

@@ -104,7 +104,7 @@ def _generate(arguments: argparse.Namespace) -> int:
         raise BadRequest("--hires-strength and --upscaler belong to a hires fix; add "
                          "--hires-scale.")
     pipeline.check_inputs(request)  # bad input fails before anything loads or runs
-    content_filter = screened(request)
+    checks = screened(request)
     targets = output_paths(arguments.output, seed, arguments.count)
     # Opened before the work, so a library that cannot be used fails now, not after it.
     with open_library() as library:
@@ -118,7 +118,7 @@ def _generate(arguments: argparse.Namespace) -> int:
         library.keep_inputs(input_pictures(request))
         for image, target in zip(result.images, targets, strict=True):
             entry = library.add_generated(image.pixels, image.parameters,
-                                          content_filter=content_filter)
+                                          checks=checks)
             if target is not None:  # the copy is the library's file, byte for byte
                 copy_png(entry.path, target)
             print(target or entry.path)

@@ -21,6 +21,11 @@ class Screening:
     record: dict | None = None  # what the pictures' metadata keeps ("warned: term")
     notes: tuple[str, ...] = ()  # sentences for the user: a flagged term, an unusable list
 
+    @property
+    def checks(self) -> dict:
+        """For Library.add_generated(checks=…): the record under the filter's name."""
+        return {"content_filter": self.record} if self.record else {}
+
 
 def prompt_text(request: object) -> str:
     """Every prompt a request draws from: its own, a hires fix's first pass, each region's."""

@@ -245,14 +245,14 @@ class Library:
                       operation: str | None = None, source_id: str | None = None,
                       created_at: float | None = None,
                       settings: Mapping[str, Any] | None = None,
-                      content_filter: Mapping[str, Any] | None = None) -> ImageEntry:
+                      checks: Mapping[str, Any] | None = None) -> ImageEntry:
         """Save a generated image into the library and count its prompt in the history.
         ``pixels`` are RGB, or RGBA for a cut-out (its alpha kept exactly), or grey (H, W)
         for a mask. ``operation`` defaults to the one the parameters name (text to image,
         inpaint…). ``settings`` are the operation's own, for those the parameters have no
         field for (background removal: the segmenter, refine), kept under the operation's
-        name in the picture's metadata. ``content_filter``: what the prompt filter decided,
-        when it flagged something (desktop.content_filter.record)."""
+        name in the picture's metadata. ``checks``: what the content checks said, kept under
+        their own names ({"content_filter": …, "safety_check": …})."""
         operation = operation or parameters.operation
         image_id = new_image_id()
         created_at = time.time() if created_at is None else created_at
@@ -260,8 +260,7 @@ class Library:
         metadata = generated_metadata(parameters, image_id, created_at, operation, source_id)
         if settings:
             metadata[operation] = dict(settings)
-        if content_filter:
-            metadata["content_filter"] = dict(content_filter)
+        metadata.update(checks or {})
         path = write_generated(self.images_dir / relative, pixels, parameters, metadata,
                                self.provenance, self._source_file(source_id))
         info = from_easel(json.dumps(metadata))

@@ -185,7 +185,7 @@ class Studio(QObject):
         if (screening := self._screened(request)) is None:
             return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
-                                 form.model, request, content_filter=screening.record)
+                                 form.model, request, checks=screening.checks)
         job_id = self.runner.submit(work)
         title = " ".join(form.prompt.split()) or "(no prompt)"
         if layout:
@@ -291,7 +291,7 @@ class Studio(QObject):
             return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, source_id=source.image_id,
-                                 content_filter=screening.record)
+                                 checks=screening.checks)
         job_id = self.runner.submit(work)
         count = f" ×{request.count}" if request.count > 1 else ""
         self.jobs.add(JobRow(job_id, f"{title}{count} of {source.name}", "generate",
