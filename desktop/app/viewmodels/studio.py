@@ -24,6 +24,7 @@ from desktop.app.settings import Settings
 from desktop.app.variations import variations_form
 from desktop.app.viewmodels.background import BackgroundModel, qimage_of
 from desktop.app.viewmodels.catalogue import CatalogueModel
+from desktop.app.viewmodels.content_checks import ContentChecks
 from desktop.app.viewmodels.controls import ControlsModel
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
@@ -37,7 +38,6 @@ from desktop.app.viewmodels.pictures import PictureActions
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
-from desktop.content_filter.screening import PromptBlocked, Screening, screen
 from desktop.library import ImageEntry, Library
 from desktop.library.images import open_image, open_image_data
 from desktop.model_store import InstalledModel, ModelStore
@@ -81,6 +81,7 @@ class Studio(QObject):
         self.runner = runner or JobRunner(self)
         self.prompt = PromptViewModel(services.store, services.library, self)
         self.history = HistoryModel(services.library, self)
+        self.checks = ContentChecks(self)
         self.gallery = GalleryModel(services.library, self.runner, parent=self)
         self.jobs = JobQueueModel(self)
         self.gallery.embed_metadata = services.settings.embed_metadata
@@ -182,7 +183,7 @@ class Studio(QObject):
         request = regions_request(form, self.regions) if layout else request_from(form)
         if (request := self._steered(request)) is None:
             return None
-        if (screening := self._screened(request)) is None:
+        if (screening := self.checks.screened(request)) is None:
             return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, checks=screening.checks)
@@ -287,7 +288,7 @@ class Studio(QObject):
         form = replace(self.prompt.form, seed=self.prompt.seed_for_next_run())
         if (request := self._steered(make_request(form, source, *extra))) is None:
             return None
-        if (screening := self._screened(request)) is None:
+        if (screening := self.checks.screened(request)) is None:
             return None
         work = functools.partial(generation.generate, self.services.pipelines, self.library,
                                  form.model, request, source_id=source.image_id,
@@ -303,18 +304,6 @@ class Studio(QObject):
         sentence has said what is wrong."""
         request = None if request is None else self.controls.steer(request)
         return None if request is None else self.image_prompts.steer(request)
-
-    def _screened(self, request: generation.Request) -> Screening | None:
-        """The content filter's word on the request's prompts; None once a blocked prompt's
-        sentence was said."""
-        try:
-            screening = screen(request, self.library.root, self.settings.content_filter)
-        except PromptBlocked as blocked:
-            self.problem.emit(str(blocked))
-            return None
-        for note in screening.notes:
-            self.message.emit(note)
-        return screening
 
     def set_mask_editing(self, on: bool) -> None:
         """Turn the mask tool on (the canvas shows the source to paint on) or off."""
@@ -413,14 +402,13 @@ class Studio(QObject):
         row = self._job_ended(job_id)
         if isinstance(result, Outcome):
             self._show_outcome(result)
-        if (replaced_key := self.library.provenance.take_message()) is not None:
-            self.problem.emit(replaced_key)
         elif isinstance(result, InstalledModel):
             self.prompt.reload_models()
             self.models.refresh()
             self.message.emit(f"Installed '{result.name}' ({result.family}).")
         elif row is not None:
             self.message.emit("Done.")
+        self.checks.say_replaced_key()
 
     def _show_outcome(self, outcome: Outcome) -> None:
         if not self.mask_editing:  # the result waits in the gallery while the user paints

@@ -4,8 +4,8 @@ queue below, the device in the status line."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, Qt
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, Qt, QUrl
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QHBoxLayout,
@@ -482,9 +482,15 @@ class MainWindow(QMainWindow):
 
     def _settings(self) -> None:
         dialog = SettingsDialog(self.studio.settings, self.studio.upscaler_names(), self,
-                                self.studio.library.root)
+                                self.studio.library.root, self._open_word_list)
         if dialog.exec():
             self.studio.apply_settings(dialog.chosen())
+
+    def _open_word_list(self) -> None:
+        path = self.studio.checks.word_list()
+        if path is not None and not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.show_problem(f"No program opened the word list; edit '{path}' with any text "
+                              "editor.")
 
     def closeEvent(self, event: QCloseEvent) -> None:
         geometry = bytes(self.saveGeometry().toBase64()).decode()

@@ -1,8 +1,10 @@
 """Settings: provider order, data folder, metadata in copies, theme, models kept loaded,
-CPU threads, the upscaler for Upscale and hires fix, whether downloaded models are kept."""
+CPU threads, the upscaler for Upscale and hires fix, whether downloaded models are kept, and
+what pictures carry and prompts may hold (``responsible_settings``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -27,6 +29,7 @@ from desktop.app.settings import (
     data_location,
     with_changes,
 )
+from desktop.app.widgets.responsible_settings import ResponsibleSettings
 from desktop.paths import standard_data_dir
 
 # The provider orders offered, best first; the engine skips those this machine lacks and the
@@ -44,8 +47,10 @@ THEMES = (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark"))
 
 class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, upscalers: list[str] | None = None,
-                 parent: QWidget | None = None, data_in_use: Path | None = None) -> None:
-        """``data_in_use``: the data folder this run really uses (the library's)."""
+                 parent: QWidget | None = None, data_in_use: Path | None = None,
+                 open_word_list: Callable[[], None] | None = None) -> None:
+        """``data_in_use``: the data folder this run really uses (the library's);
+        ``open_word_list`` opens the content filter's word list for editing."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._settings = settings
@@ -110,6 +115,7 @@ class SettingsDialog(QDialog):
         folder_buttons.addWidget(add_folder)
         folder_buttons.addWidget(self.remove_folder)
         folder_buttons.addStretch(1)
+        self.responsible = ResponsibleSettings(settings, open_word_list)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -126,6 +132,7 @@ class SettingsDialog(QDialog):
         layout.addRow("", self.keep_downloads)
         layout.addRow("Model folders", self.model_folders)
         layout.addRow("", folder_buttons)
+        layout.addRow(self.responsible)
         layout.addRow(buttons)
 
     def _choose_folder(self) -> None:
@@ -146,4 +153,5 @@ class SettingsDialog(QDialog):
             models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value(),
             upscaler=self.upscaler.currentData(), keep_downloads=self.keep_downloads.isChecked(),
             model_folders=tuple(self.model_folders.item(row).text()
-                                for row in range(self.model_folders.count())))
+                                for row in range(self.model_folders.count())),
+            **self.responsible.chosen())
