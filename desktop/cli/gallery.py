@@ -9,8 +9,8 @@ from pathlib import Path
 
 from desktop.cli import picture_check
 from desktop.cli.common import open_library, say
-from desktop.image_files import picture_embeddings
 from desktop.library import ImageEntry
+from desktop.picture_info import credentials_lines, picture_fields
 from engine.errors import BadRequest
 
 
@@ -124,74 +124,15 @@ def _entry_line(entry: ImageEntry, with_path: bool) -> str:
 def _gallery_show(arguments: argparse.Namespace) -> int:
     with open_library() as library:
         entry = library.get(arguments.id)
-        tags = library.tags_of(entry.id)
-        chain = library.lineage(entry.id)[1:]
+        fields = picture_fields(entry, library.tags_of(entry.id),
+                                library.lineage(entry.id)[1:])
         own_serial = library.provenance.serial_number()
-    fields = [("id", entry.id), ("file", entry.path), ("made", datetime.fromtimestamp(
-        entry.created_at).strftime("%Y-%m-%d %H:%M:%S")), ("prompt", entry.prompt),
-        ("negative prompt", entry.negative_prompt), ("model", entry.model),
-        ("seed", entry.seed), ("size", f"{entry.width}x{entry.height}"),
-        ("operation", entry.operation), ("LoRAs", _loras_line(entry.parameters)),
-        ("Embeddings", ", ".join(f"{name} ({short_hash})" for name, short_hash in
-                                 picture_embeddings(entry.parameters))),
-        ("controls", _controls_line(entry.parameters)),
-        ("image prompts", _image_prompts_line(entry.parameters)),
-        ("from", entry.origin),
-        ("made from", " <- ".join(source.id[:12] for source in chain)),
-        ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
-        ("in the trash", "yes" if entry.trashed else ""),
-        ("file missing", "yes" if entry.missing else ""),
-        ("content filter", _filter_line(entry.parameters))]
     for name, value in fields:
-        if value not in ("", None):
-            print(f"{name + ':':<17}{value}")
+        print(f"{name + ':':<17}{value}")
     if not entry.missing:
-        for line in picture_check.credentials_lines(entry.path, own_serial):
+        for line in credentials_lines(entry.path, own_serial):
             print(line)
     return 0
-
-
-def _filter_line(parameters: dict) -> str:
-    """What the content filter flagged in the prompt ("warned: gore")."""
-    decision = parameters.get("content_filter")
-    if not isinstance(decision, dict):
-        return ""
-    return "; ".join(f"{key}: {', '.join(map(str, terms))}" for key, terms in decision.items()
-                     if key != "mode" and isinstance(terms, list))
-
-
-def _loras_line(parameters: dict) -> str:
-    """The LoRAs a picture was made with: Easel's record (name, weight, hash), or the "Lora
-    hashes" of a picture from AUTOMATIC1111."""
-    loras = parameters.get("loras")
-    if isinstance(loras, list):
-        return ", ".join(f"{lora.get('name')} {lora.get('weight'):g} ({lora.get('hash')})"
-                         for lora in loras if isinstance(lora, dict))
-    settings = parameters.get("settings")
-    hashes = settings.get("Lora hashes") if isinstance(settings, dict) else None
-    return str(hashes) if hashes else ""
-
-
-def _controls_line(parameters: dict) -> str:
-    """The ControlNets that steered a picture: name, control, weight and the share of the
-    steps they acted in."""
-    controls = parameters.get("controls")
-    if not isinstance(controls, list):
-        return ""
-    return ", ".join(
-        f"{control.get('controlnet')} ({control.get('control') or 'control'}) "
-        f"{control.get('weight'):g} from {control.get('start'):g} to {control.get('end'):g}"
-        + (" guess mode" if control.get("guess_mode") else "")
-        for control in controls if isinstance(control, dict))
-
-
-def _image_prompts_line(parameters: dict) -> str:
-    """The image prompts a picture was made with: adapter, encoder and weight of each."""
-    prompts = parameters.get("image_prompts")
-    if not isinstance(prompts, list):
-        return ""
-    return ", ".join(f"{prompt.get('adapter')} with {prompt.get('encoder')} "
-                     f"{prompt.get('weight'):g}" for prompt in prompts if isinstance(prompt, dict))
 
 
 def _gallery_export(arguments: argparse.Namespace) -> int:

@@ -11,9 +11,9 @@ import numpy as np
 
 from desktop import paths
 from desktop.library.images import load_pixels, open_image
+from desktop.picture_info import credentials_lines
 from desktop.provenance import xmp
 from desktop.provenance.policy import Provenance
-from desktop.provenance.reading import read_credentials
 from desktop.provenance.watermark import find_watermark
 
 
@@ -22,15 +22,6 @@ def add_command(actions: argparse._SubParsersAction) -> None:
         "check", help="read a PNG's Content Credentials, source type and watermark")
     check.add_argument("files", nargs="+", type=Path, help="PNG files (from Easel or not)")
     check.set_defaults(run=_check)
-
-
-def credentials_lines(path: Path, own_serial: int | None) -> list[str]:
-    """The credentials of a picture file, as `gallery show` and `gallery check` print them."""
-    credentials = read_credentials(path)
-    lines = credentials.describe()
-    if credentials.ours(own_serial):
-        lines[0] += " Signed by this installation of Easel."
-    return lines
 
 
 def _check(arguments: argparse.Namespace) -> int:
