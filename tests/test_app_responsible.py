@@ -56,3 +56,21 @@ def test_a_replaced_key_is_said_once_as_a_problem(qtbot, window):
     _generate(qtbot, studio)
     assert len(problems) == 1 and "signing key was damaged" in problems[0]
     assert read_credentials(made.path).state == VALID
+
+
+def test_picture_details_show_the_fields_and_the_credentials(qtbot, window):
+    studio = window.studio
+    made = _generate(qtbot, studio, "a red kite over dunes").entries[0]
+    window.show_picture_details()  # nothing selected yet: one sentence
+    assert window.last_problem == "Select a picture in the gallery to see its details."
+    grid = window.gallery.grid
+    qtbot.waitUntil(lambda: grid.model().entry(0) is not None, timeout=WAIT_MS)
+    grid.setCurrentIndex(grid.model().index(0))
+    window.show_picture_details()
+    dialog = window.details_dialog
+    qtbot.waitUntil(lambda: dialog.credentials.text() != "Reading…", timeout=WAIT_MS)
+    assert dialog.credentials.text().startswith("Content Credentials: valid")
+    assert "Signed by this installation of Easel." in dialog.credentials.text()
+    shown = [dialog.fields.itemAt(row, dialog.fields.ItemRole.FieldRole).widget().text()
+             for row in range(dialog.fields.rowCount())]
+    assert made.id in shown and "a red kite over dunes" in shown

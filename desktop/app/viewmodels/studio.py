@@ -34,6 +34,7 @@ from desktop.app.viewmodels.mask import MaskModel
 from desktop.app.viewmodels.model_folders import FolderModels
 from desktop.app.viewmodels.models import ModelListModel
 from desktop.app.viewmodels.outpaint import OutpaintModel
+from desktop.app.viewmodels.picture_details import PictureDetailsModel
 from desktop.app.viewmodels.pictures import PictureActions
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.viewmodels.regions import RegionsModel, regions_request
@@ -82,6 +83,7 @@ class Studio(QObject):
         self.prompt = PromptViewModel(services.store, services.library, self)
         self.history = HistoryModel(services.library, self)
         self.checks = ContentChecks(self)
+        self.details = PictureDetailsModel(services.library, self.runner, self)
         self.gallery = GalleryModel(services.library, self.runner, parent=self)
         self.jobs = JobQueueModel(self)
         self.gallery.embed_metadata = services.settings.embed_metadata

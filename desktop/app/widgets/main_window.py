@@ -35,6 +35,7 @@ from desktop.app.widgets.image_prompts_panel import ImagePromptsPanel
 from desktop.app.widgets.models_dialog import ModelsDialog, import_model
 from desktop.app.widgets.outpaint_dialog import OutpaintDialog
 from desktop.app.widgets.outpaint_handles import OutpaintOverlay
+from desktop.app.widgets.picture_details import PictureDetailsDialog
 from desktop.app.widgets.prompt_panel import PromptPanel
 from desktop.app.widgets.queue_panel import QueuePanel
 from desktop.app.widgets.region_tool import RegionOverlay, RegionPanel
@@ -74,6 +75,7 @@ class MainWindow(QMainWindow):
         self.zoom_label = QLabel("100 %")
         self.last_problem: str | None = None  # the last sentence shown in a dialog (tests)
         self.get_models_dialog: GetModelsDialog | None = None
+        self.details_dialog: PictureDetailsDialog | None = None
         self._build()
         self._actions()
         self._connect()
@@ -195,6 +197,9 @@ class MainWindow(QMainWindow):
                                     "reuse", "Fill the prompt panel from the selected picture")
         seed_action = self._action("Reuse seed", lambda: self.gallery.reuse_selected(True),
                                    None, "seed", "Use the selected picture's seed")
+        details_action = self._action(
+            "Picture details…", self.show_picture_details, "Ctrl+Shift+I", "details",
+            "What the selected picture was made with, and what its Content Credentials say")
         fit = self._action("Fit", self.canvas.fit, "Ctrl+0", "fit", "Fit the picture in view")
         actual = self._action("100 %", self.canvas.actual_size, "Ctrl+1", "zoom-actual",
                               "Show the picture pixel for pixel")
@@ -225,7 +230,7 @@ class MainWindow(QMainWindow):
             image_menu.addAction(action)
         image_menu.insertMenu(self.edit_action, self.variations_menu)
         image_menu.addSeparator()
-        for action in (reuse_action, seed_action):
+        for action in (reuse_action, seed_action, details_action):
             image_menu.addAction(action)
         view_menu = menus.addMenu("&View")
         for action in (fit, actual, zoom_in, zoom_out):
@@ -485,6 +490,18 @@ class MainWindow(QMainWindow):
                                 self.studio.library.root, self._open_word_list)
         if dialog.exec():
             self.studio.apply_settings(dialog.chosen())
+
+    def show_picture_details(self) -> None:
+        selected = self.gallery.selected()
+        if not selected:
+            self.show_problem("Select a picture in the gallery to see its details.")
+            return
+        if self.details_dialog is None:
+            self.details_dialog = PictureDetailsDialog(self.studio.details, self)
+        self.details_dialog.expect(selected[0].id)
+        self.studio.details.ask(selected[0])
+        self.details_dialog.show()
+        self.details_dialog.raise_()
 
     def _open_word_list(self) -> None:
         path = self.studio.checks.word_list()
