@@ -93,6 +93,15 @@ easel generate "$prompt" --seed 2 >/dev/null 2>&1 || fail "the second easel gene
 summary+=("easel generate \"$prompt\" (first, second run)|${generate_s} s, $(since "$started") s")
 pictures=$(find "$EASEL_HOME" -name '*.png' | wc -l)
 [ "$pictures" -ge 2 ] || fail "easel generate left $pictures pictures in EASEL_HOME, not 2."
+# Content Credentials: the bundle's native C2PA library loads, and the pictures are signed.
+if easel gallery check --help >/dev/null 2>&1; then
+    signed=$(find "$EASEL_HOME/images" -name '*.png' | head -1)
+    easel gallery check "$signed" > "$work/check.log" 2>&1 \
+        || { cat "$work/check.log" >&2; fail "easel gallery check of the installed app's picture"; }
+    grep -q "Content Credentials: valid" "$work/check.log" \
+        || { cat "$work/check.log" >&2; fail "the installed app's picture has no valid Content Credentials."; }
+    summary+=("Content Credentials on the installed app's picture|valid")
+fi
 
 # 4. The installed window under Xvfb: up after ten seconds? First frame: the first moment the
 # screen differs from the empty one (no window manager, so the window's first paint is that).
