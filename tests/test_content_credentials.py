@@ -240,8 +240,8 @@ def test_a_damaged_key_is_replaced_and_old_pictures_still_verify(tmp_path):
     path.write_bytes(path.read_bytes()[:200])  # cut short, as a crash or a bad copy leaves it
     with Library.open(tmp_path / "home") as library:
         new = library.add_generated(pixels(17), PARAMETERS)
-        message = library.provenance.message
-    assert message is not None and "damaged" in message and "\n" not in message
+        [message] = library.provenance.take_notes()
+    assert "damaged" in message and "\n" not in message
     aside = [name for name in os.listdir(path.parent) if ".damaged-" in name]
     assert len(aside) == 1 and aside[0] in message  # kept, never deleted
     assert read_credentials(old.path).state == VALID
@@ -279,3 +279,21 @@ def test_the_watermark_is_added_only_when_asked(tmp_path):
     assert not find_watermark(np.asarray(Image.open(plain.path)))
     assert np.array_equal(np.asarray(Image.open(small.path)), pixels(20))
     assert read_credentials(marked.path).state == VALID  # signed after marking
+
+
+def test_a_picture_that_cannot_be_signed_is_saved_without_and_said(library, monkeypatch):
+    import desktop.provenance.policy as policy
+
+    def fail(*_, **__):
+        raise MemoryError
+
+    monkeypatch.setattr(policy, "sign_png", fail)
+    entry = library.add_generated(pixels(21), PARAMETERS)
+    with Image.open(entry.path) as image:  # whole, with its prompt: nothing is lost
+        assert np.array_equal(np.asarray(image), pixels(21))
+        assert image.text["parameters"].startswith(PARAMETERS.prompt)
+    assert read_credentials(entry.path).state == NONE
+    [note] = library.provenance.take_notes()
+    assert note == (f"'{entry.path.name}' was saved without Content Credentials (too large "
+                    "to sign in memory).")
+    assert library.provenance.take_notes() == []  # said once

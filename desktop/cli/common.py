@@ -292,8 +292,8 @@ def open_library() -> Iterator[Library]:
     try:
         yield library
     finally:
-        if (replaced_key := library.provenance.take_message()) is not None:
-            say(f"warning: {replaced_key}")
+        for note in library.provenance.take_notes():  # a replaced key, an unsigned save
+            say(f"warning: {note}")
         library.close()
 
 

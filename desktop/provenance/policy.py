@@ -13,7 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from desktop.provenance import keys
-from desktop.provenance.signing import Claim, sign_png
+from desktop.provenance.signing import Claim, SigningError, sign_png
 
 # Operations that make a picture from nothing but words (and guides); the rest start from
 # a picture, so their credentials say "edited".
@@ -36,21 +36,23 @@ class Provenance:
         self.settings = settings or ProvenanceSettings()
         self._identity: keys.SigningIdentity | None = None
         self._lock = threading.Lock()
-        self.message: str | None = None  # set once when a damaged key had to be replaced
+        self._notes: list[str] = []  # sentences for the user: a replaced key, an unsigned save
 
     def identity(self) -> keys.SigningIdentity:
         """This installation's signing identity, made on the first signature."""
         with self._lock:
             if self._identity is None:
                 self._identity = keys.load_or_create(self.data_folder)
-                self.message = self._identity.message
+                if self._identity.message:
+                    self._notes.append(self._identity.message)
             return self._identity
 
-    def take_message(self) -> str | None:
-        """The sentence about a replaced key, once (then None): the caller shows it."""
+    def take_notes(self) -> list[str]:
+        """What the user must be told since the last call (a replaced key, a picture saved
+        without credentials), each once: the caller shows them."""
         with self._lock:
-            message, self.message = self.message, None
-            return message
+            notes, self._notes = self._notes, []
+            return notes
 
     def serial_number(self) -> int | None:
         """Of this installation's certificate, if one was made already (nothing is made)."""
@@ -84,9 +86,22 @@ class Provenance:
         if not self.settings.credentials:
             destination.write(png)
             return
-        identity = self.identity()
-        if parent is not None and parent.is_file():
-            with parent.open("rb") as source:
-                sign_png(png, claim, identity, destination, source)
-        else:
-            sign_png(png, claim, identity, destination)
+        try:
+            identity = self.identity()
+            if parent is not None and parent.is_file():
+                with parent.open("rb") as source:
+                    sign_png(png, claim, identity, destination, source)
+            else:
+                sign_png(png, claim, identity, destination)
+        except (SigningError, MemoryError, OSError) as error:
+            # No picture is lost for want of a signature: it is saved without one, and said.
+            # (A full disk fails again below, and is said as such by the atomic write.)
+            reason = ("too large to sign in memory" if isinstance(error, MemoryError)
+                      else f"the key could not be made: {error.strerror or error}"
+                      if isinstance(error, OSError) else str(error))
+            destination.seek(0)
+            destination.truncate()
+            destination.write(png)
+            with self._lock:
+                self._notes.append(f"'{claim.title}' was saved without Content Credentials "
+                                   f"({reason}).")

@@ -52,7 +52,7 @@ class Claim:
 
 
 class SigningError(EaselError):
-    """One sentence: the picture could not be signed."""
+    """Why the picture could not be signed, in a few words (the C2PA library's first line)."""
 
 
 def sign_png(png: bytes | BinaryIO, claim: Claim, identity: SigningIdentity,
@@ -82,8 +82,8 @@ def sign_png(png: bytes | BinaryIO, claim: Claim, identity: SigningIdentity,
                                        "image/png", stream)
             builder.sign(_signer(identity), "image/png", source, destination)
     except c2pa.C2paError as error:
-        raise SigningError(f"The picture's Content Credentials could not be made ({error}); "
-                           "turn them off in Settings to save without them.") from error
+        raise SigningError(str(error).strip().splitlines()[0] if str(error).strip()
+                           else type(error).__name__) from error
 
 
 def _action(claim: Claim, has_parent: bool) -> dict:

@@ -1,6 +1,7 @@
 """The studio's content checks: the prompt filter before a job is queued (a blocked prompt is
 one sentence, a flagged one a status-bar note and a record for the pictures' metadata), the
-filter's word list for editing, and the news of a replaced signing key after a job."""
+filter's word list for editing, and the signing news after a job (a replaced key, a
+picture saved without credentials)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ class ContentChecks:
             self._studio.problem.emit(str(error))
             return None
 
-    def say_replaced_key(self) -> None:
-        """After a job: if the signing key was damaged and replaced, say so (once)."""
-        message = self._studio.library.provenance.take_message()
-        if message is not None:
-            self._studio.problem.emit(message)
+    def say_signing_news(self) -> None:
+        """After a job: a replaced signing key, a picture saved without credentials (once)."""
+        for note in self._studio.library.provenance.take_notes():
+            self._studio.problem.emit(note)

@@ -410,7 +410,7 @@ class Studio(QObject):
             self.message.emit(f"Installed '{result.name}' ({result.family}).")
         elif row is not None:
             self.message.emit("Done.")
-        self.checks.say_replaced_key()
+        self.checks.say_signing_news()
 
     def _show_outcome(self, outcome: Outcome) -> None:
         if not self.mask_editing:  # the result waits in the gallery while the user paints
