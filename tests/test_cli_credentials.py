@@ -89,3 +89,35 @@ def test_a_damaged_key_is_said_once_and_a_new_one_signs(installed, home, tmp_pat
     newest = capsys.readouterr().out.split()[0]
     assert main(["gallery", "show", newest]) == 0
     assert "Content Credentials: valid" in capsys.readouterr().out
+
+
+def test_importing_a_signed_or_damaged_picture_says_where_its_credentials_stay(
+        installed, tmp_path, capsys):
+    import io
+    import struct
+    import zlib
+
+    from desktop.provenance import keys
+    from desktop.provenance.signing import Claim, sign_png
+
+    plain = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(plain, format="PNG")
+    signed = tmp_path / "signed.png"
+    with signed.open("wb") as stream:
+        sign_png(plain.getvalue(), Claim("signed.png", "text_to_image"),
+                 keys.load_or_create(tmp_path / "elsewhere"), stream)
+    # A caBX chunk (CRC right, so the PNG opens) whose content is no manifest.
+    body = b"jumb" + bytes(40)
+    chunk = (struct.pack(">I", len(body)) + b"caBX" + body
+             + struct.pack(">I", zlib.crc32(b"caBX" + body) & 0xFFFFFFFF))
+    data = plain.getvalue()
+    end = data.rfind(b"IEND") - 4
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(data[:end] + chunk + data[end:])
+    assert main(["gallery", "import", str(signed), str(damaged)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes[0] == ("easel: note: 'signed.png' carries Content Credentials; they stay in that "
+                        "file (the library's copy is re-encoded without them).")
+    assert notes[1] == ("easel: note: 'damaged.png' carries Content Credentials that could "
+                        "not be read (Verify: unexpected end of file); the library's copy has "
+                        "none, and the file stays as it was.")

@@ -11,6 +11,7 @@ from desktop.cli import picture_check
 from desktop.cli.common import open_library, say
 from desktop.library import ImageEntry
 from desktop.picture_info import credentials_lines, picture_fields
+from desktop.provenance.reading import NONE, UNREADABLE, read_credentials
 from engine.errors import BadRequest
 
 
@@ -162,7 +163,23 @@ def _gallery_import(arguments: argparse.Namespace) -> int:
         for path in arguments.files:
             entry = library.import_file(path)
             print(f"{entry.id[:12]}  {entry.origin:<8}  {path}")
+            if (note := _credentials_note(path)) is not None:
+                say(f"note: {note}")
     return 0
+
+
+def _credentials_note(path: Path) -> str | None:
+    """What happens to an imported file's Content Credentials: the library's copy is
+    re-encoded (its EXIF dropped), so they stay in the original file only."""
+    credentials = read_credentials(path)
+    if credentials.state == NONE:
+        return None
+    if credentials.state == UNREADABLE:
+        return (f"'{path.name}' carries Content Credentials that could not be read "
+                f"({credentials.sentence.split('(', 1)[-1].rstrip(').')}); the library's copy "
+                "has none, and the file stays as it was.")
+    return (f"'{path.name}' carries Content Credentials; they stay in that file (the "
+            "library's copy is re-encoded without them).")
 
 
 def _gallery_rebuild(arguments: argparse.Namespace) -> int:
