@@ -58,9 +58,12 @@ class ResponsibleSettings(QGroupBox):
         filter_row = QHBoxLayout()
         filter_row.addWidget(self.filter, 1)
         filter_row.addWidget(self.word_list)
+        indented = QHBoxLayout()  # the prompt belongs to the credentials: shown under them
+        indented.setContentsMargins(24, 0, 0, 0)
+        indented.addWidget(self.prompt)
         layout = QFormLayout(self)
         layout.addRow(self.credentials)
-        layout.addRow("", self.prompt)
+        layout.addRow(indented)
         layout.addRow(self.watermark)
         layout.addRow("Content filter", filter_row)
 
