@@ -23,6 +23,7 @@ from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
+from desktop.safety import flagged_record, safety_checks
 from engine.control.control import Control
 from engine.errors import BadRequest
 from engine.image_prompt.prompt import ImagePrompt
@@ -258,14 +259,37 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
+    pixels = tuple(image.pixels for image in result.images)
+    verdicts = _safety_checks(pipelines, pixels, context)
+    context.cancel.raise_if_cancelled()  # cancelled during the check: nothing is saved
     # The control and reference pictures, kept by the keys the pictures record.
     library.keep_inputs(input_pictures(request))
     entries = tuple(library.add_generated(image.pixels, image.parameters, source_id=source_id,
-                                          checks=checks)
-                    for image in result.images)
+                                          checks={**(checks or {}), **verdict})
+                    for image, verdict in zip(result.images, verdicts, strict=True))
     device = Device(result.device.summary, result.device.reason, result.device.note)
-    return Outcome(entries, tuple(image.pixels for image in result.images), result.warnings,
-                   device)
+    return Outcome(entries, pixels, result.warnings + _flagged_note(verdicts), device)
+
+
+def _safety_checks(pipelines: Pipelines, pixels: tuple[np.ndarray, ...],
+                   context: Context) -> list[dict]:
+    """The installed safety checker's verdicts (desktop.safety), run on the engine's store
+    and options; a stand-in engine without a store (a test's script) checks nothing."""
+    store = getattr(pipelines, "store", None)
+    if store is None:
+        return [{} for _ in pixels]
+    return safety_checks(store, pixels, getattr(pipelines, "runtime", None), context.cancel)
+
+
+def _flagged_note(verdicts: list[dict]) -> tuple[str, ...]:
+    flagged = [flagged_record(verdict) for verdict in verdicts]
+    records = [record for record in flagged if record is not None]
+    if not records:
+        return ()
+    count = len(records)
+    pictures = "1 picture" if count == 1 else f"{count} pictures"
+    return (f"The safety checker {records[0]['checker']} flagged {pictures}; kept, blurred "
+            f"in the gallery until clicked.",)
 
 
 def import_model(store: ModelStore, source: Path, context: Context,

@@ -39,6 +39,7 @@ from desktop.cli.common import (
     side_help,
     source_picture,
 )
+from desktop.cli.generate import safety_verdicts, say_flagged
 from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
 from engine.errors import BadRequest
@@ -277,13 +278,16 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         announce_device(model, request, result)
         for warning in result.warnings:
             say(f"warning: {warning}")
+        verdicts = safety_verdicts(store, result, arguments)
         # The control and reference pictures, kept by the keys the pictures record.
         library.keep_inputs(input_pictures(request))
-        for image, target in zip(result.images, targets, strict=True):
+        for image, target, verdict in zip(result.images, targets, verdicts, strict=True):
+            picture_checks = {**checks, **verdict}
             entry = library.add_generated(image.pixels, image.parameters,
                                           source_id=source.image_id,
-                                          checks=checks)
+                                          checks=picture_checks)
             if target is not None:  # the copy is the library's file, byte for byte
                 copy_png(entry.path, target)
             print(target or entry.path)
+            say_flagged(picture_checks, target or entry.path)
     return 0

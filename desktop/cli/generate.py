@@ -32,12 +32,14 @@ from desktop.cli.common import (
 from desktop.cli.upscale import chosen_upscaler
 from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
+from desktop.model_store import ModelStore
+from desktop.safety import flagged_notice, safety_checks
 from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.guides import input_pictures
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.text_to_image import TextToImagePipeline
-from engine.request import HiresFixRequest, TextToImageRequest
+from engine.request import GenerationResult, HiresFixRequest, TextToImageRequest
 from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 
@@ -114,14 +116,17 @@ def _generate(arguments: argparse.Namespace) -> int:
         announce_device(model, request, result)
         for warning in result.warnings:
             say(f"warning: {warning}")
+        verdicts = safety_verdicts(store, result, arguments)
         # The control and reference pictures, kept by the keys the pictures record.
         library.keep_inputs(input_pictures(request))
-        for image, target in zip(result.images, targets, strict=True):
+        for image, target, verdict in zip(result.images, targets, verdicts, strict=True):
+            picture_checks = {**checks, **verdict}
             entry = library.add_generated(image.pixels, image.parameters,
-                                          checks=checks)
+                                          checks=picture_checks)
             if target is not None:  # the copy is the library's file, byte for byte
                 copy_png(entry.path, target)
             print(target or entry.path)
+            say_flagged(picture_checks, target or entry.path)
     return 0
 
 
@@ -137,3 +142,19 @@ def _hires_fix(arguments: argparse.Namespace, request: TextToImageRequest,
         say(f"hires fix: enlarging with '{upscaler.name}' ({upscaler.description.summary})")
     hires = HiresFixRequest(request, scale=arguments.hires_scale, strength=strength)
     return hires, HiresFixPipeline(model, upscaler)
+
+
+def safety_verdicts(store: ModelStore, result: GenerationResult,
+                    arguments: argparse.Namespace) -> list[dict]:
+    """The installed safety checker's verdict on each picture, as ``checks`` for the library
+    (empty dicts when none is installed), run so that Ctrl+C stops it."""
+    pixels = [image.pixels for image in result.images]
+    return run_cancellable(lambda cancel: safety_checks(
+        store, pixels, runtime_options(arguments), cancel))
+
+
+def say_flagged(checks: dict, picture: Path) -> None:
+    """A warning for a picture the safety checker flagged (it is saved all the same)."""
+    notice = flagged_notice(checks, str(picture))
+    if notice is not None:
+        say(f"warning: {notice}")

@@ -92,7 +92,9 @@ def describe(folder: Path) -> InstalledModel:
 
 
 def use_with(model: str) -> str:
-    return f"the window's safety check, which blurs the pictures {model} flags"
+    return (f"the window, easel generate or easel edit, as usual: {model} checks every "
+            f"picture they make, and the ones it flags are kept, marked in their metadata and "
+            f"blurred in the window's gallery until clicked")
 
 
 def find_safety_checker(store: ModelStore, model: str | None = None) -> Path | None:

@@ -6,6 +6,8 @@ Pages the view paints are read on the worker's pool, from the key each page star
 (``PageTable``: a jump deep into a big library is an indexed read, not a scan); until one
 arrives its rows show placeholders. Thumbnails are
 requested the first time a row is painted and arrive through ``JobRunner.image_ready``.
+A picture the safety checker flagged (desktop.safety) shows blurred, made on the pool too,
+with a small mark, until it is clicked (``reveal``); its file is never changed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import (
@@ -26,11 +29,12 @@ from PySide6.QtCore import (
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
 from desktop.app.editing import made_from
 from desktop.app.worker import JobRunner
 from desktop.library import ImageEntry, Library, LibraryError, PageTable
+from desktop.safety import flagged_record, hidden_picture
 
 PAGE = 200
 PAGES_KEPT = 12
@@ -38,6 +42,8 @@ PAGES_WANTED = 8
 THUMBNAILS_KEPT = 800  # about 80 MB at 160 px: several screens of a large window
 THUMB_PREFIX = "thumb:"
 PAGE_PREFIX = "page:"
+BLUR_PREFIX = "blur:"
+FLAGGED_TIP = "Flagged by the safety checker — click to show"
 EntryRole = Qt.ItemDataRole.UserRole + 1
 __all__ = ["EntryRole", "GalleryModel", "ImageEntry"]  # widgets know entries through here
 
@@ -60,7 +66,9 @@ class GalleryModel(QAbstractListModel):
         self._count = 0
         self._pages: OrderedDict[int, list[ImageEntry]] = OrderedDict()
         self._thumbnails: OrderedDict[str, QPixmap] = OrderedDict()
-        self._asked: set[str] = set()
+        self._asked: set[str] = set()  # image ids, and BLUR_PREFIX + id for blurred ones
+        self._blurred: set[str] = set()  # ids whose kept (or coming) thumbnail is blurred
+        self._revealed: set[str] = set()  # flagged pictures clicked this session
         self._placeholder = _placeholder(self.thumbnail_size, "#3a3a3a")
         self._missing = _placeholder(self.thumbnail_size, "#5a2a2a")
         self._fetching: set[int] = set()  # page numbers asked of the pool
@@ -69,6 +77,7 @@ class GalleryModel(QAbstractListModel):
         runner.image_ready.connect(self._thumbnail_ready)
         runner.image_failed.connect(self._thumbnail_failed)
         runner.fetched.connect(self._page_fetched)
+        runner.fetched.connect(self._blurred_ready)
         self.refresh()
 
     # Reading -------------------------------------------------------------------------------
@@ -127,9 +136,9 @@ class GalleryModel(QAbstractListModel):
             prompt = entry.prompt or "(no prompt)"
             lineage = made_from(entry.operation, entry.source_id)
             return (f"{star}{prompt}\n{entry.model}  seed {entry.seed}  {size}"
-                    + (f"\n{lineage}" if lineage else ""))
+                    + (f"\n{lineage}" if lineage else "") + self._flag_line(entry))
         if role == Qt.ItemDataRole.AccessibleTextRole:
-            return entry.prompt
+            return f"{FLAGGED_TIP}: {entry.prompt}" if self.is_hidden(entry) else entry.prompt
         if role == EntryRole:
             return entry
         return None
@@ -189,6 +198,41 @@ class GalleryModel(QAbstractListModel):
 
     # Thumbnails ----------------------------------------------------------------------------
 
+    def is_hidden(self, entry: ImageEntry) -> bool:
+        """Whether the picture shows blurred: the safety checker flagged it and it has not
+        been clicked this session."""
+        return entry.id not in self._revealed and flagged_record(entry.parameters) is not None
+
+    def reveal(self, image_id: str) -> None:
+        """Show a flagged picture plainly for the rest of the session (it was clicked, or
+        opened on the canvas); for any other picture nothing changes."""
+        self._revealed.add(image_id)
+        if image_id not in self._blurred:
+            return
+        self._blurred.discard(image_id)
+        self._thumbnails.pop(image_id, None)  # the plain one is asked for when next painted
+        self._asked.discard(BLUR_PREFIX + image_id)
+        row = self._row_of(image_id)
+        if row is not None:
+            self._row_changed(self._generation, row)
+
+    def _row_of(self, image_id: str) -> int | None:
+        for number, page in self._pages.items():
+            for at, entry in enumerate(page):
+                if entry.id == image_id:
+                    return number * PAGE + at
+        return None
+
+    def _flag_line(self, entry: ImageEntry) -> str:
+        record = flagged_record(entry.parameters)
+        if record is None:
+            return ""
+        if entry.id not in self._revealed:
+            return f"\n{FLAGGED_TIP}"
+        score = record.get("score")
+        shown = f" (score {score:.3g})" if isinstance(score, int | float) else ""
+        return f"\nFlagged by the safety checker{shown}"
+
     def _thumbnail(self, entry: ImageEntry, row: int) -> QPixmap:
         pixmap = self._thumbnails.get(entry.id)
         if pixmap is not None:
@@ -196,7 +240,9 @@ class GalleryModel(QAbstractListModel):
             return pixmap
         if entry.missing:
             return self._missing
-        if entry.id not in self._asked:
+        if self.is_hidden(entry):
+            self._ask_blurred(entry, row)
+        elif entry.id not in self._asked:
             self._asked.add(entry.id)
             cache, image_id, path = self._library.thumbnails, entry.id, entry.path
             # The key names the row to repaint when the thumbnail comes, valid while the
@@ -205,21 +251,47 @@ class GalleryModel(QAbstractListModel):
             self._runner.load_image(key, lambda: cache.get(image_id, path), self.thumbnail_size)
         return self._placeholder
 
+    def _ask_blurred(self, entry: ImageEntry, row: int) -> None:
+        if BLUR_PREFIX + entry.id in self._asked:
+            return
+        self._asked.add(BLUR_PREFIX + entry.id)
+        self._blurred.add(entry.id)
+        cache, image_id, path = self._library.thumbnails, entry.id, entry.path
+        size = self.thumbnail_size
+        key = f"{BLUR_PREFIX}{self._generation}:{row}:{entry.id}"
+        # A fetch, not load_image: the blur is made on the pool thread, not decoded as it is.
+        self._runner.fetch(key, _blurred_loader(lambda: cache.get(image_id, path), size))
+
+    def _blurred_ready(self, key: str, image: object) -> None:
+        if not key.startswith(BLUR_PREFIX) or not isinstance(image, QImage):
+            return
+        generation, row, image_id = key[len(BLUR_PREFIX):].split(":")
+        self._asked.discard(BLUR_PREFIX + image_id)
+        if image_id in self._revealed:
+            return  # clicked while it was being made: the plain one is wanted now
+        self._keep_thumbnail(image_id, _marked(QPixmap.fromImage(image)))
+        self._row_changed(int(generation), int(row))
+
     def _thumbnail_ready(self, key: str, image: QImage) -> None:
         if not key.startswith(THUMB_PREFIX):
             return
         generation, row, image_id = key[len(THUMB_PREFIX):].split(":")
         self._asked.discard(image_id)
-        self._thumbnails[image_id] = QPixmap.fromImage(image)
-        while len(self._thumbnails) > THUMBNAILS_KEPT:
-            self._thumbnails.popitem(last=False)
+        self._keep_thumbnail(image_id, QPixmap.fromImage(image))
         self._row_changed(int(generation), int(row))
 
+    def _keep_thumbnail(self, image_id: str, pixmap: QPixmap) -> None:
+        self._thumbnails[image_id] = pixmap
+        while len(self._thumbnails) > THUMBNAILS_KEPT:
+            self._thumbnails.popitem(last=False)
+
     def _thumbnail_failed(self, key: str, _message: str) -> None:
-        if key.startswith(THUMB_PREFIX):
-            generation, row, image_id = key[len(THUMB_PREFIX):].split(":")
-            self._thumbnails[image_id] = self._missing
-            self._row_changed(int(generation), int(row))
+        for prefix in (THUMB_PREFIX, BLUR_PREFIX):
+            if key.startswith(prefix):
+                generation, row, image_id = key[len(prefix):].split(":")
+                self._asked.discard(image_id if prefix == THUMB_PREFIX else prefix + image_id)
+                self._thumbnails[image_id] = self._missing
+                self._row_changed(int(generation), int(row))
 
     def _row_changed(self, generation: int, row: int) -> None:
         # After a refresh the row may hold another picture; the refresh repainted every row,
@@ -262,6 +334,45 @@ class GalleryModel(QAbstractListModel):
         if self.drag_folder is not None:
             shutil.rmtree(self.drag_folder, ignore_errors=True)
             self.drag_folder = None
+
+
+def _blurred_loader(find: Callable[[], Path], size: QSize) -> Callable[[], QImage]:
+    """What the pool runs for a flagged picture: its thumbnail blurred (desktop.safety), as a
+    QImage (safe off the GUI thread, unlike a QPixmap)."""
+
+    def load() -> QImage:
+        try:
+            picture = hidden_picture(find(), size.width(), size.height())
+        except OSError as error:  # the thumbnail cache's file is gone or damaged
+            raise LibraryError("The picture could not be read.") from error
+        data = picture.tobytes()
+        return QImage(data, picture.width, picture.height, 3 * picture.width,
+                      QImage.Format.Format_RGB888).copy()  # its own pixels, not ``data``'s
+
+    return load
+
+
+def _marked(pixmap: QPixmap) -> QPixmap:
+    """The blurred thumbnail with a small crossed-out eye in a corner: hidden, not broken."""
+    side = max(12, min(pixmap.width(), pixmap.height()) // 7)
+    margin = side // 4
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(QColor(0, 0, 0, 150))
+    top = pixmap.height() - margin - side
+    painter.drawEllipse(margin, top, side, side)
+    pen = QPen(QColor("white"))
+    pen.setWidthF(max(1.0, side / 12))
+    painter.setPen(pen)
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    eye = side * 0.6
+    painter.drawEllipse(round(margin + (side - eye) / 2), round(top + side * 0.35),
+                        round(eye), round(side * 0.3))
+    painter.drawLine(margin + side // 4, top + side * 3 // 4, margin + side * 3 // 4,
+                     top + side // 4)
+    painter.end()
+    return pixmap
 
 
 def _placeholder(size: QSize, colour: str) -> QPixmap:

@@ -80,6 +80,7 @@ class GalleryView(QWidget):
         self.model.changed.connect(self._show_count)
         self.grid.clicked.connect(self._show)
         self.grid.activated.connect(self._show)
+        studio.canvas_changed.connect(self._reveal_source)
         self.grid.customContextMenuRequested.connect(self._menu)
         self._add_shortcuts()
         self._show_count()
@@ -106,7 +107,17 @@ class GalleryView(QWidget):
     def _show(self, index: QModelIndex) -> None:
         entry = index.data(EntryRole)
         if entry is not None:
+            # Clicking a picture the safety checker flagged is the choice to see it: its
+            # thumbnail stops being blurred as it opens on the canvas.
+            self.model.reveal(entry.id)
             self.studio.show_entry(entry)
+
+    def _reveal_source(self) -> None:
+        # A library picture chosen as the source (Use as source, Variations, Edit…) is open on
+        # the canvas: that counts as the click. A result shown after its job does not.
+        entry = self.studio.canvas_entry
+        if self.studio.canvas_is_source and entry is not None:
+            self.model.reveal(entry.id)
 
     def delete_selected(self) -> None:
         self.studio.pictures.trash(self.selected())
