@@ -30,7 +30,8 @@ def picture_fields(entry: ImageEntry, tags: list[str],
         ("favourite", "yes" if entry.favourite else ""), ("tags", ", ".join(tags)),
         ("in the trash", "yes" if entry.trashed else ""),
         ("file missing", "yes" if entry.missing else ""),
-        ("content filter", filter_line(entry.parameters))]
+        ("content filter", filter_line(entry.parameters)),
+        ("safety check", safety_line(entry.parameters))]
     return [(name, str(value)) for name, value in fields if value not in ("", None)]
 
 
@@ -84,3 +85,17 @@ def filter_line(parameters: dict) -> str:
         return ""
     return "; ".join(f"{key}: {', '.join(map(str, terms))}" for key, terms in decision.items()
                      if key != "mode" and isinstance(terms, list))
+
+
+def safety_line(parameters: dict) -> str:
+    """The installed safety checker's verdict ("flagged by NAME, score 0.97")."""
+    record = parameters.get("safety_check")
+    if not isinstance(record, dict):
+        return ""
+    checker = record.get("checker", "?")
+    if isinstance(record.get("error"), str):
+        return f"not checked: {checker} could not run ({record['error']})"
+    score = record.get("score")
+    shown = f", score {score:.3g}" if isinstance(score, int | float) else ""
+    verdict = "flagged" if record.get("flagged") is True else "passed"
+    return f"{verdict} by {checker}{shown}"

@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image, ImageFilter
 
 from desktop.model_kinds.safety_checker import find_safety_checker
+from engine.errors import Cancelled, EaselError
 from engine.images import PictureInput
 from engine.runtime import CancelToken, RuntimeOptions
 from engine.safety import check_pictures
@@ -34,11 +36,19 @@ def safety_checks(store: ModelStore, pictures: Sequence[PictureInput],
                   cancel: CancelToken | None = None) -> list[dict]:
     """One ``checks`` dict per picture, in order, for Library.add_generated: the installed
     safety checker's verdict under ``safety_check``, or empty dicts when none is installed.
-    A damaged checker or a cancelled run raises (the pictures are then not saved unchecked)."""
+    A cancelled run raises (nothing is saved, as for any cancel). A checker that cannot run
+    (damaged, refused by the runtime) does not cost the user the pictures: they are saved
+    with the failure recorded (``"error"``), which ``check_failure`` turns into a warning."""
     folder = find_safety_checker(store)
     if folder is None:
         return [{} for _ in pictures]
-    verdicts = check_pictures(folder, pictures, runtime, cancel)
+    try:
+        verdicts = check_pictures(folder, pictures, runtime, cancel)
+    except Cancelled:
+        raise
+    except EaselError as error:
+        return [{SAFETY_CHECK: {"checker": folder.name, "error": str(error)}}
+                for _ in pictures]
     return [{SAFETY_CHECK: {"checker": folder.name, "flagged": verdict.flagged,
                             "score": round(verdict.score, 6)}} for verdict in verdicts]
 
@@ -50,6 +60,15 @@ def flagged_record(parameters: Mapping[str, Any]) -> Mapping[str, Any] | None:
     record = parameters.get(SAFETY_CHECK)
     if isinstance(record, Mapping) and record.get("flagged") is True:
         return record
+    return None
+
+
+def check_failure(checks: Sequence[Mapping[str, Any]]) -> str | None:
+    """The warning for pictures saved unchecked because the checker failed; None if it ran."""
+    for record in (checks_of.get(SAFETY_CHECK) for checks_of in checks):
+        if isinstance(record, Mapping) and isinstance(record.get("error"), str):
+            return (f"The safety checker {record.get('checker', '')} could not check the "
+                    f"pictures, so they were saved unchecked: {record['error']}")
     return None
 
 
@@ -71,7 +90,18 @@ def hidden_picture(thumbnail: Path, width: int, height: int) -> Image.Image:
     with Image.open(thumbnail) as opened:
         picture = opened.convert("RGB")
     scale = min(width / picture.width, height / picture.height)
-    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    return _hidden(picture, (max(1, round(picture.width * scale)),
+                             max(1, round(picture.height * scale))))
+
+
+def hidden_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The same stand-in at the picture's own size (the canvas shows it for a new flagged
+    picture until the user chooses to see it), RGB uint8."""
+    picture = Image.fromarray(pixels).convert("RGB")
+    return np.asarray(_hidden(picture, picture.size))
+
+
+def _hidden(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
     long = max(picture.size)
     cells = (max(1, round(picture.width * BLUR_CELLS / long)),
              max(1, round(picture.height * BLUR_CELLS / long)))

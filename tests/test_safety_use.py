@@ -88,6 +88,25 @@ def test_easel_generate_and_edit_keep_the_verdict_and_say_what_was_flagged(home,
         entries = library.search().entries
         assert len(entries) == 3
         assert all(entry.parameters["safety_check"]["flagged"] is True for entry in entries)
+    assert main(["gallery", "show", entries[0].id]) == 0
+    assert f"safety check:    flagged by flags-all, score {unsafe:.3g}" in (
+        capsys.readouterr().out.splitlines())
+
+
+def test_a_checker_that_cannot_run_loses_no_picture(home, tmp_path, capsys):
+    graph = export_classifier(FlagsAll(), tmp_path / "flags-all.onnx")
+    assert main(["models", "import", str(graph), "--name", "flags-all"]) == 0
+    [installed] = [path for path in (home / "models" / "flags-all").rglob("*.onnx")]
+    installed.write_bytes(b"not a graph any more")  # damaged after the import
+    capsys.readouterr()
+    assert main(["generate", PROMPT, "--seed", "3"]) == 0
+    said = capsys.readouterr()
+    record = easel_metadata(Path(said.out.split()[0]))["safety_check"]
+    assert record["checker"] == "flags-all" and "flagged" not in record
+    assert record["error"] and "\n" not in record["error"]
+    warnings = [line for line in said.err.splitlines() if "could not check" in line]
+    assert warnings == [f"easel: warning: The safety checker flags-all could not check the "
+                        f"pictures, so they were saved unchecked: {record['error']}"]
 
 
 def test_without_a_checker_nothing_is_checked_or_said(home, capsys):
@@ -136,7 +155,10 @@ def window(qtbot, tmp_path):
 
 
 def decoration(gallery, row: int) -> np.ndarray:
-    image = gallery.index(row).data(Qt.ItemDataRole.DecorationRole).toImage()
+    return rgb(gallery.index(row).data(Qt.ItemDataRole.DecorationRole).toImage())
+
+
+def rgb(image: QImage) -> np.ndarray:
     image = image.convertToFormat(QImage.Format.Format_RGB888)
     bits = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(),
                                                               image.bytesPerLine())
@@ -165,7 +187,11 @@ def wait_for_thumbnail(qtbot, gallery, image_id: str) -> None:
 def test_a_flagged_picture_is_blurred_until_clicked_and_others_never(qtbot, window):
     studio, gallery = window.studio, window.gallery.model
     red = _generate(qtbot, window, "a red board")
+    # Not shown on the canvas unasked either: the new flagged picture is blurred there too.
+    assert studio.canvas_entry.id == red.entries[0].id
+    assert variation(rgb(studio.canvas_image)) < variation(red.pixels[0]) / 10
     blue = _generate(qtbot, window, "a blue board")
+    assert np.array_equal(rgb(studio.canvas_image), blue.pixels[0])  # not flagged: as made
     flagged, kept = red.entries[0], blue.entries[0]
     assert flagged.parameters["safety_check"]["checker"] == "warm-detector"
     assert flagged.parameters["safety_check"]["flagged"] is True
@@ -190,6 +216,7 @@ def test_a_flagged_picture_is_blurred_until_clicked_and_others_never(qtbot, wind
                      pos=grid.visualRect(gallery.index(red_row)).center())
     assert not gallery.is_hidden(flagged)
     assert studio.canvas_entry.id == flagged.id  # the click also opened it on the canvas
+    qtbot.waitUntil(lambda: variation(rgb(studio.canvas_image)) > 3000, timeout=WAIT_MS)
     wait_for_thumbnail(qtbot, gallery, flagged.id)
     plain = decoration(gallery, red_row)
     assert plain.shape == blurred.shape

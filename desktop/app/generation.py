@@ -23,7 +23,7 @@ from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
-from desktop.safety import flagged_record, safety_checks
+from desktop.safety import check_failure, flagged_record, safety_checks
 from engine.control.control import Control
 from engine.errors import BadRequest
 from engine.image_prompt.prompt import ImagePrompt
@@ -268,7 +268,9 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
                                           checks={**(checks or {}), **verdict})
                     for image, verdict in zip(result.images, verdicts, strict=True))
     device = Device(result.device.summary, result.device.reason, result.device.note)
-    return Outcome(entries, pixels, result.warnings + _flagged_note(verdicts), device)
+    failure = check_failure(verdicts)
+    notes = _flagged_note(verdicts) + ((failure,) if failure else ())
+    return Outcome(entries, pixels, result.warnings + notes, device)
 
 
 def _safety_checks(pipelines: Pipelines, pixels: tuple[np.ndarray, ...],

@@ -33,7 +33,7 @@ from desktop.cli.upscale import chosen_upscaler
 from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_store import ModelStore
-from desktop.safety import flagged_notice, safety_checks
+from desktop.safety import check_failure, flagged_notice, safety_checks
 from engine.errors import BadRequest
 from engine.model import Model, load_model
 from engine.pipelines.guides import input_pictures
@@ -149,8 +149,11 @@ def safety_verdicts(store: ModelStore, result: GenerationResult,
     """The installed safety checker's verdict on each picture, as ``checks`` for the library
     (empty dicts when none is installed), run so that Ctrl+C stops it."""
     pixels = [image.pixels for image in result.images]
-    return run_cancellable(lambda cancel: safety_checks(
+    verdicts = run_cancellable(lambda cancel: safety_checks(
         store, pixels, runtime_options(arguments), cancel))
+    if (failure := check_failure(verdicts)) is not None:
+        say(f"warning: {failure}")
+    return verdicts
 
 
 def say_flagged(checks: dict, picture: Path) -> None:

@@ -42,6 +42,7 @@ from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
 from desktop.library import ImageEntry, Library
 from desktop.library.images import open_image, open_image_data
 from desktop.model_store import InstalledModel, ModelStore
+from desktop.safety import flagged_record, hidden_pixels
 from engine.errors import EaselError
 from engine.runtime import available_providers
 
@@ -414,7 +415,10 @@ class Studio(QObject):
 
     def _show_outcome(self, outcome: Outcome) -> None:
         if not self.mask_editing:  # the result waits in the gallery while the user paints
-            self.canvas_image = qimage_of(outcome.pixels[-1])  # a cut-out keeps its alpha
+            pixels = outcome.pixels[-1]
+            if flagged_record(outcome.entries[-1].parameters) is not None:
+                pixels = hidden_pixels(pixels)  # shown when the user clicks it in the gallery
+            self.canvas_image = qimage_of(pixels)  # a cut-out keeps its alpha
             self.canvas_entry = outcome.entries[-1]
             self.canvas_is_preview = False
             self.canvas_is_source = False
