@@ -213,7 +213,7 @@ def test_the_shipped_list_is_found_explains_itself_and_has_terms():
     assert all("#" not in t.written for t in terms)
 
 
-def test_first_use_copies_the_default_into_the_data_folder(tmp_path):
+def test_asking_to_edit_copies_the_default_into_the_data_folder(tmp_path):
     path = words_file(tmp_path)
     assert path == tmp_path / "filter" / "blocked-terms.txt"
     assert path.read_bytes() == shipped_words_file().read_bytes()
@@ -285,10 +285,22 @@ def test_an_unreadable_list_falls_back_to_the_default(tmp_path):
         path.chmod(0o644)
 
 
-def test_a_file_where_the_filter_folder_goes_falls_back_to_the_default(tmp_path):
+def test_a_file_where_the_filter_folder_goes_is_left_alone(tmp_path):
+    from engine.errors import EaselError
+
     (tmp_path / "filter").write_text("in the way", encoding="utf-8")
-    _falls_back(tmp_path, "cannot be written")
+    loaded = load_terms(tmp_path)  # no list of the user's: the default, nothing to say
+    assert loaded.message is None and found("gore", loaded) == ("gore",)
+    with pytest.raises(EaselError) as refused:  # asking to edit it cannot make the copy
+        words_file(tmp_path)
+    assert "\n" not in str(refused.value)
     assert (tmp_path / "filter").read_text(encoding="utf-8") == "in the way"
+
+
+def test_checking_a_prompt_writes_nothing(tmp_path):
+    loaded = load_terms(tmp_path / "data")
+    assert found("gore", loaded) == ("gore",) and loaded.message is None
+    assert not (tmp_path / "data").exists()  # a failing command leaves nothing behind
 
 
 def test_a_missing_shipped_list_is_said_in_one_sentence(tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
 """The content filter's word list: a text file in the user's data folder they may edit.
 
-Easel ships a default list (``resources/filter/blocked-terms.txt``); the first time the list
-is needed it is copied to ``<data folder>/filter/blocked-terms.txt``, and from then on that
-copy is the user's: Easel reads it and never writes it again. Deleting it brings the
-default back at the next use. A list Easel cannot read (permissions, not UTF-8 text, a
+Easel ships a default list (``resources/filter/blocked-terms.txt``) and reads it while the
+user has no list of their own. The first time the user asks to edit the list (Settings ›
+Edit word list…) it is copied to ``<data folder>/filter/blocked-terms.txt``, and from then
+on that copy is the user's: Easel reads it and never writes it again. (Checking a prompt
+never writes: a command that fails for a full disk leaves nothing behind.) Deleting it
+brings the default back. A list Easel cannot read (permissions, not UTF-8 text, a
 folder in its place) is left exactly as it is, and the shipped default is used in its
 place, with one sentence saying so.
 
@@ -72,11 +74,13 @@ def words_file(data_folder: Path) -> Path:
 
 
 def load_terms(data_folder: Path) -> LoadedTerms:
-    """The terms of the user's list; the shipped default's, with one sentence naming the
-    user's file, when that file cannot be made or read. Nothing is overwritten or deleted."""
+    """The terms of the user's list, or of the shipped default while there is none; the
+    default's, with one sentence naming the user's file, when that file cannot be read.
+    Nothing is written, overwritten or deleted."""
     path = Path(data_folder) / FOLDER / FILE_NAME
     try:
-        path = words_file(data_folder)
+        if not path.exists() and not path.is_symlink():
+            return LoadedTerms(read_terms(_decoded(_shipped_bytes())))
         return LoadedTerms(read_terms(_text(path)))
     except (OSError, UnicodeDecodeError, EaselError) as error:
         why = _why(error)
