@@ -198,7 +198,7 @@ class MainWindow(QMainWindow):
         seed_action = self._action("Reuse seed", lambda: self.gallery.reuse_selected(True),
                                    None, "seed", "Use the selected picture's seed")
         details_action = self._action(
-            "Picture details…", self.show_picture_details, "Ctrl+Shift+I", "details",
+            "Picture details…", self.show_picture_details, "Alt+Return", "details",
             "What the selected picture was made with, and what its Content Credentials say")
         fit = self._action("Fit", self.canvas.fit, "Ctrl+0", "fit", "Fit the picture in view")
         actual = self._action("100 %", self.canvas.actual_size, "Ctrl+1", "zoom-actual",
