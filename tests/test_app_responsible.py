@@ -74,3 +74,15 @@ def test_picture_details_show_the_fields_and_the_credentials(qtbot, window):
     shown = [dialog.fields.itemAt(row, dialog.fields.ItemRole.FieldRole).widget().text()
              for row in range(dialog.fields.rowCount())]
     assert made.id in shown and "a red kite over dunes" in shown
+
+
+def test_no_two_window_actions_share_a_shortcut(window):
+    from PySide6.QtGui import QKeySequence
+
+    seen: dict[str, str] = {}
+    for action in window.findChildren(type(window.generate_action)):
+        for shortcut in action.shortcuts():
+            key = shortcut.toString(QKeySequence.SequenceFormat.PortableText)
+            assert key not in seen or seen[key] == action.text(), (key, seen[key], action.text())
+            seen[key] = action.text()
+    assert seen["Alt+Return"] == "Picture details…"
