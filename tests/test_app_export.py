@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from desktop.app.viewmodels.pictures import NOTHING_TO_EXPORT
 from desktop.app.widgets.export_actions import WITH_METADATA, WITHOUT_METADATA
+from desktop.provenance.reading import NONE, read_credentials
 
 # The window and its scripted engine, as tests/test_app.py makes them (fixtures).
 from tests.test_app import _generate, library, pipelines, window  # noqa: F401
@@ -64,6 +65,9 @@ def test_context_menu_exports_the_selected_pictures(qtbot, window, tmp_path, mon
     for path in out.iterdir():
         with Image.open(path) as copy:
             assert "parameters" not in copy.info and "easel" not in copy.info
+        assert read_credentials(path).state == NONE
+    assert window.statusBar().currentMessage().endswith(
+        "(the pixels only: no prompt, no settings, no Content Credentials).")
 
 
 def test_export_cancelled_or_impossible_changes_nothing(qtbot, window, tmp_path, monkeypatch):

@@ -90,7 +90,8 @@ class PictureActions(QObject):
             return []
         self.export_folder = Path(folder)
         where = written[0] if len(written) == 1 else Path(folder)
-        what = " (the pixels only, no prompt or settings)" if strip_metadata else ""
+        what = (" (the pixels only: no prompt, no settings, no Content Credentials)"
+                if strip_metadata else "")
         self.message.emit(f"Exported {plural(len(written))} to {where}{what}.")
         return written
 

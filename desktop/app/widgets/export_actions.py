@@ -22,7 +22,7 @@ WITH_METADATA = "Export…"
 WITHOUT_METADATA = "Export without metadata…"
 WITH_TIP = ("Save a copy of the picture in a folder you choose, with its prompt and settings "
             "(as `easel gallery export`)")
-WITHOUT_TIP = "Save a copy with the pixels only: no prompt, no settings"
+WITHOUT_TIP = "Save a copy with the pixels only: no prompt, no settings, no Content Credentials"
 
 
 class ExportActions(QObject):
