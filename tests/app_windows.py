@@ -11,11 +11,11 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 
 from desktop.app.generation import EnginePipelines, Pipelines
-from desktop.app.settings import Settings
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library
 from desktop.model_store import ModelStore
+from desktop.settings import Settings
 from engine.runtime import RuntimeOptions
 
 BUILT_IN = Path(__file__).resolve().parent.parent / "resources" / "models"

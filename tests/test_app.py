@@ -21,16 +21,16 @@ from PIL import Image
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtWidgets import QDialogButtonBox
 
+from desktop import settings as settings_file
 from desktop.app import editing
-from desktop.app import settings as settings_file
 from desktop.app.editing import Sides
 from desktop.app.parameters import ModelChoice, form_for_model, size_presets
-from desktop.app.settings import Settings
 from desktop.app.viewmodels.gallery import EntryRole
 from desktop.app.viewmodels.mask import MAX_BRUSH, MaskModel
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library
+from desktop.settings import Settings
 from engine.description import ModelDescription
 from engine.errors import Cancelled
 from engine.request import (

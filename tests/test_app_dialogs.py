@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from desktop.app.settings import Settings, data_location
 from desktop.app.widgets.models_dialog import NOTHING_SELECTED, ModelsDialog
 from desktop.app.widgets.settings_dialog import SettingsDialog
+from desktop.settings import Settings, data_location
 
 # The window and its scripted engine, as tests/test_app.py makes them (fixtures).
 from tests.test_app import library, pipelines, window  # noqa: F401

@@ -13,12 +13,12 @@ from PIL import Image
 from PySide6.QtCore import QMimeData, QUrl
 from PySide6.QtGui import QColor, QImage
 
-from desktop.app.settings import Settings
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library
 from desktop.library.images import MAX_SIDE
 from desktop.model_store import ModelStore
+from desktop.settings import Settings
 from tests.qt_drops import drag_and_drop
 
 WAIT_MS = 5000

@@ -15,12 +15,12 @@ import huggingface_hub.constants
 import pytest
 
 from desktop.app import downloading
-from desktop.app.settings import Settings
 from desktop.app.viewmodels.catalogue import CANCELLED, NOTHING_SELECTED
 from desktop.app.viewmodels.jobs import describe
 from desktop.app.widgets import get_models_dialog
 from desktop.app.widgets.settings_dialog import SettingsDialog
 from desktop.catalogue import CATALOGUE_ENV
+from desktop.settings import Settings
 from tests.fake_hub import FakeHub
 
 # The window and its scripted engine, as tests/test_app.py makes them (fixtures).

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from desktop.app import settings as settings_file
+from desktop import settings as settings_file
 from desktop.app.model_folders import folder_choices, install_name
-from desktop.app.settings import Settings
+from desktop.settings import Settings
 from tests import tiny_models
 from tests.test_app import library, pipelines, window  # noqa: F401
 

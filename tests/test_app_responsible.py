@@ -5,11 +5,11 @@ replaced signing key is said once, as a problem."""
 # ruff: noqa: F811 (the fixtures imported below are used as arguments)
 from __future__ import annotations
 
-from desktop.app.settings import Settings
 from desktop.app.widgets.picture_details import READING
 from desktop.app.widgets.settings_dialog import SettingsDialog
 from desktop.provenance import keys
 from desktop.provenance.reading import NONE, VALID, read_credentials
+from desktop.settings import Settings
 from tests.test_app import WAIT_MS, library, pipelines, window  # noqa: F401 (fixtures)
 
 

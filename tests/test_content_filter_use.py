@@ -11,10 +11,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from desktop.app import settings as settings_file
-from desktop.app.settings import Settings
+from desktop import settings as settings_file
 from desktop.cli import main
 from desktop.content_filter.screening import prompt_text
+from desktop.settings import Settings
 from engine.request import HiresFixRequest, RegionsRequest, TextToImageRequest
 from tests.test_app import library, pipelines, window  # noqa: F401 (fixtures)
 from tests.test_cli import home, home_with_model, installed  # noqa: F401 (fixtures)

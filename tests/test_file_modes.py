@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from desktop.app import settings as settings_file
+from desktop import settings as settings_file
 from desktop.image_files import save_png
 from desktop.library import Library
 from desktop.library.atomic import write_atomically

@@ -18,12 +18,12 @@ from typing import Protocol
 import numpy as np
 
 from desktop import paths
-from desktop.app.settings import Settings
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import check_failure, flagged_record, safety_checks
+from desktop.settings import Settings
 from engine.control.control import Control
 from engine.errors import BadRequest
 from engine.image_prompt.prompt import ImagePrompt

@@ -13,10 +13,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop import paths
-from desktop.app import settings as settings_file
+from desktop import settings as settings_file
 from desktop.app.file_open_events import FileOpenEvents
 from desktop.app.generation import EnginePipelines, runtime_options
-from desktop.app.settings import Settings
 from desktop.app.single_window import (
     WindowServer,
     ask_to_open,
@@ -30,6 +29,7 @@ from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library, LibraryInUse
 from desktop.library.instance import claim_window
 from desktop.model_store import ModelStore
+from desktop.settings import Settings
 from engine.errors import EaselError
 
 

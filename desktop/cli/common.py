@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from desktop import paths
-from desktop.app import settings as settings_file
+from desktop import settings as settings_file
 from desktop.content_filter.screening import screen
 from desktop.library import BadImage, Library, UnknownImage
 from desktop.library.images import flattened, load_pixels, open_image

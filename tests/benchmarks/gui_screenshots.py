@@ -62,11 +62,11 @@ def take_screenshots(folder: Path, home: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
     from desktop.app.generation import EnginePipelines
-    from desktop.app.settings import Settings
     from desktop.app.viewmodels.studio import Services, Studio
     from desktop.app.widgets.main_window import GALLERY_WIDTH, MainWindow
     from desktop.library import Library
     from desktop.model_store import ModelStore
+    from desktop.settings import Settings
     from engine.runtime import RuntimeOptions
 
     app = QApplication(sys.argv[:1])

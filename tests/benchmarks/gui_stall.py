@@ -32,11 +32,11 @@ from PySide6.QtWidgets import QApplication
 
 from desktop.app.generation import EnginePipelines
 from desktop.app.launch import settle_memory
-from desktop.app.settings import Settings
 from desktop.app.viewmodels.studio import Services, Studio
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library
 from desktop.model_store import ModelStore
+from desktop.settings import Settings
 from engine.runtime import RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[2]

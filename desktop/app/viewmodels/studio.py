@@ -15,12 +15,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QImage
 
+from desktop import settings as settings_file
 from desktop.app import editing, generation, instructing, upscaling
-from desktop.app import settings as settings_file
 from desktop.app.editing import SourcePicture
 from desktop.app.generation import Device, Outcome, Pipelines
 from desktop.app.parameters import final_size, request_from
-from desktop.app.settings import Settings
 from desktop.app.variations import variations_form
 from desktop.app.viewmodels.background import BackgroundModel, qimage_of
 from desktop.app.viewmodels.catalogue import CatalogueModel
@@ -43,6 +42,7 @@ from desktop.library import ImageEntry, Library
 from desktop.library.images import open_image, open_image_data
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import flagged_record, hidden_pixels
+from desktop.settings import Settings
 from engine.errors import EaselError
 from engine.runtime import available_providers
 

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.app.settings import Settings
+from desktop.settings import Settings
 
 FILTER_MODES = (
     ("Warn: make the picture and label it", "warn"),

@@ -24,13 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.app.settings import (
+from desktop.app.widgets.responsible_settings import ResponsibleSettings
+from desktop.paths import standard_data_dir
+from desktop.settings import (
     Settings,
     data_location,
     with_changes,
 )
-from desktop.app.widgets.responsible_settings import ResponsibleSettings
-from desktop.paths import standard_data_dir
 
 # The provider orders offered, best first; the engine skips those this machine lacks and the
 # status line says why.

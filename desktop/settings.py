@@ -1,4 +1,6 @@
-"""The app's settings: a small JSON file with a schema version, read once at start.
+"""Easel's settings, the window's and the command line's: a small JSON file with a schema
+version, read once at start (the command line reads what pictures carry and the content
+filter's mode from it).
 
 A damaged or unreadable file never stops the app: it is moved aside, the defaults are used,
 and the caller shows the one sentence in ``LoadedSettings.message``. Qt-free, so tests and
