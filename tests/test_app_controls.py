@@ -213,7 +213,7 @@ def test_reuse_of_a_picture_whose_control_picture_is_gone_asks_for_it(qtbot, win
 def _source(qtbot, window, path) -> None:
     """``path`` becomes the source picture (the mask tool paints over it)."""
     with qtbot.waitSignal(window.studio.source_changed, timeout=WAIT_MS):
-        assert window.studio.drop_file(path)
+        assert window.studio.drops.drop_file(path)
 
 
 def _stroke(mask, start: tuple[int, int], end: tuple[int, int], size: int = 3) -> None:

@@ -63,7 +63,7 @@ def window(qtbot, studio):
 
 def test_picture_data_becomes_the_source_with_no_file_and_no_library_id(qtbot, studio):
     with qtbot.waitSignal(studio.source_changed, timeout=WAIT_MS):
-        assert studio.drop_image_data(_encoded(mode="RGBA", colour=(255, 0, 0, 128)))
+        assert studio.drops.drop_image_data(_encoded(mode="RGBA", colour=(255, 0, 0, 128)))
     assert studio.source.size == (40, 30)
     assert studio.source.pixels.shape == (30, 40, 3)  # converted as a file's would be
     assert studio.source.image_id is None and studio.source_path is None
@@ -78,20 +78,20 @@ def test_picture_data_becomes_the_source_with_no_file_and_no_library_id(qtbot, s
      f"'cat.png' is {MAX_SIDE + 1}x1; Easel takes images up to {MAX_SIDE} pixels a side."),
 ])
 def test_bad_picture_data_is_refused_in_one_sentence_and_changes_nothing(studio, data, words):
-    assert not studio.drop_image_data(data, "cat.png")
+    assert not studio.drops.drop_image_data(data, "cat.png")
     assert studio.problems == [words]
     assert studio.source is None
 
 
 def test_damaged_picture_data_is_refused_after_the_full_decode(qtbot, studio):
     with qtbot.waitSignal(studio.problem, timeout=WAIT_MS) as refused:
-        assert studio.drop_image_data(_encoded()[:60])  # a good header: only decoding tells
+        assert studio.drops.drop_image_data(_encoded()[:60])  # a good header: only decoding tells
     assert refused.args == ["'dropped picture' is damaged or incomplete and cannot be read."]
     assert studio.source is None
 
 
 def test_a_web_address_alone_is_explained_and_changes_nothing(studio):
-    studio.drop_web_address("https://example.com/pictures/cat.png")
+    studio.drops.drop_web_address("https://example.com/pictures/cat.png")
     assert studio.problems == [OFFLINE]
     assert studio.source is None
 

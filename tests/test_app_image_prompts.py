@@ -123,7 +123,7 @@ def test_variations_that_keep_the_meaning_read_the_source_at_its_size(
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (53, 71, 3), np.uint8)).save(
         source)
     with qtbot.waitSignal(studio.source_changed, timeout=WAIT_MS):
-        assert studio.drop_file(source)
+        assert studio.drops.drop_file(source)
     studio.prompt.update(variations=2)
     window.variations_menu.meaning.trigger()
     assert studio.image_prompts.keep_meaning
@@ -150,7 +150,7 @@ def test_without_an_adapter_keeping_the_meaning_is_one_sentence(qtbot, bare_wind
     box = bare_window.image_prompts_panel.adapter_box
     assert box.itemText(0).startswith(NONE_INSTALLED)
     with qtbot.waitSignal(studio.source_changed, timeout=WAIT_MS):
-        studio.drop_file(reference)
+        studio.drops.drop_file(reference)
     studio.image_prompts.set_keep_meaning(True)
     _refused(bare_window, studio.variations, "ip-adapter_sd15.safetensors")
     assert bare_window.last_problem.startswith(

@@ -160,7 +160,7 @@ def test_too_large_upscales_are_refused_in_the_engines_words(qtbot, window, home
     wide = home / "wide.png"
     Image.new("RGB", (2100, 8), "gray").save(wide)
     with qtbot.waitSignal(studio.source_changed, timeout=WAIT_MS):
-        assert studio.drop_file(wide)
+        assert studio.drops.drop_file(wide)
     window.upscale_instruct.upscale_actions[4].trigger()
     assert "8192 pixels a side" in window.last_problem and "\n" not in window.last_problem
     assert studio.jobs.rowCount() == 0 and studio.services.pipelines.upscalers == []
@@ -245,7 +245,7 @@ def test_instruct_is_refused_for_a_model_that_is_not_instruct_pix2pix(qtbot, win
     path = home / "photo.png"
     Image.new("RGB", (32, 32), "white").save(path)
     with qtbot.waitSignal(studio.source_changed, timeout=WAIT_MS):
-        studio.drop_file(path)
+        studio.drops.drop_file(path)
     studio.prompt.update(prompt="make it winter")
     window.last_problem = None
     assert studio.instruct() is None

@@ -94,7 +94,7 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None,
             if warning:
                 window.show_problem(warning)
         if picture is not None:
-            studio.drop_file(picture)
+            studio.drops.drop_file(picture)
         return app.exec()
     finally:
         library.close()
@@ -119,7 +119,7 @@ def _take_picture(window: MainWindow, picture: Path) -> None:
     """A later ``easel open PICTURE``: the window comes forward and takes the picture as a
     drop on its canvas (a file that went bad meanwhile is said there, in one sentence)."""
     bring_forward(window)
-    window.studio.drop_file(picture)
+    window.studio.drops.drop_file(picture)
 
 
 def settle_memory() -> None:

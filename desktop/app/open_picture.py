@@ -3,9 +3,9 @@ source picture, the one variations, edits, inpainting and outpainting start from
 
 Qt-free, so a bad path is said before Qt loads: the picture gets the checks a file dropped on
 the canvas gets (``open_image``: PNG, JPEG or WEBP told by its content, within the size
-limits), and the window then loads it as it loads a drop (``Studio.drop_file``, which decodes
-it off the GUI thread). When a window is already open on the library, the launcher hands the
-picture to it (``single_window.ask_to_open``) instead.
+limits), and the window then loads it as it loads a drop (``DroppedPictures.drop_file``,
+which decodes it off the GUI thread). When a window is already open on the library, the
+launcher hands the picture to it (``single_window.ask_to_open``) instead.
 """
 
 from __future__ import annotations

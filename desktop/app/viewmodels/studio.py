@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from desktop import settings as settings_file
@@ -25,6 +25,7 @@ from desktop.app.viewmodels.background import BackgroundModel, qimage_of
 from desktop.app.viewmodels.catalogue import CatalogueModel
 from desktop.app.viewmodels.content_checks import ContentChecks
 from desktop.app.viewmodels.controls import ControlsModel
+from desktop.app.viewmodels.drops import DroppedPictures
 from desktop.app.viewmodels.gallery import GalleryModel
 from desktop.app.viewmodels.history import HistoryModel
 from desktop.app.viewmodels.image_prompts import ImagePromptsModel
@@ -39,7 +40,6 @@ from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
 from desktop.library import ImageEntry, Library
-from desktop.library.images import open_image, open_image_data
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import flagged_record, hidden_pixels
 from desktop.settings import Settings
@@ -48,7 +48,6 @@ from engine.runtime import available_providers
 
 FULL_PREFIX = "full:"
 SOURCE_PREFIX = "source:"
-DROPPED_PICTURE = "dropped picture"  # picture data with no file name
 LIBRARY_POLL_MS = 1000
 
 
@@ -84,6 +83,7 @@ class Studio(QObject):
         self.prompt = PromptViewModel(services.store, services.library, self)
         self.history = HistoryModel(services.library, self)
         self.checks = ContentChecks(self)
+        self.drops = DroppedPictures(self)
         self.details = PictureDetailsModel(services.library, self.runner, self)
         self.gallery = GalleryModel(services.library, self.runner, parent=self)
         self.jobs = JobQueueModel(self)
@@ -486,44 +486,6 @@ class Studio(QObject):
             self.gallery.refresh()
             self.history.refresh()
 
-    # Dropped files -------------------------------------------------------------------------
-
-    def drop_file(self, path: Path) -> bool:
-        """Make a dropped picture the source image; anything else is refused in one sentence
-        and changes nothing. The header check is quick; the full decode runs off-thread. A
-        PNG carrying the id of a library picture keeps that id, for lineage."""
-        try:
-            open_image(Path(path)).close()
-        except EaselError as error:
-            self.problem.emit(str(error))
-            return False
-        self._load_source(Path(path), None, None)
-        return True
-
-    def drop_image_data(self, data: bytes, name: str = "") -> bool:
-        """Make picture data dropped from another program (a browser's image, not a file)
-        the source image, with the same formats, limits and decoding as a dropped file; it
-        has no file, and no library id unless it is a library PNG. ``name`` (the picture's
-        file name on the web, if known) is how messages call it."""
-        name = name or DROPPED_PICTURE
-        try:
-            open_image_data(data, name).close()
-        except EaselError as error:
-            self.problem.emit(str(error))
-            return False
-        library = self.library
-        self._load_source(None, None, None,
-                          read=lambda: editing.source_from_data(data, name, library))
-        return True
-
-    def drop_web_address(self, address: str) -> None:
-        """A browser's link without the picture in it: Easel never downloads (it works
-        offline), so it says how to bring the picture in, and changes nothing."""
-        host = QUrl(address).host()
-        where = f" from {host}" if host else ""
-        self.problem.emit(f"Easel works offline, so it does not download the picture{where}: "
-                          "save it from the browser, then drop the saved file here.")
-
     def use_as_source(self, entry: ImageEntry | None = None,
                       then: Callable[[], object] | None = None) -> bool:
         """Make a library picture (the canvas's, if none is given) the source, keeping its
@@ -537,7 +499,7 @@ class Studio(QObject):
             self.problem.emit(f"The file of picture #{entry.id[:6]} is missing, so it cannot "
                               "be the source.")
             return False
-        self._load_source(entry.path, entry.id, then, entry)
+        self.load_source(entry.path, entry.id, then, entry)
         return True
 
     def variations_of(self, entry: ImageEntry) -> None:
@@ -563,11 +525,11 @@ class Studio(QObject):
         """The gallery's "Upscale 2×/4×": that picture becomes the source, then enlarged."""
         self.use_as_source(entry, lambda: self.upscale(scale))
 
-    def _load_source(self, path: Path | None, image_id: str | None,
+    def load_source(self, path: Path | None, image_id: str | None,
                      then: Callable[[], object] | None, entry: ImageEntry | None = None,
                      read: Callable[[], SourcePicture] | None = None) -> None:
         """Decode the source off-thread: the file at ``path``, or what ``read`` gives (a
-        picture held in memory, with no path)."""
+        picture held in memory, with no path); ``then`` runs once it is decoded."""
         self._source_loads += 1
         self._after_source = then
         self._pending_entry = entry

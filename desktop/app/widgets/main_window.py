@@ -377,8 +377,8 @@ class MainWindow(QMainWindow):
         studio.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         studio.problem.connect(self.show_problem)
         self.canvas.file_dropped.connect(self._dropped)
-        self.canvas.data_dropped.connect(self.studio.drop_image_data)
-        self.canvas.web_address_dropped.connect(self.studio.drop_web_address)
+        self.canvas.data_dropped.connect(self.studio.drops.drop_image_data)
+        self.canvas.web_address_dropped.connect(self.studio.drops.drop_web_address)
         self.canvas.zoom_changed.connect(
             lambda zoom: self.zoom_label.setText(f"{zoom * 100:.0f} %"))
         self.welcome.start.connect(studio.dismiss_welcome)
@@ -461,7 +461,7 @@ class MainWindow(QMainWindow):
         dialog.open()
 
     def _dropped(self, path: object) -> None:
-        self.studio.drop_file(path)
+        self.studio.drops.drop_file(path)
 
     def show_problem(self, text: str) -> None:
         """One sentence in a window-modal box that does not block the event loop."""
