@@ -121,15 +121,15 @@ def save_cutout(library: Library, pixels: np.ndarray, parameters: GenerationPara
 
 def save_replaced(library: Library, source_rgb: np.ndarray, cutout: Cutout,
                   images: tuple[GeneratedImage, ...], source_id: str | None,
-                  refine: bool) -> list[tuple[ImageEntry, np.ndarray]]:
+                  refine: bool, checks: dict | None = None) -> list[tuple[ImageEntry, np.ndarray]]:
     """Each newly painted picture with the source's subject laid back over it through its
     alpha (an opaque subject pixel is the source's, bit for bit), saved with the source's id;
-    the entries with the pixels saved."""
+    the entries with the pixels saved. ``checks``: the content filter's record of the prompt."""
     settings = {"segmenter": cutout.method, "refine": refine}
     saved = []
     for image in images:
         pixels = over(source_rgb, image.pixels, cutout.alpha)
         entry = library.add_generated(pixels, replace(image.parameters, operation=REPLACE),
-                                      source_id=source_id, settings=settings)
+                                      source_id=source_id, settings=settings, checks=checks)
         saved.append((entry, pixels))
     return saved

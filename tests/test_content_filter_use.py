@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from desktop import settings as settings_file
@@ -76,3 +77,21 @@ def test_the_window_says_a_blocked_prompt_and_queues_nothing(qtbot, window):
     assert studio.generate() is None
     assert len(problems) == 1 and "'gore'" in problems[0]
     assert studio.jobs.rowCount() == 0
+
+
+def test_replace_background_is_checked_too(installed, home, tmp_path, capsys):
+    scene = np.full((64, 64, 3), (40, 60, 200), np.uint8)
+    scene[16:48, 8:32] = (230, 40, 30)
+    Image.fromarray(scene).save(tmp_path / "scene.png")
+    arguments = ["replace-background", str(tmp_path / "scene.png"), "a field of gore",
+                 "--model", "tiny", "--steps", "2", "--seed", "4"]
+    _set_mode("block")
+    assert main(arguments) != 0
+    assert "'gore'" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert _pictures(home) == []
+    _set_mode("warn")
+    assert main(arguments) == 0
+    [picture] = _pictures(home)
+    with Image.open(picture) as image:
+        assert json.loads(image.text["easel"])["content_filter"] == {"mode": "warn",
+                                                                    "warned": ["gore"]}

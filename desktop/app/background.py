@@ -79,7 +79,7 @@ def remove_background(library: Library, segmenter: Path | None, runtime: Runtime
 
 def replace_background(pipelines: Pipelines, library: Library, segmenter: Path | None,
                        runtime: RuntimeOptions, form: Form, source: SourcePicture,
-                       context: Context) -> Outcome:
+                       checks: dict, context: Context) -> Outcome:
     """Cut the subject out, have the form's model paint everything else as ``form.prompt``
     says (inpainting the inverted mask from noise), and lay the subject back exactly."""
     cutout = _cut(segmenter, runtime, source, None, context)
@@ -93,7 +93,7 @@ def replace_background(pipelines: Pipelines, library: Library, segmenter: Path |
     result = pipelines.run(form.model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
     saved = save_replaced(library, source.pixels, cutout, result.images, source.image_id,
-                          refine=False)
+                          refine=False, checks=checks)
     device = Device(result.device.summary, result.device.reason, result.device.note)
     return Outcome(tuple(entry for entry, _ in saved), tuple(pixels for _, pixels in saved),
                    _notes(cutout) + result.warnings, device)

@@ -52,6 +52,7 @@ from desktop.cli.common import (
     run_cancellable,
     runtime_options,
     say,
+    screened,
 )
 from desktop.image_files import read_parameters
 from desktop.library import BadImage, Library, UnknownImage
@@ -200,12 +201,13 @@ def _replace_background(arguments: argparse.Namespace) -> int:
                           embeddings=installed_embeddings(store, model.description.family))
         pipeline = InpaintPipeline(model)
         pipeline.check_inputs(request)  # bad input fails before the model runs
+        checks = screened(request)
         announce_device(model, request)
         result = run_cancellable(lambda cancel: pipeline(request, progress_printer(), cancel))
         for warning in result.warnings:
             say(f"warning: {warning}")
         saved = save_replaced(library, source.rgb, cutout, result.images, source.image_id,
-                              arguments.refine)
+                              arguments.refine, checks)
         for (entry, _), target in zip(saved, targets, strict=True):
             _copy(entry, target)
             print(target or entry.path)

@@ -162,8 +162,11 @@ class BackgroundModel(QObject):
             return None
         form = dataclasses.replace(studio.prompt.form, prompt=prompt,
                                    seed=studio.prompt.seed_for_next_run())
+        if (screening := studio.checks.screened(form)) is None:
+            return None
         work = functools.partial(background.replace_background, studio.services.pipelines,
-                                 studio.library, segmenter, self._runtime(), form, source)
+                                 studio.library, segmenter, self._runtime(), form, source,
+                                 screening.checks)
         return self._queue(work, f"Replace background of {source.name}: {prompt}", source.size)
 
     def _mask_job(self, background_too: bool, cutout_path: Path | None) -> int | None:
