@@ -125,7 +125,7 @@ def test_a_transparent_source_is_read_on_white_never_its_hidden_pixels(tmp_path)
     """An RGBA picture from elsewhere may keep anything under its transparency: the command
     line's and the window's source readers lay it on white instead."""
     from desktop.app.editing import _decoded
-    from desktop.cli.common import open_picture
+    from desktop.source_pictures import open_picture
 
     pixels = np.zeros((8, 8, 4), np.uint8)
     pixels[..., 0] = 255  # red everywhere, hidden where alpha is 0

@@ -46,7 +46,6 @@ from desktop.cli.common import (
     lora_options,
     model_store,
     open_library,
-    open_picture,
     output_paths,
     progress_printer,
     run_cancellable,
@@ -61,6 +60,7 @@ from desktop.library.images import flattened, has_transparency, load_pixels, ope
 from desktop.library.metadata import from_easel
 from desktop.library.rows import ImageEntry
 from desktop.model_kinds.embedding import installed_embeddings
+from desktop.source_pictures import open_picture
 from engine.background import FLOOD_FILL, Cutout
 from engine.errors import BadRequest
 from engine.model import load_model

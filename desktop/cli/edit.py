@@ -19,7 +19,6 @@ from desktop.cli.common import (
     HEIGHT_HELP,
     OUTPAINT_DESCRIPTION,
     WIDTH_HELP,
-    SourcePicture,
     add_control_arguments,
     add_generation_arguments,
     add_image_prompt_arguments,
@@ -29,7 +28,6 @@ from desktop.cli.common import (
     lora_options,
     model_store,
     open_library,
-    open_picture,
     output_paths,
     progress_printer,
     run_cancellable,
@@ -37,11 +35,11 @@ from desktop.cli.common import (
     say,
     screened,
     side_help,
-    source_picture,
 )
 from desktop.cli.generate import safety_verdicts, say_flagged
 from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
+from desktop.source_pictures import SourcePicture, open_picture, source_picture
 from engine.errors import BadRequest
 from engine.model import load_model
 from engine.pipelines.guides import input_pictures

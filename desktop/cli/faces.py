@@ -22,11 +22,11 @@ from desktop.cli.common import (
     output_paths,
     runtime_options,
     say,
-    source_picture,
 )
 from desktop.image_files import copy_png, read_parameters
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
+from desktop.source_pictures import source_picture
 from engine.errors import BadRequest, EaselError
 from engine.faces import FACE_DETECTOR, FACE_RESTORER, Box, check_boxes, restore_faces
 from engine.manifest import manifest_hash

@@ -23,11 +23,11 @@ from desktop.cli.common import (
     runtime_options,
     say,
     say_device,
-    source_picture,
 )
 from desktop.image_files import copy_png, read_parameters
 from desktop.library import Library, UnknownImage
 from desktop.model_store import ModelStore
+from desktop.source_pictures import source_picture
 from engine.errors import EaselError
 from engine.request import GenerationParameters
 from engine.runtime import RuntimeOptions
