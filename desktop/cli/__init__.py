@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from desktop.cli import (
     background,
+    batch,
     doctor,
     edit,
     faces,
@@ -67,4 +68,5 @@ def _parser() -> argparse.ArgumentParser:
     faces.add_commands(commands)
     gallery.add_commands(commands)
     history.add_commands(commands)
+    batch.add_commands(commands)
     return parser

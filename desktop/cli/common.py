@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from desktop import paths
 from desktop import settings as settings_file
@@ -27,6 +28,8 @@ from engine.size_rule import RULE, RULE_SENTENCE
 
 # The size rule, as every command's help says it (``engine.size_rule`` words it once): in full
 # at the first option it concerns, and in the description of a command that takes sides.
+_T = TypeVar("_T")
+
 WIDTH_HELP = f"width in pixels (default: the model's); {RULE}"
 HEIGHT_HELP = "height in pixels (default: the model's), by the same rule as the width"
 OUTPAINT_DESCRIPTION = f"Extend a picture past its edges. {RULE_SENTENCE}"
@@ -210,6 +213,16 @@ def output_paths(output: Path | None, seed: int, count: int) -> list[Path | None
 
 def run_cancellable(job: Callable[[CancelToken], GenerationResult]) -> GenerationResult:
     """Run in a worker thread so Ctrl+C can cancel even inside a long ONNX Runtime call."""
+    result, interrupted = run_interruptible(job)
+    if interrupted:
+        raise Cancelled("Cancelled.")
+    return result
+
+
+def run_interruptible(job: Callable[[CancelToken], _T]) -> tuple[_T, bool]:
+    """Run ``job`` in a worker thread, cancelling its token on Ctrl+C; returns what it
+    returned (a batch's summary of what it saved before the stop) and whether Ctrl+C was
+    pressed. An error the job raised is raised here."""
     cancel = CancelToken()
     outcome: dict = {}
     finished = threading.Event()
@@ -239,11 +252,9 @@ def run_cancellable(job: Callable[[CancelToken], GenerationResult]) -> Generatio
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise Cancelled("Cancelled.")
     if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+        raise Cancelled("Cancelled.") if interrupted else outcome["error"]
+    return outcome["result"], bool(interrupted)
 
 
 def progress_printer() -> Callable[[Progress], None] | None:
@@ -267,11 +278,20 @@ def screened(request: object) -> dict:
     """The content filter on the request's prompts, in the mode the settings file chose: a
     blocked prompt stops the command with its sentence (PromptBlocked), a flagged one is said
     and its record returned for the pictures' metadata (Library.add_generated's checks)."""
+    return prompt_screen()(request)
+
+
+def prompt_screen() -> Callable[[object], dict]:
+    """``screened`` with the settings file read once, for a batch's many requests."""
     mode = settings_file.load(settings_file.default_path()).settings.content_filter
-    screening = screen(request, paths.data_dir(), mode)
-    for note in screening.notes:
-        say(f"warning: {note}")
-    return screening.checks
+
+    def screened_request(request: object) -> dict:
+        screening = screen(request, paths.data_dir(), mode)
+        for note in screening.notes:
+            say(f"warning: {note}")
+        return screening.checks
+
+    return screened_request
 
 
 @contextlib.contextmanager

@@ -245,14 +245,16 @@ class Library:
                       operation: str | None = None, source_id: str | None = None,
                       created_at: float | None = None,
                       settings: Mapping[str, Any] | None = None,
-                      checks: Mapping[str, Any] | None = None) -> ImageEntry:
+                      checks: Mapping[str, Any] | None = None,
+                      batch: Mapping[str, Any] | None = None) -> ImageEntry:
         """Save a generated image into the library and count its prompt in the history.
         ``pixels`` are RGB, or RGBA for a cut-out (its alpha kept exactly), or grey (H, W)
         for a mask. ``operation`` defaults to the one the parameters name (text to image,
         inpaint…). ``settings`` are the operation's own, for those the parameters have no
         field for (background removal: the segmenter, refine), kept under the operation's
         name in the picture's metadata. ``checks``: what the content checks said, kept under
-        their own names ({"content_filter": …, "safety_check": …})."""
+        their own names ({"content_filter": …, "safety_check": …}). ``batch``: which batch job
+        and picture it is ({"job": id, "picture": index, …}), for ``batch_pictures``."""
         operation = operation or parameters.operation
         image_id = new_image_id()
         created_at = time.time() if created_at is None else created_at
@@ -261,6 +263,8 @@ class Library:
         if settings:
             metadata[operation] = dict(settings)
         metadata.update(checks or {})
+        if batch:
+            metadata["batch"] = dict(batch)
         path = write_generated(self.images_dir / relative, pixels, parameters, metadata,
                                self.provenance, self._source_file(source_id))
         info = from_easel(json.dumps(metadata))
@@ -390,6 +394,23 @@ class Library:
         entries = [entry_from_row(row, self.images_dir) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(entries, str(entries[-1].rowid) if more else None)
+
+    @_locked
+    def batch_pictures(self, job_ids: Iterable[str]) -> dict[str, dict[Any, str]]:
+        """The pictures already made for these batch jobs: job id → picture → image id, trash
+        included (a picture the user threw away was made; emptying the trash lets a batch make
+        it again). Read from the metadata each picture carries, so a picture saved just before
+        a crash counts as soon as the library has indexed its file."""
+        wanted = set(job_ids)
+        made: dict[str, dict[Any, str]] = {}
+        rows = self.connection.execute(
+            "SELECT id, json_extract(parameters, '$.batch.job'), "
+            "json_extract(parameters, '$.batch.picture') FROM images "
+            "WHERE json_extract(parameters, '$.batch.job') IS NOT NULL")
+        for image_id, job, picture in rows:
+            if job in wanted:
+                made.setdefault(job, {})[picture] = image_id
+        return made
 
     @_locked
     def key_after(self, text: str = "", *, key: int | None = None, skip: int = 0,
