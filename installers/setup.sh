@@ -25,7 +25,8 @@ pins=(-c installers/constraints.txt)
 "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
 
 extras="export"
-[ "${1:-}" = "--test" ] && extras="export,test"
+# The tests also run batches on a local Ray cluster (the cluster extra).
+[ "${1:-}" = "--test" ] && extras="export,test,cluster"
 "${pip[@]}" install "${pins[@]}" -e ".[$extras]"
 # Upscaler import (spandrel) without its torchvision requirement: PyPI's torchvision would
 # replace the CPU torch with a CUDA build, and spandrel needs it only for networks Easel
