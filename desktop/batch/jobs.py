@@ -214,7 +214,7 @@ class JobMaker:
 def _on_line(error: EaselError, number: int) -> EaselError:
     """The same error, its sentence starting with the line it is about."""
     text = str(error) or type(error).__name__
-    message = f"Line {number}: {text[:1].upper()}{text[1:]}"
+    message = f"Line {number}: {text}"
     try:
         return type(error)(message)
     except TypeError:  # an error type that wants more than a message
