@@ -1,4 +1,4 @@
-"""The ``easel models`` commands: import, list and remove installed models."""
+"""The ``easel models`` commands: import, list, remove and pack installed models."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     removing = model_commands.add_parser("remove", help="remove an installed model")
     removing.add_argument("name")
     removing.set_defaults(run=_remove_model)
+    packing = model_commands.add_parser(
+        "pack", help="copy installed models into a folder to share with a Ray cluster",
+        description="Copy installed models (any kind, the built-in starter model too) into "
+                    "FOLDER/NAME, each checked against its checksums, so FOLDER can be put on "
+                    "a shared disk and read by a cluster's workers: easel batch FILE --ray "
+                    "ADDRESS --ray-models FOLDER. A model already there is kept.")
+    packing.add_argument("names", nargs="+", metavar="NAME", help="an installed model")
+    packing.add_argument("--to", type=Path, required=True, metavar="FOLDER",
+                         help="the folder to copy them into (made if missing)")
+    packing.set_defaults(run=_pack_models)
     model_sources.add_commands(model_commands)
     models.set_defaults(run=lambda _: models.print_help() or 0)
 
@@ -95,6 +105,20 @@ def _details(model) -> str:
     if model.kind == "upscaler" or not model.use:
         return model.family
     return f"{model.family:<7}  {model.use.split(':')[0]}"
+
+
+def _pack_models(arguments: argparse.Namespace) -> int:
+    from desktop.model_pack import pack_models
+
+    def progress(stage: str, done: int, total: int) -> None:
+        say(f"[{done}/{total}] {stage}")
+
+    for model in pack_models(model_store(), arguments.names, arguments.to, progress):
+        state = "packed" if model.copied else "already there"
+        print(f"'{model.name}': {state} in {model.folder} ({size_text(model.size_bytes)}).")
+    print(f"Give the workers this folder: easel batch FILE --ray ADDRESS --ray-models "
+          f"{arguments.to}")
+    return 0
 
 
 def _remove_model(arguments: argparse.Namespace) -> int:
