@@ -18,7 +18,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,11 @@ from desktop.library.errors import BadImage
 from desktop.library.images import open_image
 from desktop.safety import flagged_record
 from engine.errors import BadRequest, EaselError
+from engine.noise import GENERATOR_NAMES
+from engine.prompt_emphasis import EMPHASES
 from engine.request import ProgressCallback
 from engine.runtime import CancelToken
+from engine.schedulers import DISTILLED_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 # A1111's prompt search/replace: the first value is found in the prompt (or the negative
 # prompt) and replaced by each value in turn, itself included.
@@ -50,6 +53,9 @@ _AXIS_ALIASES = {**ALIASES, "sr": PROMPT_SR, "prompt_s/r": PROMPT_SR, "s/r": PRO
 # already a 5,000-pixel sheet, and 100 pictures take an hour on a CPU).
 MAX_VALUES = 16
 MAX_CELLS = 100
+# The settings whose values are names from a list: a misspelt one is said at the axis.
+_CHOICES = {"scheduler": SCHEDULER_NAMES + DISTILLED_SCHEDULER_NAMES, "emphasis": EMPHASES,
+            "rng": GENERATOR_NAMES}
 SHEET = "sheet"  # the sheet's picture key in its batch record (cells are 0, their index)
 FILE_NAME = "grid"  # the batch record's "file" of cells and sheet
 
@@ -110,6 +116,9 @@ def _axis_values(setting: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
             typed.append(read(value))
         except (ValueError, TypeError):
             raise BadRequest(f"The {setting} axis takes {kind}, not {value!r}.") from None
+        if setting in _CHOICES and typed[-1] not in _CHOICES[setting]:
+            raise BadRequest(f"The {setting} axis takes {', '.join(_CHOICES[setting])}; "
+                             f"{value!r} is not one of them.")
     for position, value in enumerate(typed):
         if value in typed[:position]:
             raise BadRequest(f"The {setting} axis gives {_shown(value)} twice; each value "
@@ -303,8 +312,6 @@ def make_sheet(grid: Grid, jobs: list[Job], library: Library) -> ImageEntry | No
                            "box": list(drawn.layout.cells[index])}
                           for index, (cell, job, entry)
                           in enumerate(zip(cells, jobs, entries, strict=True))]}
-    from dataclasses import replace
-
     return library.add_generated(
         drawn.pixels, replace(parameters, width=width, height=height), operation="grid",
         settings=settings, checks=_sheet_checks(jobs, entries),

@@ -21,6 +21,7 @@ from desktop.cli import (
     faces,
     gallery,
     generate,
+    grid,
     history,
     models,
     upscale,
@@ -69,4 +70,5 @@ def _parser() -> argparse.ArgumentParser:
     gallery.add_commands(commands)
     history.add_commands(commands)
     batch.add_commands(commands)
+    grid.add_commands(commands)
     return parser
