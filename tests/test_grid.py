@@ -21,6 +21,7 @@ from desktop.cli.common import model_store
 from desktop.image_files import read_parameters
 from desktop.library import Library
 from desktop.library.pngs import read_png
+from desktop.provenance.reading import VALID, read_credentials
 from engine.errors import BadRequest
 from engine.runtime import CancelToken, RuntimeOptions
 
@@ -127,6 +128,10 @@ def test_the_sheet_is_a_library_picture_with_readable_metadata(home, library):
     assert sorted(cells) == [1, 2, 3, 4]
     assert {entry.id for entry in outcome.summary.made} == set(cells.values())
     assert sheet.parameters["batch"]["picture"] == "sheet"
+    # Content Credentials: signed, valid, naming the operation; a composite of made pictures.
+    credentials = read_credentials(sheet.path)
+    assert credentials.state == VALID and credentials.operation == "grid"
+    assert credentials.digital_source_type.endswith("compositeWithTrainedAlgorithmicMedia")
 
 
 # --- seeds and prompt search/replace ---------------------------------------------------------

@@ -108,13 +108,16 @@ def draw_sheet(title: str, labels: Sequence[Sequence[str] | None],
             texts.append((block_box, [block_label], title_font, INK, False))
             top += block_box[3] + gap
         for column, lines in enumerate(column_lines):
-            box = (left0 + column * (box_w + gap), top, box_w, column_h)
+            # Bottom-aligned: a one-line label sits on its cell as a wrapped one does.
+            label_h = len(lines) * line
+            box = (left0 + column * (box_w + gap), top + column_h - label_h, box_w, label_h)
             column_boxes.append(box)
             texts.append((box, lines, font, INK, True))
         top += column_h + gap
         for row, lines in enumerate(row_lines):
-            if has_rows:
-                box = (margin, top, row_label_w, box_h)
+            if has_rows:  # beside the middle of its row, as A1111 writes them
+                label_h = len(lines) * line
+                box = (margin, top + max(0, (box_h - label_h) // 2), row_label_w, label_h)
                 row_boxes.append(box)
                 texts.append((box, lines, font, INK, False))
             for column in range(len(x_labels)):
