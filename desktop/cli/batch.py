@@ -77,11 +77,14 @@ def _executor(arguments: argparse.Namespace, runtime: RuntimeOptions,
 
 
 def run_jobs(jobs: list[Job], maker: JobMaker, library: Library, executor: Executor,
-             store: ModelStore, runtime: RuntimeOptions, file_name: str) -> Summary:
+             store: ModelStore, runtime: RuntimeOptions, file_name: str,
+             unit: str = "line") -> Summary:
     """Run the batch with Ctrl+C stopping it cleanly, printing each new picture's path on
-    stdout (as ``easel generate`` does) and a progress line on stderr after each job."""
+    stdout (as ``easel generate`` does) and a progress line on stderr after each job; ``unit``
+    is what a job is called in them ("line" of a file, "cell" of a grid)."""
     pictures = sum(job.count for job in jobs)
-    say(f"batch: {len(jobs)} jobs, {pictures} pictures, on {executor.name}")
+    kind = "grid" if unit == "cell" else "batch"
+    say(f"{kind}: {len(jobs)} {unit}s, {pictures} pictures, on {executor.name}")
     failures_said: list[str] = []
 
     def checked(pixels: list) -> list[dict]:
@@ -97,10 +100,10 @@ def run_jobs(jobs: list[Job], maker: JobMaker, library: Library, executor: Execu
             print(entry.path, flush=True)
         outcome = ("failed" if finished.done.error is not None
                    else f"{len(finished.entries)} made")
-        say(f"line {finished.job.line} ({finished.job.described()}): {outcome} · "
+        say(f"{unit} {finished.job.line} ({finished.job.described()}): {outcome} · "
             f"{finished.progress.line()}")
         for warning in finished.done.warnings:
-            say(f"warning: line {finished.job.line}: {warning}")
+            say(f"warning: {unit} {finished.job.line}: {warning}")
 
     summary, _ = run_interruptible(lambda cancel: run_batch(
         jobs, maker, library, executor, cancel, file_name=file_name, report=report,

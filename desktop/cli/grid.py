@@ -85,7 +85,8 @@ def _grid(arguments: argparse.Namespace) -> int:
         jobs = grid_jobs(grid, maker)  # every cell checked before any work
         executor = LocalExecutor(runtime)
         try:
-            summary = run_jobs(jobs, maker, library, executor, store, runtime, "grid")
+            summary = run_jobs(jobs, maker, library, executor, store, runtime, "grid",
+                               unit="cell")
         finally:
             executor.close()
         say(summary.sentence())
