@@ -22,6 +22,7 @@ from desktop.app.generation import Device, Outcome, Pipelines
 from desktop.app.parameters import final_size, request_from
 from desktop.app.variations import variations_form
 from desktop.app.viewmodels.background import BackgroundModel, qimage_of
+from desktop.app.viewmodels.batch import BatchModel
 from desktop.app.viewmodels.catalogue import CatalogueModel
 from desktop.app.viewmodels.content_checks import ContentChecks
 from desktop.app.viewmodels.controls import ControlsModel
@@ -148,6 +149,7 @@ class Studio(QObject):
         self.runner.fetched.connect(self._fetched)
         # Background tools; after the studio's own slots, so their news is said last.
         self.background = BackgroundModel(self, services.store, self)
+        self.batches = BatchModel(self, self)  # File › Run batch… and the comparison grid
         # Another process (an `easel generate`) may add pictures meanwhile.
         self._poll = QTimer(self)
         self._poll.setInterval(LIBRARY_POLL_MS)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from desktop.app.viewmodels.mask import MAX_BRUSH, MIN_BRUSH
 from desktop.app.viewmodels.studio import Studio
 from desktop.app.widgets.background_actions import BackgroundActions
+from desktop.app.widgets.batch_dialogs import BatchActions
 from desktop.app.widgets.canvas import Canvas
 from desktop.app.widgets.controls_panel import ControlsPanel
 from desktop.app.widgets.export_actions import ExportActions
@@ -215,6 +216,10 @@ class MainWindow(QMainWindow):
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
         for action in (*self.exports.file_actions(), import_action):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        self.batches = BatchActions(studio.batches, self)  # Run batch…, Comparison grid…
+        for action in self.batches.file_actions():
             file_menu.addAction(action)
         file_menu.addSeparator()
         for action in (settings_action, quit_action):
