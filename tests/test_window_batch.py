@@ -103,7 +103,7 @@ def test_a_batch_file_runs_from_the_file_menu_and_its_pictures_show_as_they_are_
     records = _batch_pictures(studio, "jobs.jsonl")
     assert sorted((record["line"], record["picture"]) for record in records) == [
         (1, 0), (1, 1), (2, 0)]
-    qtbot.waitUntil(lambda: "Batch: jobs.jsonl: Batch done: 3 pictures made" in
+    qtbot.waitUntil(lambda: "Batch: jobs.jsonl: Done: 3 pictures made" in
                     window.statusBar().currentMessage(), timeout=WAIT_MS)
     assert window.last_problem is None
     assert studio.jobs.rowCount() == 0
@@ -197,6 +197,7 @@ def test_the_grid_dialog_makes_a_2x2_grid_and_shows_its_sheet(qtbot, window):
     x, y, z = dialog.axes.values()
     assert (x.chosen(), y.chosen(), z.chosen()) == ("steps", "guidance", None)
     assert x.values.text() and y.values.text()  # suggested from the panel's values
+    assert dialog.run_button.isDefault()  # Return runs it
     x.values.setText("2,3")
     y.values.setText("1.5,4")
     assert dialog.count.text().startswith("2 × 2 = 4 pictures")
@@ -213,7 +214,7 @@ def test_the_grid_dialog_makes_a_2x2_grid_and_shows_its_sheet(qtbot, window):
     with Image.open(sheet.path) as picture:
         assert picture.width > 2 * 64 and picture.height > 2 * 64
     qtbot.waitUntil(lambda: studio.gallery.rowCount() == 5, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: "Grid: steps × guidance (4 pictures): Batch done: 4 pictures made"
+    qtbot.waitUntil(lambda: "Grid: steps × guidance (4 pictures): Done: 4 pictures made"
                     in window.statusBar().currentMessage(), timeout=WAIT_MS)
 
 

@@ -32,6 +32,8 @@ from engine.errors import Cancelled, EaselError
 from engine.request import Progress, ProgressCallback
 from engine.runtime import CancelToken, RuntimeOptions
 
+BATCH_DONE = "Batch done"  # how the core's summary starts
+
 
 class Context(Protocol):
     """The worker's JobContext: a cancel token in, throttled progress out (with ``detail``,
@@ -95,7 +97,10 @@ class BatchOutcome:
 
     def text(self) -> str:
         """The summary sentence, then one line per failure ("line 3: …"), then the notes."""
-        lines = [f"{self.title}: {self.summary.sentence()}"]
+        sentence = self.summary.sentence()
+        if sentence.startswith(BATCH_DONE):  # the title already says it is a batch or a grid
+            sentence = "Done" + sentence[len(BATCH_DONE):]
+        lines = [f"{self.title}: {sentence}"]
         lines += [f"  {line}" for line in self.summary.failure_lines()]
         notes = [*self.notes, *dict.fromkeys(self.summary.warnings)]
         if notes:

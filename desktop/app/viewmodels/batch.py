@@ -125,9 +125,11 @@ class BatchModel(QObject):
         512 × 512 · seed 42"."""
         base = self.base()
         prompt = " ".join(base["prompt"].split()) or "(no prompt)"
+        # An unlocked seed is drawn anew at Run, as Generate does; one for every cell.
+        seed = f"seed {base['seed']}" if self.studio.prompt.form.seed_locked else "a new seed"
         return (f"{prompt} · {base['model'] or 'no model'} · {base['steps']} steps · "
                 f"guidance {base['guidance']:g} · {base['scheduler']} · "
-                f"{base['width']} × {base['height']} · seed {base['seed']}")
+                f"{base['width']} × {base['height']} · {seed}")
 
     def suggested_values(self, setting: str) -> str:
         """Values worth comparing for ``setting`` around the panel's own: "10,20,30"."""

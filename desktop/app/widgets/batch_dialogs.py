@@ -31,6 +31,7 @@ BATCH_TIP = ("Make the pictures of every line of a JSON Lines or CSV file (as `e
 GRID_TIP = ("Compare settings side by side: the prompt panel's picture made with each "
             "combination of values, and a sheet of them all")
 NO_AXIS = "(none)"
+AXIS_PLACES = {"X": "columns", "Y": "rows", "Z": "blocks"}
 
 
 class BatchActions(QObject):
@@ -130,7 +131,7 @@ class GridDialog(QDialog):
         rows = QGridLayout()
         rows.setColumnStretch(2, 1)
         for number, (name, axis) in enumerate(self.axes.items()):
-            label = QLabel(f"{name} axis")
+            label = QLabel(f"{name} axis ({AXIS_PLACES[name]})")
             label.setBuddy(axis.setting)
             rows.addWidget(label, number, 0)
             rows.addWidget(axis.setting, number, 1)
@@ -146,6 +147,8 @@ class GridDialog(QDialog):
         self.run_button = self.buttons.addButton("Run", QDialogButtonBox.ButtonRole.AcceptRole)
         self.run_button.setIcon(icon("generate"))
         self.run_button.setDefault(True)
+        # Else Cancel, made first, takes the default as the dialog shows: Return should run.
+        self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setAutoDefault(False)
         self.buttons.accepted.connect(self._run)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -155,7 +158,7 @@ class GridDialog(QDialog):
         layout.addLayout(rows)
         layout.addWidget(self.count)
         layout.addWidget(self.buttons)
-        self.setMinimumWidth(520)
+        self.setMinimumWidth(600)  # the base's line fits on one or two lines
         self._show_plan()
         self.axes["X"].values.setFocus()
 
