@@ -88,7 +88,8 @@ def test_a_batch_file_runs_from_the_file_menu_and_its_pictures_show_as_they_are_
     lines = []
     studio.jobs.dataChanged.connect(lambda *_: lines.append(describe(studio.jobs.running())
                                                             if studio.jobs.running() else ""))
-    window.batches.batch_action.trigger()
+    file_menu = window.menuBar().actions()[0].menu()
+    next(action for action in file_menu.actions() if action.text() == "Run batch…").trigger()
     assert [row.title for row in (studio.jobs.find(i) for i in studio.jobs.ids())] == [
         "Batch: jobs.jsonl"]
     # The first job's two pictures reach the gallery while the batch still runs.
@@ -191,7 +192,9 @@ def test_the_grid_dialog_makes_a_2x2_grid_and_shows_its_sheet(qtbot, window):
     studio = window.studio
     studio.prompt.update(prompt="a red boat", width=64, height=64, steps=2, seed=11,
                          seed_locked=True)
-    window.batches.grid_action.trigger()
+    file_menu = window.menuBar().actions()[0].menu()
+    next(action for action in file_menu.actions() if action.text() == "Comparison grid…"
+         ).trigger()
     dialog = window.batches.grid_dialog
     assert dialog is not None
     x, y, z = dialog.axes.values()
