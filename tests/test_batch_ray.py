@@ -249,3 +249,28 @@ def test_the_executor_cancels_its_running_tasks(home, tmp_path, cluster):
         assert cluster.processes_running(TASK) == []
     finally:
         executor.close()
+
+
+def test_tasks_ask_for_one_gpu_or_a_share_of_cores_they_then_use():
+    """GPU clusters: one GPU a task; CPU nodes: the smallest node's cores (or fewer threads
+    asked for), and the task's ONNX Runtime threads match, so no node is oversubscribed."""
+    from engine.runtime import RuntimeOptions
+
+    class Nodes:
+        def nodes(self):
+            return [{"Alive": True, "Resources": {"CPU": 8, "GPU": 2}},
+                    {"Alive": True, "Resources": {"CPU": 4}},
+                    {"Alive": False, "Resources": {"CPU": 64}},
+                    {"Alive": True, "Resources": {}}]  # a head node that runs no work
+
+    def shape(runtime):
+        nodes = ray_batch._working_nodes(Nodes(), runtime)
+        return ray_batch._task_shape(nodes, runtime)
+
+    on_gpus = shape(RuntimeOptions())
+    assert (on_gpus.num_gpus, on_gpus.slots, on_gpus.runtime) == (1, 2, RuntimeOptions())
+    on_cpus = shape(RuntimeOptions(providers=("cpu",)))
+    assert (on_cpus.num_gpus, on_cpus.num_cpus, on_cpus.slots) == (0, 4, 3)
+    assert on_cpus.runtime.cpu_threads == 4
+    fewer = shape(RuntimeOptions(providers=("cpu",), cpu_threads=2))
+    assert (fewer.num_cpus, fewer.slots, fewer.runtime.cpu_threads) == (2, 6, 2)

@@ -283,7 +283,7 @@ def _working_nodes(ray: Any, runtime: RuntimeOptions) -> list[dict]:
 
 def _task_shape(nodes: Sequence[dict], runtime: RuntimeOptions) -> TaskShape:
     gpus = [int(node["Resources"].get("GPU", 0)) for node in nodes]
-    if all(gpus):
+    if runtime.providers != ("cpu",) and all(gpus):  # the GPU nodes of _working_nodes
         return TaskShape(num_cpus=1, num_gpus=1, slots=sum(gpus), runtime=runtime)
     cores = [int(node["Resources"]["CPU"]) for node in nodes]
     share = min(cores)
