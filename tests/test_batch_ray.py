@@ -89,6 +89,10 @@ def test_without_ray_installed_the_sentence_says_what_to_install(home, tmp_path,
     assert err == [f"easel: error: {ray_batch.RAY_MISSING}"]
     assert "pip install 'easel[cluster]'" in err[0]
     assert nothing_made(home)
+    # The installed app (frozen) has no pip to run: it says where Ray can be had instead.
+    monkeypatch.setattr("sys.frozen", True, raising=False)
+    assert main(["batch", str(jobs), "--ray", "127.0.0.1:6379"]) == 1
+    assert capsys.readouterr().err.strip() == f"easel: error: {ray_batch.RAY_MISSING_FROZEN}"
 
 
 def test_an_address_nobody_answers_is_one_sentence_at_once(home, tmp_path, capsys):
@@ -215,6 +219,19 @@ def test_models_given_as_the_workers_see_them_are_read_there(home, tmp_path, clu
     assert main(["batch", str(jobs), "--ray", cluster.address,
                  "--ray-models", str(shared)]) == 0, capsys.readouterr().err
     assert len(batch_pictures(home)) == 1
+
+
+def test_a_grid_runs_on_the_cluster_with_the_cells_and_sheet_of_a_local_run(
+        home, tmp_path, cluster, capsys, monkeypatch):
+    grid = ["grid", "a red fox in the centre", "--x", "steps=3,5", "--seed", "4"]
+    assert main([*grid, "--ray", cluster.address]) == 0, capsys.readouterr().err
+    on_cluster = capsys.readouterr().out.split()
+    monkeypatch.setenv("EASEL_HOME", str(tmp_path / "local"))
+    assert main(grid) == 0
+    here = capsys.readouterr().out.split()
+    assert len(on_cluster) == len(here) == 3  # two cells, then the sheet
+    for remote, local in zip(on_cluster, here, strict=True):
+        assert np.array_equal(whole_pixels(Path(remote)), whole_pixels(Path(local)))
 
 
 def test_the_executor_cancels_its_running_tasks(home, tmp_path, cluster):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +41,10 @@ from engine.runtime import CancelToken, RuntimeOptions
 
 RAY_MISSING = ("Running a batch on a Ray cluster needs Ray, which is not installed: "
                "pip install 'easel[cluster]'.")
+# The installed app (a frozen bundle) has no pip and leaves Ray out (79 MB, a cluster's tool).
+RAY_MISSING_FROZEN = ("Running a batch on a Ray cluster needs Ray, which the installed app "
+                      "does not include: install Easel with pip install 'easel[cluster]' on "
+                      "this computer and the workers, and run its easel command.")
 RETRIES = 3  # a task whose worker died runs again this many times
 CONNECT_TIMEOUT_S = 3.0  # the TCP check: ray.init itself would keep trying for long
 GCS_TRIES = 5  # ray.init's tries, a second apart (Ray's default waits 20 s on a refusal)
@@ -193,7 +198,8 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ClusterUnavailable(RAY_MISSING) from None
+        frozen = getattr(sys, "frozen", False)
+        raise ClusterUnavailable(RAY_MISSING_FROZEN if frozen else RAY_MISSING) from None
     return ray
 
 

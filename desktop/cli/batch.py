@@ -37,13 +37,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "(default generate). Every line is checked before any work. Run again "
                     "after a stop, it makes only the pictures the library does not have.")
     batch.add_argument("file", type=Path, help="the batch file (.jsonl or .csv)")
-    batch.add_argument("--ray", metavar="ADDRESS",
-                       help="run the jobs on a Ray cluster: its address (host:port) or auto "
-                            "(needs the cluster extra: pip install 'easel[cluster]')")
-    batch.add_argument("--ray-models", type=Path, metavar="FOLDER",
-                       help="with --ray: the folder holding the model folders, as the workers "
-                            "see it (default: this computer's models folder, which must then "
-                            "be shared with them)")
+    add_cluster_arguments(batch)
     add_runtime_arguments(batch)
     batch.set_defaults(run=_batch)
 
@@ -52,13 +46,11 @@ def _batch(arguments: argparse.Namespace) -> int:
     lines = read_batch_file(arguments.file)
     store = model_store()
     runtime = runtime_options(arguments)
-    if arguments.ray_models is not None and not arguments.ray:
-        say("warning: --ray-models is for a Ray cluster; without --ray it is not used.")
     with open_library() as library:
         maker = JobMaker(store, library, runtime, arguments.file.resolve().parent,
                          prompt_screen())
         jobs = maker.jobs(lines)  # every line checked before any work
-        executor = _executor(arguments, runtime, jobs)
+        executor = executor_for(arguments, runtime, jobs)
         try:
             summary = run_jobs(jobs, maker, library, executor, store, runtime,
                                arguments.file.name)
@@ -67,8 +59,22 @@ def _batch(arguments: argparse.Namespace) -> int:
     return _said(summary)
 
 
-def _executor(arguments: argparse.Namespace, runtime: RuntimeOptions,
-              jobs: list[Job]) -> Executor:
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray ADDRESS`` and ``--ray-models FOLDER``: where the jobs run."""
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run the jobs on a Ray cluster: its address (host:port) or auto "
+                             "(needs the cluster extra: pip install 'easel[cluster]')")
+    parser.add_argument("--ray-models", type=Path, metavar="FOLDER",
+                        help="with --ray: the folder holding the model folders, as the "
+                             "workers see it (default: this computer's models folder, which "
+                             "must then be shared with them; easel models pack makes one)")
+
+
+def executor_for(arguments: argparse.Namespace, runtime: RuntimeOptions,
+                 jobs: list[Job]) -> Executor:
+    """This computer, or the Ray cluster ``--ray`` names (checked before any work)."""
+    if arguments.ray_models is not None and not arguments.ray:
+        say("warning: --ray-models is for a Ray cluster; without --ray it is not used.")
     if not arguments.ray:
         return LocalExecutor(runtime)
     from desktop.batch import cluster

@@ -17,8 +17,13 @@ from desktop.batch.grid import (
     parse_axis,
 )
 from desktop.batch.jobs import JobMaker
-from desktop.batch.local import LocalExecutor
-from desktop.cli.batch import EXIT_CANCELLED, EXIT_FAILURES, run_jobs
+from desktop.cli.batch import (
+    EXIT_CANCELLED,
+    EXIT_FAILURES,
+    add_cluster_arguments,
+    executor_for,
+    run_jobs,
+)
 from desktop.cli.common import (
     HEIGHT_HELP,
     WIDTH_HELP,
@@ -68,6 +73,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     grid.add_argument("--height", type=int, help=HEIGHT_HELP)
     add_emphasis_argument(grid)
     add_rng_argument(grid)
+    add_cluster_arguments(grid)
     add_runtime_arguments(grid)
     grid.set_defaults(run=_grid)
 
@@ -83,7 +89,7 @@ def _grid(arguments: argparse.Namespace) -> int:
     with open_library() as library:
         maker = JobMaker(store, library, runtime, Path.cwd(), prompt_screen())
         jobs = grid_jobs(grid, maker)  # every cell checked before any work
-        executor = LocalExecutor(runtime)
+        executor = executor_for(arguments, runtime, jobs)
         try:
             summary = run_jobs(jobs, maker, library, executor, store, runtime, "grid",
                                unit="cell")
