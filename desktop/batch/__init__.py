@@ -11,4 +11,7 @@ The parts, in the order a batch goes through them:
 - ``runner``: skips the pictures the library already has, runs the rest through an executor,
   saves each picture as it comes (the library's atomic saves), reports progress, sums up.
 - ``progress``: jobs done and left, pictures per minute, time left.
+- ``cluster``: the executor that runs jobs as Ray tasks (only module that imports Ray).
+- ``grid``: comparison grids, their axes and cells as batch lines (``run_grid``), and
+  ``sheet``: the comparison sheet drawn from the cells' pictures.
 """
