@@ -89,3 +89,26 @@ def data_folder_writes(folder: Path) -> Iterator[None]:
         if unusable is None:
             raise
         raise unusable from error
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this computer still runs (the owner of a leftover temporary
+    folder). On Windows it cannot be asked without sending Ctrl+C, so it counts as alive and
+    its leftovers stay."""
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_readable(folder: Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (private to this user) the permissions a
+    normal mkdir would: mode 777 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)

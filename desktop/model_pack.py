@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from desktop.files import fsync_folder
+from desktop.files import fsync_folder, make_readable, process_alive
 from desktop.model_store import ModelStore
 from engine.errors import EaselError, ModelError
 from engine.manifest import read_manifest, verify_manifest
@@ -151,7 +151,7 @@ def _copy_model(plan: _Planned, folder: Path, progress: PackProgress | None) -> 
         if progress is not None:
             progress(f"{plan.name}: checking the copy", len(files), len(files))
         _check_copy(plan, building)
-        _make_readable(building)  # mkdtemp made it private; the workers must read it
+        make_readable(building)  # mkdtemp made it private; the workers must read it
         return _move_into_place(plan, building, folder)
     except OSError as error:
         raise _copy_error(plan, folder, error) from error
@@ -222,27 +222,8 @@ def _remove_abandoned(folder: Path) -> None:
     """Clear what a killed pack on this computer left behind (only if its process is gone)."""
     for leftover in folder.glob(f"{_PACKING}{_HOST}-*"):
         match = re.match(rf"{re.escape(_PACKING + _HOST)}-(\d+)-", leftover.name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        return True  # on Windows os.kill(pid, 0) would send Ctrl+C, not probe
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _make_readable(folder: Path) -> None:
-    """Give the copy's folders the permissions a normal mkdir would (mode 777 less umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
 
 
 def _gigabytes(size: int) -> str:

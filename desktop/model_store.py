@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from desktop import importer, model_kinds
-from desktop.files import fsync_folder
+from desktop.files import fsync_folder, make_readable, process_alive
 from desktop.model_kinds import InstalledModel, ModelKind
 from engine.errors import EaselError, ExportUnavailable, ModelError
 from engine.manifest import manifest_hash, verify_manifest, write_manifest
@@ -199,7 +199,7 @@ class ModelStore:
             build(building)
             write_manifest(building)
             verify_manifest(building, full=True)
-            _make_readable(building)  # mkdtemp made it private to this user
+            make_readable(building)  # mkdtemp made it private to this user
             self.check_new_name(name)  # another import may have taken it meanwhile
             building.rename(self.root / name)
             fsync_folder(self.root)
@@ -228,7 +228,7 @@ class ModelStore:
         """Clear what a killed import or removal left behind (only if its process is gone)."""
         for folder in self.root.glob(f"{_IMPORTING}*"):
             pid = _pid_in(folder.name)
-            if pid is None or not _process_alive(pid):
+            if pid is None or not process_alive(pid):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -244,23 +244,3 @@ def _kind_name(folder: Path) -> str | None:
 def _pid_in(name: str) -> int | None:
     match = re.match(rf"{re.escape(_IMPORTING)}(?:removed-)?(\d+)-", name)
     return int(match.group(1)) if match else None
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        # On Windows os.kill(pid, 0) would send Ctrl+C, not probe: leftovers stay there.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _make_readable(folder: Path) -> None:
-    """Give the model folder the permissions a normal mkdir would (mode 777 less umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
