@@ -24,6 +24,7 @@ from desktop.batch.work import Done
 from desktop.cli import main
 from desktop.library import Library
 from engine.errors import BadRequest
+from tests.batch_files import batch_pictures, write_jsonl
 
 PROMPTS = ["a red fox in the centre", "a dog on the left, on a green background",
            "a big cat in the centre"]
@@ -34,21 +35,6 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("EASEL_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
 
-
-def write_jsonl(path: Path, jobs: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
-    return path
-
-
-def batch_pictures(home: Path) -> dict[tuple[str, int], list[Path]]:
-    """Every library picture made by a batch, by (job id, picture index)."""
-    found: dict[tuple[str, int], list[Path]] = {}
-    with Library.open(home) as library:
-        for entry in library.search(limit=10_000).entries:
-            batch = entry.parameters.get("batch")
-            if batch:
-                found.setdefault((batch["job"], batch["picture"]), []).append(entry.path)
-    return found
 
 
 def pixels(path: Path) -> np.ndarray:

@@ -6,7 +6,6 @@ local batch; and the ways a cluster cannot be used, each one sentence with nothi
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import signal
 import threading
@@ -20,6 +19,7 @@ from PIL import Image
 from desktop.batch import cluster as ray_batch
 from desktop.cli import main
 from desktop.library import Library
+from tests.batch_files import batch_pictures, write_jsonl
 from tests.ray_cluster import AUTH_OFF, RayCluster, free_port
 
 pytest.importorskip("ray")
@@ -42,21 +42,6 @@ def cluster():
     with RayCluster(workers=2, cpus_per_worker=1) as running:
         yield running
 
-
-def write_jsonl(path: Path, jobs: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
-    return path
-
-
-def batch_pictures(home: Path) -> dict[tuple[str, int], list[Path]]:
-    """Every library picture made by a batch, by (job id, picture index)."""
-    found: dict[tuple[str, int], list[Path]] = {}
-    with Library.open(home) as library:
-        for entry in library.search(limit=10_000).entries:
-            batch = entry.parameters.get("batch")
-            if batch:
-                found.setdefault((batch["job"], batch["picture"]), []).append(entry.path)
-    return found
 
 
 def whole_pixels(path: Path) -> np.ndarray:
@@ -104,6 +89,30 @@ def test_an_address_nobody_answers_is_one_sentence_at_once(home, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"easel: error: No Ray cluster answers at "
                                                f"{address}")
+    assert nothing_made(home)
+
+
+def test_a_server_that_is_no_ray_head_is_one_sentence_at_once(home, tmp_path, capfd):
+    """Something answers at the address (a web server, another program): it is said at once,
+    not after ray.init's five tries of 40 s each, with none of Ray's own lines."""
+    import socketserver
+
+    class Refuses(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Refuses) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        address = f"127.0.0.1:{server.server_address[1]}"
+        jobs = write_jsonl(tmp_path / "jobs.jsonl", JOBS[:1])
+        started = time.monotonic()
+        assert main(["batch", str(jobs), "--ray", address]) == 1
+        assert time.monotonic() - started < 10
+        server.shutdown()
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"easel: error: Something answers at {address}, but not a Ray cluster's "
+                   "head node; check the port (6379 by default)."]
     assert nothing_made(home)
 
 

@@ -22,10 +22,12 @@ again elsewhere, up to ``RETRIES`` times. A job failing for its own reasons is n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -227,12 +229,41 @@ def _check_reachable(address: str) -> None:
         raise ClusterUnavailable(f"'{address}' is not a Ray cluster address; give it as "
                                  "host:port (the head node's, port 6379 by default) or auto.")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT_S) as link:
+            speaks_grpc = _answers_http2(link)
     except OSError as error:
         reason = error.strerror or type(error).__name__.lower()
         raise ClusterUnavailable(f"No Ray cluster answers at {address} ({reason}); check the "
                                  "address and that the cluster is running.") from None
+    if not speaks_grpc:
+        raise ClusterUnavailable(f"Something answers at {address}, but not a Ray cluster's "
+                                 "head node; check the port (6379 by default).")
+
+
+# An HTTP/2 client's first words: the preface, then an empty SETTINGS frame (RFC 9113, 3.4).
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
+
+
+def _answers_http2(link: socket.socket) -> bool:
+    """Whether the server speaks HTTP/2, as a Ray head's gRPC server does: it answers the
+    preface with its own SETTINGS frame. Anything else there (a web server, another program)
+    would keep ray.init trying for 40 s a try, 200 s in all. A cluster with TLS (RAY_USE_TLS)
+    answers only after a handshake, so it is not asked."""
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        return True
+    link.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        link.sendall(_HTTP2_HELLO)
+        header = b""
+        while len(header) < 9:
+            chunk = link.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:
+        return False
+    return header[3] == _SETTINGS
 
 
 def _init(ray: Any, address: str) -> None:
@@ -240,8 +271,9 @@ def _init(ray: Any, address: str) -> None:
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(GCS_TRIES))
     _errors_to_stderr()
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
-                 configure_logging=True)
+        with _native_messages_held():
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                     configure_logging=True)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, its own errors
         if "auth" in _chain_text(error).lower():
             raise ClusterUnavailable(
@@ -250,6 +282,26 @@ def _init(ray: Any, address: str) -> None:
         raise ClusterUnavailable(f"Could not connect to the Ray cluster at {address} "
                                  f"({type(error).__name__}); is it a Ray head node of the "
                                  f"same Ray version ({ray.__version__})?") from None
+
+
+@contextlib.contextmanager
+def _native_messages_held() -> Iterator[None]:
+    """Hold what Ray's C++ core writes on stderr while it connects (a line a second of
+    "Failed to get cluster ID from GCS server" for each try, seen with a server that is not a
+    Ray head): when connecting fails, the one sentence says it all and they are dropped; when
+    it works, they are written out after all. The stream is the process's own file
+    descriptor 2, which no Ray setting quiets."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)  # reached only when connecting worked
+        sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _errors_to_stderr() -> None:
