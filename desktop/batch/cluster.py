@@ -10,7 +10,7 @@ What a task asks of the cluster (``_task_shape``):
   that fills one GPU never shares it. CPU-only nodes of such a cluster get no work.
 - On CPU nodes, a task takes a share of a node's cores and its ONNX Runtime sessions run that
   many threads, so the tasks on a node never oversubscribe its cores. The share is the
-  smallest worker node's core count (or the user's ``--cpu-threads`` when smaller): one model
+  smallest worker node's core count (or the user's ``--threads`` when smaller): one model
   copy per node where nodes are alike, since a model in memory per core would not fit.
 
 A worker process keeps its model loaded between tasks (``_worker_models``: Ray reuses
