@@ -108,6 +108,8 @@ def test_a_batch_file_runs_from_the_file_menu_and_its_pictures_show_as_they_are_
                     window.statusBar().currentMessage(), timeout=WAIT_MS)
     assert window.last_problem is None
     assert studio.jobs.rowCount() == 0
+    # The status line says where the batch ran, as after a generation ("CPU (2 threads)").
+    assert "thread" in studio.device.summary
 
 
 def test_a_bad_line_is_its_one_sentence_and_nothing_is_queued(qtbot, window, tmp_path,

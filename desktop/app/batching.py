@@ -57,6 +57,7 @@ class PipelinesExecutor:
                  ) -> None:
         self.pipelines = pipelines
         self.clock = clock
+        self.device: Device | None = None  # where the last picture was made, for the status line
 
     def run(self, works: Iterable[Work], cancel: CancelToken,
             on_progress: ProgressCallback | None = None) -> Iterator[Done]:
@@ -72,7 +73,9 @@ class PipelinesExecutor:
             raise
         except EaselError as error:
             return Done(work, error=str(error), seconds=self.clock() - started)
-        return Done(work, result.images, result.warnings, result.device.summary,
+        report = result.device
+        self.device = Device(report.summary, report.reason, report.note)
+        return Done(work, result.images, result.warnings, report.summary,
                     seconds=self.clock() - started)
 
     def close(self) -> None:
@@ -90,6 +93,7 @@ class BatchOutcome:
     title: str  # "Batch: prompts.jsonl"
     summary: Summary
     notes: tuple[str, ...] = ()
+    device: Device | None = None  # where its last picture was made; None when none was
 
     @property
     def failed(self) -> bool:
@@ -184,11 +188,12 @@ def run_batch_job(jobs: Sequence[Job], maker: JobMaker, library: Library,
     and saved as it comes; Cancel stops after the pictures made so far are saved."""
     line = QueueLine(context, title, *pictures_to_make(jobs, library))
     checks = _safety(pipelines, context.cancel)
-    summary = run_batch(jobs, maker, library, PipelinesExecutor(pipelines), context.cancel,
+    executor = PipelinesExecutor(pipelines)
+    summary = run_batch(jobs, maker, library, executor, context.cancel,
                         file_name=file_name, report=line.job_finished,
                         safety_checks=checks, on_progress=line.step)
     context.cancel.raise_if_cancelled()  # the queue says what a cancelled batch kept
-    return BatchOutcome(title, summary, checks.said() if checks else ())
+    return BatchOutcome(title, summary, checks.said() if checks else (), executor.device)
 
 
 def run_grid_job(grid: Grid, maker: JobMaker, library: Library, pipelines: Pipelines,
@@ -199,10 +204,13 @@ def run_grid_job(grid: Grid, maker: JobMaker, library: Library, pipelines: Pipel
     failed), the summary alone."""
     line = QueueLine(context, title, pictures, pictures)
     checks = _safety(pipelines, context.cancel)
-    made = run_grid(grid, maker, library, PipelinesExecutor(pipelines), context.cancel,
+    executor = PipelinesExecutor(pipelines)
+    made = run_grid(grid, maker, library, executor, context.cancel,
                     report=line.job_finished, safety_checks=checks, on_progress=line.step)
     context.cancel.raise_if_cancelled()
-    outcome = BatchOutcome(title, made.summary, checks.said() if checks else ())
+    outcome = BatchOutcome(title, made.summary, checks.said() if checks else (),
+                           executor.device)
+    device = executor.device or device
     sheet: ImageEntry | None = made.sheet
     if sheet is None:
         return outcome

@@ -250,6 +250,9 @@ class BatchModel(QObject):
             return
         studio.gallery.refresh()
         studio.history.refresh()
+        if outcome.device is not None and outcome.device != studio.device:
+            studio.device = outcome.device  # the status line says where the batch ran
+            studio.device_changed.emit()
         if outcome.failed:
             self.problem.emit(outcome.text())
         else:
