@@ -157,14 +157,12 @@ class QueueLine:
         self.pictures = pictures
         self.done = 0
         self.line = BatchProgress(0, jobs, 0, pictures, 0, 0.0).line()
-        self.device = ""
         context.report(0, 1, 0, max(pictures, 1), stage=title, detail=self.line)
 
     def job_finished(self, finished: JobFinished) -> None:
         progress = finished.progress
         self.done, self.pictures = progress.pictures_done, progress.pictures
         self.line = progress.line()
-        self.device = finished.done.device or self.device
         # A last step is always sent (never dropped by the worker's throttle), so the
         # view-model hears of every saved picture.
         self.context.report(1, 1, max(self.done - 1, 0), max(self.pictures, 1),
