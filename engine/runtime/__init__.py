@@ -6,6 +6,13 @@ everything onnxruntime raises comes out as an ``engine.errors`` error with one s
 
 from engine.runtime.cancel import CancelToken
 from engine.runtime.device import DeviceReport
+from engine.runtime.prepare import (
+    Graph,
+    Preparation,
+    PrepareFailed,
+    needs_preparing,
+    prepare_graphs,
+)
 from engine.runtime.providers import available_providers, resolve_providers
 from engine.runtime.sessions import (
     InitializerOverrides,
@@ -14,19 +21,28 @@ from engine.runtime.sessions import (
     build_session_options,
     clear_sessions,
     get_session,
+    is_loaded,
+    open_session,
     release_sessions,
 )
 
 __all__ = [
     "CancelToken",
     "DeviceReport",
+    "Graph",
     "InitializerOverrides",
+    "Preparation",
+    "PrepareFailed",
     "RuntimeOptions",
     "Session",
     "available_providers",
     "build_session_options",
     "clear_sessions",
     "get_session",
+    "is_loaded",
+    "needs_preparing",
+    "open_session",
+    "prepare_graphs",
     "release_sessions",
     "resolve_providers",
 ]

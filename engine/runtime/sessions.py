@@ -246,6 +246,19 @@ def get_session(path: Path, options: RuntimeOptions | None = None,
     return session
 
 
+def open_session(path: Path, options: RuntimeOptions | None = None) -> Session:
+    """A new session for ``path``, made exactly as ``get_session`` makes one (through the
+    optimised-graph cache, which it fills) but not kept: preparing a model ahead of its use
+    (engine.runtime.prepare) wants the cache entry, not the memory."""
+    options = options or RuntimeOptions()
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ModelError(f"The model file {path} is missing.")
+    with _lock:
+        _quiet_onnxruntime()
+    return _open(path, options)
+
+
 def is_loaded(path: Path) -> bool:
     """Whether a session of the model file ``path`` is open (its memory already taken)."""
     path = Path(path).resolve()
