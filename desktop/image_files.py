@@ -75,6 +75,8 @@ def a1111_parameters(parameters: GenerationParameters) -> str:
     settings += [(f"ControlNet {index}", a1111_image_prompt_value(prompt))
                  for index, prompt in enumerate(parameters.image_prompts,
                                                 start=len(parameters.controls))]
+    if parameters.decoder:  # fast decode: A1111 names the VAE that decoded the picture so
+        settings.append(("VAE", parameters.decoder))
     if parameters.emphasis == "none":  # A1111 writes its emphasis only when not the default
         settings.append(("Emphasis", "No norm"))
     # A1111 reads no "RNG" as its GPU noise; numpy's has no A1111 name, so it writes none.
@@ -123,7 +125,9 @@ def easel_metadata(parameters: GenerationParameters, image_id: str) -> dict:
                                            ("region_weight", parameters.region_weight),
                                            ("scale", parameters.scale),
                                            ("upscaler", parameters.upscaler),
-                                           ("base_size", _pair(parameters.base_size)))
+                                           ("base_size", _pair(parameters.base_size)),
+                                           # fast decode: the tiny VAE that decoded it
+                                           ("decoder", parameters.decoder))
            if value is not None},
     }
 
@@ -261,7 +265,8 @@ def read_parameters(path: Path) -> GenerationParameters | None:
                              for embedding in data.get("embeddings", [])),
             controls=tuple(RecordedControl(**control) for control in data.get("controls", [])),
             image_prompts=tuple(RecordedImagePrompt(**prompt)
-                                for prompt in data.get("image_prompts", [])))
+                                for prompt in data.get("image_prompts", [])),
+            decoder=None if data.get("decoder") is None else str(data["decoder"]))
         a1111_sampler_name(parameters.scheduler)  # a name Easel can write again
     except (OSError, ValueError, KeyError, TypeError, AttributeError, BadRequest):
         return None

@@ -313,7 +313,8 @@ class DiffusionPipeline:
         def report(step: int, latents: np.ndarray) -> None:
             if on_progress is not None:
                 on_progress(Progress(index, count, step, steps, latents,
-                                     self.model.preview_factors))
+                                     self.model.preview_factors,
+                                     preview_decoder=self.model.preview_decoder))
 
         return report
 
@@ -381,9 +382,18 @@ class DiffusionPipeline:
                  for start in range(0, batch, most)]
         return np.concatenate(parts)
 
+    @property
+    def decoder_name(self) -> str | None:
+        """The tiny VAE that decodes the final pictures ("fast decode"), for their metadata;
+        None when the model's own VAE does."""
+        fast = self.model.fast_decoder
+        return None if fast is None else fast.name
+
     def decode_latents(self, latents: np.ndarray, cancel: CancelToken) -> np.ndarray:
         """uint8 (H, W, 3) pixels; a NaN or black frame is a failure, never a picture."""
         cancel.raise_if_cancelled()
+        if self.model.fast_decoder is not None:  # it reads the latents as the UNet made them
+            return self.model.fast_decoder.decode(latents, cancel)[0]
         description = self.description
         latents = latents / np.float32(description.latent_scaling_factor)
         latents = latents + np.float32(description.latent_shift_factor)

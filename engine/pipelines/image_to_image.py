@@ -175,6 +175,7 @@ class ImageToImagePipeline(DiffusionPipeline):
             width=width, height=height, steps=steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
+            decoder=self.decoder_name,
             operation=operation, strength=strength, generator=stored_name(request.generator),
             emphasis=request.emphasis, loras=recorded_loras(request.loras),
             embeddings=recorded_embeddings(request.embeddings, request.prompt,

@@ -133,6 +133,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=self.description.family,
+            decoder=self.decoder_name,
             operation="instruct_pix2pix", image_guidance=float(image_guidance),
             generator=stored_name(request.generator), emphasis=request.emphasis,
             loras=recorded_loras(request.loras),

@@ -118,6 +118,7 @@ class TextToImagePipeline(DiffusionPipeline):
             width=width, height=height, steps=settings.steps, guidance=settings.guidance,
             scheduler=settings.scheduler, seed=request.seed, model_name=self.model.name,
             model_hash=self.model.hash, model_family=description.family,
+            decoder=self.decoder_name,
             generator=stored_name(request.generator), emphasis=request.emphasis,
             loras=recorded_loras(request.loras),
             embeddings=recorded_embeddings(request.embeddings, request.prompt,
