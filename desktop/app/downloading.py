@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from desktop.app.generation import saved_runtime_options
 from desktop.catalogue import Entry
 from desktop.downloads import DownloadProgress, partial_path
 from desktop.model_sources import get
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.units import duration_text
-from engine.runtime import CancelToken
+from engine.errors import EaselError
+from engine.runtime import CancelToken, RuntimeOptions
 
 
 class Context(Protocol):
@@ -31,9 +33,10 @@ class Context(Protocol):
 
 
 def get_model(store: ModelStore, entry: Entry, downloads: Path, keep_download: bool,
-              context: Context) -> InstalledModel:
+              context: Context, runtime: RuntimeOptions | None = None) -> InstalledModel:
     """Download ``entry`` into ``downloads/ENTRY`` (resuming what a cancelled try left),
-    import it, and delete the download unless ``keep_download``."""
+    import it, delete the download unless ``keep_download``, and prepare the model for
+    ``runtime`` (default: the saved settings'), as the window will load it."""
     download = get.from_entry(entry)
     tally = _Tally(entry, Path(downloads) / download.label)
     stage = f"Downloading {entry.name}"
@@ -46,9 +49,13 @@ def get_model(store: ModelStore, entry: Entry, downloads: Path, keep_download: b
     def imported(step_name: str, done: int, total: int) -> None:
         context.report(done, max(total, 1), stage=step_name)
 
+    try:
+        runtime = runtime or saved_runtime_options()
+    except EaselError:  # an unusable data folder: the download says so itself
+        runtime = None
     return get.get_model(download, store, Path(downloads), fetched=fetched, imported=imported,
                          should_stop=lambda: context.cancel.cancelled,
-                         keep_download=keep_download)
+                         keep_download=keep_download, prepare_for=runtime)
 
 
 def bytes_kept(entry: Entry, downloads: Path) -> int:

@@ -18,16 +18,18 @@ from typing import Protocol
 import numpy as np
 
 from desktop import paths
+from desktop import settings as settings_file
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
+from desktop.model_prepare import prepare_installed
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import check_failure, flagged_record, safety_checks
 from desktop.settings import Settings
 from engine.control.control import Control
-from engine.errors import BadRequest
+from engine.errors import BadRequest, EaselError
 from engine.image_prompt.prompt import ImagePrompt
-from engine.model import Model, load_model
+from engine.model import Model, load_model, unprepared_graphs
 from engine.pipelines.guides import input_pictures
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.image_to_image import ImageToImagePipeline
@@ -48,7 +50,7 @@ from engine.request import (
     RegionsRequest,
     TextToImageRequest,
 )
-from engine.runtime import CancelToken, RuntimeOptions, release_sessions
+from engine.runtime import CancelToken, RuntimeOptions, is_loaded, release_sessions
 from engine.upscale import UpscalePipeline, Upscaler, UpscaleRequest, load_upscaler
 from engine.upscale.tiles import TileProgress
 
@@ -115,6 +117,16 @@ def chosen_upscaler(store: ModelStore, preferred: str = "") -> str | None:
 def runtime_options(settings: Settings) -> RuntimeOptions:
     return RuntimeOptions(providers=settings.providers, cpu_threads=settings.cpu_threads,
                           optimized_cache=paths.optimized_graphs_dir())
+
+
+def saved_runtime_options() -> RuntimeOptions:
+    """The options of the saved settings, which the window runs with: for a job that was not
+    handed them (an import preparing its model for them)."""
+    return runtime_options(settings_file.load(settings_file.default_path()).settings)
+
+
+# What the job queue says while a model's first load optimises its graphs ("Preparing ...").
+PREPARING_STAGE = "preparing {model} for this processor (once, may take a minute)"
 
 
 def with_prompt_loras(store: ModelStore, request: Request) -> Request:
@@ -202,7 +214,21 @@ class EnginePipelines:
         request = with_prompt_loras(self.store, request)  # <lora:NAME:WEIGHT> in the prompt
         request = with_embeddings(self.store, request, loaded.description.family)
         pipeline.check_inputs(request)  # a bad request fails before anything loads
+        self._say_if_preparing(loaded, on_progress)
         return pipeline(request, on_progress, cancel)
+
+    def _say_if_preparing(self, model: Model, on_progress: ProgressCallback) -> None:
+        """Before a first load that optimises the model's graphs (a model imported before
+        imports prepared them, another onnxruntime or provider, an emptied cache), say so:
+        the queue shows it instead of a frozen 0% for up to a minute."""
+        if is_loaded(model.folder / "unet" / "model.onnx"):
+            return  # loaded already: nothing will be optimised
+        if not unprepared_graphs(model.folder, self.runtime):
+            return
+        channels = model.description.latent_channels
+        on_progress(Progress(image=0, images=1, step=0, steps=1,
+                             latents=np.zeros((1, channels, 1, 1), np.float32),
+                             stage=PREPARING_STAGE.format(model=model.name)))
 
     def upscale(self, upscaler: str | None, request: UpscaleRequest, on_tile: TileProgress,
                 cancel: CancelToken) -> GenerationResult:
@@ -254,8 +280,10 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
     with the operation the engine names and, for an edit of a library picture, its id."""
 
     def on_progress(progress: Progress) -> None:
+        # Step 0 is a stage said before any step ("preparing"): no latents to show yet.
+        preview = progress.preview if progress.step else None
         context.report(progress.step, progress.steps, progress.image, progress.images,
-                       progress.preview, progress.stage)
+                       preview, progress.stage)
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved
@@ -295,10 +323,26 @@ def _flagged_note(verdicts: list[dict]) -> tuple[str, ...]:
 
 
 def import_model(store: ModelStore, source: Path, context: Context,
-                 name: str | None = None) -> InstalledModel:
-    """The same import as ``easel models import``, stopping when the job is cancelled."""
+                 name: str | None = None, runtime: RuntimeOptions | None = None
+                 ) -> InstalledModel:
+    """The same import as ``easel models import``, stopping when the job is cancelled, then
+    the model prepared for ``runtime`` (default: the saved settings'), so its first picture
+    loads quickly. A cancel or a failure while preparing leaves the model installed: its
+    first use prepares it (desktop.model_prepare)."""
 
     def progress(stage: str, done: int, total: int) -> None:
         context.report(done, max(total, 1), stage=stage)
 
-    return store.import_model(source, name, progress, lambda: context.cancel.cancelled)
+    def should_stop() -> bool:
+        return context.cancel.cancelled
+
+    model = store.import_model(source, name, progress, should_stop)
+    try:
+        runtime = runtime or saved_runtime_options()
+    except EaselError:  # an unusable data folder: the first load says so, not the import
+        return model
+    outcome = prepare_installed(model, runtime, progress, should_stop)
+    if outcome is not None:
+        clause = outcome.clause()
+        progress(clause[:1].upper() + clause[1:], 1, 1)
+    return model

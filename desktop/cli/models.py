@@ -7,7 +7,8 @@ from pathlib import Path
 
 from desktop import model_kinds
 from desktop.cli import model_sources
-from desktop.cli.common import model_store, say
+from desktop.cli.common import add_runtime_arguments, model_store, runtime_options, say
+from desktop.model_prepare import installed_line, prepare_installed
 from desktop.model_sources import hf_cache
 from desktop.units import size_text
 
@@ -32,6 +33,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     importing.add_argument("--name", help="name to install it under (default: folder name)")
     importing.add_argument("--kind", choices=[kind.name for kind in model_kinds.KINDS],
                            help="what the model is, where its content could be either")
+    importing.add_argument("--no-prepare", action="store_true",
+                           help="leave optimising the model for this processor to its first "
+                                "use (by default the import does it, so the first load is "
+                                "quick)")
+    add_runtime_arguments(importing)  # what it is prepared for: give generate's the same
     importing.set_defaults(run=_import_model)
     listing = model_commands.add_parser("list", help="list installed models")
     listing.set_defaults(run=_list_models)
@@ -64,10 +70,12 @@ def _import_model(arguments: argparse.Namespace) -> int:
         cached = hf_cache.cached_snapshot(arguments.source, hint=_get_hint(arguments.source))
         say(f"Importing {arguments.source} from the Hugging Face cache ({cached.folder}).")
         source, name = cached.folder, name or arguments.source.split("/")[1]
+    runtime = None if arguments.no_prepare else runtime_options(arguments)  # bad ones: now
     model = store.import_model(source, name, progress,
                                family=arguments.family, prediction=arguments.prediction,
                                distillation=distillation, kind=arguments.kind)
-    print(f"Installed '{model.name}' ({model.family}, {size_text(model.size_bytes)}).")
+    outcome = None if runtime is None else prepare_installed(model, runtime, progress)
+    print(installed_line(model, outcome))
     return 0
 
 

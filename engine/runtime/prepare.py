@@ -23,7 +23,8 @@ from engine.runtime.device import provider_problem
 from engine.runtime.providers import resolve_providers
 from engine.runtime.sessions import RuntimeOptions, open_session
 
-# (what is being prepared in the user's words, done, total), before each graph.
+# (what is being prepared in the user's words, its number from 1, how many), before each
+# graph, as the model store numbers an import's stages.
 PrepareProgress = Callable[[str, int, int], None]
 
 
@@ -115,10 +116,9 @@ def prepare_graphs(
             done.append(PreparedGraph(graph, 0.0, False))
             continue
         if progress is not None:
-            progress(f"Preparing {graph.label} for this processor (once)", index, len(graphs))
+            progress(f"Preparing {graph.label} for this processor (once)", index + 1,
+                     len(graphs))
         done.append(_prepare(graph, runtime))
-    if progress is not None and graphs:
-        progress("Prepared for this processor", len(graphs), len(graphs))
     return Preparation(tuple(done), time.perf_counter() - started)
 
 
@@ -129,5 +129,5 @@ def _prepare(graph: Graph, runtime: RuntimeOptions) -> PreparedGraph:
     if needs_preparing(graph.file, runtime):
         # The loader opens a model even when its copy cannot be saved (a full disk).
         raise PrepareFailed(f"The optimised copy of {graph.label} could not be kept in "
-                            f"{runtime.optimized_cache} (is the disk full or read-only?).")
+                            f"{runtime.optimized_cache}: is the disk full or read-only?")
     return PreparedGraph(graph, time.perf_counter() - started, True)
