@@ -22,6 +22,7 @@ from desktop.model_kinds import (
     lora,
     safety_checker,
     segmenter,
+    tiny_vae,
     upscaler,
 )
 from desktop.model_kinds.kind import InstalledModel, ModelKind
@@ -32,7 +33,7 @@ __all__ = ["KINDS", "InstalledModel", "ModelKind", "kind_named", "kind_of_folder
 
 KINDS: tuple[ModelKind, ...] = (diffusion, upscaler, lora, embedding, controlnet, annotator,
                                 ip_adapter, image_encoder, segmenter, face_restorer,
-                                face_detector, safety_checker)
+                                face_detector, safety_checker, tiny_vae)
 
 
 def kind_named(name: str) -> ModelKind:
