@@ -29,7 +29,7 @@ from desktop.settings import Settings
 from engine.control.control import Control
 from engine.errors import BadRequest, EaselError
 from engine.image_prompt.prompt import ImagePrompt
-from engine.model import Model, load_model, unprepared_graphs
+from engine.model import Model, load_model
 from engine.pipelines.guides import input_pictures
 from engine.pipelines.hires_fix import HiresFixPipeline
 from engine.pipelines.image_to_image import ImageToImagePipeline
@@ -50,7 +50,13 @@ from engine.request import (
     RegionsRequest,
     TextToImageRequest,
 )
-from engine.runtime import CancelToken, RuntimeOptions, is_loaded, release_sessions
+from engine.runtime import (
+    CancelToken,
+    RuntimeOptions,
+    is_loaded,
+    needs_preparing,
+    release_sessions,
+)
 from engine.upscale import UpscalePipeline, Upscaler, UpscaleRequest, load_upscaler
 from engine.upscale.tiles import TileProgress
 
@@ -221,9 +227,10 @@ class EnginePipelines:
         """Before a first load that optimises the model's graphs (a model imported before
         imports prepared them, another onnxruntime or provider, an emptied cache), say so:
         the queue shows it instead of a frozen 0% for up to a minute."""
-        if is_loaded(model.folder / "unet" / "model.onnx"):
-            return  # loaded already: nothing will be optimised
-        if not unprepared_graphs(model.folder, self.runtime):
+        # The UNet is nearly all of that time (9 s of 10 for SD 1.5 on 2 cores); a run that
+        # loads the VAE encoder for the first time optimises it in a fraction of a second.
+        unet = model.folder / "unet" / "model.onnx"
+        if is_loaded(unet) or not needs_preparing(unet, self.runtime):
             return
         channels = model.description.latent_channels
         on_progress(Progress(image=0, images=1, step=0, steps=1,
