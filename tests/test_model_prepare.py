@@ -244,3 +244,22 @@ def test_switching_between_two_kept_models_reloads_nothing(model, tmp_path):
     for name in ("tiny", "other", "tiny"):
         assert _stages(pipelines, name) == [""]  # no "Preparing", no new load
         assert pipelines._models[name].unet is unets[name]
+
+
+def test_the_preparing_stage_reaches_the_queue_without_a_preview(model, tmp_path):
+    from desktop.library import Library
+
+    shown: list[tuple[str, bool]] = []
+
+    class Shown(Recorded):
+        def report(self, step, steps, image=0, images=1, preview=None, stage=""):  # noqa: ANN001
+            shown.append((stage, preview is not None))
+
+    pipelines = EnginePipelines(ModelStore(model.parent), cache_runtime(tmp_path))
+    library = Library.open(tmp_path / "data")
+    request = TextToImageRequest("a red chair", width=64, height=64, steps=1, seed=1)
+
+    outcome = generation.generate(pipelines, library, "tiny", request, Shown())
+
+    assert len(outcome.entries) == 1
+    assert shown == [(PREPARING_STAGE.format(model="tiny"), False), ("", True)]
