@@ -178,7 +178,8 @@ def test_the_family_comes_from_the_option_else_from_xl_in_a_name():
 
 
 def test_the_family_option_decides_the_import(tmp_path, store, vae):
-    folder = hub_folder(vae, tmp_path / "taesdxl")
+    # As the Hugging Face cache keeps madebyollin/taesdxl: the folder is named by a commit.
+    folder = hub_folder(vae, tmp_path / "models--madebyollin--taesdxl" / "snapshots" / "0a1b2c")
     by_name = store.import_model(folder, name="by-name")
     by_option = store.import_model(folder, name="by-option", family="sd1")
 

@@ -47,6 +47,8 @@ DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_m
 # convolutions ("3.conv.0.weight") and a block's 1x1 skip when its channels change.
 _BARE_NAME = re.compile(r"\d+\.(?:weight|bias|conv\.\d+\.(?:weight|bias)|skip\.weight)")
 DECODER, ENCODER = "decoder", "encoder"
+# TAESD's decoder and encoder are about 5 MB each in float32.
+_MAX_FILE_BYTES = 64 * 1024 * 1024
 # What the other tiny VAEs of the family decode, for the sentence that refuses them.
 _OTHER_LATENTS = {16: "TAESD3 or TAEF1, made for SD3 and FLUX"}
 
@@ -90,10 +92,12 @@ def file_role(path: Path) -> str | None:
 
 
 def files_in(folder: Path) -> dict[Path, str]:
-    """The madebyollin weights files at the top of ``folder``, each with its role."""
+    """The madebyollin weights files at the top of ``folder``, each with its role. Files
+    larger than any tiny VAE are not read: a folder of checkpoints is asked about quickly."""
     if not Path(folder).is_dir():
         return {}
-    roles = {path: file_role(path) for path in sorted(Path(folder).iterdir()) if path.is_file()}
+    roles = {path: file_role(path) for path in sorted(Path(folder).iterdir())
+             if path.is_file() and path.stat().st_size <= _MAX_FILE_BYTES}
     return {path: role for path, role in roles.items() if role is not None}
 
 
@@ -105,16 +109,17 @@ def import_tiny_vae(source: Path, building: Path, family: str | None = None) -> 
     "sdxl") says which latents it decodes; without it, "xl" in a name means SDXL's."""
     source = Path(source)
     folder = source if source.is_dir() else source.parent
-    with tempfile.TemporaryDirectory(prefix="easel-tiny-vae-", dir=building) as scratch:
-        if source.is_dir() and is_tiny_vae_folder(source):
-            shown, names = source.name, [source.name]
-            vae = _diffusers_vae(source, Path(scratch))
-        else:
-            decoder = _decoder_file(source)
-            shown = decoder.name if source.is_file() else f"{source.name}/{decoder.name}"
-            names = [decoder.name] + ([source.name] if source.is_dir() else [])
-            vae = _single_file_vae(decoder, shown, Path(scratch))
+    decoder = None if source.is_dir() and is_tiny_vae_folder(source) else _decoder_file(source)
+    if decoder is None:
+        shown, names = source.name, [source.name]
+    else:
+        shown = decoder.name if source.is_file() else f"{source.name}/{decoder.name}"
+        names = [decoder.name] + ([source.name] if source.is_dir() else [])
+    # Decided before the weights are read: a wrong option is refused at once.
     variant, decided_by = decide_variant(family, names + _snapshot_repo(folder))
+    with tempfile.TemporaryDirectory(prefix="easel-tiny-vae-", dir=building) as scratch:
+        vae = _diffusers_vae(source, Path(scratch)) if decoder is None else \
+            _single_file_vae(decoder, shown, Path(scratch))
     from engine.export.controlnet_source import _readme_licence
 
     export_tiny_vae(vae, building, describe_variant(variant, decided_by, shown,
