@@ -52,13 +52,19 @@ class PrepareOutcome:
         return f"prepared for this processor in {self.seconds:.1f} s"
 
 
+def is_prepared_ahead(model: InstalledModel) -> bool:
+    """Whether an import prepares ``model``'s kind: diffusion models, whose UNet is most of a
+    first load (the other kinds' graphs load in a moment)."""
+    return model.kind == "diffusion"
+
+
 def prepare_installed(model: InstalledModel, runtime: RuntimeOptions,
                       progress: Progress | None = None,
                       should_stop: Callable[[], bool] | None = None) -> PrepareOutcome | None:
     """Prepare ``model`` (just installed) for loading with ``runtime``; None for a kind with
     nothing to prepare (only diffusion models' graphs are optimised ahead). Never raises
     for what stops the preparing: the outcome says it in a clause."""
-    if model.kind != "diffusion":
+    if not is_prepared_ahead(model):
         return None
     started = time.perf_counter()
     try:

@@ -22,7 +22,7 @@ from desktop import settings as settings_file
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
-from desktop.model_prepare import prepare_installed
+from desktop.model_prepare import is_prepared_ahead, prepare_installed
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import check_failure, flagged_record, safety_checks
 from desktop.settings import Settings
@@ -344,6 +344,8 @@ def import_model(store: ModelStore, source: Path, context: Context,
         return context.cancel.cancelled
 
     model = store.import_model(source, name, progress, should_stop)
+    if not is_prepared_ahead(model):
+        return model
     try:
         runtime = runtime or saved_runtime_options()
     except EaselError:  # an unusable data folder: the first load says so, not the import

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from desktop.catalogue import Entry
 from desktop.downloads import DownloadProgress, FileToFetch, download_files
-from desktop.model_prepare import command_line_runtime, prepare_installed
+from desktop.model_prepare import command_line_runtime, is_prepared_ahead, prepare_installed
 from desktop.model_store import ImportProgress, InstalledModel, ModelStore
 from engine.errors import EaselError
 from engine.runtime import RuntimeOptions
@@ -95,7 +95,7 @@ def get_model(download: Download, store: ModelStore, downloads: Path, *,
                                **download.import_options)
     if not keep_download:
         shutil.rmtree(folder, ignore_errors=True)
-    if prepare:
+    if prepare and is_prepared_ahead(model):
         _prepare(model, prepare_for, imported, should_stop)
     return model
 
