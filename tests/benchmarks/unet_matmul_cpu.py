@@ -25,13 +25,24 @@ latent size (weights as initializers, as in the model) and times it against NumP
 on the same shape and threads: if ONNX Runtime is slower on the shape itself, that is its
 limit (MLAS), not our graph.
 
+``attention`` times one attention core (no projections) at each UNet level in three forms,
+interleaved: our export's Reshape/Transpose/MatMul/Softmax/MatMul subgraph in ONNX Runtime,
+one ``com.microsoft.MultiHeadAttention`` node (ONNX Runtime's CPU kernel runs flash attention)
+and torch's ``scaled_dot_product_attention``.
+
+``mha-graph --source unet/model.onnx --out FOLDER`` writes the model's UNet with each
+attention core replaced by one MultiHeadAttention on the projected query, key and value
+(weights hard-linked, not copied) and prints the largest output difference; ``levers
+--variants mha --mha FOLDER/model.onnx`` times it against the baseline.
+
 ``levers`` compares the baseline session with variants in the same run: each side is a
 worker process of its own holding one session, and the coordinator asks them for one call
 in turn (never two at once), so a neighbour's load hits every side alike. Variants: spinning
 (intra-op spinning on), threads-1, denormal (set_denormal_as_zero), no-prepacking, extended
 (re-optimise from the model at ORT_ENABLE_EXTENDED, no NCHWc), fused (a graph already written
-by engine.export.fusion.fuse_unet, given with --fused), torch (diffusers' UNet, eager fp32,
-from --diffusers-folder). The load average is printed before and after each comparison.
+by engine.export.fusion.fuse_unet, given with --fused), mha (see above), torch (diffusers'
+UNet, eager fp32, from --diffusers-folder). The load average is printed before and after
+each comparison.
 
 This is a benchmark script, not a test; pytest does not collect ``tests/benchmarks``.
 """
