@@ -75,7 +75,9 @@ class Model:
         """Preview with the tiny VAE ``tiny`` (TAESD) from now on when ``previews``, and
         decode the final pictures with it when ``fast_decode``; None for the model's own VAE
         and the linear preview. ModelError in one sentence when it fits another family."""
-        if tiny is not None and not tiny.fits(self.description.family):
+        if tiny is not None and not (
+                tiny.fits(self.description.family)
+                and tiny.description.scale_factor == self.description.vae_scale_factor):
             raise ModelError(f"The tiny VAE '{tiny.name}' does not fit model '{self.name}' "
                              f"({self.description.family}).")
         self._tiny_vae = tiny

@@ -26,6 +26,7 @@ from engine.errors import ModelError
 from engine.export.tiny_vae import bare_role, files_in, is_tiny_vae_folder
 from engine.tiny_vae.description import (
     DESCRIPTION_FILE,
+    SCALE_FACTOR,
     TINY_VAE_KIND,
     read_tiny_vae_description,
 )
@@ -80,27 +81,31 @@ def use_with(model: str) -> str:
             f"models whose family it fits, and with --fast-decode it decodes their pictures")
 
 
-def find_tiny_vae(store: ModelStore, family: str, model: str | None = None) -> Path | None:
+def find_tiny_vae(store: ModelStore, family: str, model: str | None = None,
+                  scale_factor: int = SCALE_FACTOR) -> Path | None:
     """The folder of the installed tiny VAE ``model``, else of the first by name that fits
-    ``family``; None when none fits and none was named (it is optional). ModelError in one
-    sentence when the named one is not installed or does not fit."""
+    ``family`` (and the model's ``scale_factor``, 8 for every real one); None when none fits
+    and none was named (it is optional). ModelError in one sentence when the named one is
+    not installed or does not fit."""
     installed = store.installed(name)
     if model is None:
-        return next((vae.path for vae in installed if _fits(vae.path, family)), None)
+        return next((vae.path for vae in installed
+                     if _fits(vae.path, family, scale_factor)), None)
     found = next((vae.path for vae in installed if vae.name == model), None)
     if found is None:
         names = ", ".join(vae.name for vae in installed) or "none"
         raise ModelError(f"No tiny VAE named '{model}' is installed (installed: {names}); add "
                          f"one with: easel models import FILE.")
-    if not _fits(found, family):
+    if not _fits(found, family, scale_factor):
         raise ModelError(f"The tiny VAE '{model}' decodes the latents of "
                          f"{', '.join(read_tiny_vae_description(found).families)} models, not "
                          f"of {family} ones.")
     return found
 
 
-def _fits(folder: Path, family: str) -> bool:
+def _fits(folder: Path, family: str, scale_factor: int = SCALE_FACTOR) -> bool:
     try:
-        return family in read_tiny_vae_description(folder).families
+        description = read_tiny_vae_description(folder)
+        return family in description.families and description.scale_factor == scale_factor
     except ModelError:
         return False  # a damaged one is not offered; `easel models check` says why

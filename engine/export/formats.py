@@ -30,6 +30,10 @@ ONNX_CONTROLNET = "onnx-controlnet"
 # A folder of ONNX graphs with no model.onnx, as DWPose's person detector and pose estimator
 # are shared (yolox_l.onnx, dw-ll_ucoco_384.onnx); the annotator kind reads them.
 ONNX_GRAPHS = "onnx-graphs"
+# A folder of bare weights files and nothing that names a model, as madebyollin keeps TAESD
+# (taesd_decoder.safetensors, taesd_encoder.pth): the kind that knows the files reads them.
+WEIGHTS_FOLDER = "weights-folder"
+_WEIGHTS_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
 ZIP_MAGIC = b"PK\x03\x04"
 # A pickle starts with the PROTO opcode and a protocol number; torch.save uses 2, pickle 2-5.
 PICKLE_PROTOCOLS = range(2, 6)
@@ -37,8 +41,8 @@ PICKLE_PROTOCOLS = range(2, 6)
 
 def detect_format(path: Path) -> str:
     """One of "diffusers-folder", "onnx-folder", "onnx-upscaler", "onnx-controlnet",
-    "diffusers-model", "onnx-graphs", "safetensors" or "pickle"; anything else is refused
-    with a ModelError."""
+    "diffusers-model", "onnx-graphs", "weights-folder", "safetensors" or "pickle"; anything
+    else is refused with a ModelError."""
     path = Path(path)
     if path.is_dir():
         found = _folder_format(path)
@@ -68,6 +72,9 @@ def _folder_format(folder: Path) -> str | None:
         return DIFFUSERS_MODEL
     if any(path.suffix.lower() == ".onnx" and path.is_file() for path in folder.iterdir()):
         return ONNX_GRAPHS
+    if any(path.suffix.lower() in _WEIGHTS_SUFFIXES and path.is_file()
+           for path in folder.iterdir()):
+        return WEIGHTS_FOLDER
     return None
 
 

@@ -34,6 +34,7 @@ from engine.tiny_vae.description import (
     GRAPH_FILE,
     LATENT_CHANNELS,
     SCALE_FACTOR,
+    SCALE_FACTORS,
     TinyVaeDescription,
     decide_variant,
     describe_variant,
@@ -122,8 +123,9 @@ def import_tiny_vae(source: Path, building: Path, family: str | None = None) -> 
             _single_file_vae(decoder, shown, Path(scratch))
     from engine.export.controlnet_source import _readme_licence
 
-    export_tiny_vae(vae, building, describe_variant(variant, decided_by, shown,
-                                                    _readme_licence(folder / "README.md")))
+    export_tiny_vae(vae, building, describe_variant(
+        variant, decided_by, shown, _readme_licence(folder / "README.md"),
+        _decoder_scale(vae, shown)))
 
 
 def export_tiny_vae(vae: Any, folder: Path, description: TinyVaeDescription) -> None:
@@ -131,7 +133,9 @@ def export_tiny_vae(vae: Any, folder: Path, description: TinyVaeDescription) -> 
     ``easel.json``."""
     from engine.export.graphs import VaeDecoderGraph, _noise, export_graph
 
-    _check_decoder_shape(vae, description.source)
+    if _decoder_scale(vae, description.source) != description.scale_factor:
+        raise ModelError(f"The tiny VAE '{description.source}' does not make pictures "
+                         f"{description.scale_factor} times its latents' side.")
     export_graph(VaeDecoderGraph(vae.float().eval()), (_noise(1, LATENT_CHANNELS, 5, 7),),
                  Path(folder) / GRAPH_FILE)
     description.save(folder)
@@ -287,14 +291,17 @@ def _check_latent_channels(channels: object, shown: str) -> None:
                      f"tiny VAEs decode the 4-channel latents of SD 1.x, 2.x and XL.")
 
 
-def _check_decoder_shape(vae: Any, shown: str) -> None:
-    """The decoder must give pictures 8 times the latents' side, as SD's full VAE does."""
+def _decoder_scale(vae: Any, shown: str) -> int:
+    """How many times the latents' side the decoder's pictures are: 8 for TAESD, as SD's
+    full VAE (smaller only in tiny test models); one sentence for any other, or for pictures
+    that are not 3 colours."""
     config = vae.config
     scale = int(config.upsampling_scaling_factor) ** (len(config.num_decoder_blocks) - 1)
-    if scale != SCALE_FACTOR or int(config.out_channels) != 3:
+    if scale not in SCALE_FACTORS or int(config.out_channels) != 3:
         raise ModelError(f"The tiny VAE '{shown}' makes pictures {scale} times the latents' "
                          f"side with {config.out_channels} colours, not the {SCALE_FACTOR} "
                          f"times and 3 colours of Stable Diffusion's VAE.")
+    return scale
 
 
 def _not_fitting(shown: str, weight: str) -> ModelError:

@@ -21,7 +21,9 @@ DESCRIPTION_FILE = "easel.json"
 GRAPH_FILE = "model.onnx"
 DESCRIPTION_FORMAT = 1
 LATENT_CHANNELS = 4  # SD 1.x, 2.x and XL; TAESD3 and TAEF1 decode 16
-SCALE_FACTOR = 8  # pixels per latent cell, a side
+SCALE_FACTOR = 8  # pixels per latent cell, a side: TAESD's, as every SD model's VAE
+# What a tiny VAE may have: Stable Diffusion's 8, and the smaller ones of tiny test models.
+SCALE_FACTORS = (2, 4, 8)
 # The variants and the families whose latents each decodes.
 VARIANT_FAMILIES = {"taesd": ("sd1", "sd2"), "taesdxl": ("sdxl",)}
 FAMILY_VARIANTS = {"sd1": "taesd", "sd2": "taesd", "sdxl": "taesdxl"}
@@ -66,9 +68,10 @@ def decide_variant(family: str | None, names: list[str]) -> tuple[str, str]:
     return "taesd", "default"
 
 
-def describe_variant(variant: str, decided_by: str, source: str,
-                     licence: str | None) -> TinyVaeDescription:
-    return TinyVaeDescription(VARIANT_FAMILIES[variant], source, licence, variant, decided_by)
+def describe_variant(variant: str, decided_by: str, source: str, licence: str | None,
+                     scale_factor: int = SCALE_FACTOR) -> TinyVaeDescription:
+    return TinyVaeDescription(VARIANT_FAMILIES[variant], source, licence, variant, decided_by,
+                              scale_factor=scale_factor)
 
 
 def read_tiny_vae_description(folder: Path) -> TinyVaeDescription:
@@ -91,8 +94,8 @@ def _from_json(data: object, name: str) -> TinyVaeDescription:
             or tuple(families) != VARIANT_FAMILIES[variant]
             or data.get("decided_by") not in DECIDED_BY
             or data.get("latent_channels") != LATENT_CHANNELS
-            or data.get("scale_factor") != SCALE_FACTOR
+            or data.get("scale_factor") not in SCALE_FACTORS
             or not (licence is None or isinstance(licence, str))):
         raise damaged
     return TinyVaeDescription(tuple(families), str(data.get("source", "")), licence, variant,
-                              data["decided_by"])
+                              data["decided_by"], scale_factor=data["scale_factor"])
