@@ -42,6 +42,10 @@ class Settings:
     # The installed upscaler that Upscale and hires fix use; "" (or one since removed): the
     # first installed by name.
     upscaler: str = ""
+    # The installed tiny VAE (TAESD) that fits the model: live previews with it, and "fast
+    # decode" of the final pictures with it (off: the model's own VAE keeps fine detail).
+    tiny_vae_previews: bool = True
+    fast_decode: bool = False
     window_geometry: str = ""  # Qt's saveGeometry(), base64
     # Whether Models › Get models… keeps the downloaded source after a successful import;
     # Easel uses its own ONNX copy, so by default the download is deleted.
@@ -69,7 +73,7 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"bad {name}")
         for name in ("embed_metadata", "keep_downloads", "content_credentials",
-                     "credentials_prompt", "watermark"):
+                     "credentials_prompt", "watermark", "tiny_vae_previews", "fast_decode"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"bad {name}")
         if self.content_filter not in FILTER_MODES:

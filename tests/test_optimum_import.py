@@ -125,7 +125,9 @@ def test_the_window_imports_it_through_the_same_store(optimum_out, tmp_path):
     installed = window_import(store, optimum_out, job)
     assert installed.name == "OUT" and installed.family == "sd1"
     assert [model.name for model in store.list()] == ["OUT"]
-    assert job.stages == ["text encoder", "UNet", "VAE decoder", "VAE encoder"]
+    # The import's stages, then preparing its graphs for this processor (desktop.model_prepare).
+    assert job.stages[:4] == ["text encoder", "UNet", "VAE decoder", "VAE encoder"]
+    assert job.stages[4] == "Preparing the UNet for this processor (once)"
 
 
 def test_a_folder_with_the_graphs_and_pytorch_weights_is_imported_by_its_graphs(

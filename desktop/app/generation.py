@@ -19,6 +19,7 @@ import numpy as np
 
 from desktop import paths
 from desktop import settings as settings_file
+from desktop.decoding import Decoding, use_decoding
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
@@ -199,6 +200,7 @@ class EnginePipelines:
         self.upscaler = ""  # the settings' choice for hires fix (see chosen_upscaler)
         self._upscaler_folders: set[Path] = set()  # whose sessions the engine has cached
         self._new_options: tuple[RuntimeOptions, int] | None = None
+        self.decoding = Decoding()  # the settings' tiny-VAE previews and fast decode
 
     def reconfigure(self, runtime: RuntimeOptions, keep_loaded: int) -> None:
         """New settings, taken up by the next job (the worker may be mid-run now)."""
@@ -212,6 +214,7 @@ class EnginePipelines:
         if self._new_options is not None:
             self._take_new_options()
         loaded = self._model(model)
+        note = use_decoding(self.store, loaded, self.decoding, self.runtime, strict=False)
         if pipeline_class is HiresFixPipeline:  # it enlarges with the window's upscaler
             pipeline = HiresFixPipeline(loaded, self._upscaler(chosen_upscaler(
                 self.store, self.upscaler)))
@@ -221,7 +224,8 @@ class EnginePipelines:
         request = with_embeddings(self.store, request, loaded.description.family)
         pipeline.check_inputs(request)  # a bad request fails before anything loads
         self._say_if_preparing(loaded, on_progress)
-        return pipeline(request, on_progress, cancel)
+        result = pipeline(request, on_progress, cancel)
+        return result if note is None else replace(result, warnings=(*result.warnings, note))
 
     def _say_if_preparing(self, model: Model, on_progress: ProgressCallback) -> None:
         """Before a first load that optimises the model's graphs (a model imported before

@@ -53,6 +53,7 @@ from desktop.cli.common import (
     say,
     screened,
 )
+from desktop.decoding import Decoding, use_decoding
 from desktop.image_files import read_parameters
 from desktop.library import BadImage, Library, UnknownImage
 from desktop.library.atomic import write_atomically
@@ -188,6 +189,7 @@ def _replace_background(arguments: argparse.Namespace) -> int:
         source = _source(library, arguments.source)
         segmenter = chosen_segmenter(store, arguments.segmenter, "--segmenter")
         model = load_model(store.path_of(name), runtime, name)
+        use_decoding(store, model, Decoding(previews=False, fast_decode=arguments.fast_decode))
         targets = output_paths(arguments.output, seed, arguments.count)
         cutout = _cut(source, segmenter, arguments.refine, runtime)
         background = background_mask(cutout)  # white = repaint

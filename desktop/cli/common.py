@@ -17,6 +17,7 @@ from typing import TypeVar
 from desktop import paths
 from desktop import settings as settings_file
 from desktop.content_filter.screening import screen
+from desktop.decoding import add_fast_decode_argument
 from desktop.library import Library
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
@@ -169,6 +170,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser, count: int = 1) ->
     add_rng_argument(parser)
     add_emphasis_argument(parser)
     add_lora_argument(parser)
+    add_fast_decode_argument(parser)
     add_runtime_arguments(parser)
 
 

@@ -37,6 +37,7 @@ from desktop.cli.common import (
     side_help,
 )
 from desktop.cli.generate import safety_verdicts, say_flagged
+from desktop.decoding import Decoding, use_decoding
 from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.source_pictures import SourcePicture, open_picture, source_picture
@@ -254,6 +255,7 @@ def _run(arguments: argparse.Namespace, pipeline_class: type, make_request) -> i
         if hasattr(arguments, "source"):
             source = source_picture(library, arguments.source)
         model = load_model(store.path_of(name), runtime_options(arguments), name)
+        use_decoding(store, model, Decoding(previews=False, fast_decode=arguments.fast_decode))
         pipeline = pipeline_class(model)
         request = make_request(source.picture, seed)
         # The text that may carry <lora:...> tags: the prompt, or an instruction.

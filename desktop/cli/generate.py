@@ -30,6 +30,7 @@ from desktop.cli.common import (
     screened,
 )
 from desktop.cli.upscale import chosen_upscaler
+from desktop.decoding import Decoding, add_fast_decode_argument, use_decoding
 from desktop.image_files import copy_png
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_store import ModelStore
@@ -76,6 +77,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           help="also write a copy to this .png file name or folder (every "
                                "image is saved in the library either way)")
     add_rng_argument(generate)
+    add_fast_decode_argument(generate)
     add_runtime_arguments(generate)
     generate.set_defaults(run=_generate)
 
@@ -85,6 +87,7 @@ def _generate(arguments: argparse.Namespace) -> int:
     name = arguments.model or store.default_model().name
     loras = lora_options(store, arguments.prompt, arguments)
     model = load_model(store.path_of(name), runtime_options(arguments), name)
+    use_decoding(store, model, Decoding(previews=False, fast_decode=arguments.fast_decode))
     seed = arguments.seed if arguments.seed is not None else secrets.randbelow(2**32)
     request = TextToImageRequest(
         prompt=arguments.prompt, negative_prompt=arguments.negative_prompt,

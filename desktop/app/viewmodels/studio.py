@@ -40,6 +40,7 @@ from desktop.app.viewmodels.pictures import PictureActions
 from desktop.app.viewmodels.prompt import PromptViewModel
 from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
+from desktop.decoding import Decoding
 from desktop.library import ImageEntry, Library
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import flagged_record, hidden_pixels
@@ -104,7 +105,7 @@ class Studio(QObject):
         self.pictures = PictureActions(services.library, self.gallery, self.runner, self)
         self.pictures.message.connect(self.message)
         self.pictures.problem.connect(self.problem)
-        self._prefer_upscaler()
+        self._engine_choices()
         # What the canvas shows: a finished picture (with its entry) or the running preview.
         self.canvas_image: QImage | None = None
         self.canvas_entry: ImageEntry | None = None
@@ -615,7 +616,7 @@ class Studio(QObject):
                                                 new.models_kept_loaded)
         self.gallery.embed_metadata = new.embed_metadata
         self.services.library.provenance.settings = new.provenance()
-        self._prefer_upscaler()
+        self._engine_choices()
         if old.model_folders != new.model_folders:
             self.folders.read(new.model_folders)
         if old.data_folder != new.data_folder:
@@ -625,9 +626,13 @@ class Studio(QObject):
         """The installed upscalers, for the settings' choice."""
         return [model.name for model in self.services.store.upscalers()]
 
-    def _prefer_upscaler(self) -> None:
-        if hasattr(self.services.pipelines, "upscaler"):  # the real engine (hires fix)
+    def _engine_choices(self) -> None:
+        """The settings the real engine reads at each job: hires fix's upscaler, and the tiny
+        VAE's previews and fast decode (a test's stand-in engine has neither)."""
+        if hasattr(self.services.pipelines, "upscaler"):
             self.services.pipelines.upscaler = self.settings.upscaler
+            self.services.pipelines.decoding = Decoding(self.settings.tiny_vae_previews,
+                                                        self.settings.fast_decode)
 
     def remember_window(self, geometry: str) -> None:
         """Keep the window's place for the next start (saved with the settings)."""
