@@ -118,6 +118,7 @@ def _onnx_model_index(model: SourceModel) -> dict:
 def _export_graphs(model: SourceModel, destination: Path, progress: Progress | None,
                    should_stop: ShouldStop | None, external_data_threshold: int | None) -> None:
     from engine.export import graphs
+    from engine.export.attention import rewrite_unet_attention
     from engine.export.weights_map import MAPPED_COMPONENTS, write_weights_map
 
     threshold = external_data_threshold or graphs.EXTERNAL_DATA_THRESHOLD
@@ -141,6 +142,8 @@ def _export_graphs(model: SourceModel, destination: Path, progress: Progress | N
         module = _load(model, component)
         graphs.export_graph(graph_class(module), example(module),
                             destination / folder / "model.onnx", threshold)
+        if folder == "unet":  # attention as one operator (engine.export.attention)
+            rewrite_unet_attention(destination / folder / "model.onnx")
         if folder in MAPPED_COMPONENTS:  # so a LoRA finds its weights (engine.lora)
             write_weights_map(module, destination / folder / "model.onnx")
         del module  # one component in memory at a time: a real UNet is 3.4 GB

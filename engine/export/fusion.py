@@ -66,19 +66,28 @@ class _Heads:
     by_input: dict[str, set[int]]  # their input (several blocks may share one) -> heads
 
 
-def fold_attention_shapes(model: onnx.ModelProto) -> _Heads:
-    """Give every attention ``Reshape`` a constant ``[0, -1, heads, head_dim]`` shape.
+@dataclass(frozen=True)
+class HeadSplit:
+    """One attention's query, key or value split into heads by the exporter's ``Reshape``."""
 
-    Only reshapes of a MatMul output with a 2-D weight are folded, where the head dimension
-    is the weight's width over the head count; any other ``Concat`` shape is left alone.
-    The nodes that computed the old shapes are left for the optimizer's pruning.
+    reshape: onnx.NodeProto
+    projection: onnx.NodeProto  # the MatMul (2-D weight) whose output is split
+    heads: int
+    head_dim: int
+
+
+def head_splits(model: onnx.ModelProto) -> list[HeadSplit]:
+    """Every ``Reshape`` of a MatMul output into heads, with the head count the exporter
+    computed for it (``Concat(batch, [-1], [heads], head_dim)``); the graph is not changed.
+
+    The head dimension is the weight's width over the head count, so a reshape whose head
+    count does not divide the weight's width is not an attention head split.
     """
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     constants = _ConstantReader(producers, initializers)
-    by_output: dict[str, int] = {}
-    by_input: dict[str, set[int]] = {}
+    found = []
     for node in graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2:
             continue
@@ -97,12 +106,27 @@ def fold_attention_shapes(model: onnx.ModelProto) -> _Heads:
             continue
         if weight.dims[1] % heads_count:
             continue
+        found.append(HeadSplit(node, data, heads_count, weight.dims[1] // heads_count))
+    return found
+
+
+def fold_attention_shapes(model: onnx.ModelProto) -> _Heads:
+    """Give every attention ``Reshape`` a constant ``[0, -1, heads, head_dim]`` shape.
+
+    Only the reshapes ``head_splits`` finds are folded; any other ``Concat`` shape is left
+    alone. The nodes that computed the old shapes are left for the optimizer's pruning.
+    """
+    graph = model.graph
+    by_output: dict[str, int] = {}
+    by_input: dict[str, set[int]] = {}
+    for split in head_splits(model):
+        node, data = split.reshape, split.projection
         name = f"{node.name or node.output[0]}/folded_shape"
-        shape = np.array([0, -1, heads_count, weight.dims[1] // heads_count], dtype=np.int64)
+        shape = np.array([0, -1, split.heads, split.head_dim], dtype=np.int64)
         graph.initializer.append(numpy_helper.from_array(shape, name))
         node.input[1] = name
-        by_output[data.output[0]] = heads_count
-        by_input.setdefault(data.input[0], set()).add(heads_count)
+        by_output[data.output[0]] = split.heads
+        by_input.setdefault(data.input[0], set()).add(split.heads)
     return _Heads(by_output, by_input)
 
 
