@@ -7,7 +7,9 @@ sqrt(1/sqrt(head_dim)), ``MatMul``, ``Softmax``, ``MatMul`` and the heads joined
 512×512 that is 4096×4096 per head, and on the CPU the UNet call is memory-bound there.
 ``com.microsoft.MultiHeadAttention`` (CPU and CUDA kernels in every onnxruntime) computes the
 same from the projected query, key and value without holding the scores (flash attention on
-the CPU): a 512×512 SD 1.5 UNet call took 0.68× as long (tests/benchmarks/unet_matmul_cpu.py).
+the CPU). A batch-2 512×512 SD 1.5 UNet call on 2 Zen 4 cores took 0.92× as long on a quiet
+machine (0.68× while other jobs shared it), 256×256 0.98× (tests/benchmarks/unet_matmul_cpu.py,
+``levers --variants mha``).
 
 Only the attention core is replaced. The projections stay plain MatMuls with their weights
 under the same initializer names, so LoRAs (engine.lora), the ControlNet UNet variant and the

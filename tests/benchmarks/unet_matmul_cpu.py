@@ -32,8 +32,10 @@ and torch's ``scaled_dot_product_attention``.
 
 ``mha-graph --source unet/model.onnx --out FOLDER`` writes the model's UNet with each
 attention core replaced by one MultiHeadAttention on the projected query, key and value
-(weights hard-linked, not copied) and prints the largest output difference; ``levers
---variants mha --mha FOLDER/model.onnx`` times it against the baseline.
+(weights hard-linked, not copied; the rewrite is the exporter's own,
+engine.export.attention.attention_to_mha) and prints the largest output difference; ``levers
+--variants mha --mha FOLDER/model.onnx`` times it against the baseline. A model exported
+since that rewrite shipped has no attention core left to replace (0 replaced).
 
 ``levers`` compares the baseline session with variants in the same run: each side is a
 worker process of its own holding one session, and the coordinator asks them for one call
@@ -504,84 +506,18 @@ def command_attention(arguments: argparse.Namespace) -> dict:
 
 # --- mha-graph: the UNet with each attention core as one MultiHeadAttention -------------------
 
-def _producer_through(producers: dict, name: str, *op_types: str):
-    """The chain of producers of ``name`` with these op types (first input each), or None."""
-    chain = []
-    for op_type in op_types:
-        node = producers.get(name)
-        if node is None or node.op_type != op_type:
-            return None
-        chain.append(node)
-        name = next((i for i in node.input if producers.get(i) is not None
-                     and producers[i].op_type in ("Transpose", "Reshape", "MatMul",
-                                                  "Gemm", "Add")), node.input[0])
-    return chain
-
-
-def attention_as_mha(model, heads: int = HEADS) -> int:
-    """Replace each exported attention core (Reshape, Transpose, scaled MatMul, Softmax,
-    MatMul, Transpose, Reshape) with one com.microsoft.MultiHeadAttention on the projected
-    query, key and value: onnxruntime's CPU kernel for it runs flash attention, never holding
-    the whole score matrix. Projections stay plain MatMuls. Returns the attentions replaced."""
-    from onnx import helper
-
-    producers = {output: node for node in model.graph.node for output in node.output}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    added = []
-    for softmax in [node for node in model.graph.node if node.op_type == "Softmax"]:
-        scores = producers.get(softmax.input[0])
-        after = consumers.get(softmax.output[0], [])
-        if scores is None or scores.op_type != "MatMul" or len(after) != 1:
-            continue
-        # Q and K: MatMul <- Mul(scale) <- Transpose <- Reshape <- projection.
-        sides = [_producer_through(producers, name, "Mul", "Transpose", "Reshape")
-                 for name in scores.input]
-        weighted = after[0]
-        value = _producer_through(producers, weighted.input[1], "Transpose", "Reshape")
-        merge_transpose = consumers.get(weighted.output[0], [])
-        merge_reshape = consumers.get(merge_transpose[0].output[0], []) if merge_transpose \
-            else []
-        if None in sides or value is None or len(merge_reshape) != 1:
-            continue
-        query, key = (chain[-1].input[0] for chain in sides)
-        # Put in the merge Reshape's place: the graph stays topologically sorted.
-        merge_reshape[0].CopyFrom(helper.make_node(
-            "MultiHeadAttention", [query, key, value[-1].input[0]], [merge_reshape[0].output[0]],
-            name=softmax.name.replace("Softmax", "MultiHeadAttention"),
-            domain="com.microsoft", num_heads=heads))
-        added.append(merge_reshape[0].name)
-    _drop_dead_nodes(model)
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return len(added)
-
-
-def _drop_dead_nodes(model) -> None:
-    """Remove the nodes nothing needs any more, keeping the others in their order."""
-    needed = {output.name for output in model.graph.output}
-    keep = []
-    for node in reversed(list(model.graph.node)):
-        if any(output in needed for output in node.output):
-            keep.append(node)
-            needed.update(node.input)
-    keep.reverse()
-    del model.graph.node[:]
-    model.graph.node.extend(keep)
-
-
 def command_mha_graph(arguments: argparse.Namespace) -> dict:
     """Write the MultiHeadAttention form of --source into --out (the weights hard-linked, so
     --out must be on the same file system), and check one batch-2 call against the original."""
     import onnx
     import onnxruntime as ort
 
+    from engine.export.attention import attention_to_mha
+
     folder = arguments.out
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(arguments.source), load_external_data=False)
-    replaced = attention_as_mha(model)
+    replaced = attention_to_mha(model)
     for data in arguments.source.parent.glob("*.data"):
         link = folder / data.name
         if not link.exists():
