@@ -51,8 +51,22 @@ def _assert_fused_matches(unet: Path, fused: Path, provider_heads: set[int]) -> 
     np.testing.assert_allclose(actual, expected, atol=2e-5, rtol=0)
 
 
-def test_fusion_runs_on_a_tiny_sd1_unet_and_computes_the_same(tiny_sd1_onnx, tmp_path):
-    _assert_fused_matches(tiny_sd1_onnx / "unet" / "model.onnx", tmp_path / "model.onnx", {8})
+@pytest.fixture(scope="module")
+def plain_unet(tiny_sd1_diffusers, tmp_path_factory) -> Path:
+    """The tiny SD 1.x UNet as torch exports it, before the exporter turns its attentions
+    into MultiHeadAttention (engine.export.attention): what ONNX Runtime's fusion reads."""
+    from diffusers import UNet2DConditionModel
+
+    from engine.export.graphs import UNetGraph, export_graph, unet_example
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd1_diffusers / "unet").eval()
+    graph = tmp_path_factory.mktemp("plain-unet") / "model.onnx"
+    export_graph(UNetGraph(unet), unet_example(unet), graph)
+    return graph
+
+
+def test_fusion_runs_on_a_tiny_sd1_unet_and_computes_the_same(plain_unet, tmp_path):
+    _assert_fused_matches(plain_unet, tmp_path / "model.onnx", {8})
     # The CPU graph carries no operator the CPU provider lacks (GroupNorm, NhwcConv...).
     graph = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     assert not {node.op_type for node in graph.graph.node} & {
@@ -78,8 +92,8 @@ def test_fusion_gives_each_block_its_own_head_count(tmp_path):
     _assert_fused_matches(source / "model.onnx", tmp_path / "model.onnx", {2, 4})
 
 
-def test_folding_leaves_no_attention_shape_for_the_optimizer_to_misread(tiny_sd1_onnx):
-    model = onnx.load(str(tiny_sd1_onnx / "unet" / "model.onnx"))
+def test_folding_leaves_no_attention_shape_for_the_optimizer_to_misread(plain_unet):
+    model = onnx.load(str(plain_unet))
     heads = fold_attention_shapes(model)
     producers = {output: node for node in model.graph.node for output in node.output}
     # Query, key and value of both attentions in each of the 6 transformer blocks.
@@ -91,9 +105,9 @@ def test_folding_leaves_no_attention_shape_for_the_optimizer_to_misread(tiny_sd1
             assert shape is None or shape.op_type != "Concat" or len(shape.input) != 4
 
 
-def test_cuda_fusion_runs_and_keeps_the_head_counts(tiny_sd1_onnx, tmp_path):
+def test_cuda_fusion_runs_and_keeps_the_head_counts(plain_unet, tmp_path):
     """The CUDA set (GroupNorm, NHWC convolutions...) has no CPU kernels; it must still fuse."""
-    result = fuse_unet(tiny_sd1_onnx / "unet" / "model.onnx", tmp_path / "model.onnx", "cuda")
+    result = fuse_unet(plain_unet, tmp_path / "model.onnx", "cuda")
     assert result.fused.get("GroupNorm", 0) >= 1 and result.fused.get("NhwcConv", 0) >= 1
     graph = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     attentions = [node for node in graph.graph.node
