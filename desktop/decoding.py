@@ -15,6 +15,7 @@ from desktop.model_store import ModelStore
 from engine.errors import BadRequest
 from engine.model import Model
 from engine.runtime import RuntimeOptions
+from engine.tiny_vae.description import FAMILY_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ def use_decoding(store: ModelStore, model: Model, decoding: Decoding,
             return None
         missing = (f"Fast decode needs a tiny VAE for {family} models, and none is "
                    f"installed; import TAESD (or TAESDXL for SDXL) with: easel models import "
-                   f"FOLDER")
+                   f"FOLDER") if family in FAMILY_VARIANTS else (
+            f"Fast decode works with Stable Diffusion 1.x, 2.x and XL models; there is no "
+            f"tiny VAE for model '{model.name}' ({family})")
         if strict:
             raise BadRequest(missing + ".")
         return missing + "; the model's own VAE decoded these pictures."
