@@ -220,3 +220,22 @@ def test_the_settings_offer_previews_and_fast_decode(qtbot):
     assert (chosen.tiny_vae_previews, chosen.fast_decode) == (False, True)
     with pytest.raises(ValueError, match="fast_decode"):
         Settings(fast_decode="yes").validated()
+
+
+def test_the_window_settings_turn_fast_decode_on_for_the_next_picture(qtbot, home):
+    from desktop.settings import Settings
+    from tests.app_windows import tiny_studio
+
+    def generate(studio) -> dict:
+        with qtbot.waitSignal(studio.generated, timeout=120_000) as done:
+            assert studio.generate() is not None
+        with Image.open(done.args[0].entries[0].path) as image:
+            return json.loads(image.text["easel"])
+
+    with tiny_studio(qtbot, home) as shown:
+        studio = shown.studio
+        assert studio.services.pipelines.decoding == Decoding(previews=True, fast_decode=False)
+        assert "decoder" not in generate(studio)
+        studio.apply_settings(Settings(fast_decode=True))
+        assert studio.services.pipelines.decoding == Decoding(previews=True, fast_decode=True)
+        assert generate(studio)["decoder"] == "taesd"
