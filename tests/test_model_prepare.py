@@ -247,19 +247,17 @@ def test_switching_between_two_kept_models_reloads_nothing(model, tmp_path):
 
 
 def test_the_preparing_stage_reaches_the_queue_without_a_preview(model, tmp_path):
+    from desktop.app.worker import JobContext
     from desktop.library import Library
 
-    shown: list[tuple[str, bool]] = []
-
-    class Shown(Recorded):
-        def report(self, step, steps, image=0, images=1, preview=None, stage=""):  # noqa: ANN001
-            shown.append((stage, preview is not None))
-
+    sent = []  # what the job queue receives, through the worker's own context
+    context = JobContext(sent.append, CancelToken())
     pipelines = EnginePipelines(ModelStore(model.parent), cache_runtime(tmp_path))
     library = Library.open(tmp_path / "data")
     request = TextToImageRequest("a red chair", width=64, height=64, steps=1, seed=1)
 
-    outcome = generation.generate(pipelines, library, "tiny", request, Shown())
+    outcome = generation.generate(pipelines, library, "tiny", request, context)
 
     assert len(outcome.entries) == 1
+    shown = [(progress.stage, progress.preview is not None) for progress in sent]
     assert shown == [(PREPARING_STAGE.format(model="tiny"), False), ("", True)]

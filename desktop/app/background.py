@@ -87,9 +87,8 @@ def replace_background(pipelines: Pipelines, library: Library, segmenter: Path |
     request = replace(inpaint_request(replace(form, strength=1.0), source, mask), feather=0)
 
     def on_progress(progress) -> None:  # noqa: ANN001 (engine.request.Progress)
-        # A "Preparing…" report (step 0) has no picture to preview yet.
         context.report(progress.step, progress.steps, progress.image, progress.images,
-                       progress.preview if progress.step else None, progress.stage)
+                       progress.preview, progress.stage)
 
     result = pipelines.run(form.model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved

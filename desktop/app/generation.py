@@ -291,10 +291,8 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
     with the operation the engine names and, for an edit of a library picture, its id."""
 
     def on_progress(progress: Progress) -> None:
-        # Step 0 is a stage said before any step ("preparing"): no latents to show yet.
-        preview = progress.preview if progress.step else None
         context.report(progress.step, progress.steps, progress.image, progress.images,
-                       preview, progress.stage)
+                       progress.preview, progress.stage)
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved

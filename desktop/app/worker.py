@@ -83,8 +83,9 @@ class JobContext:
             return
         self._last_sent = now
         picture = None
-        if preview is not None and now - self._preview_done >= PREVIEW_SPACING * \
-                self._preview_cost:
+        # Step 0 is a stage said before any work ("preparing the model"): nothing to show.
+        if preview is not None and step > 0 and now - self._preview_done >= \
+                PREVIEW_SPACING * self._preview_cost:
             picture = qimage_from_pixels(preview())
             self._preview_done = time.monotonic()
             self._preview_cost = self._preview_done - now
