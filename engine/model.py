@@ -47,9 +47,10 @@ class Model:
         self.hash = manifest_hash(folder)
         self._loras = None  # engine.lora.apply.LoraSet: the LoRAs the sessions carry
         self._embeddings = None  # engine.embeddings.EmbeddingSet: extra token-table rows
-        self._tiny_vae: TinyVae | None = None  # previews and "fast decode" (engine.tiny_vae)
-        self._tiny_previews = False
-        self._fast_decode = False
+        # The tiny VAE (engine.tiny_vae) that draws the previews, and the one that decodes
+        # the final pictures ("fast decode"); None: linear previews, the model's own VAE.
+        self._preview_vae: TinyVae | None = None
+        self._decode_vae: TinyVae | None = None
 
     def use_loras(self, loras: Sequence[tuple[Path | str, float]]) -> None:
         """Make pictures with these LoRAs (file, weight) from now on; empty (or all weights
@@ -80,20 +81,19 @@ class Model:
                 and tiny.description.scale_factor == self.description.vae_scale_factor):
             raise ModelError(f"The tiny VAE '{tiny.name}' does not fit model '{self.name}' "
                              f"({self.description.family}).")
-        self._tiny_vae = tiny
-        self._tiny_previews = tiny is not None and previews
-        self._fast_decode = tiny is not None and fast_decode
+        self._preview_vae = tiny if previews else None
+        self._decode_vae = tiny if fast_decode else None
 
     @property
     def preview_decoder(self) -> Callable[[np.ndarray], np.ndarray] | None:
         """What makes a step's live preview: the tiny VAE's decoder, or None for the linear
         map of the latents (``preview_factors``)."""
-        return self._tiny_vae.preview if self._tiny_previews else None
+        return None if self._preview_vae is None else self._preview_vae.preview
 
     @property
     def fast_decoder(self) -> TinyVae | None:
         """The tiny VAE that decodes the final pictures ("fast decode"), or None."""
-        return self._tiny_vae if self._fast_decode else None
+        return self._decode_vae
 
     @property
     def embeddings(self) -> EmbeddingSet | None:
