@@ -21,14 +21,20 @@ SD_LATENT_RGB_FACTORS = np.array(
 )
 
 
+def vae_pixels(decoded: np.ndarray) -> np.ndarray:
+    """VAE output (1, 3, H, W) in [-1, 1] → uint8 (H, W, 3), rounded as diffusers does, with
+    no check (a live preview may be dark; ``to_pixels`` checks a final picture)."""
+    image = np.clip(decoded[0] / 2 + 0.5, 0.0, 1.0)
+    return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
 def to_pixels(decoded: np.ndarray) -> np.ndarray:
     """VAE output (1, 3, H, W) in [-1, 1] → uint8 (H, W, 3), rounded as diffusers does."""
     if not np.isfinite(decoded).all():
         raise GenerationFailed("The model produced an invalid image (not-a-number values); "
                                "nothing was saved. Try another scheduler, fewer steps or the "
                                "CPU provider.")
-    image = np.clip(decoded[0] / 2 + 0.5, 0.0, 1.0)
-    pixels = (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    pixels = vae_pixels(decoded)
     # A flat black frame is what a broken VAE or a NaN clamped to zero looks like.
     if pixels.max() <= 1:
         raise GenerationFailed("The model produced a black image; nothing was saved. "

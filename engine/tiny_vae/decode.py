@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import BadRequest, GenerationFailed
-from engine.images import to_pixels
+from engine.images import to_pixels, vae_pixels
 from engine.manifest import verify_manifest
 from engine.runtime import CancelToken, RuntimeOptions, Session, get_session
 from engine.tiny_vae.description import (
@@ -54,8 +54,7 @@ class TinyVae:
         if not np.isfinite(decoded).all():
             raise GenerationFailed("The tiny VAE produced not-a-number values for the "
                                    "preview; try another scheduler or the CPU provider.")
-        image = np.clip(decoded[0] / 2 + 0.5, 0.0, 1.0)
-        return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        return vae_pixels(decoded)
 
     def _run(self, latents: np.ndarray, cancel: CancelToken | None) -> np.ndarray:
         _check_latents(latents, self.name)
