@@ -80,6 +80,28 @@ def prepare_installed(model: InstalledModel, runtime: RuntimeOptions,
     return PrepareOutcome(preparation.seconds, len(preparation.prepared))
 
 
+def prepare_after_import(model: InstalledModel, runtime: Callable[[], RuntimeOptions],
+                         progress: Progress | None = None,
+                         should_stop: Callable[[], bool] | None = None
+                         ) -> PrepareOutcome | None:
+    """The last step of an import or download in the window or ``easel models get``: prepare
+    ``model`` for the options ``runtime()`` gives (asked only when there is something to
+    prepare), and say how it went as the last ``progress`` report. None, and nothing said, for
+    a kind with nothing to prepare or when the options cannot be had (an unusable data
+    folder: the first load says so)."""
+    if not is_prepared_ahead(model):
+        return None
+    try:
+        options = runtime()
+    except EaselError:
+        return None
+    outcome = prepare_installed(model, options, progress, should_stop)
+    if outcome is not None and progress is not None:
+        clause = outcome.clause()
+        progress(clause[:1].upper() + clause[1:], 1, 1)
+    return outcome
+
+
 def installed_line(model: InstalledModel, outcome: PrepareOutcome | None) -> str:
     """The import's last line: "Installed 'x' (sd1, 4.3 GB), prepared for this processor
     in 9.8 s." """
@@ -87,13 +109,16 @@ def installed_line(model: InstalledModel, outcome: PrepareOutcome | None) -> str
     return f"{line}, {outcome.clause()}." if outcome is not None else f"{line}."
 
 
-def command_line_runtime() -> RuntimeOptions:
-    """The options ``easel generate`` loads models with when given no --providers or
-    --threads (desktop.cli.common.runtime_options): EASEL_PROVIDERS, every core."""
-    providers = tuple(name.strip().lower()
-                      for name in os.environ.get("EASEL_PROVIDERS", "").split(",")
-                      if name.strip())
-    return RuntimeOptions(providers=providers, optimized_cache=paths.optimized_graphs_dir())
+def command_line_runtime(providers: str | None = None, threads: int = 0) -> RuntimeOptions:
+    """The options the command line loads models with: ``providers`` as --providers takes
+    them ("cuda,cpu"; None: EASEL_PROVIDERS, else the best available) and ``threads`` (0:
+    every core). ``easel models get`` prepares for the defaults, as ``easel generate`` with
+    no --providers or --threads loads."""
+    if providers is None:
+        providers = os.environ.get("EASEL_PROVIDERS", "")
+    names = tuple(name.strip().lower() for name in providers.split(",") if name.strip())
+    return RuntimeOptions(providers=names, cpu_threads=threads,
+                          optimized_cache=paths.optimized_graphs_dir())
 
 
 def _reason(error: BaseException) -> str:

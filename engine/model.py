@@ -21,7 +21,6 @@ from engine.runtime import (
     RuntimeOptions,
     Session,
     get_session,
-    needs_preparing,
     prepare_graphs,
     release_sessions,
 )
@@ -233,11 +232,6 @@ def model_graphs(folder: Path) -> list[Graph]:
     return [Graph(Path(folder) / component / "model.onnx", label)
             for component, label in PREPARED_GRAPHS.items()
             if (Path(folder) / component / "model.onnx").is_file()]
-
-
-def unprepared_graphs(folder: Path, runtime: RuntimeOptions) -> list[Graph]:
-    """The graphs whose first load with ``runtime`` would still optimise them."""
-    return [graph for graph in model_graphs(folder) if needs_preparing(graph.file, runtime)]
 
 
 def prepare_model(folder: Path, runtime: RuntimeOptions,

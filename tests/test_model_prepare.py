@@ -22,11 +22,16 @@ from desktop.cli.common import runtime_options
 from desktop.model_prepare import prepare_installed
 from desktop.model_store import ModelStore
 from engine.errors import Cancelled, ModelError
-from engine.model import load_model, model_graphs, prepare_model, unprepared_graphs
+from engine.model import load_model, model_graphs, prepare_model
 from engine.request import TextToImageRequest
 from engine.runtime import CancelToken, RuntimeOptions, clear_sessions, needs_preparing
 from engine.runtime import prepare as prepare_module
 from engine.runtime.graph_cache import STAMP_FILE, CachedGraph
+
+
+def unprepared_graphs(folder: Path, runtime: RuntimeOptions) -> list:
+    """The graphs whose first load with ``runtime`` would still optimise them."""
+    return [graph for graph in model_graphs(folder) if needs_preparing(graph.file, runtime)]
 
 
 @pytest.fixture(autouse=True)

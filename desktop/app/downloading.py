@@ -18,7 +18,6 @@ from desktop.downloads import DownloadProgress, partial_path
 from desktop.model_sources import get
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.units import duration_text
-from engine.errors import EaselError
 from engine.runtime import CancelToken, RuntimeOptions
 
 
@@ -49,13 +48,11 @@ def get_model(store: ModelStore, entry: Entry, downloads: Path, keep_download: b
     def imported(step_name: str, done: int, total: int) -> None:
         context.report(done, max(total, 1), stage=step_name)
 
-    try:
-        runtime = runtime or saved_runtime_options()
-    except EaselError:  # an unusable data folder: the download says so itself
-        runtime = None
     return get.get_model(download, store, Path(downloads), fetched=fetched, imported=imported,
                          should_stop=lambda: context.cancel.cancelled,
-                         keep_download=keep_download, prepare_for=runtime)
+                         keep_download=keep_download,
+                         prepare_for=saved_runtime_options if runtime is None else (
+                             lambda: runtime))
 
 
 def bytes_kept(entry: Entry, downloads: Path) -> int:

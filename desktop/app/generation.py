@@ -23,12 +23,12 @@ from desktop.decoding import Decoding, use_decoding
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
-from desktop.model_prepare import is_prepared_ahead, prepare_installed
+from desktop.model_prepare import prepare_after_import
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import check_failure, flagged_record, safety_checks
 from desktop.settings import Settings
 from engine.control.control import Control
-from engine.errors import BadRequest, EaselError
+from engine.errors import BadRequest
 from engine.image_prompt.prompt import ImagePrompt
 from engine.model import Model, load_model
 from engine.pipelines.guides import input_pictures
@@ -346,14 +346,6 @@ def import_model(store: ModelStore, source: Path, context: Context,
         return context.cancel.cancelled
 
     model = store.import_model(source, name, progress, should_stop)
-    if not is_prepared_ahead(model):
-        return model
-    try:
-        runtime = runtime or saved_runtime_options()
-    except EaselError:  # an unusable data folder: the first load says so, not the import
-        return model
-    outcome = prepare_installed(model, runtime, progress, should_stop)
-    if outcome is not None:
-        clause = outcome.clause()
-        progress(clause[:1].upper() + clause[1:], 1, 1)
+    prepare_after_import(model, saved_runtime_options if runtime is None else (
+        lambda: runtime), progress, should_stop)
     return model

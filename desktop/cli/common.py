@@ -19,6 +19,7 @@ from desktop import settings as settings_file
 from desktop.content_filter.screening import screen
 from desktop.decoding import add_fast_decode_argument
 from desktop.library import Library
+from desktop.model_prepare import command_line_runtime
 from desktop.model_store import ModelStore
 from engine.errors import BadRequest, Cancelled
 from engine.noise import GENERATOR_NAMES, NUMPY
@@ -175,12 +176,9 @@ def add_generation_arguments(parser: argparse.ArgumentParser, count: int = 1) ->
 
 
 def runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:
-    providers = tuple(name.strip().lower() for name in arguments.providers.split(",")
-                      if name.strip())
     if arguments.threads < 0:
         raise BadRequest("--threads must be 0 (all cores) or more.")
-    return RuntimeOptions(providers=providers, cpu_threads=arguments.threads,
-                          optimized_cache=paths.optimized_graphs_dir())
+    return command_line_runtime(arguments.providers, arguments.threads)
 
 
 def model_store() -> ModelStore:

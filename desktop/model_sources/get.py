@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from desktop.catalogue import Entry
 from desktop.downloads import DownloadProgress, FileToFetch, download_files
-from desktop.model_prepare import command_line_runtime, is_prepared_ahead, prepare_installed
+from desktop.model_prepare import command_line_runtime, prepare_after_import
 from desktop.model_store import ImportProgress, InstalledModel, ModelStore
 from engine.errors import EaselError
 from engine.runtime import RuntimeOptions
@@ -75,15 +75,15 @@ def get_model(download: Download, store: ModelStore, downloads: Path, *,
               imported: ImportProgress | None = None,
               should_stop: Callable[[], bool] | None = None,
               keep_download: bool = False, endpoint: str | None = None,
-              prepare_for: RuntimeOptions | None = None,
-              prepare: bool = True) -> InstalledModel:
+              prepare_for: Callable[[], RuntimeOptions] = command_line_runtime,
+              ) -> InstalledModel:
     """Download, verify and import; return the installed model. The name is checked before
     any byte is fetched; a failed import keeps the verified download for the next try.
     ``endpoint`` overrides HF_ENDPOINT for this download (a mirror; the tests' fake Hub).
 
-    Unless ``prepare`` is False, the model is then prepared for the options it will be loaded
-    with, ``prepare_for`` (default: the command line's), and the last ``imported`` report
-    says how that went (desktop.model_prepare); nothing there fails the download."""
+    The model is then prepared for the options it will be loaded with, ``prepare_for()``
+    (default: the command line's), and the last ``imported`` report says how that went
+    (desktop.model_prepare); nothing there fails the download."""
     store.check_new_name(download.install_as)
     folder = Path(downloads) / download.label
     extra = download.extra_bytes or _IMPORT_FACTOR * sum(f.size or 0 for f in download.files)
@@ -95,18 +95,5 @@ def get_model(download: Download, store: ModelStore, downloads: Path, *,
                                **download.import_options)
     if not keep_download:
         shutil.rmtree(folder, ignore_errors=True)
-    if prepare and is_prepared_ahead(model):
-        _prepare(model, prepare_for, imported, should_stop)
+    prepare_after_import(model, prepare_for, imported, should_stop)
     return model
-
-
-def _prepare(model: InstalledModel, runtime: RuntimeOptions | None,
-             imported: ImportProgress | None, should_stop: Callable[[], bool] | None) -> None:
-    try:
-        runtime = runtime or command_line_runtime()
-    except EaselError:  # the data folder is unusable: the first load says so
-        return
-    outcome = prepare_installed(model, runtime, imported, should_stop)
-    if outcome is not None and imported is not None:
-        clause = outcome.clause()
-        imported(clause[:1].upper() + clause[1:], 1, 1)
