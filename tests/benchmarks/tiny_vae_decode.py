@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,18 +36,9 @@ from engine.images import SD_LATENT_RGB_FACTORS, preview_pixels  # noqa: E402
 from engine.manifest import write_manifest  # noqa: E402
 from engine.runtime import get_session  # noqa: E402
 from engine.tiny_vae import load_tiny_vae  # noqa: E402
+from tests.benchmarks.machine import cpu_model  # noqa: E402
 
 SD15_SCALING = 0.18215  # the full VAE takes the latents divided by it; the tiny one as they are
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_tiny_vae(scratch: Path) -> Path:

@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.benchmarks.machine import cpu_model  # noqa: E402
+
 STARTER = REPO / "resources" / "models" / "starter"
 
 
@@ -172,10 +174,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines
-                if line.startswith("model name")), "unknown")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
     arguments.scratch.mkdir(parents=True, exist_ok=False)
     try:
         start = time.perf_counter()

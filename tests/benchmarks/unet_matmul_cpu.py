@@ -75,22 +75,14 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.benchmarks.machine import cpu_model  # noqa: E402
+
 HEADS = 8  # every SD 1.x attention block
 TEXT_TOKENS, TEXT_WIDTH = 77, 768
 LEVEL_CHANNELS = (320, 640, 1280)  # the three UNet levels that carry attention
 
 
 # --- small helpers -----------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
 
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
