@@ -40,7 +40,7 @@ from onnx import helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from engine.errors import ModelError
-from engine.export.fusion import HeadSplit, head_splits
+from engine.export.fusion import HeadSplit, constant_value, head_splits
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class _ShapeValues:
         if node is None:
             return None
         if node.op_type == "Constant":
-            return _constant(node)
+            return constant_value(node)
         if node.op_type == "Shape":
             return self._shape(node)
         inputs = [self.of(each) if each else None for each in node.input]
@@ -364,17 +364,6 @@ def _slice(inputs: list) -> np.ndarray | None:
         # ONNX clamps out-of-range ends (INT64_MAX means "to the end"), as Python slices do.
         index[int(axis)] = slice(int(start), int(end), int(step))
     return data[tuple(index)]
-
-
-def _constant(node: onnx.NodeProto) -> np.ndarray | None:
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            return numpy_helper.to_array(attribute.t)
-        if attribute.name in ("value_ints", "value_int"):
-            return np.array(helper.get_attribute_value(attribute), dtype=np.int64)
-        if attribute.name in ("value_floats", "value_float"):
-            return np.array(helper.get_attribute_value(attribute), dtype=np.float32)
-    return None
 
 
 # --- cleaning up --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,19 @@ class _ConstantReader:
         node = self._producers.get(name)
         if node is None or node.op_type != "Constant":
             return None
-        for attribute in node.attribute:
-            if attribute.name == "value":
-                return numpy_helper.to_array(attribute.t)
-            if attribute.name == "value_ints":
-                return np.array(attribute.ints, dtype=np.int64)
-            if attribute.name == "value_int":
-                return np.array([attribute.i], dtype=np.int64)
-        return None
+        return constant_value(node)
+
+
+def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value a ``Constant`` node gives, whichever of its attributes holds it."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return numpy_helper.to_array(attribute.t)
+        if attribute.name in ("value_ints", "value_int"):
+            return np.array(helper.get_attribute_value(attribute), dtype=np.int64)
+        if attribute.name in ("value_floats", "value_float"):
+            return np.array(helper.get_attribute_value(attribute), dtype=np.float32)
+    return None
 
 
 def fuse_unet(source: Path, destination: Path, provider: str = "cpu") -> FusionResult:
