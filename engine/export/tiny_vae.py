@@ -129,13 +129,10 @@ def import_tiny_vae(source: Path, building: Path, family: str | None = None) -> 
 
 
 def export_tiny_vae(vae: Any, folder: Path, description: TinyVaeDescription) -> None:
-    """Write ``folder/model.onnx`` (the decoder of the AutoencoderTiny ``vae``) and
-    ``easel.json``."""
+    """Write ``folder/model.onnx`` (the decoder of the AutoencoderTiny ``vae``, whose scale
+    ``description`` gives) and ``easel.json``."""
     from engine.export.graphs import VaeDecoderGraph, _noise, export_graph
 
-    if _decoder_scale(vae, description.source) != description.scale_factor:
-        raise ModelError(f"The tiny VAE '{description.source}' does not make pictures "
-                         f"{description.scale_factor} times its latents' side.")
     export_graph(VaeDecoderGraph(vae.float().eval()), (_noise(1, LATENT_CHANNELS, 5, 7),),
                  Path(folder) / GRAPH_FILE)
     description.save(folder)
