@@ -133,6 +133,15 @@ class Session:
         # onnxruntime reads overriding initializers in place: they must outlive the session.
         self._keep_alive = keep_alive
         self._inputs = {node.name: node for node in inner.get_inputs()}
+        # Set when the session was made to replay CUDA graphs (engine.runtime.binding must
+        # then run it through an IO binding with fixed buffers).
+        self.cuda_graph = False
+
+    @property
+    def ort_session(self) -> ort.InferenceSession:
+        """The onnxruntime session itself, for engine.runtime.binding's IO binding; the
+        pipelines run models through ``run``."""
+        return self._inner
 
     @property
     def input_names(self) -> list[str]:
