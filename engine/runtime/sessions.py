@@ -80,6 +80,9 @@ class RuntimeOptions:
     providers: tuple[str, ...] = ()
     cpu_threads: int = 0
     optimized_cache: Path | None = None
+    # How many pictures of one request share a UNet call; 0 lets the pipeline choose for the
+    # device (engine.pipelines.batching).
+    image_batch: int = 0
 
     def __post_init__(self) -> None:
         # Normalised here so equal settings give equal cache keys, and a bad settings file is
@@ -89,6 +92,10 @@ class RuntimeOptions:
             raise BadRequest("The number of CPU threads must be a whole number.")
         if self.cpu_threads < 0:
             raise BadRequest("The number of CPU threads cannot be negative (0 means all cores).")
+        if isinstance(self.image_batch, bool) or not isinstance(self.image_batch, int) or (
+                self.image_batch < 0):
+            raise BadRequest("The number of pictures per UNet call must be a whole number, "
+                             "0 or more (0 chooses for the device).")
         if self.optimized_cache is not None:
             object.__setattr__(self, "optimized_cache", Path(self.optimized_cache))
 
