@@ -4,6 +4,7 @@ CUDA libraries are not hears what to install (a warning)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import onnxruntime as ort
@@ -118,3 +119,54 @@ def test_the_window_shows_the_note_as_information(qtbot, tmp_path):
         assert window.device_label.text() == "CPU (2 threads)"  # no ⚠: nothing is wrong
         assert window.device_label.toolTip() == NO_GPU
         assert window.statusBar().currentMessage() != NO_GPU  # no nagging in the status bar
+
+
+def driver_with_gpus(*gpus: tuple[str, int], failing: int | None = None) -> SimpleNamespace:
+    """A driver that sees ``gpus`` (name, bytes); GPU ``failing`` cannot be described."""
+    def count(pointer):
+        pointer.contents.value = len(gpus)
+        return 0
+
+    def get(pointer, index):
+        pointer.contents.value = index
+        return 0 if index != failing else 101  # CUDA_ERROR_INVALID_DEVICE
+
+    def name(buffer, length, device):
+        buffer.value = gpus[device.value][0].encode()[: length - 1]
+        return 0
+
+    def memory(pointer, device):
+        pointer.contents.value = gpus[device.value][1]
+        return 0
+
+    plain = driver()
+    return SimpleNamespace(**vars(plain), cuDeviceGetCount=count, cuDeviceGet=get,
+                           cuDeviceGetName=name, cuDeviceTotalMem_v2=memory)
+
+
+def test_the_driver_names_each_gpu_and_its_memory():
+    found = device_module.nvidia_driver(loader(driver_with_gpus(
+        ("NVIDIA H100 80GB HBM3", 85_028_896_768), ("NVIDIA RTX A2000", 6 * 2**30))))
+    assert [gpu.name for gpu in found.gpus] == ["NVIDIA H100 80GB HBM3", "NVIDIA RTX A2000"]
+    assert found.describe().endswith(
+        "sees 2 GPUs: 0: NVIDIA H100 80GB HBM3, 79.2 GiB; 1: NVIDIA RTX A2000, 6.0 GiB")
+
+
+def test_a_gpu_the_driver_cannot_describe_is_left_out_not_fatal():
+    found = device_module.nvidia_driver(loader(driver_with_gpus(
+        ("first", 2**30), ("second", 2**31), failing=0)))
+    assert (found.gpu_count, [gpu.name for gpu in found.gpus]) == (2, ["second"])
+
+
+def test_a_session_on_cuda_names_its_gpu_in_the_status_line():
+    said = report(loader(driver_with_gpus(("NVIDIA H100 80GB HBM3", 85_028_896_768))),
+                  in_use=("cuda", "cpu"))
+    assert said.gpu is not None and said.gpu.memory_bytes == 85_028_896_768
+    assert said.summary == "CUDA: NVIDIA H100 80GB HBM3"
+    assert replace(said, precision="fp16").summary == "CUDA: NVIDIA H100 80GB HBM3, fp16"
+
+
+def test_a_cpu_session_names_no_gpu_even_when_one_is_there():
+    said = report(loader(driver_with_gpus(("NVIDIA H100 80GB HBM3", 85_028_896_768))),
+                  requested=("cpu",))
+    assert said.gpu is None and said.summary == "CPU (2 threads)"

@@ -53,15 +53,19 @@ class DeviceReport:
     cpu_threads: int = 0
     note: str | None = None
     libraries: tuple[CudaLibrary, ...] = field(default=(), compare=False)
+    gpu: Gpu | None = None  # the NVIDIA GPU a CUDA or TensorRT session runs on, when known
+    precision: str | None = None  # "fp16" when the session computes in half precision
 
     @property
     def summary(self) -> str:
-        """A few words for the status bar: "CUDA", "CPU (8 threads)"."""
+        """A few words for the status bar: "CUDA: NVIDIA H100 80GB HBM3, fp16",
+        "CPU (8 threads)"."""
         name = DISPLAY_NAMES.get(self.in_use, self.in_use)
         if self.in_use == "cpu" and self.cpu_threads:
             plural = "s" if self.cpu_threads != 1 else ""
             return f"{name} ({self.cpu_threads} thread{plural})"
-        return name
+        details = [part for part in (self.gpu and self.gpu.name, self.precision) if part]
+        return f"{name}: {', '.join(details)}" if details else name
 
     def library_lines(self) -> list[str]:
         """One line per CUDA library: where each copy was found and which one is in use."""
@@ -105,8 +109,25 @@ def device_report(
     libraries: tuple[CudaLibrary, ...] = ()
     if note is None and any(name in _NVIDIA_PROVIDERS for name in requested):
         libraries = tuple((find_libraries or cuda_libraries)())
+    gpu = None
+    if current in _NVIDIA_PROVIDERS:
+        # Sessions run on CUDA's device 0 (onnxruntime's default, which Easel keeps).
+        gpus = nvidia_driver(load).gpus
+        gpu = gpus[0] if gpus else None
     return DeviceReport(tuple(requested), current, reason,
-                        cpu_threads if current == "cpu" else 0, note, libraries)
+                        cpu_threads if current == "cpu" else 0, note, libraries, gpu)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as the driver names it, with its memory."""
+
+    name: str  # "NVIDIA H100 80GB HBM3"
+    memory_bytes: int
+
+    def describe(self) -> str:
+        """"NVIDIA H100 80GB HBM3, 79.2 GiB"."""
+        return f"{self.name}, {self.memory_bytes / 2**30:.1f} GiB"
 
 
 @dataclass(frozen=True)
@@ -120,6 +141,7 @@ class NvidiaDriver:
     cuda_version: int | None = None  # cuDriverGetVersion: 12040 is CUDA 12.4
     gpu_count: int | None = None
     version: str | None = None  # the kernel module's version ("550.54.14"), Linux only
+    gpus: tuple[Gpu, ...] = ()  # each GPU's name and memory, in CUDA's device order
 
     def describe(self) -> str:
         """One line for a report: "550.54.14, supports CUDA 12.4, sees 1 GPU"."""
@@ -137,7 +159,11 @@ class NvidiaDriver:
             parts.append(f"could not start (CUDA error {self.init_status})")
         elif self.gpu_count is not None:
             parts.append(f"sees {self.gpu_count} GPU{'s' if self.gpu_count != 1 else ''}")
-        return ", ".join(parts)
+        text = ", ".join(parts)
+        if self.gpus:
+            text += ": " + "; ".join(f"{index}: {gpu.describe()}"
+                                     for index, gpu in enumerate(self.gpus))
+        return text
 
 
 def nvidia_driver(load: Loader | None = None) -> NvidiaDriver:
@@ -155,6 +181,7 @@ def nvidia_driver(load: Loader | None = None) -> NvidiaDriver:
     except (AttributeError, OSError):
         return NvidiaDriver(name, True, kernel, version=version)
     cuda_version = gpus = None
+    described: tuple[Gpu, ...] = ()
     try:
         answer = ctypes.c_int(0)
         driver.cuDriverGetVersion(ctypes.pointer(answer))
@@ -163,9 +190,32 @@ def nvidia_driver(load: Loader | None = None) -> NvidiaDriver:
             count = ctypes.c_int(0)
             if driver.cuDeviceGetCount(ctypes.pointer(count)) == _CUDA_SUCCESS:
                 gpus = count.value
+                described = _describe_gpus(driver, gpus)
     except (AttributeError, OSError):
         pass
-    return NvidiaDriver(name, True, kernel, status, cuda_version, gpus, version)
+    return NvidiaDriver(name, True, kernel, status, cuda_version, gpus, version, described)
+
+
+def _describe_gpus(driver: object, count: int) -> tuple[Gpu, ...]:
+    """Each GPU's name and memory as the driver gives them (no CUDA context is made, so
+    this costs nothing on the GPU); the GPUs it cannot describe are left out."""
+    gpus = []
+    for index in range(count):
+        try:
+            device = ctypes.c_int(0)
+            if driver.cuDeviceGet(ctypes.pointer(device), index) != _CUDA_SUCCESS:
+                continue
+            name = ctypes.create_string_buffer(256)
+            memory = ctypes.c_size_t(0)
+            if (driver.cuDeviceGetName(name, len(name), device) != _CUDA_SUCCESS
+                    or driver.cuDeviceTotalMem_v2(ctypes.pointer(memory), device)
+                    != _CUDA_SUCCESS):
+                continue
+        except (AttributeError, OSError):
+            continue
+        gpus.append(Gpu(name.value.decode(errors="replace").strip() or "unnamed GPU",
+                        memory.value))
+    return tuple(gpus)
 
 
 def _kernel_module_version() -> str | None:
