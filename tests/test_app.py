@@ -44,6 +44,7 @@ from engine.request import (
     TextToImageRequest,
 )
 from engine.runtime import DeviceReport
+from engine.runtime.device import Gpu
 from tests.app_windows import studio_window
 from tests.qt_drops import drag_and_drop
 
@@ -62,6 +63,7 @@ class ScriptedPipelines:
         self.cancel_seen_at_step: int | None = None
         self.gate = threading.Event()  # cleared: the next job waits before its first step
         self.gate.set()
+        self.device = DeviceReport(("cpu",), "cpu", None, 2)  # where the pictures "ran"
 
     def run(self, model, request, on_progress, cancel) -> GenerationResult:
         self.ran.append(request.prompt)
@@ -85,7 +87,7 @@ class ScriptedPipelines:
                 request.guidance, request.scheduler, request.seed + index, model, "0" * 16,
                 "starter", operation=operation, strength=getattr(request, "strength", None))
             images.append(GeneratedImage(pixels, parameters))
-        return GenerationResult(tuple(images), (), DeviceReport(("cpu",), "cpu", None, 2))
+        return GenerationResult(tuple(images), (), self.device)
 
 
 def _fake_picture(request, level: int) -> tuple[np.ndarray, str]:
@@ -153,6 +155,14 @@ def test_generate_puts_the_picture_on_the_canvas_in_the_gallery_and_history(qtbo
     assert window.device_label.text() == "CPU (2 threads)"
     # The thumbnail is made on a pool thread and arrives later.
     qtbot.waitUntil(lambda: len(gallery._thumbnails) == 1, timeout=WAIT_MS)
+
+
+def test_the_status_line_names_the_gpu_and_precision_the_picture_was_made_with(
+        qtbot, window, pipelines):
+    h100 = Gpu("NVIDIA H100 80GB HBM3", 85_028_896_768)
+    pipelines.device = DeviceReport(("cuda", "cpu"), "cuda", None, gpu=h100, precision="fp16")
+    _generate(qtbot, window, "a dog at the top")
+    assert window.device_label.text() == "CUDA: NVIDIA H100 80GB HBM3, fp16"
 
 
 def test_cancel_stops_within_one_step(qtbot, window, pipelines):
