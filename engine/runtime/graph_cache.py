@@ -12,6 +12,10 @@ weights per provider, which is why the app owns this folder and can offer to emp
 The graph is saved at the session's full optimisation level, which includes CPU layout
 changes made for this processor's vector width; hence the machine in the stamp, and a cached
 graph is loaded with optimisations off, as onnxruntime's "offline mode" documents.
+
+The fp16 copies Easel makes of a model for GPU providers (engine.runtime.fp16) live beside
+the optimised graphs, in entries of the same shape (``converted_graph``); onnxruntime then
+optimises such a copy like any model, into an entry of its own.
 """
 
 from __future__ import annotations
@@ -147,6 +151,27 @@ def cached_graph(cache: Path, model: Path, providers: Sequence[str]) -> CachedGr
         "onnxruntime": ort.__version__,
         "providers": list(providers),
         "machine": machine_fingerprint(),
+    }
+    return CachedGraph(folder, stamp)
+
+
+def converted_graph(cache: Path, model: Path, providers: Sequence[str], kind: str,
+                    converter: str) -> CachedGraph:
+    """The entry for a copy of ``model`` that Easel converts itself for ``providers`` (the fp16
+    copy, engine.runtime.fp16), beside the optimised graphs:
+    ``<cache>/onnxruntime-<version>/<providers>/<folder>-<stem>-<digest>-<kind>/``. Any
+    provider list has one (TensorRT's too: the copy is Easel's, not onnxruntime's). The stamp
+    names the model's files and the ``converter`` version, so the copy goes stale when either
+    changes; no machine in it, as the conversion does not depend on the processor."""
+    model = model.resolve()
+    digest = hashlib.sha256(str(model).encode()).hexdigest()[:16]
+    name = f"{model.parent.name}-{model.stem}-{digest}-{kind}"
+    folder = Path(cache) / f"onnxruntime-{ort.__version__}" / "+".join(providers) / name
+    stamp = {
+        "source": str(model),
+        "files": [list(entry) for entry in file_identity(model)],
+        "converter": converter,
+        "providers": list(providers),
     }
     return CachedGraph(folder, stamp)
 
