@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
     from engine.tiny_vae import TinyVae
 
 REQUIRED_GRAPHS = ("text_encoder", "unet", "vae_decoder")
+# The graphs that run in fp16 where the runtime calls for it (a GPU provider): the VAE
+# decoder too, with a float32 fallback when fp16 overflows (``Model.decode``); the VAE
+# encoder stays float32.
+HALF_GRAPHS = frozenset({"unet", "text_encoder", "text_encoder_2", "vae_decoder"})
+
+log = logging.getLogger(__name__)
 
 
 class Model:
@@ -50,6 +57,8 @@ class Model:
         # the final pictures ("fast decode"); None: linear previews, the model's own VAE.
         self._preview_vae: TinyVae | None = None
         self._decode_vae: TinyVae | None = None
+        self._vae_in_fp32 = False  # set once the VAE decoder overflowed in fp16
+        self._cuda_graph_stopped: str | None = None  # why the UNet no longer replays graphs
 
     def use_loras(self, loras: Sequence[tuple[Path | str, float]]) -> None:
         """Make pictures with these LoRAs (file, weight) from now on; empty (or all weights
@@ -131,7 +140,24 @@ class Model:
 
     @property
     def unet(self) -> Session:
-        return self._session("unet")
+        """The UNet; on CUDA made to replay CUDA graphs (``runtime.cuda_graph``) until
+        ``stop_cuda_graph``: such a session must be run through engine.runtime.binding."""
+        wanted = self.runtime.cuda_graph and self._cuda_graph_stopped is None
+        return self._session("unet", cuda_graph=wanted)
+
+    def stop_cuda_graph(self, reason: str) -> None:
+        """Run the UNet without CUDA graphs from now on (a replay failed: ``reason``, a
+        sentence, is kept for the device report); the replaying session is let go, so its
+        memory goes once callers drop theirs too."""
+        if self._cuda_graph_stopped is None:
+            log.warning("CUDA graphs are off for model '%s': %s", self.name, reason)
+            self._cuda_graph_stopped = reason
+            release_sessions(self.folder / "unet")
+
+    @property
+    def cuda_graph_stopped(self) -> str | None:
+        """Why the UNet stopped replaying CUDA graphs (``stop_cuda_graph``), or None."""
+        return self._cuda_graph_stopped
 
     @property
     def control_unet(self) -> Session:
@@ -141,7 +167,7 @@ class Model:
         from engine.control.unet_variant import control_unet_path
 
         path = control_unet_path(self.folder, self.hash, self.runtime.optimized_cache)
-        return get_session(path, self.runtime, self.overrides_for("unet"))
+        return get_session(path, self.runtime, self.overrides_for("unet"), half=True)
 
     def overrides_for(self, component: str) -> InitializerOverrides | None:
         """The weights the LoRAs in use replace in ``component``'s graph, for a variant of
@@ -151,7 +177,35 @@ class Model:
 
     @property
     def vae_decoder(self) -> Session:
+        """The VAE decoder: fp16 where the runtime calls for it, until it overflowed once
+        (see ``decode``, which the pipelines decode through)."""
         return self._session("vae_decoder")
+
+    def decode(self, latent_sample: np.ndarray, cancel: CancelToken | None = None
+               ) -> tuple[np.ndarray, str | None]:
+        """The VAE decoder's output ``sample`` for ``latent_sample`` (float32, already scaled
+        for the VAE), and a warning the first time fp16 overflowed, else None.
+
+        The VAE decoder runs in fp16 where the runtime calls for it; an output with inf or
+        NaN in it (SDXL's VAE overflows in fp16) is decoded again in fp32, which this model
+        then keeps using: the warning says so once.
+        """
+        session = self.vae_decoder
+        (decoded,) = session.run({"latent_sample": latent_sample}, ["sample"], cancel)
+        if session.precision == "fp32" or np.isfinite(decoded).all():
+            return decoded, None
+        self._vae_in_fp32 = True
+        warning = (f"The VAE decoder of model '{self.name}' overflowed in fp16, so it decodes "
+                   f"in fp32 from now on (slower, more memory).")
+        log.warning("%s", warning)
+        del session  # the fp16 session goes as the fp32 one comes (see get_session)
+        (decoded,) = self.vae_decoder.run({"latent_sample": latent_sample}, ["sample"], cancel)
+        return decoded, warning
+
+    @property
+    def vae_in_fp32(self) -> bool:
+        """True once the VAE decoder fell back from fp16 to fp32 (``decode``)."""
+        return self._vae_in_fp32
 
     @property
     def vae_encoder(self) -> Session:
@@ -172,14 +226,16 @@ class Model:
         LoRAs and embeddings in use change."""
         return self._session(component)
 
-    def _session(self, component: str) -> Session:
+    def _session(self, component: str, *, cuda_graph: bool = False) -> Session:
         path = self.folder / component / "model.onnx"
         if not path.is_file():
             raise ModelError(f"Model '{self.name}' has no {component.replace('_', ' ')}.")
         overrides = None if self._loras is None else self._loras.overrides(component)
         if self._embeddings is not None and component.startswith("text_encoder"):
             overrides = _joined(overrides, self._embeddings.overrides(component))
-        return get_session(path, self.runtime, overrides)
+        half = component in HALF_GRAPHS and not (
+            component == "vae_decoder" and self._vae_in_fp32)
+        return get_session(path, self.runtime, overrides, half=half, cuda_graph=cuda_graph)
 
 
 def _joined(first: InitializerOverrides | None, second: InitializerOverrides
@@ -229,7 +285,7 @@ PREPARED_GRAPHS: dict[str, str] = {
 
 def model_graphs(folder: Path) -> list[Graph]:
     """The graphs of a diffusion model folder a load optimises, those it has, UNet first."""
-    return [Graph(Path(folder) / component / "model.onnx", label)
+    return [Graph(Path(folder) / component / "model.onnx", label, component in HALF_GRAPHS)
             for component, label in PREPARED_GRAPHS.items()
             if (Path(folder) / component / "model.onnx").is_file()]
 
@@ -237,7 +293,7 @@ def model_graphs(folder: Path) -> list[Graph]:
 def prepare_model(folder: Path, runtime: RuntimeOptions,
                   progress: PrepareProgress | None = None,
                   cancel: CancelToken | None = None) -> Preparation:
-    """Optimise a diffusion model's graphs for ``runtime`` now, as its first load would, and
-    keep them in the cache, so that load only reads them (see engine.runtime.prepare for
-    errors and cancelling)."""
+    """Optimise a diffusion model's graphs for ``runtime`` now, as its first load would (their
+    fp16 copies first, where the runtime runs them in fp16), and keep them in the cache, so
+    that load only reads them (see engine.runtime.prepare for errors and cancelling)."""
     return prepare_graphs(model_graphs(folder), runtime, progress, cancel)

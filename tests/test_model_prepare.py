@@ -98,7 +98,7 @@ def test_no_prepare_leaves_the_work_to_the_first_load(home, tiny_sd1_onnx, capsy
 
 def test_a_failing_prepare_keeps_the_model_installed_and_says_so(home, tiny_sd1_onnx, capsys,
                                                                    monkeypatch):
-    def out_of_memory(path, options):
+    def out_of_memory(path, options, half=False):
         raise ModelError(f"There is not enough memory to load {path.name}.")
 
     monkeypatch.setattr(prepare_module, "open_session", out_of_memory)

@@ -15,6 +15,7 @@ from engine.runtime.prepare import (
 )
 from engine.runtime.providers import available_providers, resolve_providers
 from engine.runtime.sessions import (
+    PRECISIONS,
     InitializerOverrides,
     RuntimeOptions,
     Session,
@@ -27,6 +28,7 @@ from engine.runtime.sessions import (
 )
 
 __all__ = [
+    "PRECISIONS",
     "CancelToken",
     "DeviceReport",
     "Graph",

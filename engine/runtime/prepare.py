@@ -6,7 +6,8 @@ import wait. ``prepare_graphs`` does that work when the caller chooses (right af
 import), through the very code a load runs (``sessions.open_session``), so the optimised graph
 lands in the cache exactly where the later load looks; ``needs_preparing`` says whether it
 still has to be done (a model imported before, another onnxruntime or provider, an emptied
-cache).
+cache). A graph that runs in fp16 on this runtime (a UNet on CUDA) gets its fp16 copy made
+first (engine.runtime.fp16), and that copy is what is optimised.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import EaselError
-from engine.runtime import graph_cache
+from engine.runtime import fp16, graph_cache
 from engine.runtime.cancel import CancelToken
-from engine.runtime.device import provider_problem
 from engine.runtime.providers import resolve_providers
-from engine.runtime.sessions import RuntimeOptions, open_session
+from engine.runtime.sessions import (
+    RuntimeOptions,
+    expected_providers,
+    open_session,
+    runs_in_half,
+)
 
 # (what is being prepared in the user's words, its number from 1, how many), before each
 # graph, as the model store numbers an import's stages.
@@ -35,10 +40,12 @@ class PrepareFailed(EaselError):
 
 @dataclass(frozen=True)
 class Graph:
-    """One graph to prepare: its file and what it is in the user's words ("the UNet")."""
+    """One graph to prepare: its file, what it is in the user's words ("the UNet"), and
+    whether it may run in fp16 (``get_session``'s ``half``)."""
 
     file: Path
     label: str
+    half: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,21 +72,27 @@ def starting_providers(runtime: RuntimeOptions) -> list[str]:
     """The providers a session for ``runtime`` is expected to run on: the resolved list
     without the GPU providers that cannot start here (no GPU, a missing CUDA library), as
     the onnxruntime-gpu package without a GPU quietly runs on the CPU alone."""
-    return [name for name in resolve_providers(runtime.providers)
-            if name == "cpu" or provider_problem(name) is None]
+    return expected_providers(resolve_providers(runtime.providers))
 
 
-def needs_preparing(model_file: Path, runtime: RuntimeOptions) -> bool:
-    """True when loading ``model_file`` with ``runtime`` would optimise it first: the cache
-    has no fresh entry for this file, or the entry was made on other providers than those
-    expected to start now (the loader would then discard it). False when there is nothing
-    to prepare: no cache folder, or providers whose graphs cannot be cached (TensorRT)."""
+def needs_preparing(model_file: Path, runtime: RuntimeOptions, half: bool = False) -> bool:
+    """True when loading ``model_file`` with ``runtime`` would convert or optimise it first:
+    it runs in fp16 here (``half`` and the runtime say so) and its fp16 copy is not in the
+    cache, or the cache has no fresh optimised entry for the file (or that copy), or the
+    entry was made on other providers than those expected to start now (the loader would
+    then discard it). False when there is nothing to prepare: no cache folder, or providers
+    whose graphs cannot be cached (TensorRT) and no fp16 copy to make."""
     if runtime.optimized_cache is None:
         return False
     model_file = Path(model_file).resolve()
     if not model_file.is_file():
         return False  # nothing to prepare; loading it says the file is missing
     resolved, starting = resolve_providers(runtime.providers), starting_providers(runtime)
+    if half and runs_in_half(runtime, starting):
+        copy = fp16.half_entry(model_file, runtime.optimized_cache, resolved)
+        if not copy.is_fresh():
+            return True
+        model_file = copy.model
     entry = graph_cache.cached_graph(runtime.optimized_cache, model_file, resolved)
     if entry is None:
         return False
@@ -112,7 +125,7 @@ def prepare_graphs(
     for index, graph in enumerate(graphs):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        if not needs_preparing(graph.file, runtime):
+        if not needs_preparing(graph.file, runtime, graph.half):
             done.append(PreparedGraph(graph, 0.0, False))
             continue
         if progress is not None:
@@ -124,9 +137,12 @@ def prepare_graphs(
 
 def _prepare(graph: Graph, runtime: RuntimeOptions) -> PreparedGraph:
     started = time.perf_counter()
-    session = open_session(graph.file, runtime)
-    del session  # only the optimised copy it left in the cache is wanted, not its memory
-    if needs_preparing(graph.file, runtime):
+    session = open_session(graph.file, runtime, half=graph.half)
+    notes = session.notes
+    del session  # only the copies it left in the cache are wanted, not its memory
+    if needs_preparing(graph.file, runtime, graph.half):
+        if notes:  # an fp16 copy that cannot be made or loaded: the session says why
+            raise PrepareFailed(" ".join(notes))
         # The loader opens a model even when its copy cannot be saved (a full disk).
         raise PrepareFailed(f"The optimised copy of {graph.label} could not be kept in "
                             f"{runtime.optimized_cache}: is the disk full or read-only?")
