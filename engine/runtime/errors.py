@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -50,16 +51,55 @@ def is_out_of_memory(error: BaseException | str) -> bool:
     return isinstance(error, MemoryError) or bool(_OUT_OF_MEMORY.search(str(error)))
 
 
+class OutOfMemory(GenerationFailed):
+    """A run that ran out of memory on ``device`` (a display name: "CUDA", "CPU"). The
+    pipelines catch it to retry with fewer pictures per UNet call, or to say what size would
+    fit (``out_of_memory_at``); nothing of the session is spoilt by it."""
+
+    def __init__(self, message: str, device: str) -> None:
+        super().__init__(message)
+        self.device = device
+
+
 def out_of_memory(device: str, *, loading: bool = False) -> GenerationFailed:
     """The error for running out of memory on ``device`` (a display name: "CUDA", "CPU")."""
-    where = "the computer" if device == "CPU" else f"the GPU ({device})"
+    where = _where(device)
     if loading:
         fix = "close other programs"
         fix += "" if device == "CPU" else " or switch to the CPU"
         return GenerationFailed(f"There is not enough memory on {where} to load this model: {fix}.")
     fix = "lower the image size or the number of images"
     fix += ", or close other programs" if device == "CPU" else ", or switch to the CPU"
-    return GenerationFailed(f"Out of memory on {where}: {fix}.")
+    return OutOfMemory(f"Out of memory on {where}: {fix}.", device)
+
+
+def out_of_memory_at(device: str, width: int, height: int) -> OutOfMemory:
+    """Out of memory drawing one ``width`` × ``height`` picture alone: the size to try
+    instead (``smaller_size``), in one sentence."""
+    where = _where(device)
+    other = "close other programs" if device == "CPU" else "switch to the CPU"
+    smaller = smaller_size(width, height)
+    if smaller is None:
+        return OutOfMemory(f"Out of memory on {where} drawing even one {width}×{height} "
+                           f"picture: {other}.", device)
+    return OutOfMemory(f"Out of memory on {where} drawing even one {width}×{height} picture: "
+                       f"try {smaller[0]}×{smaller[1]} (at most half the pixels), or {other}.",
+                       device)
+
+
+def smaller_size(width: int, height: int, multiple: int = 64) -> tuple[int, int] | None:
+    """At most half the pixels of ``width`` × ``height`` at about its shape: each side times
+    √½, rounded down to ``multiple`` (64 suits every model family; at least one multiple).
+    None when no such size has at most half the pixels (a picture near the smallest size)."""
+    def side(value: int) -> int:
+        return max(multiple, math.floor(value * math.sqrt(0.5) / multiple) * multiple)
+
+    smaller = side(width), side(height)
+    return smaller if 2 * smaller[0] * smaller[1] <= width * height else None
+
+
+def _where(device: str) -> str:
+    return "the computer" if device == "CPU" else f"the GPU ({device})"
 
 
 def translate_run_error(error: BaseException, model: Path, device: str) -> EaselError:
