@@ -78,30 +78,29 @@ def test_lcm_pixels_match_diffusers(models, steps, guidance, monkeypatch):
     assert_same_picture(ours, theirs, our_latents, their_latents)
 
 
-def test_lcm_guidance_changes_the_picture_without_a_second_pass(models):
+def test_lcm_guidance_changes_the_picture_without_a_second_pass(models, monkeypatch):
     """LCM's guidance goes into the UNet's embedding, and guidance > 1 adds no CFG pass."""
     from engine.pipelines.text_to_image import TextToImagePipeline
+    from engine.runtime.binding import BoundCalls
 
     _, model = models["lcm"]
     pipeline = TextToImagePipeline(model)
     batches = []
-    run = model.unet.run
+    call = BoundCalls.__call__
 
-    def counting_run(feeds, outputs, cancel=None):
+    def counting(self, feeds, cancel):  # every UNet call (engine.runtime.binding)
         batches.append(len(feeds["sample"]))
-        assert feeds["timestep_cond"].shape == (len(feeds["sample"]), 32)
-        return run(feeds, outputs, cancel)
+        assert self.constants["timestep_cond"].shape == (len(feeds["sample"]), 32)
+        return call(self, feeds, cancel)
 
-    model.unet.run = counting_run
-    try:
-        def image(guidance):
-            request = TextToImageRequest(PROMPT, width=WIDTH, height=HEIGHT, steps=2,
-                                         guidance=guidance, seed=3)
-            return pipeline(request).images[0].pixels.astype(int)
+    monkeypatch.setattr(BoundCalls, "__call__", counting)
 
-        assert np.abs(image(8.0) - image(2.0)).mean() > 0.1
-    finally:
-        del model.unet.run
+    def image(guidance):
+        request = TextToImageRequest(PROMPT, width=WIDTH, height=HEIGHT, steps=2,
+                                     guidance=guidance, seed=3)
+        return pipeline(request).images[0].pixels.astype(int)
+
+    assert np.abs(image(8.0) - image(2.0)).mean() > 0.1
     assert batches == [1, 1, 1, 1]
 
 

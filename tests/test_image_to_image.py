@@ -16,6 +16,7 @@ from engine.manifest import write_manifest
 from engine.model import load_model
 from engine.pipelines.image_to_image import ImageToImagePipeline
 from engine.request import ImageToImageRequest
+from engine.runtime.binding import BoundCalls
 
 SMALL = {"steps": 4, "scheduler": "euler_ancestral", "strength": 0.5}
 REPO_STARTER = Path(__file__).resolve().parents[1] / "resources" / "models" / "starter"
@@ -81,13 +82,13 @@ def test_explicit_noise_reproduces_the_seeded_image(pipeline):
 
 def test_without_any_prompt_guidance_is_skipped(pipeline, monkeypatch):
     batches = []
-    run = pipeline.model.unet.run
+    call = BoundCalls.__call__
 
-    def counting(feeds, outputs, cancel=None):
+    def counting(self, feeds, cancel):  # every UNet call (engine.runtime.binding)
         batches.append(len(feeds["sample"]))
-        return run(feeds, outputs, cancel)
+        return call(self, feeds, cancel)
 
-    monkeypatch.setattr(pipeline.model.unet, "run", counting)
+    monkeypatch.setattr(BoundCalls, "__call__", counting)
     pipeline(ImageToImageRequest(picture(), guidance=7.5, **SMALL))
     pipeline(ImageToImageRequest(picture(), "a cat", guidance=7.5, **SMALL))
     assert batches == [1, 1, 2, 2]
@@ -117,7 +118,7 @@ def test_too_few_steps_for_the_strength(pipeline):
     ({"noise": np.zeros((1, 4, 8, 8), dtype=np.float32)}, "shape"),
 ])
 def test_bad_requests_are_refused_before_work(pipeline, changes, message, monkeypatch):
-    monkeypatch.setattr(pipeline.model.unet, "run", None)  # any work would fail otherwise
+    monkeypatch.setattr(BoundCalls, "__call__", None)  # any UNet call would fail otherwise
     request = {"image": picture(), **SMALL, **changes}
     with pytest.raises(BadRequest, match=message):
         pipeline(ImageToImageRequest(**request))

@@ -13,6 +13,7 @@ from engine.model import load_model
 from engine.pipelines.inpaint import InpaintPipeline
 from engine.pipelines.outpaint import OutpaintPipeline
 from engine.request import InpaintRequest, OutpaintRequest
+from engine.runtime.binding import BoundCalls
 from tests.test_image_to_image import REPO_STARTER, changed_copy, picture
 
 SMALL = {"steps": 3, "scheduler": "euler", "prompt": "a cat"}
@@ -115,7 +116,7 @@ def test_a_mask_thinner_than_the_latent_grid_is_reported(pipeline):
     ({"image": np.zeros((9000, 8, 3), dtype=np.uint8)}, "up to 8192 pixels a side"),
 ])
 def test_bad_requests_are_refused_before_work(pipeline, changes, message, monkeypatch):
-    monkeypatch.setattr(pipeline.model.unet, "run", None)  # any work would fail otherwise
+    monkeypatch.setattr(BoundCalls, "__call__", None)  # any UNet call would fail otherwise
     request = {"image": picture(), "mask": box_mask(), **SMALL, **changes}
     with pytest.raises(BadRequest, match=message):
         pipeline(InpaintRequest(**request))

@@ -77,13 +77,14 @@ def test_a_region_changes_its_box_more_than_the_rest(starter):
 
 def test_each_distinct_prompt_runs_once_a_step_two_samples_a_call(starter, monkeypatch):
     batches = []
-    run = starter.unet.run
+    unet = starter.unet.ort_session
+    run = unet.run_with_iobinding
 
-    def counting(feeds, outputs, cancel=None):
-        batches.append(len(feeds["sample"]))
-        return run(feeds, outputs, cancel)
+    def counting(binding, run_options=None):  # every UNet run (engine.runtime.binding)
+        run(binding, run_options)
+        batches.append(binding.get_outputs()[0].shape()[0])
 
-    monkeypatch.setattr(starter.unet, "run", counting)
+    monkeypatch.setattr(unet, "run_with_iobinding", counting)
     regions = [((0, 0, 64, 64), "a moon"), ((64, 64, 64, 64), "a horse"),
                ((128, 0, 64, 64), "a moon")]  # the same prompt twice runs once
     RegionsPipeline(starter)(RegionsRequest(STARTER_PROMPT, regions, steps=3, guidance=2.0))

@@ -9,8 +9,9 @@ names, so text to image, image to image and inpainting read alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,11 +19,14 @@ import numpy as np
 from engine.errors import BadRequest, ModelError
 from engine.images import to_pixels
 from engine.model import Model
+from engine.pipelines.batching import images_per_call
 from engine.prompt_chunks import make_chunks
 from engine.prompt_emphasis import apply_emphasis, check_emphasis
 from engine.prompt_syntax import ParsedPrompt, parse_prompt
 from engine.request import Progress, ProgressCallback
 from engine.runtime import CancelToken, Session
+from engine.runtime.binding import CudaGraphFailed, bound_calls, stop_cuda_graph
+from engine.runtime.errors import OutOfMemory, out_of_memory_at
 from engine.schedulers import make_scheduler
 from engine.schedulers.base import Scheduler
 from engine.tokenizer import PromptTokenizer, truncation_warning
@@ -54,6 +58,22 @@ class PromptEmbeddings:
 
     hidden_states: np.ndarray  # (batch, tokens, features): the UNet's encoder_hidden_states
     text_embeds: np.ndarray | None = None  # (batch, projection): SDXL's pooled text embedding
+
+
+@dataclass(eq=False)
+class ImageDenoising:
+    """One picture's own denoising: its latents, its scheduler (multistep ones keep a
+    history) and its generator (design.md, Seeds), what its UNet input adds and what
+    follows each of its steps. ``denoise_images`` steps it in place."""
+
+    latents: np.ndarray  # (1, channels, height, width)
+    scheduler: Scheduler
+    rng: np.random.Generator
+    report: StepReport
+    # (rows, channels, height, width): an inpainting UNet's mask and masked picture.
+    extra_channels: np.ndarray | None = None
+    after_step: AfterStep | None = None
+    steps_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -318,6 +338,19 @@ class DiffusionPipeline:
 
         return report
 
+    def images_per_call(self, count: int, use_guidance: bool, latent_shape: tuple[int, ...],
+                        guides: Guides | None = None) -> int:
+        """How many of ``count`` pictures share a UNet call (``engine.pipelines.batching``).
+        ControlNets and image prompts put the negative prompt's row first in every call, so
+        with them each picture has its calls to itself."""
+        if guides is not None and (guides.control is not None
+                                   or guides.image_prompt is not None):
+            return 1
+        unet = self.model.unet if guides is None else guides.unet(self.model)
+        samples = 2 if use_guidance else 1
+        return images_per_call(self.model.runtime.image_batch, unet.device.in_use, count,
+                               samples * latent_shape[-2] * latent_shape[-1])
+
     def denoise(self, latents: np.ndarray, conditioning: dict[str, np.ndarray], guidance: float,
                 use_guidance: bool, scheduler: Scheduler, rng: np.random.Generator,
                 report: StepReport, cancel: CancelToken, *, begin: int = 0,
@@ -325,62 +358,124 @@ class DiffusionPipeline:
                 after_step: AfterStep | None = None,
                 combine: CombinePrediction | None = None,
                 unet_batch: int | None = None,
-                guides: Guides | None = None) -> np.ndarray:
-        """Run the scheduler's timesteps from ``begin`` (image to image starts partway).
+                guides: Guides | None = None,
+                notes: list[str] | None = None) -> np.ndarray:
+        """One picture's denoising (``denoise_images`` with that picture alone): its latents
+        after the scheduler's timesteps from ``begin`` (image to image starts partway).
 
         ``extra_channels`` (batched like the UNet input) are joined to the scaled latents on
         the channel axis: an inpainting UNet reads the mask and the masked picture there.
         ``after_step`` may replace the latents after each step (masked latent blending).
-        ``combine`` replaces classifier-free guidance: the UNet then runs the latents once per
-        row of the conditioning, and ``combine`` turns its whole prediction into one.
-        ``unet_batch`` caps the samples of one UNet call, so many prompts never need more
-        memory than that many. ``guides`` add their ControlNets' residuals and image tokens
-        to every UNet call, and choose the UNet that takes them (``engine.pipelines.guides``).
         """
+        image = ImageDenoising(latents, scheduler, rng, report, extra_channels, after_step)
+        (done,) = self.denoise_images([image], conditioning, guidance, use_guidance, cancel,
+                                      begin=begin, combine=combine, unet_batch=unet_batch,
+                                      guides=guides, notes=notes)
+        return done.latents
+
+    def denoise_images(self, images: Sequence[ImageDenoising],
+                       conditioning: dict[str, np.ndarray], guidance: float,
+                       use_guidance: bool, cancel: CancelToken, *, per_call: int = 1,
+                       begin: int = 0, combine: CombinePrediction | None = None,
+                       unet_batch: int | None = None, guides: Guides | None = None,
+                       notes: list[str] | None = None) -> Iterator[ImageDenoising]:
+        """Denoise the pictures of one request (their timesteps are the same), ``per_call``
+        of them in each UNet call, and yield each, in order, when its last step is done.
+
+        ``combine`` replaces classifier-free guidance: the UNet then runs each picture's
+        latents once per row of the conditioning, and ``combine`` turns that picture's
+        prediction into one. ``unet_batch`` caps the samples of one UNet call, so many
+        prompts never need more memory than that many. ``guides`` add their ControlNets'
+        residuals and image tokens to every UNet call, and choose the UNet that takes them
+        (``engine.pipelines.guides``); with them ``per_call`` must be 1.
+
+        Out of memory with several pictures a call halves them and goes on from the step
+        that failed (nothing done is lost); with one picture it is one sentence with a size
+        that would fit. What the user should know of it (fewer pictures a call, CUDA graphs
+        given up) is added to ``notes``.
+        """
+        waiting = list(images)
+        while waiting:
+            # Pictures halved after running out of memory are partway: they go on together.
+            group = list(takewhile(lambda image: image.steps_done == waiting[0].steps_done,
+                                   waiting[:per_call]))
+            try:
+                self._denoise_group(group, conditioning, guidance, use_guidance, cancel,
+                                    begin, combine, unet_batch, guides, notes)
+            except OutOfMemory as error:
+                if len(group) == 1:
+                    factor = self.description.vae_scale_factor
+                    height, width = group[0].latents.shape[-2:]
+                    raise out_of_memory_at(error.device, width * factor,
+                                           height * factor) from error
+                per_call = len(group) // 2
+                if notes is not None:
+                    notes.append(f"Out of memory with {len(group)} pictures in one UNet call "
+                                 f"on {error.device}; made {per_call} at a time instead.")
+                continue
+            del waiting[:len(group)]
+            yield from group
+
+    def _denoise_group(self, group: list[ImageDenoising], conditioning: dict[str, np.ndarray],
+                       guidance: float, use_guidance: bool, cancel: CancelToken, begin: int,
+                       combine: CombinePrediction | None, unet_batch: int | None,
+                       guides: Guides | None, notes: list[str] | None) -> None:
+        """The steps left to ``group``'s pictures, which share each UNet call: row r of
+        picture j's input is sample r × pictures + j, as ``np.repeat`` batches the
+        conditioning (guidance: [negatives..., positives...]). Each picture's scheduler
+        steps with its own rows of the prediction and draws from its own generator."""
         unet = self.model.unet if guides is None else guides.unet(self.model)
         timestep_type = unet.input_type("timestep")
-        batch = 2 if use_guidance else 1
+        rows = 2 if use_guidance else 1
         if combine is not None:
-            batch = len(conditioning["encoder_hidden_states"])
-        timesteps = scheduler.timesteps[begin:]
-        for step, timestep in enumerate(timesteps, start=1):
+            rows = len(conditioning["encoder_hidden_states"])
+        count = len(group)
+        constants = {name: np.repeat(value, count, axis=0)
+                     for name, value in conditioning.items()}
+        calls = bound_calls(unet, constants, unet_batch)
+        timesteps = group[0].scheduler.timesteps[begin:]
+        for index in range(group[0].steps_done, len(timesteps)):
             cancel.raise_if_cancelled()
-            # Guidance runs negative and positive as one batch-2 call.
-            model_input = np.concatenate([latents] * batch)
-            model_input = scheduler.scale_model_input(model_input, timestep)
+            timestep = timesteps[index]
+            # Guidance runs negative and positive in one call.
+            samples = [image.scheduler.scale_model_input(
+                np.concatenate([image.latents] * rows), timestep) for image in group]
             feeds = {
-                "sample": model_input.astype(np.float32),
-                "timestep": np.full((batch,), timestep, dtype=timestep_type),
-                **conditioning,
+                "sample": _by_rows(samples).astype(np.float32),
+                "timestep": np.full((rows * count,), timestep, dtype=timestep_type),
             }
             if guides is not None:  # before the extra channels: ControlNets read four
-                feeds.update(guides.feeds(step - 1, len(timesteps), feeds, unet, cancel))
-            if extra_channels is not None:
-                feeds["sample"] = np.concatenate([feeds["sample"], extra_channels.astype(
-                    np.float32)], axis=1)
-            noise_pred = self.predict_noise(feeds, unet_batch or batch, cancel, unet)
-            if combine is not None:
-                noise_pred = combine(noise_pred)
-            elif use_guidance:
-                negative, positive = noise_pred[:1], noise_pred[1:]
-                noise_pred = negative + np.float32(guidance) * (positive - negative)
-            latents = scheduler.step(noise_pred, timestep, latents, rng)
-            if after_step is not None:
-                latents = after_step(step, latents)
-            report(step, latents)
-        return latents
-
-    def predict_noise(self, feeds: dict[str, np.ndarray], most: int,
-                      cancel: CancelToken, unet: Session | None = None) -> np.ndarray:
-        """The UNet's output for a batch of inputs, run ``most`` samples at a time."""
-        unet = unet or self.model.unet
-        batch = len(feeds["sample"])
-        if batch <= most:
-            return unet.run(feeds, ["out_sample"], cancel)[0]
-        parts = [unet.run({name: value[start:start + most] for name, value in feeds.items()},
-                          ["out_sample"], cancel)[0]
-                 for start in range(0, batch, most)]
-        return np.concatenate(parts)
+                feeds.update(guides.feeds(index, len(timesteps), {**feeds, **constants},
+                                          unet, cancel))
+            if group[0].extra_channels is not None:
+                extra = _by_rows([image.extra_channels for image in group])
+                feeds["sample"] = np.concatenate([feeds["sample"], extra.astype(np.float32)],
+                                                 axis=1)
+            try:
+                prediction = calls(feeds, cancel)
+            except CudaGraphFailed as failure:
+                # Said, never silent; the same call again, without CUDA graphs.
+                stop_cuda_graph(self.model, failure.reason)
+                if notes is not None:
+                    notes.append(failure.reason)
+                unet = self.model.unet if guides is None else guides.unet(self.model)
+                calls = bound_calls(unet, constants, unet_batch)
+                prediction = calls(feeds, cancel)
+            prediction = prediction.reshape(rows, count, *prediction.shape[1:])
+            for number, image in enumerate(group):
+                noise_pred = prediction[:, number]
+                if combine is not None:
+                    noise_pred = combine(noise_pred)
+                elif use_guidance:
+                    negative, positive = noise_pred[:1], noise_pred[1:]
+                    noise_pred = negative + np.float32(guidance) * (positive - negative)
+                image.latents = image.scheduler.step(noise_pred, timestep, image.latents,
+                                                     image.rng)
+                if image.after_step is not None:
+                    image.latents = image.after_step(index + 1, image.latents)
+                image.steps_done = index + 1
+            for image in group:
+                image.report(index + 1, image.latents)
 
     @property
     def decoder_name(self) -> str | None:
@@ -430,3 +525,9 @@ def guidance_scale_embedding(guidance: float, dim: int) -> np.ndarray:
     if dim % 2:
         embedding = np.concatenate([embedding, np.zeros(1, dtype=np.float32)])
     return embedding.astype(np.float32)[np.newaxis]
+
+
+def _by_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """Each picture's (rows, ...) as one UNet batch, row by row: row r of picture j at
+    r × pictures + j (one picture: its rows as they are)."""
+    return np.stack(parts, axis=1).reshape(-1, *parts[0].shape[1:])

@@ -29,7 +29,7 @@ from engine.images import pad_to_multiple, picture_pixels, to_sample
 from engine.lora.record import recorded_loras
 from engine.model import Model
 from engine.noise import NoiseGenerator, make_generator, stored_name
-from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline
+from engine.pipelines.diffusion import MAX_SIDE, DiffusionPipeline, ImageDenoising
 from engine.pipelines.guides import prepare_guides
 from engine.pipelines.native_size import (
     drawing_notes,
@@ -118,36 +118,29 @@ class ImageToImagePipeline(DiffusionPipeline):
         # 3. Preprocess the picture: grown to the working size and encoded once.
         source = SourceLatents(self.model, to_sample(canvas), cancel)
 
-        images = []
-        for index in range(request.count):
-            seed = parameters.seed + index
-            rng = make_generator(request.generator, seed)
-            # 4. Set the timesteps: a strength of s runs the last s of them.
-            scheduler, begin = self.get_timesteps(parameters.scheduler, parameters.steps,
-                                                  parameters.strength)
+        # 4-5. Set each image's timesteps and prepare its latents: the picture's, noised.
+        images = [self.prepare_image(parameters, request, source, index, on_progress)
+                  for index in range(request.count)]
+        begin = self.first_step(parameters.steps, parameters.strength)
 
-            # 5. Prepare the latents: the picture's, noised to the first timestep run.
-            noise = self.prepare_noise(rng, source.shape, request.noise, index)
-            image_latents = source.sample(rng)
-            latents = scheduler.add_noise(image_latents, noise, scheduler.timesteps[begin])
-
-            # 6. Denoise.
-            report = self.progress_reporter(on_progress, index, request.count,
-                                            len(scheduler.timesteps) - begin)
-            latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
-                                   scheduler, rng, report, cancel, begin=begin,
-                                   guides=guides)
-
+        # 6. Denoise, several images per UNet call where the device gains by it.
+        per_call = self.images_per_call(request.count, use_guidance, images[0].latents.shape,
+                                        guides)
+        results = []
+        for index, image in enumerate(self.denoise_images(
+                images, conditioning, parameters.guidance, use_guidance, cancel,
+                per_call=per_call, begin=begin, guides=guides, notes=warnings)):
             # 7. Decode (a NaN or black frame is a failure), crop to the picture's size as
             # drawn, and enlarge it back if it was redrawn smaller.
-            pixels = self.decode_latents(latents, cancel)
+            pixels = self.decode_latents(image.latents, cancel)
             width, height = drawn_size(parameters)
             pixels = np.ascontiguousarray(pixels[:height, :width])
             pixels = enlarge(pixels, parameters.width, parameters.height)
-            images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+            results.append(GeneratedImage(pixels, replace(parameters,
+                                                          seed=parameters.seed + index)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
         warnings += guides.notes
-        return GenerationResult(tuple(images), tuple(warnings),
+        return GenerationResult(tuple(results), tuple(warnings),
                                 guides.unet(self.model).device)
 
     def check_inputs(self, request: ImageToImageRequest) -> EditSettings:
@@ -230,11 +223,31 @@ class ImageToImagePipeline(DiffusionPipeline):
         """A scheduler set to ``steps`` timesteps, and where in them this strength begins."""
         scheduler = self.make_scheduler(name)
         scheduler.set_timesteps(steps)
-        # As diffusers: int() rounds the steps run down; the scheduler starts at begin.
-        run = min(int(steps * strength), steps)
-        begin = max(steps - run, 0)
+        begin = self.first_step(steps, strength)
         scheduler.set_begin_index(begin)
         return scheduler, begin
+
+    @staticmethod
+    def first_step(steps: int, strength: float) -> int:
+        """Where in ``steps`` timesteps a strength of ``strength`` begins."""
+        # As diffusers: int() rounds the steps run down.
+        run = min(int(steps * strength), steps)
+        return max(steps - run, 0)
+
+    def prepare_image(self, parameters: GenerationParameters, request: ImageToImageRequest,
+                      source: SourceLatents, index: int,
+                      on_progress: ProgressCallback | None) -> ImageDenoising:
+        """Image ``index``'s generator fed seed + index, its scheduler set to the timesteps
+        the strength runs, and its latents: the picture's, noised to the first of them."""
+        rng = make_generator(request.generator, parameters.seed + index)
+        scheduler, begin = self.get_timesteps(parameters.scheduler, parameters.steps,
+                                              parameters.strength)
+        noise = self.prepare_noise(rng, source.shape, request.noise, index)
+        image_latents = source.sample(rng)
+        latents = scheduler.add_noise(image_latents, noise, scheduler.timesteps[begin])
+        report = self.progress_reporter(on_progress, index, request.count,
+                                        len(scheduler.timesteps) - begin)
+        return ImageDenoising(latents, scheduler, rng, report)
 
     @staticmethod
     def prepare_noise(rng: NoiseGenerator, shape: tuple[int, ...],

@@ -146,7 +146,7 @@ class InpaintPipeline(ImageToImagePipeline):
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, begin=begin,
                                    extra_channels=extra_channels, after_step=after_step,
-                                   guides=guides)
+                                   guides=guides, notes=warnings)
 
             # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
             pixels = self.decode_latents(latents, cancel)

@@ -98,7 +98,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
             latents = self.denoise(latents, conditioning, parameters.guidance, False, scheduler,
                                    rng, report, cancel, extra_channels=image_latents,
-                                   combine=combine)
+                                   combine=combine, notes=warnings)
 
             # 8. Decode (a NaN or black frame is a failure), then crop to the picture's size.
             pixels = self.decode_latents(latents, cancel)

@@ -104,7 +104,8 @@ class RegionsPipeline(TextToImagePipeline):
             report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
             latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
                                    scheduler, rng, report, cancel, combine=combine,
-                                   unet_batch=UNET_BATCH, guides=guides)
+                                   unet_batch=UNET_BATCH, guides=guides,
+                                   notes=prompt_warnings)
 
             # 6. Decode (a NaN or black frame is a failure), enlarged if drawn smaller.
             pixels = self.decode_latents(latents, cancel)

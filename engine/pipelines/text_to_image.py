@@ -1,8 +1,9 @@
 """Text to image: prompt → latents → pixels, following diffusers' StableDiffusionPipeline.
 
 The loop reads top to bottom like diffusers': check inputs, encode the prompt, prepare the
-latents, denoise, decode. Each image of a batch is made alone from seed + i, so any one of
-them can be made again by itself.
+latents, denoise, decode. Each image of a batch draws from its own generator fed seed + i
+and steps its own scheduler, so any one of them can be made again by itself; on a GPU several
+share each UNet call (``engine.pipelines.batching``), with the pixels they have alone.
 
 One pipeline serves every family; the model's description says what differs. SDXL
 (StableDiffusionXLPipeline) reads two text encoders and conditions the UNet on the image size
@@ -28,6 +29,7 @@ from engine.pipelines.diffusion import (
     MAX_SIDE,
     VARIANT_PURPOSES,
     DiffusionPipeline,
+    ImageDenoising,
     PromptEmbeddings,
     guidance_scale_embedding,
     penultimate_output,
@@ -75,30 +77,26 @@ class TextToImagePipeline(DiffusionPipeline):
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
                                                  *drawn_size(parameters))
 
-        images = []
-        for index in range(request.count):
-            seed = parameters.seed + index
-            rng = make_generator(request.generator, seed)
-            scheduler = self.make_scheduler(parameters.scheduler)
-            scheduler.set_timesteps(parameters.steps)
+        # 3. Prepare each image's initial latents, scheduler and generator.
+        images = [self.prepare_image(parameters, request, index, on_progress)
+                  for index in range(request.count)]
 
-            # 3. Prepare the initial latents: the generator's first draw (see design.md, Seeds).
-            latents = self.prepare_latents(rng, parameters, request, index)
-            latents = latents * np.float32(scheduler.init_noise_sigma)
-
-            # 4. Denoise.
-            report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
-            latents = self.denoise(latents, conditioning, parameters.guidance, use_guidance,
-                                   scheduler, rng, report, cancel, guides=guides)
-
+        # 4. Denoise, several images per UNet call where the device gains by it.
+        per_call = self.images_per_call(request.count, use_guidance, images[0].latents.shape,
+                                        guides)
+        results = []
+        for index, image in enumerate(self.denoise_images(
+                images, conditioning, parameters.guidance, use_guidance, cancel,
+                per_call=per_call, guides=guides, notes=warnings)):
             # 5. Decode (a NaN or black frame is a failure, never a picture), and enlarge
             # what was drawn smaller than asked (``engine.pipelines.native_size``).
-            pixels = self.decode_latents(latents, cancel)
+            pixels = self.decode_latents(image.latents, cancel)
             pixels = enlarge(pixels, parameters.width, parameters.height)
-            images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+            results.append(GeneratedImage(pixels, replace(parameters,
+                                                          seed=parameters.seed + index)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
         warnings += guides.notes
-        return GenerationResult(tuple(images), tuple(warnings),
+        return GenerationResult(tuple(results), tuple(warnings),
                                 guides.unet(self.model).device)
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
@@ -127,6 +125,18 @@ class TextToImagePipeline(DiffusionPipeline):
         self.check_latent_shape(request.latents, request.count, *drawn_size(parameters),
                                 "initial latents")
         return parameters
+
+    def prepare_image(self, parameters: GenerationParameters, request: TextToImageRequest,
+                      index: int, on_progress: ProgressCallback | None) -> ImageDenoising:
+        """Image ``index``'s generator fed seed + index, its scheduler, and its initial
+        latents: the generator's first draw (see design.md, Seeds)."""
+        rng = make_generator(request.generator, parameters.seed + index)
+        scheduler = self.make_scheduler(parameters.scheduler)
+        scheduler.set_timesteps(parameters.steps)
+        latents = self.prepare_latents(rng, parameters, request, index)
+        latents = latents * np.float32(scheduler.init_noise_sigma)
+        report = self.progress_reporter(on_progress, index, request.count, parameters.steps)
+        return ImageDenoising(latents, scheduler, rng, report)
 
     def prepare_latents(self, rng: NoiseGenerator, parameters: GenerationParameters,
                         request: TextToImageRequest, index: int) -> np.ndarray:
