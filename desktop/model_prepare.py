@@ -109,15 +109,16 @@ def installed_line(model: InstalledModel, outcome: PrepareOutcome | None) -> str
     return f"{line}, {outcome.clause()}." if outcome is not None else f"{line}."
 
 
-def command_line_runtime(providers: str | None = None, threads: int = 0) -> RuntimeOptions:
+def command_line_runtime(providers: str | None = None, threads: int = 0,
+                         precision: str = "auto") -> RuntimeOptions:
     """The options the command line loads models with: ``providers`` as --providers takes
-    them ("cuda,cpu"; None: EASEL_PROVIDERS, else the best available) and ``threads`` (0:
-    every core). ``easel models get`` prepares for the defaults, as ``easel generate`` with
-    no --providers or --threads loads."""
+    them ("cuda,cpu"; None: EASEL_PROVIDERS, else the best available), ``threads`` (0:
+    every core) and ``precision`` (--precision). ``easel models get`` prepares for the
+    defaults, as ``easel generate`` with no --providers or --threads loads."""
     if providers is None:
         providers = os.environ.get("EASEL_PROVIDERS", "")
     names = tuple(name.strip().lower() for name in providers.split(",") if name.strip())
-    return RuntimeOptions(providers=names, cpu_threads=threads,
+    return RuntimeOptions(providers=names, cpu_threads=threads, precision=precision,
                           optimized_cache=paths.optimized_graphs_dir())
 
 

@@ -24,6 +24,7 @@ FILE_NAME = "settings.json"
 THEMES = ("system", "light", "dark")
 PROVIDERS = ("tensorrt", "cuda", "directml", "coreml", "cpu")
 FILTER_MODES = ("off", "warn", "block")  # as desktop.content_filter.MODES
+GPU_PRECISIONS = ("auto", "fp16", "fp32")  # as engine.runtime.RuntimeOptions.precision
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Settings:
     # How many models keep their sessions in memory; the least recently used goes first.
     models_kept_loaded: int = 2
     cpu_threads: int = 0  # 0: every core
+    # On a GPU: "auto" computes in half precision (fp16: faster, half the memory), "fp32" in
+    # full precision (for a model that draws black or broken pictures in fp16).
+    gpu_precision: str = "auto"
     # The installed upscaler that Upscale and hires fix use; "" (or one since removed): the
     # first installed by name.
     upscaler: str = ""
@@ -76,6 +80,8 @@ class Settings:
                      "credentials_prompt", "watermark", "tiny_vae_previews", "fast_decode"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"bad {name}")
+        if self.gpu_precision not in GPU_PRECISIONS:
+            raise ValueError("unknown gpu_precision")
         if self.content_filter not in FILTER_MODES:
             raise ValueError("unknown content_filter")
         if not isinstance(self.upscaler, str):

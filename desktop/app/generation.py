@@ -123,6 +123,7 @@ def chosen_upscaler(store: ModelStore, preferred: str = "") -> str | None:
 
 def runtime_options(settings: Settings) -> RuntimeOptions:
     return RuntimeOptions(providers=settings.providers, cpu_threads=settings.cpu_threads,
+                          precision=settings.gpu_precision,
                           optimized_cache=paths.optimized_graphs_dir())
 
 

@@ -50,6 +50,10 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
              "env EASEL_PROVIDERS)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",
+                        help="how the UNet, text encoders and VAE decoder compute: auto "
+                             "(default) is fp16 on a GPU and fp32 on the CPU; fp32 on a GPU "
+                             "for a model that draws black pictures in fp16")
 
 
 def add_emphasis_argument(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +182,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser, count: int = 1) ->
 def runtime_options(arguments: argparse.Namespace) -> RuntimeOptions:
     if arguments.threads < 0:
         raise BadRequest("--threads must be 0 (all cores) or more.")
-    return command_line_runtime(arguments.providers, arguments.threads)
+    return command_line_runtime(arguments.providers, arguments.threads, arguments.precision)
 
 
 def model_store() -> ModelStore:

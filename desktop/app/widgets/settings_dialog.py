@@ -43,6 +43,8 @@ PROVIDER_ORDERS = (
     ("Core ML, then CPU (macOS)", ("coreml", "cpu")),
 )
 THEMES = (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark"))
+GPU_PRECISIONS = (("Half (fp16): faster, half the memory", "auto"),
+                  ("Full (fp32): for a model that draws black pictures in fp16", "fp32"))
 
 
 class SettingsDialog(QDialog):
@@ -59,6 +61,12 @@ class SettingsDialog(QDialog):
             self.providers.addItem(label, order)
         self.providers.setCurrentIndex(max(self.providers.findData(settings.providers), 0))
         self.providers.setToolTip("Where pictures are made; the status line says what is used")
+        self.precision = QComboBox()
+        for label, name in GPU_PRECISIONS:
+            self.precision.addItem(label, name)
+        self.precision.setCurrentIndex(max(self.precision.findData(settings.gpu_precision), 0))
+        self.precision.setToolTip("How a GPU computes; the CPU always computes in full "
+                                  "precision. The status line says which is in use")
         self.folder = QLineEdit(settings.data_folder or "")
         self.folder.setPlaceholderText(f"the standard place: {standard_data_dir()}")
         self.folder.setToolTip("Where pictures, models and the library are kept, from the "
@@ -132,6 +140,7 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout = QFormLayout(self)
         layout.addRow("Run on", self.providers)
+        layout.addRow("On a GPU", self.precision)
         layout.addRow("Data folder", folder_row)
         layout.addRow("", self.location)
         layout.addRow("", self.metadata)
@@ -163,6 +172,7 @@ class SettingsDialog(QDialog):
             data_folder=self.folder.text().strip() or None,
             embed_metadata=self.metadata.isChecked(), theme=self.theme.currentData(),
             models_kept_loaded=self.kept.value(), cpu_threads=self.threads.value(),
+            gpu_precision=self.precision.currentData(),
             upscaler=self.upscaler.currentData(), keep_downloads=self.keep_downloads.isChecked(),
             tiny_vae_previews=self.tiny_previews.isChecked(),
             fast_decode=self.fast_decode.isChecked(),
