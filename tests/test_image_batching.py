@@ -177,10 +177,10 @@ class _Binding:
         self.inner = inner
         self.samples = 0
 
-    def bind_ortvalue_input(self, name, value) -> None:
+    def bind_cpu_input(self, name, value) -> None:
         if name == "sample":
-            self.samples = value.shape()[0]
-        self.inner.bind_ortvalue_input(name, value)
+            self.samples = len(value)
+        self.inner.bind_cpu_input(name, value)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

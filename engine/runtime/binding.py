@@ -107,7 +107,9 @@ class BoundCalls:
             binding.bind_output(self.output, self.device)
             self._bindings[(start, stop)] = binding
         for name, value in feeds.items():
-            binding.bind_ortvalue_input(name, self._on_device(value[start:stop]))
+            # onnxruntime copies these to the device as the run starts, through its own
+            # memory arena (an OrtValue made here would take and free device memory per call).
+            binding.bind_cpu_input(name, np.ascontiguousarray(value[start:stop]))
         # A session made for CUDA graphs that runs without them says so at each run.
         graph = NO_GRAPH if self.session.cuda_graph else None
         self._run(binding, cancel, graph)
@@ -156,9 +158,10 @@ class GraphCalls(BoundCalls):
     """Calls of a session made to replay CUDA graphs: every input and the output in the
     session's fixed buffers for that shape, the constants copied in once for these calls.
 
-    A graph run is not terminated by a cancel (a capture cut short would leave the graph
-    half made); one replay is a single launch, so the cancel is checked before and after
-    each call instead."""
+    A run with a graph is not terminated by a cancel (a capture cut short would leave the
+    graph half made); a replay is a single launch, so the cancel is checked before and after
+    it instead. A failure of such a run is a ``CudaGraphFailed``; the first run of a shape,
+    without a graph, fails and cancels as a plain call does."""
 
     def __init__(self, session: Session, constants: Mapping[str, np.ndarray],
                  most: int | None = None, output: str = "out_sample") -> None:
@@ -176,13 +179,24 @@ class GraphCalls(BoundCalls):
         graph = self._graphs.get(key)
         if graph is None:
             graph = self._new_graph(key, values)
+        loaded = self.constants if key not in self._loaded else {}
+        for name in [*loaded, *feeds]:
+            graph.inputs[name].update_inplace(np.ascontiguousarray(values[name]))
+        self._loaded.add(key)
+        if graph.output is None:
+            # A shape's first run has no graph: onnxruntime allocates its output, whose
+            # shape and type make the fixed buffer every later run writes.
+            graph.binding.bind_output(self.output, self.device)
+            self._run(graph.binding, cancel, NO_GRAPH)
+            (result,) = graph.binding.copy_outputs_to_cpu()
+            graph.output = ort.OrtValue.ortvalue_from_shape_and_type(
+                result.shape, result.dtype, self.device, 0)
+            graph.binding.bind_ortvalue_output(self.output, graph.output)
+            return result
         cancel.raise_if_cancelled()
         try:
-            loaded = self.constants if key not in self._loaded else {}
-            for name in [*loaded, *feeds]:
-                graph.inputs[name].update_inplace(np.ascontiguousarray(values[name]))
-            self._loaded.add(key)
-            result = self._replay(graph)
+            self.session.ort_session.run_with_iobinding(graph.binding,
+                                                        _run_options(graph.graph_id))
         except ORT_ERRORS as error:
             _graphs.pop(self.session, None)  # their buffers go with the graphs
             _graphs_failed.add(self.session)
@@ -190,7 +204,7 @@ class GraphCalls(BoundCalls):
                 f"The GPU could not run {_label(self.session)} as a CUDA graph "
                 f"({ort_detail(error)}); it runs without CUDA graphs from now on.") from error
         cancel.raise_if_cancelled()
-        return result
+        return graph.binding.copy_outputs_to_cpu()[0]
 
     def _new_graph(self, key: tuple, values: Mapping[str, np.ndarray]) -> _Graph:
         binding = self.session.ort_session.io_binding()
@@ -202,21 +216,6 @@ class GraphCalls(BoundCalls):
         graph = _Graph(len(self._graphs) + 1, binding, inputs)
         self._graphs[key] = graph
         return graph
-
-    def _replay(self, graph: _Graph) -> np.ndarray:
-        if graph.output is None:
-            # The first run of a shape runs without a graph, onnxruntime allocating the
-            # output; its shape and type make the fixed buffer every later run writes.
-            graph.binding.bind_output(self.output, self.device)
-            self.session.ort_session.run_with_iobinding(graph.binding, _run_options(NO_GRAPH))
-            (result,) = graph.binding.copy_outputs_to_cpu()
-            graph.output = ort.OrtValue.ortvalue_from_shape_and_type(
-                result.shape, result.dtype, self.device, 0)
-            graph.binding.bind_ortvalue_output(self.output, graph.output)
-            return result
-        self.session.ort_session.run_with_iobinding(graph.binding,
-                                                    _run_options(graph.graph_id))
-        return graph.binding.copy_outputs_to_cpu()[0]
 
 
 def _run_options(graph: int | None) -> ort.RunOptions:
