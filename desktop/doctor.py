@@ -29,6 +29,7 @@ from desktop.units import size_text
 from engine.memory import memory_info
 
 if TYPE_CHECKING:
+    from engine.runtime import RuntimeOptions
     from engine.runtime.cuda_libraries import Preload
 
 # The distributions that provide the ``onnxruntime`` module; they overwrite one another.
@@ -268,6 +269,44 @@ def _distribution_version(name: str) -> str | None:
         return None
 
 
+# Where pictures are made ------------------------------------------------------------------------
+
+def _making_lines(_full: bool) -> list[str]:
+    from desktop.app.generation import saved_runtime_options  # Qt-free, as this report
+    from desktop.model_prepare import command_line_runtime
+
+    command_line = "EASEL_PROVIDERS and defaults" if os.environ.get("EASEL_PROVIDERS") else (
+        "defaults")
+    return [f"The window (its settings): {_where(saved_runtime_options())}",
+            f"The command line ({command_line}): {_where(command_line_runtime())}",
+            "What really ran is said after each picture: on the status line, and by every "
+            "command (\"running on …\")"]
+
+
+def _where(runtime: RuntimeOptions) -> str:
+    """"CUDA on NVIDIA H100 80GB HBM3 (79.2 GiB), fp16, CUDA graphs" or "CPU, 8 threads,
+    fp32": where a model would run under ``runtime``, as far as can be known without one."""
+    from engine.runtime.device import nvidia_driver
+    from engine.runtime.providers import DISPLAY_NAMES, resolve_providers
+    from engine.runtime.sessions import expected_providers, runs_in_half
+
+    providers = expected_providers(resolve_providers(runtime.providers))
+    first = providers[0]
+    if first == "cpu":
+        threads = runtime.thread_count
+        return f"CPU, {threads} thread{'s' if threads != 1 else ''}, fp32"
+    parts = [DISPLAY_NAMES[first]]
+    if first in ("cuda", "tensorrt"):
+        gpus = nvidia_driver().gpus
+        if gpus:
+            parts[0] += f" on {gpus[0].name} ({gpus[0].memory_bytes / 2**30:.1f} GiB)"
+    parts.append("fp16 (the VAE falls back to fp32 if it overflows)"
+                 if runs_in_half(runtime, providers) else "fp32")
+    if first == "cuda" and runtime.cuda_graph:
+        parts.append("CUDA graphs where the model allows")
+    return ", ".join(parts)
+
+
 # NVIDIA driver and CUDA libraries ---------------------------------------------------------------
 
 def _nvidia_lines(_full: bool) -> list[str]:
@@ -392,6 +431,7 @@ def _unreadable(folder: Path) -> str:
 CHECKS: tuple[Check, ...] = (
     Check("Easel", "the Easel version", _easel_lines),
     Check("ONNX Runtime", "ONNX Runtime", _onnxruntime_lines),
+    Check("Making pictures", "where pictures are made", _making_lines),
     Check("NVIDIA driver and CUDA libraries", "the NVIDIA driver and CUDA libraries",
           _nvidia_lines),
     Check("Window", "whether the window can open", _display_lines),

@@ -20,8 +20,8 @@ from engine.runtime import providers as providers_module
 from engine.runtime.cuda_libraries import WHEEL, CudaLibrary, LibraryCopy, Preload
 from engine.runtime.device import NvidiaDriver
 
-TITLES = ["Easel", "ONNX Runtime", "NVIDIA driver and CUDA libraries", "Window", "Data folder",
-          "Models"]
+TITLES = ["Easel", "ONNX Runtime", "Making pictures", "NVIDIA driver and CUDA libraries",
+          "Window", "Data folder", "Models"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -158,6 +158,34 @@ def test_each_gpu_provider_says_whether_it_can_start(monkeypatch):
     ]
     # The wheels' libraries are loaded first, as before a session, so the checks see them.
     assert order == ["preload", "tensorrt", "cuda", "directml", "coreml"]
+
+
+def test_where_pictures_are_made_names_the_gpu_and_the_precision(home, monkeypatch, tmp_path):
+    from desktop import settings as settings_file
+    from desktop.settings import Settings
+    from engine.runtime import sessions as sessions_module
+    from engine.runtime.device import Gpu
+
+    monkeypatch.setattr(providers_module, "available_providers", lambda: ["cuda", "cpu"])
+    monkeypatch.setattr(sessions_module, "expected_providers", lambda providers: providers)
+    h100 = Gpu("NVIDIA H100 80GB HBM3", 85_028_896_768)
+    monkeypatch.setattr(device_module, "nvidia_driver",
+                        lambda: NvidiaDriver("libcuda.so.1", True, True, 0, 13000, 1, gpus=(h100,)))
+    monkeypatch.setenv("EASEL_CONFIG", str(tmp_path / "config"))
+    settings_file.save(Settings(gpu_precision="fp32", cpu_threads=3),
+                       settings_file.default_path())
+    monkeypatch.setenv("EASEL_PROVIDERS", "cpu")
+    threads = sessions_module.RuntimeOptions().thread_count  # every core, as the default
+    assert section(report(), "Making pictures")[:2] == [
+        "The window (its settings): CUDA on NVIDIA H100 80GB HBM3 (79.2 GiB), fp32, "
+        "CUDA graphs where the model allows",
+        f"The command line (EASEL_PROVIDERS and defaults): CPU, {threads} thread"
+        f"{'s' if threads != 1 else ''}, fp32"]
+    monkeypatch.delenv("EASEL_PROVIDERS")
+    settings_file.save(Settings(), settings_file.default_path())
+    assert section(report(), "Making pictures")[0] == (
+        "The window (its settings): CUDA on NVIDIA H100 80GB HBM3 (79.2 GiB), fp16 (the VAE "
+        "falls back to fp32 if it overflows), CUDA graphs where the model allows")
 
 
 def test_several_onnxruntime_packages_are_a_warning(home, monkeypatch):
