@@ -383,8 +383,9 @@ class _Weights:
         size = int(length) if length else tensor.count * _ITEM_SIZES.get(tensor.data_type, 1)
         return file, offset, size
 
-    def byte_chunks(self, tensor: _Tensor, chunk: int = _CHUNK * 4) -> Iterator[bytes]:
-        """The stored bytes of a raw or external tensor, ``chunk`` at a time."""
+    def byte_chunks(self, tensor: _Tensor) -> Iterator[bytes]:
+        """The stored bytes of a raw or external tensor, a slice at a time."""
+        chunk = _CHUNK * 4
         file, offset, size = self.stored(tensor)
         file.seek(offset)
         remaining = size
