@@ -19,6 +19,7 @@ import numpy as np
 from engine.errors import BadRequest, ModelError
 from engine.images import to_pixels
 from engine.model import Model
+from engine.noise import NoiseGenerator
 from engine.pipelines.batching import images_per_call
 from engine.prompt_chunks import make_chunks
 from engine.prompt_emphasis import apply_emphasis, check_emphasis
@@ -68,7 +69,7 @@ class ImageDenoising:
 
     latents: np.ndarray  # (1, channels, height, width)
     scheduler: Scheduler
-    rng: np.random.Generator
+    rng: NoiseGenerator
     report: StepReport
     # (rows, channels, height, width): an inpainting UNet's mask and masked picture.
     extra_channels: np.ndarray | None = None
