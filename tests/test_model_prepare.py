@@ -50,7 +50,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 def cli_runtime() -> RuntimeOptions:
     """What ``easel generate`` loads with when given no --providers or --threads."""
-    return runtime_options(argparse.Namespace(providers="", threads=0))
+    return runtime_options(argparse.Namespace(providers="", threads=0, precision="auto"))
 
 
 @pytest.fixture

@@ -315,7 +315,7 @@ def _read_tensor(data: mmap.mmap, field_start: int, start: int, end: int) -> _Te
         elif number == _T_FLOATS:
             tensor.floats.append((wire, value_start, value_end))
         elif number == _T_EXTERNAL:
-            entry = {number: _text(data, s, e) for number, _w, s, e
+            entry = {part: _text(data, s, e) for part, _w, s, e
                      in fields(data, value_start, value_end)}
             tensor.external[entry.get(1, "")] = entry.get(2, "")
     tensor.dims = tuple(dims)
