@@ -272,12 +272,11 @@ def _distribution_version(name: str) -> str | None:
 # Where pictures are made ------------------------------------------------------------------------
 
 def _making_lines(_full: bool) -> list[str]:
-    from desktop.app.generation import saved_runtime_options  # Qt-free, as this report
-    from desktop.model_prepare import command_line_runtime
+    from desktop.model_prepare import command_line_runtime, saved_runtime
 
     command_line = "EASEL_PROVIDERS and defaults" if os.environ.get("EASEL_PROVIDERS") else (
         "defaults")
-    return [f"The window (its settings): {_where(saved_runtime_options())}",
+    return [f"The window (its settings): {_where(saved_runtime())}",
             f"The command line ({command_line}): {_where(command_line_runtime())}",
             "What really ran is said after each picture: on the status line, and by every "
             "command (\"running on …\")"]

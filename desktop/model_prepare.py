@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from desktop import paths
+from desktop import settings as settings_file
 from desktop.model_kinds.kind import InstalledModel
+from desktop.settings import Settings
 from desktop.units import size_text
 from engine.errors import Cancelled, EaselError
 from engine.model import prepare_model
@@ -120,6 +122,19 @@ def command_line_runtime(providers: str | None = None, threads: int = 0,
     names = tuple(name.strip().lower() for name in providers.split(",") if name.strip())
     return RuntimeOptions(providers=names, cpu_threads=threads, precision=precision,
                           optimized_cache=paths.optimized_graphs_dir())
+
+
+def settings_runtime(settings: Settings) -> RuntimeOptions:
+    """The options the window loads models with, from its settings."""
+    return RuntimeOptions(providers=settings.providers, cpu_threads=settings.cpu_threads,
+                          precision=settings.gpu_precision,
+                          optimized_cache=paths.optimized_graphs_dir())
+
+
+def saved_runtime() -> RuntimeOptions:
+    """The options of the saved settings, which the window runs with: for a job that was not
+    handed them (an import preparing its model for them), and for ``easel doctor``."""
+    return settings_runtime(settings_file.load(settings_file.default_path()).settings)
 
 
 def _reason(error: BaseException) -> str:

@@ -17,16 +17,13 @@ from typing import Protocol
 
 import numpy as np
 
-from desktop import paths
-from desktop import settings as settings_file
 from desktop.decoding import Decoding, use_decoding
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
-from desktop.model_prepare import prepare_after_import
+from desktop.model_prepare import prepare_after_import, saved_runtime, settings_runtime
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import check_failure, flagged_record, safety_checks
-from desktop.settings import Settings
 from engine.control.control import Control
 from engine.errors import BadRequest
 from engine.image_prompt.prompt import ImagePrompt
@@ -121,16 +118,10 @@ def chosen_upscaler(store: ModelStore, preferred: str = "") -> str | None:
     return names[0] if names else None
 
 
-def runtime_options(settings: Settings) -> RuntimeOptions:
-    return RuntimeOptions(providers=settings.providers, cpu_threads=settings.cpu_threads,
-                          precision=settings.gpu_precision,
-                          optimized_cache=paths.optimized_graphs_dir())
-
-
-def saved_runtime_options() -> RuntimeOptions:
-    """The options of the saved settings, which the window runs with: for a job that was not
-    handed them (an import preparing its model for them)."""
-    return runtime_options(settings_file.load(settings_file.default_path()).settings)
+# The window's options from its settings (Qt-free, in desktop.model_prepare, so easel doctor
+# reads them too); kept under these names for the app's modules.
+runtime_options = settings_runtime
+saved_runtime_options = saved_runtime
 
 
 # What the job queue says while a model's first load optimises its graphs ("Preparing ...").
