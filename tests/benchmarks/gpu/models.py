@@ -262,6 +262,7 @@ def ensure(name: str, scale: str, work: Path, seed: int = 0) -> ModelFolders:
     with _locked(folders.root):
         if folders.ready:
             return folders
+        _limit_threads()
         started = time.monotonic()
         if not folders.diffusers.is_dir():
             with _built_beside(folders.diffusers) as building:
@@ -276,6 +277,17 @@ def ensure(name: str, scale: str, work: Path, seed: int = 0) -> ModelFolders:
         print(f"  {name} ({scale}) ready in {time.monotonic() - started:.0f} s: diffusers "
               f"{built - started:.0f} s, export {time.monotonic() - built:.0f} s", flush=True)
     return folders
+
+
+def _limit_threads() -> None:
+    """torch's threads for building, from EASEL_BUILD_THREADS: builds running side by side
+    share the cores, and on a busy 2-core machine torch's spinning threads run a tiny model
+    fifty times slower than one thread does."""
+    threads = os.environ.get("EASEL_BUILD_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def build_times(folders: ModelFolders) -> dict:
@@ -350,11 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", action="store_true",
                         help="build the models at once, one process each")
     arguments = parser.parse_args(argv)
-    threads = os.environ.get("EASEL_BUILD_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     return build_all(arguments.names, arguments.scale, arguments.work.resolve(),
                      arguments.parallel, arguments.seed)
 
