@@ -223,8 +223,8 @@ class Model:
 
     def session(self, component: str) -> Session:
         """The session of ``component`` ("unet", "text_encoder", ...), with the weights the
-        LoRAs and embeddings in use change."""
-        return self._session(component)
+        LoRAs and embeddings in use change (the UNet's as ``unet`` makes it)."""
+        return self.unet if component == "unet" else self._session(component)
 
     def _session(self, component: str, *, cuda_graph: bool = False) -> Session:
         path = self.folder / component / "model.onnx"

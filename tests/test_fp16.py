@@ -576,7 +576,7 @@ def test_stopping_cuda_graphs_lets_the_replaying_session_go(installed_tiny_sd1):
     assert gone() is None  # its memory goes
     assert model.cuda_graph_stopped == "The CUDA graph replay failed: the shapes changed."
     plain = model.unet
-    assert plain is model.unet and plain.cuda_graph is False
+    assert plain is model.unet is model.session("unet") and plain.cuda_graph is False
 
 
 # --- the VAE decoder's fp16 fallback ------------------------------------------------------------

@@ -4,6 +4,9 @@
 until a model is needed), cached by file identity *and* options (a changed provider or thread
 count never reuses a session built for the old ones), and honest about the device: every
 session carries a ``DeviceReport`` saying where it runs and why a requested GPU is not used.
+On a GPU provider the UNet, the text encoders and the VAE decoder run their fp16 copies
+(engine.runtime.fp16), and the session says so (``Session.precision``), as it says what it
+could not do (``Session.notes``).
 """
 
 from __future__ import annotations
