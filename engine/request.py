@@ -344,6 +344,17 @@ class Progress:
     stage: str = ""
     # The tiny VAE's decoder (engine.tiny_vae.TinyVae.preview) when one is in use.
     preview_decoder: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    # The pictures whose steps are made together with this one's, in one UNet call (on a GPU
+    # several share each call, engine.pipelines.batching): the first one's index, and how many.
+    group_start: int | None = None
+    group_size: int = 1
+
+    @property
+    def done(self) -> float:
+        """How much of the request's denoising is done, from 0 to 1: a group's pictures are
+        all at this step."""
+        start = self.image if self.group_start is None else self.group_start
+        return (start + self.group_size * self.step / max(self.steps, 1)) / max(self.images, 1)
 
     def preview(self) -> np.ndarray:
         if self.preview_decoder is not None:

@@ -141,6 +141,25 @@ def test_progress_reports_every_picture_of_a_shared_call_each_step(sd1):
     # Each report previews its own picture's latents.
     assert not np.array_equal(seen[6].latents, seen[7].latents)
     assert len(result.images) == 3
+    # Each says its group, so the whole request's share done is right: after step 2 of the
+    # first two pictures, 2 × 2/4 of 3 pictures.
+    assert [(p.group_start, p.group_size) for p in seen[2:4]] == [(0, 2), (0, 2)]
+    assert seen[3].done == seen[2].done == (0 + 2 * 2 / 4) / 3
+    assert (seen[-1].group_start, seen[-1].group_size, seen[-1].done) == (2, 1, 1.0)
+
+
+def test_the_queue_counts_pictures_made_together():
+    from desktop.app.viewmodels.jobs import JobRow, describe
+    from desktop.app.worker import JobProgress
+
+    together = JobProgress(step=2, steps=4, image=0, images=3, elapsed_s=10.0, together=2)
+    assert together.fraction == (0 + 2 * 2 / 4) / 3
+    assert together.seconds_left == 10.0 * (1 - together.fraction) / together.fraction
+    row = JobRow(1, "a cat", "generate", running=True, progress=together)
+    assert describe(row).startswith("images 1–2/3 · step 2/4")
+    alone = JobProgress(step=2, steps=4, image=2, images=3, elapsed_s=10.0)
+    assert describe(JobRow(1, "a cat", "generate", running=True, progress=alone)).startswith(
+        "image 3/3 · step 2/4")
 
 
 # --- how many pictures share a call ------------------------------------------------------

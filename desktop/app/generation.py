@@ -283,8 +283,9 @@ def generate(pipelines: Pipelines, library: Library, model: str, request: Reques
     with the operation the engine names and, for an edit of a library picture, its id."""
 
     def on_progress(progress: Progress) -> None:
-        context.report(progress.step, progress.steps, progress.image, progress.images,
-                       progress.preview, progress.stage)
+        first = progress.image if progress.group_start is None else progress.group_start
+        context.report(progress.step, progress.steps, first, progress.images,
+                       progress.preview, progress.stage, together=progress.group_size)
 
     result = pipelines.run(model, request, on_progress, context.cancel)
     context.cancel.raise_if_cancelled()  # cancelled after the last step: nothing is saved

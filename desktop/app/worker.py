@@ -50,10 +50,13 @@ class JobProgress:
     preview: QImage | None = None
     stage: str = ""  # what a model import is doing ("UNet")
     detail: str = ""  # free text after the stage ("1.2/4.3 GB · 45 MB/s · 1 min left")
+    # Pictures made together in one UNet call (on a GPU): ``image`` is then the first of them.
+    together: int = 1
 
     @property
     def fraction(self) -> float:
-        return (self.image + self.step / max(self.steps, 1)) / max(self.images, 1)
+        return (self.image + self.together * self.step / max(self.steps, 1)) / max(
+            self.images, 1)
 
     @property
     def seconds_left(self) -> float | None:
@@ -76,7 +79,9 @@ class JobContext:
 
     def report(self, step: int, steps: int, image: int = 0, images: int = 1,
                preview: Callable[[], np.ndarray] | None = None, stage: str = "",
-               detail: str = "") -> None:
+               detail: str = "", together: int = 1) -> None:
+        """A step done: ``image`` of ``images`` is at ``step`` of ``steps`` (with
+        ``together`` > 1, ``image`` is the first of that many pictures made together)."""
         now = time.monotonic()
         last_of_image = step >= steps
         if not last_of_image and now - self._last_sent < REPORT_INTERVAL_S:
@@ -90,7 +95,7 @@ class JobContext:
             self._preview_done = time.monotonic()
             self._preview_cost = self._preview_done - now
         self._emit(JobProgress(step, steps, image, images, now - self._started, picture, stage,
-                               detail))
+                               detail, together))
 
 
 @dataclass(eq=False)

@@ -35,7 +35,9 @@ from engine.tokenizer import PromptTokenizer, truncation_warning
 if TYPE_CHECKING:  # the pipelines with controls or image prompts load them; plain ones never
     from engine.pipelines.guides import Guides
 
-StepReport = Callable[[int, np.ndarray], None]
+# After a step, given (step from 1, latents, and for pictures that share UNet calls the
+# picture's place in its group and the group's size).
+StepReport = Callable[..., None]
 # After a step, given (step from 1, latents), the latents to go on with (masked blending).
 AfterStep = Callable[[int, np.ndarray], np.ndarray]
 # Given the UNet's prediction for its whole batch, the one noise prediction the scheduler steps
@@ -331,11 +333,12 @@ class DiffusionPipeline:
     def progress_reporter(self, on_progress: ProgressCallback | None, index: int, count: int,
                           steps: int) -> StepReport:
         """The per-step report of image ``index``, of ``steps`` steps actually run."""
-        def report(step: int, latents: np.ndarray) -> None:
+        def report(step: int, latents: np.ndarray, place: int = 0, group_size: int = 1) -> None:
             if on_progress is not None:
                 on_progress(Progress(index, count, step, steps, latents,
                                      self.model.preview_factors,
-                                     preview_decoder=self.model.preview_decoder))
+                                     preview_decoder=self.model.preview_decoder,
+                                     group_start=index - place, group_size=group_size))
 
         return report
 
@@ -475,8 +478,8 @@ class DiffusionPipeline:
                 if image.after_step is not None:
                     image.latents = image.after_step(index + 1, image.latents)
                 image.steps_done = index + 1
-            for image in group:
-                image.report(index + 1, image.latents)
+            for place, image in enumerate(group):
+                image.report(index + 1, image.latents, place, count)
 
     @property
     def decoder_name(self) -> str | None:

@@ -95,7 +95,10 @@ def describe(row: JobRow) -> str:
         stage = progress.stage[:1].upper() + progress.stage[1:]  # the engine's are lower case
         return f"{stage} ({progress.step}/{progress.steps})"
     parts = []
-    if progress.images > 1:
+    if progress.together > 1:  # made together in one UNet call (on a GPU)
+        last = progress.image + progress.together
+        parts.append(f"images {progress.image + 1}–{last}/{progress.images}")
+    elif progress.images > 1:
         parts.append(f"image {progress.image + 1}/{progress.images}")
     parts.append(f"step {progress.step}/{progress.steps}")
     left = progress.seconds_left
