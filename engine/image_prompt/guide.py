@@ -13,8 +13,8 @@ The interface the denoising loop (engine.pipelines.diffusion.denoise) uses:
   UNet call of ``batch`` samples laid out with guidance as the loop builds them: the negative
   prompt's row first, then one row per prompt (text to image's [negative, prompt], layout
   regions' [negative, global, regions...]); all prompts' rows without. Both are batched on
-  axis 0 like every other input, so ``predict_noise``'s batch splitting slices them
-  unchanged; a ControlNet ignores them.
+  axis 0 like every other input, so the bound UNet calls' batch splitting
+  (``engine.runtime.binding.BoundCalls``) slices them unchanged; a ControlNet ignores them.
 - ``.recorded``: what the picture records (adapter name and hash, encoder name, weight).
 - ``.notes``: sentences for the user.
 

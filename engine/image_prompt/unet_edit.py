@@ -15,11 +15,11 @@ Per layer the edit inserts, before the ``to_out.0`` MatMul: two MatMuls (tokens 
 W_v_ip), the head split (Reshape, Transpose), scores × 1/√head_dim, Softmax, × values, the
 heads joined, × ``ip_scale`` and an Add into the attention's output. New graph inputs:
 ``ip_tokens`` (batch, tokens, cross_attention_dim) and ``ip_scale`` (batch,): one scale per
-sample, so the denoising loop's batch splitting (``predict_noise``) slices it like every
-other input. Every existing node and initializer stays byte for byte (LoRAs still find their
-weights); the adapter's weights go to ``ip_adapter.data`` beside the graph, the UNet's own
-external weights are hard-linked (engine.runtime.onnx_edit), so ControlNet's edit applies
-to the result as to any UNet.
+sample, so the denoising loop's batch splitting (``engine.runtime.binding.BoundCalls``)
+slices it like every other input. Every existing node and initializer stays byte for byte
+(LoRAs still find their weights); the adapter's weights go to ``ip_adapter.data`` beside
+the graph, the UNet's own external weights are hard-linked (engine.runtime.onnx_edit), so
+ControlNet's edit applies to the result as to any UNet.
 """
 
 from __future__ import annotations
