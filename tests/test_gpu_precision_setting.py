@@ -5,6 +5,9 @@ settings file with a value that makes no sense is set aside like any damaged one
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -52,3 +55,15 @@ def test_the_command_line_refuses_an_unknown_precision(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "a dog", "--precision", "fp8"])
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_fp16_asked_for_on_the_cpu_makes_the_starter_picture_without_crashing(tmp_path):
+    # onnxruntime 1.31's full optimisation level segfaulted on the starter's fp16 text
+    # encoder: a subprocess, so a crash fails this test instead of ending the test run.
+    env = {**os.environ, "EASEL_HOME": str(tmp_path / "home"), "EASEL_PROVIDERS": "cpu"}
+    made = subprocess.run([sys.executable, "-m", "desktop.cli", "generate", "a dog at the top",
+                           "--precision", "fp16", "--steps", "4", "-o", str(tmp_path / "a.png")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert "running on CPU" in made.stderr and ", fp16" in made.stderr
+    assert (tmp_path / "a.png").is_file()

@@ -63,7 +63,8 @@ class DeviceReport:
         name = DISPLAY_NAMES.get(self.in_use, self.in_use)
         if self.in_use == "cpu" and self.cpu_threads:
             plural = "s" if self.cpu_threads != 1 else ""
-            return f"{name} ({self.cpu_threads} thread{plural})"
+            name = f"{name} ({self.cpu_threads} thread{plural})"
+            return f"{name}, {self.precision}" if self.precision else name
         details = [part for part in (self.gpu and self.gpu.name, self.precision) if part]
         return f"{name}: {', '.join(details)}" if details else name
 

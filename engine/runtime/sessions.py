@@ -364,8 +364,10 @@ def build_session_options(
     *,
     save_to: Path | None = None,
     from_cache: bool = False,
+    half: bool = False,
 ) -> ort.SessionOptions:
-    """onnxruntime's session options for ``options`` on ``providers`` (short names)."""
+    """onnxruntime's session options for ``options`` on ``providers`` (short names);
+    ``half`` for an fp16 copy (engine.runtime.fp16)."""
     session_options = ort.SessionOptions()
     session_options.log_severity_level = _ORT_LOG_SEVERITY
     session_options.intra_op_num_threads = options.thread_count
@@ -380,6 +382,13 @@ def build_session_options(
     if from_cache:
         # Already optimised for this provider and machine; doing it again only costs time.
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    elif half:
+        # The full level adds the CPU provider's layout rewrites, which crash onnxruntime 1.31
+        # (a segfault: nothing to catch) on some fp16 graphs - the starter's text encoder with
+        # --precision fp16 on a CPU - and may meet the CPU nodes of a GPU session's fp16 graph.
+        # The GPU's fusions are all at the extended level, so an fp16 copy stops there.
+        session_options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     else:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if save_to is not None:
@@ -464,9 +473,11 @@ def _open_on(path: Path, providers: list[str], options: RuntimeOptions,
             try:
                 if values:
                     inner, loaded_from = _create_with_overrides(
-                        graph, providers, options, (values, external), cuda_graph=replay)
+                        graph, providers, options, (values, external), cuda_graph=replay,
+                        half=precision == fp16.HALF)
                 else:
-                    inner, loaded_from = _create(graph, providers, options, cuda_graph=replay)
+                    inner, loaded_from = _create(graph, providers, options, cuda_graph=replay,
+                                                 half=precision == fp16.HALF)
             except ORT_ERRORS as error:
                 failures[(precision, replay)] = error
                 continue
@@ -505,6 +516,7 @@ def _ort_values(overrides: InitializerOverrides | None, converted: Path | None =
 def _create_with_overrides(
     path: Path, providers: list[str], options: RuntimeOptions,
     overrides: tuple[dict[str, ort.OrtValue], frozenset[str]], *, cuda_graph: bool = False,
+    half: bool = False,
 ) -> tuple[ort.InferenceSession, Path]:
     """A session whose initializers ``overrides`` replaces.
 
@@ -521,7 +533,8 @@ def _create_with_overrides(
     if entry is not None and entry.is_fresh() and same_initializers(entry.model, path, values):
         try:
             inner = _new_session(entry.model, providers, options, from_cache=True,
-                                 overrides=(values, frozenset(values)), cuda_graph=cuda_graph)
+                                 overrides=(values, frozenset(values)), cuda_graph=cuda_graph,
+                                 half=half)
         except ORT_ERRORS as error:
             log.warning("Not using the optimised graph %s: %s", entry.folder, error)
         else:
@@ -529,7 +542,7 @@ def _create_with_overrides(
                 return inner, entry.model
             del inner
     return _new_session(path, providers, options, overrides=overrides,
-                        cuda_graph=cuda_graph), path
+                        cuda_graph=cuda_graph, half=half), path
 
 
 def _add_overrides(session_options: ort.SessionOptions,
@@ -557,6 +570,7 @@ def _add_overrides(session_options: ort.SessionOptions,
 
 def _create(
     path: Path, providers: list[str], options: RuntimeOptions, *, cuda_graph: bool = False,
+    half: bool = False,
 ) -> tuple[ort.InferenceSession, Path]:
     """A session for ``providers``, through the optimised-graph cache when there is one."""
     entry = None
@@ -565,7 +579,7 @@ def _create(
     if entry is not None and entry.is_fresh():
         try:
             inner = _new_session(entry.model, providers, options, from_cache=True,
-                                 cuda_graph=cuda_graph)
+                                 cuda_graph=cuda_graph, half=half)
         except ORT_ERRORS as error:
             if cuda_graph:
                 raise  # the graph may be fine: CUDA graphs are what failed
@@ -581,16 +595,16 @@ def _create(
             entry.discard()
     staging = entry.stage() if entry is not None else None
     if staging is None:
-        return _new_session(path, providers, options, cuda_graph=cuda_graph), path
+        return _new_session(path, providers, options, cuda_graph=cuda_graph, half=half), path
     try:
         inner = _new_session(path, providers, options, save_to=staging / graph_cache.GRAPH_FILE,
-                             cuda_graph=cuda_graph)
+                             cuda_graph=cuda_graph, half=half)
     except ORT_ERRORS as error:
         entry.abandon(staging)
         if is_model_file_error(error) or cuda_graph:
             raise
         # Perhaps only the saving failed (a full disk): try once more without it.
-        return _new_session(path, providers, options), path
+        return _new_session(path, providers, options, half=half), path
     # Stored with the providers that really started: on a machine where the GPU provider
     # cannot start, the graph is the CPU's, and it is reused as long as that stays so.
     entry.commit(staging, short_provider_names(inner.get_providers()))
@@ -606,9 +620,10 @@ def _new_session(
     from_cache: bool = False,
     overrides: tuple[Mapping[str, ort.OrtValue], frozenset[str]] | None = None,
     cuda_graph: bool = False,
+    half: bool = False,
 ) -> ort.InferenceSession:
     session_options = build_session_options(
-        options, providers, save_to=save_to, from_cache=from_cache
+        options, providers, save_to=save_to, from_cache=from_cache, half=half
     )
     if overrides is not None:
         _add_overrides(session_options, overrides)
