@@ -547,13 +547,13 @@ def test_a_session_that_cannot_replay_cuda_graphs_falls_back_and_says_why(tiny_s
     create = sessions_module._create
     asked: list[bool] = []
 
-    def no_graphs_here(path, providers, options, *, cuda_graph=False):
+    def no_graphs_here(path, providers, options, *, cuda_graph=False, half=False):
         asked.append(cuda_graph)
         if cuda_graph:
             raise ort.capi.onnxruntime_pybind11_state.Fail(
                 "This session cannot use the CUDA Graph feature as requested by the user as "
                 "all compute graph nodes have not been partitioned to the CUDA EP.")
-        return create(path, ["cpu"], options)
+        return create(path, ["cpu"], options, half=half)
 
     monkeypatch.setattr(sessions_module, "_create", no_graphs_here)
     monkeypatch.setattr(sessions_module, "resolve_providers", lambda names: ["cuda", "cpu"])
