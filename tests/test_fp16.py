@@ -619,6 +619,24 @@ def test_a_vae_decoder_that_overflows_in_fp16_decodes_again_in_fp32_and_says_so_
     assert sum("overflowed in fp16" in record.message for record in caplog.records) == 1
 
 
+def test_the_overflow_warning_reaches_the_pictures_result_once(installed_tiny_sd1,
+                                                              overflowing_fp16_decoder):
+    from engine.pipelines.text_to_image import TextToImagePipeline
+    from engine.request import TextToImageRequest
+
+    model = load_model(installed_tiny_sd1, FP16_CPU)
+    pipeline = TextToImagePipeline(model)
+    request = TextToImageRequest("a cat", width=64, height=64, steps=2, count=2, seed=3)
+    first = pipeline(request)
+    said = [warning for warning in first.warnings if "overflowed in fp16" in warning]
+    assert len(said) == 1 and len(first.images) == 2
+    assert overflowing_fp16_decoder == ["fp16", "fp32", "fp32"]  # the second: fp32 at once
+    again = pipeline(request)
+    assert not any("overflowed" in warning for warning in again.warnings)
+    for made, remade in zip(first.images, again.images, strict=True):
+        np.testing.assert_array_equal(made.pixels, remade.pixels)
+
+
 def test_a_vae_decoder_that_does_not_overflow_stays_in_fp16(installed_tiny_sd1):
     model = load_model(installed_tiny_sd1, FP16_CPU)
     latents = _feeds("vae_decoder", batch=1)["latent_sample"]

@@ -40,7 +40,7 @@ class ControlNet:
 
     @property
     def session(self) -> Session:
-        return get_session(self.folder / "model.onnx", self.runtime)
+        return get_session(self.folder / "model.onnx", self.runtime, half=True)
 
     @property
     def residual_names(self) -> list[str]:

@@ -93,7 +93,7 @@ class ImagePromptGuide:
                             self.runtime.optimized_cache, control)
         # The variant keeps every weight's name, so the LoRAs in use apply to it as to the
         # plain UNet.
-        return get_session(path, model.runtime, model.overrides_for("unet"))
+        return get_session(path, model.runtime, model.overrides_for("unet"), half=True)
 
     def feeds(self, batch: int, unet: Session | None = None) -> dict[str, np.ndarray]:
         """``ip_tokens`` and ``ip_scale`` for a UNet call of ``batch`` samples, typed for

@@ -488,16 +488,20 @@ class DiffusionPipeline:
         fast = self.model.fast_decoder
         return None if fast is None else fast.name
 
-    def decode_latents(self, latents: np.ndarray, cancel: CancelToken) -> np.ndarray:
-        """uint8 (H, W, 3) pixels; a NaN or black frame is a failure, never a picture."""
+    def decode_latents(self, latents: np.ndarray, cancel: CancelToken,
+                       notes: list[str] | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) pixels; a NaN or black frame is a failure, never a picture. An
+        fp16 VAE decoder that overflows decodes again in fp32 (``Model.decode``), and says
+        so once in ``notes``."""
         cancel.raise_if_cancelled()
         if self.model.fast_decoder is not None:  # it reads the latents as the UNet made them
             return self.model.fast_decoder.decode(latents, cancel)[0]
         description = self.description
         latents = latents / np.float32(description.latent_scaling_factor)
         latents = latents + np.float32(description.latent_shift_factor)
-        (decoded,) = self.model.vae_decoder.run({"latent_sample": latents.astype(np.float32)},
-                                                ["sample"], cancel)
+        decoded, warning = self.model.decode(latents.astype(np.float32), cancel)
+        if warning is not None and notes is not None:
+            notes.append(warning)
         return to_pixels(decoded)
 
 

@@ -132,7 +132,7 @@ class ImageToImagePipeline(DiffusionPipeline):
                 per_call=per_call, begin=begin, guides=guides, notes=warnings)):
             # 7. Decode (a NaN or black frame is a failure), crop to the picture's size as
             # drawn, and enlarge it back if it was redrawn smaller.
-            pixels = self.decode_latents(image.latents, cancel)
+            pixels = self.decode_latents(image.latents, cancel, warnings)
             width, height = drawn_size(parameters)
             pixels = np.ascontiguousarray(pixels[:height, :width])
             pixels = enlarge(pixels, parameters.width, parameters.height)

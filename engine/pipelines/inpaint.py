@@ -149,7 +149,7 @@ class InpaintPipeline(ImageToImagePipeline):
                                    guides=guides, notes=warnings)
 
             # 8. Decode (a NaN or black frame is a failure): diffusers' picture.
-            pixels = self.decode_latents(latents, cancel)
+            pixels = self.decode_latents(latents, cancel, warnings)
 
             # 9. Crop to the size drawn, enlarge it back if that was smaller, and composite
             # over the original through the feathered mask, at its own size: outside the

@@ -101,7 +101,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
                                    combine=combine, notes=warnings)
 
             # 8. Decode (a NaN or black frame is a failure), then crop to the picture's size.
-            pixels = self.decode_latents(latents, cancel)
+            pixels = self.decode_latents(latents, cancel, warnings)
             pixels = np.ascontiguousarray(pixels[:parameters.height, :parameters.width])
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)

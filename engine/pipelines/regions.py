@@ -108,7 +108,7 @@ class RegionsPipeline(TextToImagePipeline):
                                    notes=prompt_warnings)
 
             # 6. Decode (a NaN or black frame is a failure), enlarged if drawn smaller.
-            pixels = self.decode_latents(latents, cancel)
+            pixels = self.decode_latents(latents, cancel, prompt_warnings)
             pixels = enlarge(pixels, parameters.width, parameters.height)
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings = (*layout.warnings, *prompt_warnings,

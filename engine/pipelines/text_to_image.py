@@ -90,7 +90,7 @@ class TextToImagePipeline(DiffusionPipeline):
                 per_call=per_call, guides=guides, notes=warnings)):
             # 5. Decode (a NaN or black frame is a failure, never a picture), and enlarge
             # what was drawn smaller than asked (``engine.pipelines.native_size``).
-            pixels = self.decode_latents(image.latents, cancel)
+            pixels = self.decode_latents(image.latents, cancel, warnings)
             pixels = enlarge(pixels, parameters.width, parameters.height)
             results.append(GeneratedImage(pixels, replace(parameters,
                                                           seed=parameters.seed + index)))
