@@ -58,6 +58,8 @@ class Model:
         self._preview_vae: TinyVae | None = None
         self._decode_vae: TinyVae | None = None
         self._vae_in_fp32 = False  # set once the VAE decoder overflowed in fp16
+        self._notes: list[str] = []  # what sessions could not do, not yet said (take_notes)
+        self._said: set[str] = set()
         self._cuda_graph_stopped: str | None = None  # why the UNet no longer replays graphs
 
     def use_loras(self, loras: Sequence[tuple[Path | str, float]]) -> None:
@@ -167,7 +169,8 @@ class Model:
         from engine.control.unet_variant import control_unet_path
 
         path = control_unet_path(self.folder, self.hash, self.runtime.optimized_cache)
-        return get_session(path, self.runtime, self.overrides_for("unet"), half=True)
+        return self._noted(get_session(path, self.runtime, self.overrides_for("unet"),
+                                       half=True))
 
     def overrides_for(self, component: str) -> InitializerOverrides | None:
         """The weights the LoRAs in use replace in ``component``'s graph, for a variant of
@@ -235,7 +238,22 @@ class Model:
             overrides = _joined(overrides, self._embeddings.overrides(component))
         half = component in HALF_GRAPHS and not (
             component == "vae_decoder" and self._vae_in_fp32)
-        return get_session(path, self.runtime, overrides, half=half, cuda_graph=cuda_graph)
+        return self._noted(get_session(path, self.runtime, overrides, half=half,
+                                       cuda_graph=cuda_graph))
+
+    def _noted(self, session: Session) -> Session:
+        """Keep what ``session`` could not do as asked (fp16, CUDA graphs) for the next
+        result's warnings: the user hears it, once per model, never only the log."""
+        for note in session.notes:
+            if note not in self._said:
+                self._said.add(note)
+                self._notes.append(note)
+        return session
+
+    def take_notes(self) -> list[str]:
+        """The sentences the sessions opened since the last call left (``_noted``)."""
+        notes, self._notes = self._notes, []
+        return notes
 
 
 def _joined(first: InitializerOverrides | None, second: InitializerOverrides

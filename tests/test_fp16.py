@@ -689,3 +689,20 @@ def test_preparing_makes_the_fp16_copies_the_runtime_will_use(installed_tiny_sd1
     prepare_model(installed_tiny_sd1, auto)
     assert made == [] and not list((tmp_path / "auto").rglob("*-fp16"))
     assert not any(needs_preparing(graph.file, auto, graph.half) for graph in graphs.values())
+
+
+def test_what_a_session_could_not_do_is_said_in_the_result_once(installed_tiny_sd1,
+                                                                monkeypatch):
+    from engine.pipelines.text_to_image import TextToImagePipeline
+    from engine.request import TextToImageRequest
+
+    def cannot(model, cache, providers):
+        raise ModelError(f"The graph {model.parent.name} cannot be converted to fp16.")
+
+    monkeypatch.setattr(fp16_module, "half_graph", cannot)
+    pipeline = TextToImagePipeline(load_model(installed_tiny_sd1, FP16_CPU))
+    request = TextToImageRequest("a cat", width=64, height=64, steps=2, seed=3)
+    said = [warning for warning in pipeline(request).warnings if "fp16" in warning]
+    assert said == [f"The graph {name} cannot be converted to fp16. {name}/model.onnx runs "
+                    f"in fp32." for name in ("text_encoder", "unet", "vae_decoder")]
+    assert not any("fp16" in warning for warning in pipeline(request).warnings)

@@ -162,6 +162,7 @@ class InpaintPipeline(ImageToImagePipeline):
         warnings += drawing_notes(parameters, self.model.name, self.description,
                                   "the repainted part")
         warnings += guides.notes
+        warnings += self.model.take_notes()
         return GenerationResult(tuple(images), tuple(warnings),
                                 guides.unet(self.model).device)
 

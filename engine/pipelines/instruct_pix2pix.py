@@ -104,6 +104,7 @@ class InstructPix2PixPipeline(ImageToImagePipeline):
             pixels = self.decode_latents(latents, cancel, warnings)
             pixels = np.ascontiguousarray(pixels[:parameters.height, :parameters.width])
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
+        warnings += self.model.take_notes()
         return GenerationResult(tuple(images), tuple(warnings), self.model.unet.device)
 
     def check_inputs(self, request: InstructPix2PixRequest) -> InstructSettings:

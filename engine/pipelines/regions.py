@@ -113,7 +113,7 @@ class RegionsPipeline(TextToImagePipeline):
             images.append(GeneratedImage(pixels, replace(parameters, seed=seed)))
         warnings = (*layout.warnings, *prompt_warnings,
                     *drawing_notes(parameters, self.model.name, self.description),
-                    *guides.notes)
+                    *guides.notes, *self.model.take_notes())
         return GenerationResult(tuple(images), warnings, guides.unet(self.model).device)
 
     # --- checks ---------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class TextToImagePipeline(DiffusionPipeline):
                                                           seed=parameters.seed + index)))
         warnings += drawing_notes(parameters, self.model.name, self.description)
         warnings += guides.notes
+        warnings += self.model.take_notes()
         return GenerationResult(tuple(results), tuple(warnings),
                                 guides.unet(self.model).device)
 
