@@ -37,7 +37,7 @@ decoding, pixels in host memory), and their median. The ratio is diffusers' medi
 Easel's.
 
 GPU memory: on both sides the most memory in use on the GPU while the process ran, less what
-was in use before it started (NVML, sampled every 5 ms): this holds the CUDA context,
+was in use before it started (NVML, sampled every 10 ms): this holds the CUDA context,
 onnxruntime's arena and torch's cache alike. The torch side also reports
 ``torch.cuda.max_memory_allocated``, which counts only live tensors.
 
@@ -147,10 +147,11 @@ def effective_config(arguments: argparse.Namespace) -> Config:
 
 class GpuMemory:
     """The most memory in use on GPU 0 while this process runs, less what was in use when it
-    started: NVML, sampled every 5 ms in a thread. Started before anything touches CUDA."""
+    started: NVML, sampled every 10 ms in a thread (both sides alike: the thread's brief
+    holds of the GIL cost each the same). Started before anything touches CUDA."""
 
-    def __init__(self, period_s: float = 0.005) -> None:
-        self.how = ("NVML device memory in use, sampled every 5 ms, less the amount in use "
+    def __init__(self, period_s: float = 0.01) -> None:
+        self.how = ("NVML device memory in use, sampled every 10 ms, less the amount in use "
                     "before this process started")
         self.gpu_name: str | None = None
         self._peak = 0
@@ -567,7 +568,10 @@ def save(results: Path | None, record: dict) -> None:
     if results is None:
         return
     data = json.loads(results.read_text()) if results.is_file() else {}
-    data.setdefault("configs", {})[record["config"]] = record
+    configs = data.setdefault("configs", {})
+    # What the device run noted about the model (its build) stays beside the measurements.
+    model = configs.get(record["config"], {}).get("model")
+    configs[record["config"]] = {**record, **({"model": model} if model else {})}
     partial = results.with_name(results.name + ".partial")
     partial.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(partial, results)

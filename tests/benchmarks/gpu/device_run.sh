@@ -31,8 +31,16 @@ else
     WORK=${EASEL_GPU_WORK:-/tmp/easel-gpu}
     PYTHON=${PYTHON:-python3}
     scale=real
-    # What install_parts.sh unpacked comes before the image's own onnxruntime (CPU-only 1.30).
+    # What install_parts.sh unpacked comes before the image's own onnxruntime (CPU-only 1.30);
+    # CUDA and cuDNN are the nvidia-* wheels beside torch.
     export PYTHONPATH="$WORK/site-ort:$WORK/site-python${PYTHONPATH:+:$PYTHONPATH}"
+    libraries=$("$PYTHON" tests/benchmarks/gpu/parts.py libdirs)
+    if [ -n "$libraries" ]; then
+        export LD_LIBRARY_PATH="$libraries${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
+fi
+if [[ "$PYTHON" == */* ]]; then
+    PYTHON=$(realpath -s "$PYTHON")  # the background build runs from a copy elsewhere
 fi
 OUT=${OUT:-$WORK/out}
 export PYTHONUNBUFFERED=1

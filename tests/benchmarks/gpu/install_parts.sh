@@ -26,7 +26,9 @@ if [ "$number" = 1 ]; then
     "$PYTHON" "$parts" probe --work "$WORK" | tee "$OUT/probe.txt"
 fi
 if [ -f "$WORK/site-ort/.unpacked" ]; then
-    PYTHONPATH="$WORK/site-ort:$WORK/site-python" "$PYTHON" "$parts" check
+    libraries=$("$PYTHON" "$parts" libdirs)
+    PYTHONPATH="$WORK/site-ort:$WORK/site-python" \
+        LD_LIBRARY_PATH="$libraries${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PYTHON" "$parts" check
 fi
 if [ -f "$WORK/build.log" ]; then
     echo "--- the background build so far:"

@@ -247,6 +247,19 @@ def _locked(root: Path) -> Iterator[None]:
         yield
 
 
+def is_building(root: Path) -> bool:
+    """Whether another process is building the model in ``root`` now (holds its lock)."""
+    if not (root / ".lock").is_file():
+        return False
+    with open(root / ".lock") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
 def model_root(work: Path, name: str, scale: str) -> Path:
     """Where ``name`` is (or will be): ``WORK/models/NAME-SCALE``, a link when it lives
     elsewhere (see ``place``)."""

@@ -190,6 +190,16 @@ def link_nvidia_libraries(site: Path) -> None:
         (site / "nvidia").symlink_to(locations[0], target_is_directory=True)
 
 
+def nvidia_library_folders() -> list[str]:
+    """The ``lib`` folders of the nvidia-* wheels beside torch (CUDA 13's ``cu13/lib``,
+    ``cudnn/lib``, ...): put on LD_LIBRARY_PATH too, should ``preload_dlls`` not find them
+    through the link."""
+    spec = importlib.util.find_spec("nvidia")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    return sorted(str(folder) for root in roots for folder in Path(root).glob("*/lib")
+                  if folder.is_dir())
+
+
 # --- there: what the machine has ----------------------------------------------------------
 
 def probe(work: Path) -> None:
@@ -280,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     staging.add_argument("number", type=int)
     for command in ("assemble", "probe"):
         commands.add_parser(command)
+    commands.add_parser("libdirs", help="there: the nvidia-* library folders, for "
+                                        "LD_LIBRARY_PATH")
     commands.add_parser("check", help="there: run a float16 graph on the CUDA provider")
     for sub in commands.choices.values():
         sub.add_argument("--work", type=Path, default=Path("/tmp/easel-gpu"))
@@ -302,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if arguments.command == "probe":
         probe(arguments.work)
+        return 0
+    if arguments.command == "libdirs":
+        print(os.pathsep.join(nvidia_library_folders()))
         return 0
     return check_cuda()
 
