@@ -234,7 +234,7 @@ def runtime_options(arguments: argparse.Namespace, precision: str, cuda_graph: b
 
 
 def open_easel(arguments: argparse.Namespace, precision: str, cuda_graph: bool,
-               cache: Path | None, result: dict):
+               cache: Path | None, result: dict, only_unet: bool = False):
     """The model with every session the picture needs opened, the load timed."""
     from engine.model import load_model
 
@@ -244,7 +244,7 @@ def open_easel(arguments: argparse.Namespace, precision: str, cuda_graph: bool,
     components = ["text_encoder", "unet", "vae_decoder"]
     if model.description.text_encoders == 2:
         components.insert(1, "text_encoder_2")
-    for component in components:
+    for component in ["unet"] if only_unet else components:
         getattr(model, component)  # opens the session (the first load converts and optimises)
     result["load_s"] = round(time.perf_counter() - started, 2)
     return model
@@ -320,7 +320,8 @@ def side_easel_profile(arguments: argparse.Namespace) -> dict:
 
     config = effective_config(arguments)
     result: dict = {"name": "Easel UNet profile"}
-    model = open_easel(arguments, arguments.precision, False, arguments.cache, result)
+    model = open_easel(arguments, arguments.precision, False, arguments.cache, result,
+                       only_unet=True)
     unet = model.unet
     options = runtime_options(arguments, arguments.precision, False, arguments.cache)
     providers = [name.replace("ExecutionProvider", "").lower()
@@ -334,8 +335,13 @@ def side_easel_profile(arguments: argparse.Namespace) -> dict:
     with_options = [(name, {key: value for key, value in provider_options.get(name, {}).items()
                             if key != "enable_cuda_graph"})
                     for name in unet.ort_session.get_providers()]
-    session = ort.InferenceSession(str(unet.loaded_from), sess_options=session_options,
-                                   providers=with_options)
+    try:
+        session = ort.InferenceSession(str(unet.loaded_from), sess_options=session_options,
+                                       providers=with_options)
+    except Exception as error:  # noqa: BLE001 - an option the build will not take back
+        result["provider_options_refused"] = sentence(error)
+        session = ort.InferenceSession(str(unet.loaded_from), sess_options=session_options,
+                                       providers=unet.ort_session.get_providers())
     latents = np.load(arguments.latents)
     feeds = unet_feeds(session, latents, batch=2 if config.guidance > 1 else 1)
     calls = arguments.profile_calls

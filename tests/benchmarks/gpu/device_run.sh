@@ -46,6 +46,9 @@ OUT=${OUT:-$WORK/out}
 export PYTHONUNBUFFERED=1
 mkdir -p "$WORK" "$OUT"
 cpus=$(nproc)
+if ! command -v taskset > /dev/null; then
+    cpus=1  # nothing to pin with: builds and benchmark share every core
+fi
 
 if [ "$build_only" = 1 ]; then
     # Building needs no GPU; on a machine with cores to spare it keeps off the four the
@@ -56,8 +59,8 @@ if [ "$build_only" = 1 ]; then
         pin=(taskset -c "4-$((cpus - 1))")
         export EASEL_BUILD_THREADS=$(((cpus - 4) / 3))
     fi
-    build=(${pin[@]+"${pin[@]}"} "$PYTHON" -m tests.benchmarks.gpu.models --work "$WORK" --scale "$scale"
-           --parallel sd15 turbo sdxl)
+    build=(${pin[@]+"${pin[@]}"} "$PYTHON" -m tests.benchmarks.gpu.models --work "$WORK"
+           --scale "$scale" --parallel sd15 turbo sdxl)
     if [ "$background" = 0 ]; then
         exec "${build[@]}"
     fi

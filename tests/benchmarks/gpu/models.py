@@ -70,7 +70,8 @@ class Family:
     pad_tokens: tuple[str, ...]  # of tokenizer (and tokenizer_2)
     unet_changes: dict = field(default_factory=dict)
     scheduler: dict | None = None  # replaces the shipped scheduler config
-    # Disk a real-size build takes (diffusers float16 + Easel float32 + float16 cache), GB.
+    # Disk a real-size build takes, GB: diffusers float16, Easel float32, and Easel's cache
+    # (the float16 copy and its optimised graph).
     disk_gb: float = 10.0
 
     @property
@@ -79,10 +80,10 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "sd15": Family("sd15", "sd15", "sd1", ("<|endoftext|>",), disk_gb=10),
+    "sd15": Family("sd15", "sd15", "sd1", ("<|endoftext|>",), disk_gb=12),
     "turbo": Family("turbo", "sd2", "sd-turbo", ("!",), unet_changes={"sample_size": 64},
-                    scheduler=TURBO_SCHEDULER, disk_gb=12),
-    "sdxl": Family("sdxl", "sdxl", "sdxl", ("<|endoftext|>", "!"), disk_gb=32),
+                    scheduler=TURBO_SCHEDULER, disk_gb=14),
+    "sdxl": Family("sdxl", "sdxl", "sdxl", ("<|endoftext|>", "!"), disk_gb=36),
 }
 
 
@@ -266,8 +267,15 @@ def model_root(work: Path, name: str, scale: str) -> Path:
     return work / "models" / f"{name}-{scale}"
 
 
+class BuildFailed(Exception):
+    """A model could not be built (or could not before: it is not tried twice)."""
+
+
 def ensure(name: str, scale: str, work: Path, seed: int = 0) -> ModelFolders:
-    """The model's folders, built now unless they are ready (or being built: then waited for)."""
+    """The model's folders, built now unless they are ready (or being built: then waited for).
+
+    Raises BuildFailed when it cannot be built, now or in an earlier try (``place`` found no
+    room, an export failed): on the device a second try would only cost the same minutes."""
     family = FAMILIES[name]
     folders = ModelFolders(model_root(work, name, scale))
     if folders.ready:
@@ -275,15 +283,23 @@ def ensure(name: str, scale: str, work: Path, seed: int = 0) -> ModelFolders:
     with _locked(folders.root):
         if folders.ready:
             return folders
+        failed = folders.root / "failed"
+        if failed.is_file():
+            raise BuildFailed(failed.read_text().strip())
         _limit_threads()
         started = time.monotonic()
-        if not folders.diffusers.is_dir():
-            with _built_beside(folders.diffusers) as building:
-                build_diffusers_folder(family, scale, building, seed)
-        built = time.monotonic()
-        if not folders.easel.is_dir():
-            with _built_beside(folders.easel) as building:
-                export_easel_folder(folders.diffusers, building)
+        try:
+            if not folders.diffusers.is_dir():
+                with _built_beside(folders.diffusers) as building:
+                    build_diffusers_folder(family, scale, building, seed)
+            built = time.monotonic()
+            if not folders.easel.is_dir():
+                with _built_beside(folders.easel) as building:
+                    export_easel_folder(folders.diffusers, building)
+        except Exception as error:
+            text = " ".join(str(error).split()) or type(error).__name__
+            failed.write_text(f"building {name} failed: {type(error).__name__}: {text}\n")
+            raise BuildFailed(failed.read_text().strip()) from error
         (folders.root / "ready").write_text(json.dumps({
             "built_s": round(built - started, 1),
             "exported_s": round(time.monotonic() - built, 1)}) + "\n")
@@ -319,33 +335,40 @@ def free_gb(folder: Path) -> float:
     return shutil.disk_usage(folder).free / 1e9
 
 
-def place(names: list[str], scale: str, work: Path) -> dict[str, Path]:
-    """Decide where each model is built: under WORK when its disk has room, else in /dev/shm
-    (memory) when that has; WORK/models/NAME-SCALE links to the place chosen. SDXL alone is
-    about 32 GB; the device's disk is 64 GB and holds the image too."""
-    chosen: dict[str, Path] = {}
+def place(names: list[str], scale: str, work: Path) -> dict[str, str]:
+    """Decide where each model is built: under WORK while its disk has room, else in /dev/shm
+    (memory) while that has; WORK/models/NAME-SCALE becomes a link to the place chosen. SDXL
+    alone takes about 36 GB; the device's disk is 64 GB and holds the image too. A model with
+    no room is marked failed, with the sizes, and the others go on. Returns where each went."""
+    chosen: dict[str, str] = {}
     room = {work: free_gb(work), SHM: free_gb(SHM) if SHM.is_dir() else 0.0}
     for name in names:
         link = model_root(work, name, scale)
         if link.exists():
-            chosen[name] = link.resolve()
+            chosen[name] = str(link.resolve())
             continue
         need = FAMILIES[name].disk_gb if scale == "real" else 0.2
-        # Memory is also what the benchmark and the exports run in: leave half of it free.
-        usable = {work: room[work] - 2, SHM: room[SHM] / 2}
+        # /dev/shm is memory, which the exports and the benchmark run in too: 24 GB stay free.
+        usable = {work: room[work] - 2, SHM: room[SHM] - 24}
         target = next((where for where in (work, SHM) if usable[where] >= need), None)
-        if target is None:
-            raise SystemExit(f"{name} needs about {need:.0f} GB of disk; {room[work]:.0f} GB "
-                             f"are free under {work} and {room[SHM]:.0f} GB in {SHM}.")
-        room[target] -= need
         link.parent.mkdir(parents=True, exist_ok=True)
+        if target is None:
+            link.mkdir(exist_ok=True)
+            reason = (f"{name} needs about {need:.0f} GB of disk; once the models before it "
+                      f"have theirs, {room[work]:.0f} GB are left under {work} and "
+                      f"{room[SHM]:.0f} GB in {SHM}")
+            (link / "failed").write_text(reason + "\n")
+            chosen[name] = reason
+            print(f"  {reason}: not built", flush=True)
+            continue
+        room[target] -= need
         if target == work:
             link.mkdir(exist_ok=True)
         else:
             elsewhere = SHM / "easel-gpu-models" / link.name
             elsewhere.mkdir(parents=True, exist_ok=True)
             link.symlink_to(elsewhere, target_is_directory=True)
-        chosen[name] = link.resolve()
+        chosen[name] = str(link.resolve())
         print(f"  {name}: built in {chosen[name]} ({need:.0f} GB needed)", flush=True)
     return chosen
 
@@ -353,14 +376,19 @@ def place(names: list[str], scale: str, work: Path) -> dict[str, Path]:
 def build_all(names: list[str], scale: str, work: Path, parallel: bool, seed: int = 0) -> int:
     """Build every model, each in a process of its own when ``parallel``; 0 when all built."""
     place(names, scale, work)
-    if not parallel or len(names) == 1:
+    if parallel and len(names) > 1:
+        command = [sys.executable, "-m", "tests.benchmarks.gpu.models", "--work", str(work),
+                   "--scale", scale, "--seed", str(seed)]
+        running = {name: subprocess.Popen([*command, name], cwd=REPO) for name in names}
+        failed = [name for name, process in running.items() if process.wait() != 0]
+    else:
+        failed = []
         for name in names:
-            ensure(name, scale, work, seed)
-        return 0
-    command = [sys.executable, "-m", "tests.benchmarks.gpu.models", "--work", str(work),
-               "--scale", scale, "--seed", str(seed)]
-    running = {name: subprocess.Popen([*command, name], cwd=REPO) for name in names}
-    failed = [name for name, process in running.items() if process.wait() != 0]
+            try:
+                ensure(name, scale, work, seed)
+            except BuildFailed as error:
+                print(f"  {error}", flush=True)
+                failed.append(name)
     if failed:
         print(f"  could not build {', '.join(failed)}", flush=True)
     return 1 if failed else 0

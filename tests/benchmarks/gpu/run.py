@@ -116,6 +116,7 @@ def run(arguments: argparse.Namespace) -> int:
         machine=machine(), dry_run=arguments.dry_run,
         started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")))
     names = [name for name in ORDER if name in arguments.configs.split(",")]
+    models.place(names, scale, arguments.work)  # a background build placed them already
     measured = []
     for number, (sides, profile) in enumerate(phases(arguments)):
         for name in names if number == 0 else measured:
@@ -125,7 +126,11 @@ def run(arguments: argparse.Namespace) -> int:
                     skip(results, name, f"{left:.0f} s were left; it needs about "
                                         f"{LEAST_S[name]} s")
                     continue
-                folders = ready_model(name, scale, arguments.work, results)
+                try:
+                    folders = ready_model(name, scale, arguments.work, results)
+                except models.BuildFailed as error:
+                    skip(results, name, str(error))
+                    continue
                 measured.append(name)
             else:
                 folders = models.ModelFolders(models.model_root(arguments.work, name, scale))
