@@ -155,7 +155,6 @@ class GpuMemory:
                     "before this process started")
         self.gpu_name: str | None = None
         self._peak = 0
-        self._stop = threading.Event()
         try:
             import pynvml
 
@@ -172,7 +171,8 @@ class GpuMemory:
         self._thread.start()
 
     def _sample(self, period_s: float) -> None:
-        while not self._stop.wait(period_s):
+        while True:  # a daemon thread: it ends with the process
+            time.sleep(period_s)
             self._peak = max(self._peak, self._used() - self._baseline)
 
     def peak_mb(self) -> float | None:
@@ -184,6 +184,8 @@ class GpuMemory:
     def record(self, result: dict) -> None:
         result["gpu_memory_peak_mb"] = self.peak_mb()
         result["gpu_memory_how"] = self.how
+        if self.gpu_name:
+            result["gpu"] = self.gpu_name
 
 
 def measure(label: str, run: Callable[[], tuple[float, list[float], np.ndarray]],
