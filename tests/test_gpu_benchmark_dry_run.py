@@ -112,6 +112,43 @@ def test_dry_run_prints_one_json_line_per_model_and_the_table(dry_run):
     assert (out / "run.log").read_text().strip().endswith(str(out / "results.json"))
 
 
+# --- the real-size models --------------------------------------------------------------------
+
+# Millions of parameters per component, as resources/configs/*/README.md give them.
+REAL_SIZES = {
+    "sd15": {"unet": 860, "vae": 84, "text_encoder": 123},
+    "turbo": {"unet": 866, "vae": 84, "text_encoder": 340},
+    "sdxl": {"unet": 2567, "vae": 84, "text_encoder": 123, "text_encoder_2": 695},
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_SIZES))
+def test_real_size_models_have_the_real_architectures(name):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from tests.benchmarks.gpu import models
+
+    configs = models.component_configs(models.FAMILIES[name], "real")
+    with torch.device("meta"):  # shapes only: no memory, no time
+        sizes = {component: sum(parameter.numel() for parameter in build(
+                     configs[component]).parameters()) / 1e6
+                 for component, build in models.component_builders().items()
+                 if component in configs}
+    assert sizes == pytest.approx(REAL_SIZES[name], rel=0.01)
+    assert configs["model_index"]["scheduler"][1] == configs["scheduler"]["_class_name"]
+
+
+def test_the_turbo_model_is_one_easel_takes_for_turbo():
+    from engine.export.source import distillation
+    from tests.benchmarks.gpu import models
+
+    configs = models.component_configs(models.FAMILIES["turbo"], "real")
+    source = type("Source", (), {"scheduler": configs["scheduler"], "unet": configs["unet"]})
+    assert distillation(source) == "turbo"
+    assert configs["unet"]["sample_size"] * 8 == 512  # SD 2.1's layers, drawn at 512x512
+    assert configs["scheduler"]["prediction_type"] == "epsilon"
+
+
 # --- the parts that carry the packages -------------------------------------------------------
 
 def _archive(path: Path, files: dict[str, bytes]) -> None:

@@ -148,19 +148,10 @@ def _tiny_configs(name: str) -> dict:
 def build_diffusers_folder(family: Family, scale: str, destination: Path, seed: int = 0) -> None:
     """Write ``family``'s random-weight diffusers folder into the empty ``destination``."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     _quiet_libraries()
     configs = component_configs(family, scale)
-    builders = {
-        "text_encoder": lambda config: CLIPTextModel(CLIPTextConfig.from_dict(config)),
-        "text_encoder_2": lambda config: CLIPTextModelWithProjection(
-            CLIPTextConfig.from_dict(config)),
-        "vae": AutoencoderKL.from_config,
-        "unet": UNet2DConditionModel.from_config,
-    }
-    for offset, (name, build) in enumerate(builders.items()):
+    for offset, (name, build) in enumerate(component_builders().items()):
         if name not in configs:
             continue
         torch.manual_seed(seed + offset)
@@ -174,6 +165,20 @@ def build_diffusers_folder(family: Family, scale: str, destination: Path, seed: 
     _write_json(destination / "model_index.json", configs["model_index"])
     for number, pad in enumerate(family.pad_tokens):
         _write_tokenizer(destination / ("tokenizer" if number == 0 else "tokenizer_2"), pad)
+
+
+def component_builders() -> dict:
+    """Component name -> a function making that component, random, from its config."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    return {
+        "text_encoder": lambda config: CLIPTextModel(CLIPTextConfig.from_dict(config)),
+        "text_encoder_2": lambda config: CLIPTextModelWithProjection(
+            CLIPTextConfig.from_dict(config)),
+        "vae": AutoencoderKL.from_config,
+        "unet": UNet2DConditionModel.from_config,
+    }
 
 
 def _quiet_libraries() -> None:
