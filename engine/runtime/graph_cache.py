@@ -141,10 +141,7 @@ def cached_graph(cache: Path, model: Path, providers: Sequence[str]) -> CachedGr
     if not set(providers) <= CACHEABLE_PROVIDERS:
         return None
     model = model.resolve()
-    digest = hashlib.sha256(str(model).encode()).hexdigest()[:16]
-    # Folder and stem keep the cache readable: "unet-model-3f2a…", "vae_decoder-model-9b1c…".
-    name = f"{model.parent.name}-{model.stem}-{digest}"
-    folder = Path(cache) / f"onnxruntime-{ort.__version__}" / "+".join(providers) / name
+    folder = _entry_folder(cache, model, providers)
     stamp = {
         "source": str(model),
         "files": [list(entry) for entry in file_identity(model)],
@@ -153,6 +150,15 @@ def cached_graph(cache: Path, model: Path, providers: Sequence[str]) -> CachedGr
         "machine": machine_fingerprint(),
     }
     return CachedGraph(folder, stamp)
+
+
+def _entry_folder(cache: Path, model: Path, providers: Sequence[str], suffix: str = "") -> Path:
+    """Where ``model``'s entry for ``providers`` lives. Folder and stem keep the cache readable
+    ("unet-model-3f2a…", "vae_decoder-model-9b1c…"); the digest of the whole path tells two
+    models apart."""
+    digest = hashlib.sha256(str(model).encode()).hexdigest()[:16]
+    name = f"{model.parent.name}-{model.stem}-{digest}{suffix}"
+    return Path(cache) / f"onnxruntime-{ort.__version__}" / "+".join(providers) / name
 
 
 def converted_graph(cache: Path, model: Path, providers: Sequence[str], kind: str,
@@ -164,9 +170,7 @@ def converted_graph(cache: Path, model: Path, providers: Sequence[str], kind: st
     names the model's files and the ``converter`` version, so the copy goes stale when either
     changes; no machine in it, as the conversion does not depend on the processor."""
     model = model.resolve()
-    digest = hashlib.sha256(str(model).encode()).hexdigest()[:16]
-    name = f"{model.parent.name}-{model.stem}-{digest}-{kind}"
-    folder = Path(cache) / f"onnxruntime-{ort.__version__}" / "+".join(providers) / name
+    folder = _entry_folder(cache, model, providers, f"-{kind}")
     stamp = {
         "source": str(model),
         "files": [list(entry) for entry in file_identity(model)],
