@@ -8,9 +8,9 @@ and scheduler (design.md, Seeds), so its pixels are those it would have alone.
 The user's setting (``RuntimeOptions.image_batch``, "model.runtime.image_batch") decides
 when it is not 0. At 0 the device decides:
 
-- the CPU makes one picture per call. The CPU is already busy with one picture's GEMMs
-  (measured: batching gains nothing there), and one at a time shows each picture's progress
-  and preview as it forms;
+- the CPU makes one picture per call. Its cores are already kept busy by one picture's
+  GEMMs, so a larger batch costs as much per sample (reasoned, not measured here), and one at
+  a time shows each picture's progress and preview as it forms;
 - a GPU takes as many as ``GPU_LATENT_BUDGET`` allows. One call of one picture leaves much
   of a large GPU idle between its many small kernels, so sharing calls makes each picture
   cheaper; the activations grow with samples × latent pixels, and past about eight 64 × 64
