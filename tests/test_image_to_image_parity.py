@@ -108,9 +108,9 @@ def capture_decoding(pipeline, monkeypatch) -> dict:
     seen = {}
     decode = pipeline.decode_latents
 
-    def keep(latents, cancel):
+    def keep(latents, cancel, notes=None):
         seen["latents"] = latents
-        seen["pixels"] = decode(latents, cancel)
+        seen["pixels"] = decode(latents, cancel, notes)
         return seen["pixels"]
 
     monkeypatch.setattr(pipeline, "decode_latents", keep)

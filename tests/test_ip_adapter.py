@@ -261,9 +261,9 @@ def run_ours(model, request, monkeypatch) -> tuple[np.ndarray, np.ndarray, tuple
     pipeline = TextToImagePipeline(model)
     decode, final = pipeline.decode_latents, {}
 
-    def keep(latents, cancel):
+    def keep(latents, cancel, notes=None):
         final["latents"] = latents
-        return decode(latents, cancel)
+        return decode(latents, cancel, notes)
 
     monkeypatch.setattr(pipeline, "decode_latents", keep)
     image = pipeline(request).images[0]

@@ -105,9 +105,9 @@ def run_ours(model, request: TextToImageRequest, monkeypatch) -> tuple[np.ndarra
     final = {}
     decode = pipeline.decode_latents
 
-    def keep_latents(latents, cancel):
+    def keep_latents(latents, cancel, notes=None):
         final["latents"] = latents
-        return decode(latents, cancel)
+        return decode(latents, cancel, notes)
 
     monkeypatch.setattr(pipeline, "decode_latents", keep_latents)
     return pipeline(request).images[0].pixels, final["latents"]

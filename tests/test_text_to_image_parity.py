@@ -78,9 +78,9 @@ def run_ours(model, scheduler, seed, guidance, steps, monkeypatch=None):
     if monkeypatch is not None:
         decode = pipeline.decode_latents
 
-        def keep_latents(latents, cancel):
+        def keep_latents(latents, cancel, notes=None):
             final["latents"] = latents
-            return decode(latents, cancel)
+            return decode(latents, cancel, notes)
 
         monkeypatch.setattr(pipeline, "decode_latents", keep_latents)
     request = TextToImageRequest(PROMPT, NEGATIVE, width=WIDTH, height=HEIGHT, steps=steps,
