@@ -169,7 +169,7 @@ def assemble(work: Path) -> list[str]:
         shutil.rmtree(site, ignore_errors=True)
         site.mkdir(parents=True)
         with tarfile.open(joined, "r:xz") as tar:
-            tar.extractall(site, filter="data")
+            _extract(tar, site)
         joined.unlink()
         link_nvidia_libraries(site)
         done.write_text("")
@@ -323,3 +323,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _extract(tar: tarfile.TarFile, site: Path) -> None:
+    """Unpack ``tar`` into ``site``, refusing members that would land outside it or are
+    links or devices: tarfile's "data" filter where this Python has it (3.11.4 and later;
+    Debian 12's python3.11 is 3.11.2), the same checks by hand where it has not."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(site, filter="data")
+        return
+    root = site.resolve()
+    for member in tar.getmembers():
+        target = (site / member.name).resolve()
+        if not target.is_relative_to(root) or not (member.isfile() or member.isdir()):
+            raise SystemExit(f"The archive holds {member.name!r}, which it must not.")
+    tar.extractall(site)
+
