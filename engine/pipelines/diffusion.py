@@ -26,7 +26,7 @@ from engine.prompt_emphasis import apply_emphasis, check_emphasis
 from engine.prompt_syntax import ParsedPrompt, parse_prompt
 from engine.request import Progress, ProgressCallback
 from engine.runtime import CancelToken, Session
-from engine.runtime.binding import CudaGraphFailed, bound_calls, stop_cuda_graph
+from engine.runtime.binding import CudaGraphFailed, bound_calls
 from engine.runtime.errors import OutOfMemory, out_of_memory_at
 from engine.schedulers import make_scheduler
 from engine.schedulers.base import Scheduler
@@ -459,7 +459,7 @@ class DiffusionPipeline:
                 prediction = calls(feeds, cancel)
             except CudaGraphFailed as failure:
                 # Said, never silent; the same call again, without CUDA graphs.
-                stop_cuda_graph(self.model, failure.reason)
+                self.model.stop_cuda_graph(failure.reason)
                 if notes is not None:
                     notes.append(failure.reason)
                 unet = self.model.unet if guides is None else guides.unet(self.model)

@@ -14,7 +14,7 @@ new values are copied into them (``OrtValue.update_inplace``), and each shape ha
 of its own: the ``gpu_graph_id`` run option, from 1 (0 is onnxruntime's own default, -1 runs
 without a graph). onnxruntime runs a graph's first calls normally, then captures it, then
 replays it. A failure there raises ``CudaGraphFailed``; the pipeline then stops the model's
-CUDA graphs (``stop_cuda_graph``) and goes on with plain calls, saying why.
+CUDA graphs (``Model.stop_cuda_graph``) and goes on with plain calls, saying why.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -48,16 +47,6 @@ class CudaGraphFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class StopsCudaGraph(Protocol):
-    def stop_cuda_graph(self, reason: str) -> None: ...
-
-
-def stop_cuda_graph(model: StopsCudaGraph, reason: str) -> None:
-    """Tell the model that its CUDA graphs failed, so its sessions run without them from now
-    on (``Model.stop_cuda_graph``); the one place the pipelines call it from."""
-    model.stop_cuda_graph(reason)
 
 
 def device_of(session: Session) -> str:
