@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from desktop import settings as settings_file
-from desktop.app.generation import runtime_options
 from desktop.app.widgets.settings_dialog import SettingsDialog
 from desktop.cli import _parser as build_parser
 from desktop.cli.common import runtime_options as command_line_options
+from desktop.model_prepare import settings_runtime as runtime_options
 from desktop.settings import Settings
 
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from desktop.app.generation import saved_runtime_options
 from desktop.catalogue import Entry
 from desktop.downloads import DownloadProgress, partial_path
+from desktop.model_prepare import saved_runtime
 from desktop.model_sources import get
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.units import duration_text
@@ -51,7 +51,7 @@ def get_model(store: ModelStore, entry: Entry, downloads: Path, keep_download: b
     return get.get_model(download, store, Path(downloads), fetched=fetched, imported=imported,
                          should_stop=lambda: context.cancel.cancelled,
                          keep_download=keep_download,
-                         prepare_for=saved_runtime_options if runtime is None else (
+                         prepare_for=saved_runtime if runtime is None else (
                              lambda: runtime))
 
 

@@ -21,7 +21,7 @@ from desktop.decoding import Decoding, use_decoding
 from desktop.library import ImageEntry, Library
 from desktop.model_kinds.embedding import installed_embeddings
 from desktop.model_kinds.lora import prompt_loras
-from desktop.model_prepare import prepare_after_import, saved_runtime, settings_runtime
+from desktop.model_prepare import prepare_after_import, saved_runtime
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import check_failure, flagged_record, safety_checks
 from engine.control.control import Control
@@ -116,12 +116,6 @@ def chosen_upscaler(store: ModelStore, preferred: str = "") -> str | None:
     if preferred in names:
         return preferred
     return names[0] if names else None
-
-
-# The window's options from its settings (Qt-free, in desktop.model_prepare, so easel doctor
-# reads them too); kept under these names for the app's modules.
-runtime_options = settings_runtime
-saved_runtime_options = saved_runtime
 
 
 # What the job queue says while a model's first load optimises its graphs ("Preparing ...").
@@ -339,6 +333,6 @@ def import_model(store: ModelStore, source: Path, context: Context,
         return context.cancel.cancelled
 
     model = store.import_model(source, name, progress, should_stop)
-    prepare_after_import(model, saved_runtime_options if runtime is None else (
+    prepare_after_import(model, saved_runtime if runtime is None else (
         lambda: runtime), progress, should_stop)
     return model

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from desktop import paths
 from desktop import settings as settings_file
 from desktop.app.file_open_events import FileOpenEvents
-from desktop.app.generation import EnginePipelines, runtime_options
+from desktop.app.generation import EnginePipelines
 from desktop.app.single_window import (
     WindowServer,
     ask_to_open,
@@ -28,6 +28,7 @@ from desktop.app.widgets.icons import icon
 from desktop.app.widgets.main_window import MainWindow
 from desktop.library import Library, LibraryInUse
 from desktop.library.instance import claim_window
+from desktop.model_prepare import settings_runtime
 from desktop.model_store import ModelStore
 from desktop.settings import Settings
 from engine.errors import EaselError
@@ -77,7 +78,7 @@ def _run(app: QApplication, settings: Settings, settings_message: str | None,
     try:
         try:
             store = ModelStore(paths.models_dir(), paths.built_in_models_dir())
-            options = runtime_options(settings)
+            options = settings_runtime(settings)
         except EaselError as error:
             return _cannot_start(error)
         pipelines = EnginePipelines(store, options, settings.models_kept_loaded)

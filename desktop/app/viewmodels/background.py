@@ -19,12 +19,13 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 from PySide6.QtGui import QImage, QPainter
 
-from desktop.app import background, editing, generation
+from desktop.app import background, editing
 from desktop.app.background import SubjectMask
 from desktop.app.viewmodels.jobs import JobRow
 from desktop.app.worker import qimage_from_pixels
 from desktop.background import SEGMENTER, chosen_segmenter
 from desktop.library import ImageEntry
+from desktop.model_prepare import settings_runtime
 from desktop.model_store import ModelStore
 from engine.errors import EaselError
 
@@ -195,7 +196,7 @@ class BackgroundModel(QObject):
         return job_id
 
     def _runtime(self):  # noqa: ANN202 (engine.runtime.RuntimeOptions)
-        return generation.runtime_options(self.studio.settings)
+        return settings_runtime(self.studio.settings)
 
     # A cut for the mask tool ---------------------------------------------------------------
 

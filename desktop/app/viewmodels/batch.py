@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop.app import batching, generation
+from desktop.app import batching
 from desktop.app.viewmodels.jobs import JobRow
 from desktop.app.worker import JobProgress
 from desktop.batch.grid import AXIS_SETTINGS, PROMPT_SR, Grid, grid_jobs, parse_axis
 from desktop.batch.jobs import Job, JobMaker
 from desktop.batch.lines import read_batch_file
 from desktop.content_filter.screening import screen
+from desktop.model_prepare import settings_runtime
 from engine.errors import EaselError
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class BatchModel(QObject):
             return screening.checks
 
         return JobMaker(studio.services.store, library,
-                        generation.runtime_options(studio.settings), folder, screened)
+                        settings_runtime(studio.settings), folder, screened)
 
     def _jobs(self, make: Callable[[JobMaker], list[Job]], folder: Path
               ) -> tuple[JobMaker, list[Job]] | None:

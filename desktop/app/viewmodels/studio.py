@@ -42,6 +42,7 @@ from desktop.app.viewmodels.regions import RegionsModel, regions_request
 from desktop.app.worker import JobProgress, JobRunner, qimage_from_pixels
 from desktop.decoding import Decoding
 from desktop.library import ImageEntry, Library
+from desktop.model_prepare import settings_runtime
 from desktop.model_store import InstalledModel, ModelStore
 from desktop.safety import flagged_record, hidden_pixels
 from desktop.settings import Settings
@@ -612,7 +613,7 @@ class Studio(QObject):
         engine_changed = (old.providers, old.cpu_threads, old.models_kept_loaded) != (
             new.providers, new.cpu_threads, new.models_kept_loaded)
         if engine_changed and hasattr(self.services.pipelines, "reconfigure"):
-            self.services.pipelines.reconfigure(generation.runtime_options(new),
+            self.services.pipelines.reconfigure(settings_runtime(new),
                                                 new.models_kept_loaded)
         self.gallery.embed_metadata = new.embed_metadata
         self.services.library.provenance.settings = new.provenance()
