@@ -10,6 +10,7 @@ advice to install CUDA.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import sys
@@ -113,7 +114,7 @@ def device_report(
     gpu = None
     if current in _NVIDIA_PROVIDERS:
         # Sessions run on CUDA's device 0 (onnxruntime's default, which Easel keeps).
-        gpus = nvidia_driver(load).gpus
+        gpus = nvidia_driver(load).gpus if load is not None else _gpus()
         gpu = gpus[0] if gpus else None
     return DeviceReport(tuple(requested), current, reason,
                         cpu_threads if current == "cpu" else 0, note, libraries, gpu)
@@ -195,6 +196,13 @@ def nvidia_driver(load: Loader | None = None) -> NvidiaDriver:
     except (AttributeError, OSError):
         pass
     return NvidiaDriver(name, True, kernel, status, cuda_version, gpus, version, described)
+
+
+@functools.cache
+def _gpus() -> tuple[Gpu, ...]:
+    """The machine's GPUs, asked of the driver once per process: every session a model opens
+    (three to five) reports its device, and the GPUs do not change while Easel runs."""
+    return nvidia_driver().gpus
 
 
 def _describe_gpus(driver: object, count: int) -> tuple[Gpu, ...]:
