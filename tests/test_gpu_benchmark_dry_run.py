@@ -184,6 +184,37 @@ def test_parts_fit_a_call_and_come_together_in_order(tmp_path):
     assert (work / "site-ort" / "onnxruntime" / "lib.so").read_bytes() == noise
 
 
+def test_parts_come_together_through_the_script_as_install_parts_runs_it(tmp_path):
+    _archive(tmp_path / "python.tar.xz", {"diffusers/__init__.py": b"VERSION = 2\n"})
+    parts.split(tmp_path / "python.tar.xz", [], tmp_path / "parts", 100_000)
+    work = tmp_path / "work"
+    parts.stage(1, work, tmp_path / "parts")
+    script = Path(parts.__file__)
+    run = subprocess.run([sys.executable, str(script), "assemble", "--work", str(work)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert (work / "site-python" / "diffusers" / "__init__.py").read_bytes() == b"VERSION = 2\n"
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_unpacking_refuses_links_and_paths_outside(tmp_path, monkeypatch, filtered):
+    if not filtered:  # Python 3.11.2 (Debian 12) has no tarfile data filter
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    for name, member in (("outside", tarfile.TarInfo("../escape.txt")),
+                         ("link", tarfile.TarInfo("lib/link"))):
+        if name == "link":
+            member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        path = tmp_path / f"{name}.tar"
+        with tarfile.open(path, "w") as tar:
+            tar.addfile(member, io.BytesIO(b""))
+        site = tmp_path / f"site-{name}-{filtered}"
+        site.mkdir()
+        refused = (SystemExit, getattr(tarfile, "FilterError", SystemExit))
+        with tarfile.open(path) as tar, pytest.raises(refused):
+            parts._extract(tar, site)
+        assert not (tmp_path / "escape.txt").exists() and not (site / "lib" / "link").exists()
+
+
 def test_a_damaged_part_is_refused(tmp_path):
     _archive(tmp_path / "onnxruntime.tar.xz", {"a": np.random.default_rng(1).bytes(50_000)})
     folders = parts.split(tmp_path / "onnxruntime.tar.xz", [], tmp_path / "parts", 100_000)

@@ -178,6 +178,21 @@ def assemble(work: Path) -> list[str]:
     return unpacked
 
 
+def _extract(tar: tarfile.TarFile, site: Path) -> None:
+    """Unpack ``tar`` into ``site``, refusing members that would land outside it or are
+    links or devices: tarfile's "data" filter where this Python has it (3.11.4 and later;
+    Debian 12's python3.11 is 3.11.2), the same checks by hand where it has not."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(site, filter="data")
+        return
+    root = site.resolve()
+    for member in tar.getmembers():
+        target = (site / member.name).resolve()
+        if not target.is_relative_to(root) or not (member.isfile() or member.isdir()):
+            raise SystemExit(f"The archive holds {member.name!r}, which it must not.")
+    tar.extractall(site)
+
+
 def link_nvidia_libraries(site: Path) -> None:
     """Make the ``nvidia`` folder of the Python that holds torch visible beside the unpacked
     packages: onnxruntime's ``preload_dlls`` looks for CUDA 13 and cuDNN under
@@ -323,19 +338,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _extract(tar: tarfile.TarFile, site: Path) -> None:
-    """Unpack ``tar`` into ``site``, refusing members that would land outside it or are
-    links or devices: tarfile's "data" filter where this Python has it (3.11.4 and later;
-    Debian 12's python3.11 is 3.11.2), the same checks by hand where it has not."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(site, filter="data")
-        return
-    root = site.resolve()
-    for member in tar.getmembers():
-        target = (site / member.name).resolve()
-        if not target.is_relative_to(root) or not (member.isfile() or member.isdir()):
-            raise SystemExit(f"The archive holds {member.name!r}, which it must not.")
-    tar.extractall(site)
-
