@@ -9,15 +9,8 @@ import torch
 
 from engine.starter.training.blend import blend, blend_weights, main
 from engine.starter.training.export import export_starter, read_shipped_weights
-from engine.starter.training.network import StarterConfig
 from engine.starter.training.train import Settings, Trainer, trainer_record
-from engine.starter.vocabulary import build_tokenizer
-
-
-def tiny_config() -> StarterConfig:
-    return StarterConfig(vocab_size=build_tokenizer().get_vocab_size(), text_width=32,
-                         text_layers=1, text_heads=2, channels=(16, 32, 32), attention_heads=2,
-                         groups=8)
+from tests.test_starter_model import tiny_config
 
 
 def jittered(trainer: Trainer) -> Trainer:
@@ -84,6 +77,16 @@ def test_bad_fraction_is_refused_in_one_sentence(base_and_checkpoint, tmp_path, 
               str(base_folder), "--to", str(tmp_path / "out")])
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_base_that_is_no_starter_folder_is_refused(base_and_checkpoint, tmp_path, capsys):
+    _, checkpoint = base_and_checkpoint
+    with pytest.raises(SystemExit) as stopped:
+        main(["--checkpoint", str(checkpoint), "--fraction", "0.5", "--base", str(tmp_path),
+              "--to", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    assert "is not a starter model folder (it has no training.json)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from engine.starter.training.export import (
+    TRAINING_RECORD,
     export_starter,
     model_from_checkpoint,
     read_shipped_weights,
 )
-from engine.starter.training.network import StarterModel
 from engine.starter.training.train import DEFAULT_WORK, SHIPPED, trainer_record_fields
 
 
@@ -41,8 +41,7 @@ def blend(checkpoint: Path, fraction: float, destination: Path,
     ``destination``; returns the training record written beside it."""
     model, config, record = model_from_checkpoint(checkpoint)
     base, base_record = read_shipped_weights(base_folder)
-    blended = StarterModel(config)
-    blended.load_state_dict(blend_weights(base, model.state_dict(), fraction))
+    model.load_state_dict(blend_weights(base, model.state_dict(), fraction))
     record = {
         **trainer_record_fields(record), **record,
         "blend": {
@@ -53,7 +52,7 @@ def blend(checkpoint: Path, fraction: float, destination: Path,
                         f"--fraction {fraction}"),
         },
     }
-    export_starter(blended, config, destination, record)
+    export_starter(model, config, destination, record)
     return record
 
 
@@ -72,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         parser.error(f"there is no checkpoint at {args.checkpoint}")
+    if not (args.base / TRAINING_RECORD).is_file():
+        parser.error(f"{args.base} is not a starter model folder (it has no {TRAINING_RECORD})")
     try:
         record = blend(args.checkpoint, args.fraction, args.to, args.base)
     except ValueError as error:
