@@ -15,7 +15,7 @@ from desktop import settings as settings_file
 from desktop.app.widgets.settings_dialog import SettingsDialog
 from desktop.cli import _parser as build_parser
 from desktop.cli.common import runtime_options as command_line_options
-from desktop.model_prepare import settings_runtime as runtime_options
+from desktop.model_prepare import settings_runtime
 from desktop.settings import Settings
 
 
@@ -24,8 +24,8 @@ def test_the_setting_is_kept_and_reaches_the_engine(tmp_path):
     settings_file.save(Settings(gpu_precision="fp32"), path)
     loaded = settings_file.load(path).settings
     assert loaded.gpu_precision == "fp32"
-    assert runtime_options(loaded).precision == "fp32"
-    assert runtime_options(Settings()).precision == "auto"
+    assert settings_runtime(loaded).precision == "fp32"
+    assert settings_runtime(Settings()).precision == "auto"
 
 
 def test_an_unknown_precision_in_the_file_is_a_damaged_file(tmp_path):
