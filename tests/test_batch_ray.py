@@ -234,13 +234,21 @@ def test_a_grid_runs_on_the_cluster_with_the_cells_and_sheet_of_a_local_run(
         home, tmp_path, cluster, capsys, monkeypatch):
     grid = ["grid", "a red fox in the centre", "--x", "steps=3,5", "--seed", "4"]
     assert main([*grid, "--ray", cluster.address]) == 0, capsys.readouterr().err
-    on_cluster = capsys.readouterr().out.split()
+    printed = capsys.readouterr().out.split()
+    on_cluster = batch_pictures(home)
+    assert len(on_cluster) == 3  # two cells and the sheet, each once
+    # Each cell is printed as it finishes (on two workers, in either order), the sheet last.
+    assert sorted(map(Path, printed)) == sorted(path for [path] in on_cluster.values())
+    [[sheet]] = [paths for (_, picture), paths in on_cluster.items() if picture == "sheet"]
+    assert Path(printed[-1]) == sheet
+
+    # The same grid on this computer, one thread as each worker ran: the same pixels.
     monkeypatch.setenv("EASEL_HOME", str(tmp_path / "local"))
-    assert main(grid) == 0
-    here = capsys.readouterr().out.split()
-    assert len(on_cluster) == len(here) == 3  # two cells, then the sheet
-    for remote, local in zip(on_cluster, here, strict=True):
-        assert np.array_equal(whole_pixels(Path(remote)), whole_pixels(Path(local)))
+    assert main([*grid, "--threads", "1"]) == 0
+    local = batch_pictures(tmp_path / "local")
+    assert local.keys() == on_cluster.keys()
+    for key, [path] in on_cluster.items():
+        assert np.array_equal(whole_pixels(path), whole_pixels(local[key][0])), key
 
 
 def test_the_executor_cancels_its_running_tasks(home, tmp_path, cluster):
