@@ -9,6 +9,12 @@ if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji; } \
     >/dev/null 2>&1 || echo "run.sh: could not install fonts-noto-color-emoji; its tests will skip" >&2
 fi
+# The package tests check the menu entries with desktop-file-validate (desktop-file-utils);
+# installed here, before pytest, not only by the package check that runs after it.
+if ! command -v desktop-file-validate >/dev/null && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq desktop-file-utils; } \
+    >/dev/null 2>&1 || echo "run.sh: could not install desktop-file-utils; its tests will skip" >&2
+fi
 # The desktop app's tests run Qt offscreen; PySide6's wheel still needs these system libraries.
 if ! "$venv"/bin/python -c "import PySide6.QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 \
