@@ -4,22 +4,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${EASEL_VENV:-.venv}  # installers/try-newest.sh runs the same tests in .venv-newest
 bash installers/setup.sh --test
-# The starter model's scene tests draw Noto Color Emoji (Debian/Ubuntu: fonts-noto-color-emoji).
-if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && command -v apt-get >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji; } \
-    >/dev/null 2>&1 || echo "run.sh: could not install fonts-noto-color-emoji; its tests will skip" >&2
-fi
-# The package tests check the menu entries with desktop-file-validate (desktop-file-utils);
-# installed here, before pytest, not only by the package check that runs after it.
-if ! command -v desktop-file-validate >/dev/null && command -v apt-get >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq desktop-file-utils; } \
-    >/dev/null 2>&1 || echo "run.sh: could not install desktop-file-utils; its tests will skip" >&2
-fi
-# The desktop app's tests run Qt offscreen; PySide6's wheel still needs these system libraries.
-if ! "$venv"/bin/python -c "import PySide6.QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 \
-      libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core; } \
-    >/dev/null 2>&1 || echo "run.sh: could not install Qt's system libraries; app tests will fail" >&2
+# System packages the tests need, in one apt-get run when any is missing: Noto Color Emoji for
+# the starter model's scene tests, desktop-file-validate for the menu-entry tests (before
+# pytest, not only in the package check after it), and the libraries PySide6's wheel needs to
+# run Qt offscreen.
+needed=()
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || needed+=(fonts-noto-color-emoji)
+command -v desktop-file-validate >/dev/null || needed+=(desktop-file-utils)
+"$venv"/bin/python -c "import PySide6.QtWidgets" 2>/dev/null || needed+=(libegl1 libgl1 \
+    libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core)
+if [ ${#needed[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}"; } \
+    >/dev/null 2>&1 || echo "run.sh: could not install ${needed[*]}; the tests that need them will skip or fail" >&2
 fi
 "$venv"/bin/ruff check .
 "$venv"/bin/lint-imports
