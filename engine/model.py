@@ -14,6 +14,7 @@ import numpy as np
 from engine.description import ModelDescription
 from engine.errors import ModelError
 from engine.manifest import manifest_hash, verify_manifest
+from engine.placement import Placement, load_placement
 from engine.runtime import (
     CancelToken,
     Graph,
@@ -113,6 +114,12 @@ class Model:
     @cached_property
     def tokenizer(self) -> PromptTokenizer:
         return PromptTokenizer(self.folder / "tokenizer", self.description.text_max_length)
+
+    @cached_property
+    def placement(self) -> Placement | None:
+        """Where objects a prompt leaves unplaced are drawn, for a model that says so (the
+        starter); None for the others."""
+        return load_placement(self.folder / "tokenizer")
 
     @cached_property
     def tokenizer_2(self) -> PromptTokenizer:

@@ -22,6 +22,7 @@ import numpy as np
 from engine.embeddings.record import recorded_embeddings
 from engine.errors import BadRequest
 from engine.lora.record import recorded_loras
+from engine.model import Model
 from engine.noise import NoiseGenerator, make_generator, stored_name
 from engine.pipelines.diffusion import (
     MAX_COUNT,
@@ -36,6 +37,7 @@ from engine.pipelines.diffusion import (
 )
 from engine.pipelines.guides import prepare_guides
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, record_drawing
+from engine.placement import placement_note
 from engine.request import (
     GeneratedImage,
     GenerationParameters,
@@ -52,6 +54,12 @@ __all__ = ["MAX_COUNT", "MAX_SEED", "MAX_SIDE", "VARIANT_PURPOSES", "PromptEmbed
 
 
 class TextToImagePipeline(DiffusionPipeline):
+    def __init__(self, model: Model, place_objects: bool = True) -> None:
+        super().__init__(model)
+        # False draws every prompt as written: how the starter's evaluation measures its
+        # weights alone (``engine.placement``).
+        self.place_objects = place_objects
+
     def __call__(
         self,
         request: TextToImageRequest,
@@ -70,10 +78,12 @@ class TextToImagePipeline(DiffusionPipeline):
         parameters = guides.recorded(parameters)
 
         # 2. Encode the prompt (and the negative prompt, for classifier-free guidance), and
-        # gather everything else the UNet is conditioned on.
-        embeddings, warnings = self.encode_prompt(
-            parameters.prompt, parameters.negative_prompt, use_guidance, cancel,
-            parameters.emphasis)
+        # gather everything else the UNet is conditioned on. Objects the prompt leaves
+        # unplaced are given a place first, by a model that says where (the starter's).
+        prompt, warnings = self.placed_prompt(parameters.prompt)
+        embeddings, encoding_notes = self.encode_prompt(
+            prompt, parameters.negative_prompt, use_guidance, cancel, parameters.emphasis)
+        warnings += encoding_notes
         conditioning = self.prepare_conditioning(embeddings, parameters.guidance,
                                                  *drawn_size(parameters))
 
@@ -99,6 +109,16 @@ class TextToImagePipeline(DiffusionPipeline):
         warnings += self.model.take_notes()
         return GenerationResult(tuple(results), tuple(warnings),
                                 guides.unet(self.model).device)
+
+    def placed_prompt(self, prompt: str) -> tuple[str, list[str]]:
+        """The prompt the model draws, and a note when it is not the prompt as written. The
+        picture keeps the prompt as written: placing is the same every time, so the same
+        prompt and seed make the same picture again."""
+        placement = self.model.placement if self.place_objects else None
+        placed = placement.place(prompt) if placement else None
+        if placed is None:
+            return prompt, []
+        return placed, [placement_note(self.model.name, placed)]
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description

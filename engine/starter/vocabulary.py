@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
+from engine.placement import Placement
+from engine.starter.objects import OBJECT_WORDS, POSITION_PHRASES
 from engine.starter.scenes import vocabulary
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
@@ -20,6 +22,14 @@ SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 TEXT_MAX_LENGTH = 24  # the longest caption is 18 words, plus the start and end tokens
 # Known words that name nothing: a prompt of these and unknown words is refused.
 FUNCTION_WORDS = ("a", "against", "an", "and", "at", "background", "in", "on", "the", "with")
+# Where objects a prompt leaves unplaced are drawn (``engine.placement``): one in the centre, two
+# side by side, the layouts it draws each object of exactly once.
+PLACEMENT = Placement(
+    objects=frozenset(OBJECT_WORDS),
+    place_words=frozenset(word for phrases in POSITION_PHRASES.values() for phrase in phrases
+                          for word in phrase.split() if word not in FUNCTION_WORDS),
+    one=POSITION_PHRASES["centre"][0],
+    two=(POSITION_PHRASES["left"][0], POSITION_PHRASES["right"][0]))
 
 
 def build_tokenizer() -> Tokenizer:
@@ -45,5 +55,5 @@ def write_tokenizer_folder(folder: Path) -> None:
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     config = {**special, "model_max_length": TEXT_MAX_LENGTH,
               "tokenizer_class": "PreTrainedTokenizerFast",
-              "function_words": list(FUNCTION_WORDS)}
+              "function_words": list(FUNCTION_WORDS), "placement": PLACEMENT.as_config()}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
