@@ -15,7 +15,9 @@ the object on a colour ("a cat on a green background", for the (object, colour) 
 training never says without a position), two objects on a colour with no positions, and
 "a dog" again and again. Those pictures are judged by ``evaluate_count``, which finds every
 object wherever it is: are the named objects there, is the picture empty, is anything drawn
-twice? Not a timed test: it takes a few minutes.
+twice? Those prompts are drawn as ``easel generate`` draws them, with a place given to each
+object they leave unplaced (``engine.placement``); the last column is the weights alone, the
+prompt drawn as written. Not a timed test: it takes a few minutes.
 """
 
 from __future__ import annotations
@@ -132,10 +134,14 @@ def evaluate(folder: Path, count: int = 200, split: str = "held_out",
     groups = prompt_scenes(count, split)
     results = {name: total(generate_and_judge(pipeline, scenes, steps, guidance), scenes)
                for name, scenes in groups.items()}
-    unplaced = {name: generate_and_count(pipeline, prompts, steps, guidance).as_dict()
-                for name, prompts in unplaced_prompts(unplaced_count or count).items()}
+    as_written = TextToImagePipeline(model, place_objects=False)
+    unplaced, unplaced_as_written = {}, {}
+    for name, prompts in unplaced_prompts(unplaced_count or count).items():
+        unplaced[name] = generate_and_count(pipeline, prompts, steps, guidance).as_dict()
+        unplaced_as_written[name] = generate_and_count(as_written, prompts, steps,
+                                                       guidance).as_dict()
     seconds = time.perf_counter() - started
-    images = sum(len(scenes) for scenes in groups.values()) + sum(
+    images = sum(len(scenes) for scenes in groups.values()) + 2 * sum(
         int(form["pictures"]) for form in unplaced.values())
     one, left_right, top_bottom = (results[k] for k in ("one_object", "left_right", "top_bottom"))
     colour = float(np.mean([one.colour, left_right.colour, top_bottom.colour]))
@@ -149,6 +155,7 @@ def evaluate(folder: Path, count: int = 200, split: str = "held_out",
         "top_bottom_both": top_bottom.two_objects_both,
         "colour": colour,
         "unplaced": unplaced,
+        "unplaced_as_written": unplaced_as_written,
         "seconds_per_image": seconds / images,
     }
 
@@ -175,21 +182,27 @@ def report(figures: dict, reference: dict) -> str:
         lines.append(f"{label:44} {figures[key]:>7.1%} {target:>7} {evaluator:>8.1%} "
                      f"{guess:>7.1%}")
     lines.append("")
-    lines.extend(report_unplaced(figures["unplaced"], reference.get("count_judge")))
+    lines.extend(report_unplaced(figures["unplaced"], figures.get("unplaced_as_written"),
+                                 reference.get("count_judge")))
     lines.append(f"{figures['images']} images, {figures['steps']} steps, guidance "
                  f"{figures['guidance']}, {figures['seconds_per_image']:.2f} s per image "
                  f"(with judging); 'renders' is the evaluator on real rendered scenes")
     return "\n".join(lines)
 
 
-def report_unplaced(unplaced: dict, judge_check: dict | None) -> list[str]:
-    """The table for prompts without positions, with the count judge's own record."""
+def report_unplaced(unplaced: dict, as_written: dict | None,
+                    judge_check: dict | None) -> list[str]:
+    """The table for prompts without positions, with the weights alone in the last column
+    ("alone": exactly the named objects, the prompt drawn as written) and the count judge's
+    own record."""
     columns = ("shows_named", "exactly_named", "empty", "extra_copies", "colour")
-    heads = ("named", "exactly", "empty", "extra", "colour")
+    heads = ("named", "exactly", "empty", "extra", "colour", "alone")
     lines = [f"{'no position named':58} " + " ".join(f"{h:>7}" for h in heads)]
     for key, label in UNPLACED_FORMS.items():
         row = unplaced[key]
         cells = ["" if row[c] != row[c] else f"{row[c]:.1%}" for c in columns]  # NaN: blank
+        if as_written:
+            cells.append(f"{as_written[key]['exactly_named']:.1%}")
         lines.append(f"{label + ' (' + str(int(row['pictures'])) + ')':58} "
                      + " ".join(f"{c:>7}" for c in cells))
     lines.append(f"{'target':58} " + " ".join(
