@@ -76,7 +76,7 @@ def load_placement(tokenizer_folder: Path) -> Placement | None:
     return placement if placement.objects and placement.one and all(placement.two) else None
 
 
-def placement_note(model_name: str, drawn: str) -> str:
-    """What the user is told when a prompt was drawn with places added."""
-    return (f"Drawn as “{drawn}”: '{model_name}' gives a place to objects a prompt leaves "
-            f"unplaced (without one it sometimes draws them twice).")
+def placement_note(drawn: str) -> str:
+    """What the user is told when a prompt was drawn with places added (short: the window
+    shows it in its status bar)."""
+    return f"Drawn as “{drawn}”, so each object comes out once."

@@ -100,7 +100,7 @@ def test_the_picture_keeps_the_prompt_as_written_and_the_user_is_told(starter):
     np.testing.assert_array_equal(result.images[0].pixels, placed.images[0].pixels)
     assert result.images[0].parameters.prompt == "a dog"  # the same prompt makes it again
     notes = [w for w in result.warnings if "Drawn as" in w]
-    assert len(notes) == 1 and "“a dog in the centre”" in notes[0] and "'starter'" in notes[0]
+    assert notes == ["Drawn as “a dog in the centre”, so each object comes out once."]
     assert not any("Drawn as" in w for w in placed.warnings)
 
 

@@ -118,7 +118,7 @@ class TextToImagePipeline(DiffusionPipeline):
         placed = placement.place(prompt) if placement else None
         if placed is None:
             return prompt, []
-        return placed, [placement_note(self.model.name, placed)]
+        return placed, [placement_note(placed)]
 
     def check_inputs(self, request: TextToImageRequest) -> GenerationParameters:
         description = self.description
