@@ -3,6 +3,8 @@ and the evaluator's prompt forms that name no position."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -63,14 +65,14 @@ def test_the_judges_own_record_on_renders() -> None:
 
 def test_prompts_without_positions_name_held_out_pairs_and_no_place() -> None:
     forms = unplaced_prompts(56)
-    assert set(forms) == {"object_only", "object_colour", "two_objects", "a_dog"}
+    assert set(forms) == {"object_only", "object_colour", "two_objects", "a_dog", "phrasings"}
     phrases = [p for options in POSITION_PHRASES.values() for p in options]
     for form, prompts in forms.items():
         assert len(prompts) == 56, form
         for prompt in prompts:
             assert not any(phrase in prompt.text for phrase in phrases), prompt.text
             for word in prompt.objects:
-                assert word in prompt.text.split(), prompt.text
+                assert word in re.findall(r"\w+", prompt.text), prompt.text
     assert {p.objects[0] for p in forms["object_only"]} == set(OBJECT_WORDS)
     assert all(p.colour is None and p.text.count(" ") == 1 for p in forms["object_only"])
     # Object + colour: exactly the pairs training never says without a position.
@@ -85,4 +87,11 @@ def test_prompts_without_positions_name_held_out_pairs_and_no_place() -> None:
         assert sc.is_pair_held_out(first, prompt.colour) or sc.is_pair_held_out(
             second, prompt.colour)
     assert {p.text for p in forms["a_dog"]} == {"a dog"}
+    # The other phrasings: a size, or the templates that lead with the background or list.
+    texts = [p.text for p in forms["phrasings"]]
+    assert texts[0].startswith("a big ") and " background" not in texts[0]
+    assert texts[1].startswith("a small ") and texts[1].endswith(" background")
+    assert " background with " in texts[2] and len(forms["phrasings"][2].objects) == 2
+    assert texts[3].count(", ") == 2 and len(forms["phrasings"][3].objects) == 2
+    assert not any(" a orange" in t or t.startswith("a orange") for t in texts)
     assert unplaced_prompts(56) == forms  # fixed, so before and after are comparable

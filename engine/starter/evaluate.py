@@ -50,6 +50,7 @@ UNPLACED_FORMS = {
     "object_colour": 'object + colour ("a cat on a green background")',
     "two_objects": 'two objects, no positions ("a cat and a dog on ...")',
     "a_dog": '"a dog", counted as one dog',
+    "phrasings": 'a size or other phrasing ("a big cat", ...)',
 }
 
 
@@ -68,22 +69,44 @@ def _naming(words: tuple[str, ...], colour: str | None) -> UnplacedPrompt:
     return UnplacedPrompt(text.replace(" a orange", " an orange"), words, colour)
 
 
+def _phrasing(form: int, word: str, other: str, colour: str) -> UnplacedPrompt:
+    """One of four other ways to name objects without a place: with a size, or in the
+    caption templates that lead with the background or list the objects."""
+    one, two = OBJECTS_BY_WORD[word].article, OBJECTS_BY_WORD[other].article
+    background = f"{'an' if colour == 'orange' else 'a'} {colour} background"
+    if form == 0:
+        return UnplacedPrompt(f"a big {word}", (word,), None)
+    if form == 1:
+        return UnplacedPrompt(f"a small {word} on {background}", (word,), colour)
+    if form == 2:
+        return UnplacedPrompt(f"{background} with {one} {word} and {two} {other}",
+                              (word, other), colour)
+    return UnplacedPrompt(f"{one} {word}, {two} {other}, {colour} background", (word, other),
+                          colour)
+
+
 def unplaced_prompts(count: int, seed: int = 0) -> dict[str, list[UnplacedPrompt]]:
     """``count`` prompts of each form without positions. Object + colour uses the
     (object, colour) pairs that training never says without a position (``HELD_OUT_PAIRS``);
-    two objects pair one of those with another object on its colour, named in either order."""
+    two objects pair one of those with another object on its colour, named in either order;
+    the other phrasings take turns over the same pairs."""
     rng = np.random.default_rng([seed, 14])
     pairs = [HELD_OUT_PAIRS[i % len(HELD_OUT_PAIRS)] for i in range(count)]
     two = []
     for word, colour in pairs:
         other = str(rng.choice([w for w in OBJECT_WORDS if w != word]))
         two.append(_naming((word, other) if rng.random() < 0.5 else (other, word), colour))
+    phrasings = []  # drawn after the forms above, so those stay as they were
+    for index, (word, colour) in enumerate(pairs):
+        other = str(rng.choice([w for w in OBJECT_WORDS if w != word]))
+        phrasings.append(_phrasing(index % 4, word, other, colour))
     return {
         "object_only": [_naming((OBJECT_WORDS[i % len(OBJECT_WORDS)],), None)
                         for i in range(count)],
         "object_colour": [_naming((word,), colour) for word, colour in pairs],
         "two_objects": two,
         "a_dog": [_naming(("dog",), None)] * count,
+        "phrasings": phrasings,
     }
 
 
