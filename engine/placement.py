@@ -2,8 +2,8 @@
 
 The starter model learnt scenes whose objects always sit somewhere named. Asked "a dog" it
 draws a dog anywhere, and in about one picture of ten it draws two (its evaluation, issue
-14); asked "a dog in the centre" it draws exactly one dog in every one of 56 seeds, and "a cat
-and a dog on the left and on the right" both, once each. So when a text-to-image prompt names
+14); asked "a dog in the centre" it draws exactly one dog in every one of 56 seeds, and asked
+"a cat on the left and a dog on the right", each once. So when a text-to-image prompt names
 one or two of the model's objects and no place at all, the prompt is drawn with a place after
 each object: "in the centre" for one, "on the left" and "on the right" for two, in the order
 named. The words are inserted where the model's own captions put them ("a big cat on a green
