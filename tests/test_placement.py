@@ -110,3 +110,13 @@ def test_the_evaluator_can_draw_prompts_as_written(starter):
     placed = TextToImagePipeline(starter)(TextToImageRequest("a dog", seed=25, steps=4))
     assert not any("Drawn as" in w for w in result.warnings)
     assert not np.array_equal(result.images[0].pixels, placed.images[0].pixels)
+
+
+def test_places_that_would_not_fit_in_the_text_encoder_are_not_added(starter):
+    pipeline = TextToImagePipeline(starter)
+    words = starter.description.text_max_length - 2  # what it reads, less start and end
+    filler = " the" * (words - 2 - 3)  # leaves room for "in the centre"
+    fits = "a dog" + filler
+    assert pipeline.placed_prompt(fits)[0] == "a dog in the centre" + filler
+    crowded = fits + " the"  # placed, its last word would be cut off
+    assert pipeline.placed_prompt(crowded) == (crowded, [])

@@ -116,7 +116,9 @@ class TextToImagePipeline(DiffusionPipeline):
         prompt and seed make the same picture again."""
         placement = self.model.placement if self.place_objects else None
         placed = placement.place(prompt) if placement else None
-        if placed is None:
+        # The added words must fit in what the text encoder reads, or they would push the
+        # user's own words out of it.
+        if placed is None or self.model.tokenizer(placed).truncated_text:
             return prompt, []
         return placed, [placement_note(placed)]
 
