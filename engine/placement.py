@@ -8,7 +8,9 @@ one or two of the model's objects and no place at all, the prompt is drawn with 
 each object: "in the centre" for one, "on the left" and "on the right" for two, in the order
 named. The words are inserted where the model's own captions put them ("a big cat on a green
 background" → "a big cat in the centre on a green background"), the user's words are kept,
-and the user is told what was drawn. A prompt that names any place is drawn as written.
+and the user is told what was drawn. A prompt that names any place is drawn as written; one
+that names three objects or more too, with a note that some will be missing (the starter
+learnt scenes of one or two).
 
 A model opts in with a ``placement`` entry in its tokenizer's config (``tokenizer_config.json``):
 its object words, the words that name a place, and the phrases to add. Models without it
@@ -33,13 +35,17 @@ class Placement:
     one: str  # the phrase after a lone object ("in the centre")
     two: tuple[str, str]  # the phrases after the first and second of two objects
 
+    def named_objects(self, prompt: str) -> list[re.Match[str]]:
+        """Where the prompt names an object, in order (a word named twice counts twice)."""
+        return [match for match in _WORD.finditer(prompt)
+                if _normalized(match.group()) in self.objects]
+
     def place(self, prompt: str) -> str | None:
         """``prompt`` with a place after each object, when it names one or two objects and
         no place; None when it is drawn as written."""
-        words = [(match, _normalized(match.group())) for match in _WORD.finditer(prompt)]
-        if any(word in self.place_words for _, word in words):
+        if any(_normalized(m.group()) in self.place_words for m in _WORD.finditer(prompt)):
             return None
-        named = [match for match, word in words if word in self.objects]
+        named = self.named_objects(prompt)
         if len(named) not in (1, 2):
             return None
         phrases = (self.one,) if len(named) == 1 else self.two
@@ -74,6 +80,12 @@ def load_placement(tokenizer_folder: Path) -> Placement | None:
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
     return placement if placement.objects and placement.one and all(placement.two) else None
+
+
+def too_many_note(model_name: str, count: int) -> str:
+    """What the user is told when a prompt names more objects than the model lays out."""
+    return (f"'{model_name}' draws one or two objects; the prompt names {count}, so some will "
+            f"be missing.")
 
 
 def placement_note(drawn: str) -> str:

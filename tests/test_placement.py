@@ -120,3 +120,13 @@ def test_places_that_would_not_fit_in_the_text_encoder_are_not_added(starter):
     assert pipeline.placed_prompt(fits)[0] == "a dog in the centre" + filler
     crowded = fits + " the"  # placed, its last word would be cut off
     assert pipeline.placed_prompt(crowded) == (crowded, [])
+
+
+def test_a_prompt_naming_more_objects_than_the_starter_draws_says_so(starter):
+    pipeline = TextToImagePipeline(starter)
+    result = pipeline(TextToImageRequest("a cat, a dog and a horse", seed=1, steps=2))
+    assert ("'starter' draws one or two objects; the prompt names 3, so some will be "
+            "missing.") in result.warnings
+    assert not any("Drawn as" in w for w in result.warnings)
+    assert pipeline.placed_prompt("a cat and a dog")[1] == [
+        "Drawn as “a cat on the left and a dog on the right”, so each object comes out once."]

@@ -37,7 +37,7 @@ from engine.pipelines.diffusion import (
 )
 from engine.pipelines.guides import prepare_guides
 from engine.pipelines.native_size import drawing_notes, drawn_size, enlarge, record_drawing
-from engine.placement import placement_note
+from engine.placement import placement_note, too_many_note
 from engine.request import (
     GeneratedImage,
     GenerationParameters,
@@ -115,7 +115,11 @@ class TextToImagePipeline(DiffusionPipeline):
         picture keeps the prompt as written: placing is the same every time, so the same
         prompt and seed make the same picture again."""
         placement = self.model.placement if self.place_objects else None
-        placed = placement.place(prompt) if placement else None
+        if placement is None:
+            return prompt, []
+        if (named := len(placement.named_objects(prompt))) > 2:
+            return prompt, [too_many_note(self.model.name, named)]
+        placed = placement.place(prompt)
         # The added words must fit in what the text encoder reads, or they would push the
         # user's own words out of it.
         if placed is None or self.model.tokenizer(placed).truncated_text:
