@@ -50,7 +50,9 @@ def test_the_starter_model_still_cuts_a_long_prompt_and_says_so():
     dropped = tokens.truncated_text.split()
     assert len(dropped) > 20
     result = pipeline(TextToImageRequest(words, steps=1))
-    (warning,) = result.warnings
+    # It names eight objects as well, which the starter is told about in a note of its own.
+    too_many, warning = result.warnings
+    assert too_many.startswith("'starter' draws one or two objects; the prompt names 8")
     assert warning == (
         f"The prompt is longer than the 22 tokens the text encoder reads: its last "
         f"{len(dropped)} words were left out (“{' '.join(dropped[:6])} …”).")
