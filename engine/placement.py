@@ -35,6 +35,11 @@ class Placement:
     one: str  # the phrase after a lone object ("in the centre")
     two: tuple[str, str]  # the phrases after the first and second of two objects
 
+    @property
+    def most_objects(self) -> int:
+        """The most objects it has a layout for (two)."""
+        return len(self.two)
+
     def named_objects(self, prompt: str) -> list[re.Match[str]]:
         """Where the prompt names an object, in order (a word named twice counts twice)."""
         return [match for match in _WORD.finditer(prompt)
@@ -46,7 +51,7 @@ class Placement:
         if any(_normalized(m.group()) in self.place_words for m in _WORD.finditer(prompt)):
             return None
         named = self.named_objects(prompt)
-        if len(named) not in (1, 2):
+        if not 1 <= len(named) <= self.most_objects:
             return None
         phrases = (self.one,) if len(named) == 1 else self.two
         placed, end = [], 0

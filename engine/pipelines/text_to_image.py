@@ -117,7 +117,7 @@ class TextToImagePipeline(DiffusionPipeline):
         placement = self.model.placement if self.place_objects else None
         if placement is None:
             return prompt, []
-        if (named := len(placement.named_objects(prompt))) > 2:
+        if (named := len(placement.named_objects(prompt))) > placement.most_objects:
             return prompt, [too_many_note(self.model.name, named)]
         placed = placement.place(prompt)
         # The added words must fit in what the text encoder reads, or they would push the
